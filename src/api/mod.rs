@@ -1,0 +1,5 @@
+//! The backend API (`/api/v1/*`, API key): what a chat backend calls to
+//! mint tokens and publish events.
+
+pub mod publish;
+pub mod tokens;

@@ -1,0 +1,97 @@
+//! `POST /api/v1/publish {"to":[uids],"type":"notice","data":…}` appends one
+//! event to each user's queue and answers `{"seqs":{uid:seq}}` once durable.
+
+use std::collections::BTreeMap;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::app::App;
+use crate::http::reply::{json, Response};
+use crate::http::request::json_body;
+use crate::http::Error;
+use crate::store::Append;
+use crate::uid::Uid;
+
+/// Most recipients of one publish call.
+pub const MAX_RECIPIENTS: usize = 10_000;
+
+/// Event types herald itself produces; a backend may not forge them.
+const RESERVED_TYPES: &[&str] = &[
+    "gap",
+    "msg",
+    "group_msg",
+    "presence",
+    "receipt",
+    "group_receipt",
+    "counter",
+    "broadcast",
+    "hb",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    to: Vec<Uid>,
+    #[serde(rename = "type", default = "default_type")]
+    kind: String,
+    data: Option<Box<RawValue>>,
+}
+
+fn default_type() -> String {
+    "notice".into()
+}
+
+/// A publishable type: `notice` or a custom lowercase name not herald's own.
+fn check_type(kind: &str) -> Result<(), Error> {
+    let well_formed = (1..=32).contains(&kind.len())
+        && kind.starts_with(|c: char| c.is_ascii_lowercase())
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+    if !well_formed {
+        return Err(Error::bad(
+            "bad_type",
+            "type must be 1-32 characters of [a-z0-9_.], starting with a letter",
+        ));
+    }
+    if RESERVED_TYPES.contains(&kind) {
+        return Err(Error::bad(
+            "bad_type",
+            format!("type {kind:?} is reserved for herald's own events"),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
+    app.auth.backend(&req)?;
+    let body: PublishRequest = json_body(req, app.config.max_body).await?;
+    check_type(&body.kind)?;
+    if body.to.is_empty() || body.to.len() > MAX_RECIPIENTS {
+        return Err(Error::bad(
+            "bad_recipients",
+            format!("to must list 1 to {MAX_RECIPIENTS} uids"),
+        ));
+    }
+    let data = match body.data {
+        Some(data) => data,
+        None => RawValue::from_string("{}".into()).map_err(|e| Error::Internal(e.to_string()))?,
+    };
+    let mut to = body.to;
+    to.sort();
+    to.dedup();
+    let batch = to
+        .iter()
+        .map(|uid| Append {
+            uid: uid.clone(),
+            kind: body.kind.clone(),
+            data: data.clone(),
+        })
+        .collect();
+    let seqs = app.store.append(batch).await?;
+    let seqs: BTreeMap<&str, u64> = to.iter().map(Uid::as_str).zip(seqs).collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "seqs": seqs })))
+}

@@ -1,0 +1,22 @@
+//! The shared state of a running server, handed to every handler.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::auth::Auth;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Everything a request handler may use. One per server, behind an `Arc`.
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub auth: Auth,
+    pub metrics: Arc<Metrics>,
+    /// Whether the demo-only routes exist.
+    pub demo: bool,
+    /// Cancelled on SIGTERM: held requests return, streams end.
+    pub shutdown: CancellationToken,
+}

@@ -1,0 +1,157 @@
+//! herald: a realtime push server for web chat and notification frontends.
+//!
+//! Every web transport (short polling, long polling, and later iframe
+//! streaming, SSE and WebSocket) reads ONE durable per-user event queue, so
+//! a browser resumes exactly where it left off and loses nothing.
+//!
+//! Wiring: [`config::Config`] → a [`store::Store`] → the shared [`app::App`]
+//! → [`server::serve`], which routes through [`http`] to the handlers in
+//! [`transport`], [`actions`] and [`api`].
+
+pub mod actions;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod transport;
+pub mod uid;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::net::TcpSocket;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::http::auth::Auth;
+use crate::metrics::Metrics;
+use crate::store::sled::SledOptions;
+use crate::store::{SledStore, Store};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] store::StoreError),
+}
+
+/// File descriptors kept aside for the store and other files.
+const RESERVED_FDS: u64 = 64;
+
+/// Runs the server until `shutdown` is cancelled, then drains and returns
+/// with everything durable. Prints `listening on http://ADDR` once ready.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let demo = config.demo_mode();
+    if demo && !config.demo && !config.listen.ip().is_loopback() {
+        return Err(StartError::Config(format!(
+            "no --secret given: demo mode is only allowed on a loopback address, not {} (set --secret, or --demo to insist)",
+            config.listen
+        )));
+    }
+    if !demo && config.api_key.is_none() {
+        return Err(StartError::Config(
+            "--api-key (HERALD_API_KEY) is required outside demo mode".into(),
+        ));
+    }
+    if config.store != "sled" {
+        return Err(StartError::Config(format!(
+            "unknown --store {:?}; supported: sled",
+            config.store
+        )));
+    }
+    let secret = config
+        .secret
+        .clone()
+        .unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::rng(), 32));
+    let api_key = match &config.api_key {
+        Some(key) => key.clone(),
+        None => {
+            let key = Alphanumeric.sample_string(&mut rand::rng(), 24);
+            println!("demo mode: generated API key {key}");
+            key
+        }
+    };
+    if demo {
+        println!("WARNING: demo mode: anyone can log in as any user via POST /v1/demo/login; do not expose this server");
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let options = SledOptions {
+        cache_bytes: config.cache_mb << 20,
+        linger: Duration::from_micros(config.commit_linger_us),
+    };
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data, options, metrics.clone())?);
+    let listener = bind(config.listen).map_err(|e| StartError::Listen(config.listen, e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(config.listen, e))?;
+    let max_connections = connection_budget();
+    println!("connection limit: {max_connections} (file descriptor limit minus {RESERVED_FDS})");
+
+    let app = Arc::new(App {
+        auth: Auth::new(secret.as_bytes(), api_key),
+        store: store.clone(),
+        metrics,
+        demo,
+        shutdown: shutdown.clone(),
+        config,
+    });
+    let trimmer = tokio::spawn(trim_periodically(app.clone()));
+    println!("listening on http://{local}");
+    server::serve(listener, app, max_connections).await;
+    trimmer.abort();
+    store.sync().await?;
+    println!("herald stopped; everything acknowledged is durable");
+    Ok(())
+}
+
+/// A listener with a backlog sized for connect storms.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// How many connections the process's file-descriptor limit allows.
+fn connection_budget() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let fds = if ok { limit.rlim_cur } else { 1024 };
+    fds.saturating_sub(RESERVED_FDS).max(16) as usize
+}
+
+/// Applies retention every `--trim-interval-ms`, off the async workers.
+async fn trim_periodically(app: Arc<App>) {
+    let mut every =
+        tokio::time::interval(Duration::from_millis(app.config.trim_interval_ms.max(10)));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let store = app.store.clone();
+        let retention = app.config.retention();
+        match tokio::task::spawn_blocking(move || store.trim(retention)).await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!("retention dropped {n} events"),
+            Ok(Err(e)) => tracing::warn!("retention failed: {e}"),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Prometheus metrics, served as text at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A single label `name=value`, for families keyed by a fixed word.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Label {
+    pub kind: &'static str,
+}
+
+/// Every metric herald keeps. Cheap to update from any thread.
+pub struct Metrics {
+    registry: Registry,
+    /// Events appended (and made durable) to user queues.
+    pub appends: Counter,
+    /// Group-commit flushes (sled flush + fdatasync).
+    pub flushes: Counter,
+    /// Time one group-commit flush took.
+    pub flush_seconds: Histogram,
+    /// Append calls served by one flush.
+    pub commit_batch: Histogram,
+    /// Long-polls being held right now.
+    pub longpolls_held: Gauge,
+    /// Long-poll returns, by `kind` = `events` | `empty`.
+    pub longpoll_returns: Family<Label, Counter>,
+    /// Events trimmed by retention.
+    pub trimmed: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("herald");
+        let appends = Counter::default();
+        let flushes = Counter::default();
+        let flush_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        let longpolls_held = Gauge::default();
+        let longpoll_returns = Family::<Label, Counter>::default();
+        let trimmed = Counter::default();
+        registry.register("appends", "Events appended durably", appends.clone());
+        registry.register("flushes", "Group-commit flushes", flushes.clone());
+        registry.register(
+            "flush_seconds",
+            "Duration of one group-commit flush (flush + fdatasync)",
+            flush_seconds.clone(),
+        );
+        registry.register(
+            "commit_batch_size",
+            "Append calls made durable by one flush",
+            commit_batch.clone(),
+        );
+        registry.register(
+            "longpolls_held",
+            "Long-polls held now",
+            longpolls_held.clone(),
+        );
+        registry.register(
+            "longpoll_returns",
+            "Long-poll returns by kind (events or empty)",
+            longpoll_returns.clone(),
+        );
+        registry.register(
+            "trimmed_events",
+            "Events dropped by retention",
+            trimmed.clone(),
+        );
+        Metrics {
+            registry,
+            appends,
+            flushes,
+            flush_seconds,
+            commit_batch,
+            longpolls_held,
+            longpoll_returns,
+            trimmed,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

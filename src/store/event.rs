@@ -1,0 +1,29 @@
+//! The JSON form of an event, written once at append time and served as is.
+
+use bytes::Bytes;
+
+/// `{"seq":…,"type":…,"ts":…,"data":…}` with `data` already valid JSON.
+pub fn event_json(seq: u64, kind: &str, ts: u64, data: &str) -> String {
+    // serde_json::to_string of a &str cannot fail.
+    let kind = serde_json::to_string(kind).unwrap_or_else(|_| "\"\"".into());
+    format!(r#"{{"seq":{seq},"type":{kind},"ts":{ts},"data":{data}}}"#)
+}
+
+/// The `gap` event a reader gets when its cursor points below what is
+/// retained: events `from..=to` are gone, resynchronise.
+pub fn gap_event(from: u64, to: u64, ts: u64) -> Bytes {
+    Bytes::from(event_json(
+        to,
+        "gap",
+        ts,
+        &format!(r#"{{"from":{from},"to":{to}}}"#),
+    ))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

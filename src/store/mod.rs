@@ -1,0 +1,117 @@
+//! The durable per-user event queue behind every transport.
+//!
+//! Transports and IM features only see the [`Store`] trait: append events
+//! (answered once they are durable), read the events after a cursor, ack,
+//! and watch a user's durable head to be woken when something new can be
+//! read. `sled.rs` implements it on an embedded sled database with group
+//! commit; a Redis implementation can be added beside it without touching
+//! the transports.
+
+mod commit;
+mod event;
+pub mod sled;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+use crate::uid::Uid;
+
+pub use self::event::{event_json, gap_event, now_ms};
+pub use self::sled::SledStore;
+
+/// One event to append to one user's queue.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub uid: Uid,
+    /// The event `type` (`notice`, `msg`, ...).
+    pub kind: String,
+    /// The event `data`, already valid JSON.
+    pub data: Box<RawValue>,
+}
+
+/// The answer to "events after my cursor".
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Complete event JSON objects, in seq order (a `gap` event first when the
+    /// cursor pointed below what is retained).
+    pub events: Vec<Bytes>,
+    /// The seq of the last event in `events`, or the cursor asked for.
+    pub cursor: u64,
+    /// The user's durable head when the page was read.
+    pub head: u64,
+}
+
+/// How long events are kept (SPEC §1 "Retention").
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Acked events are kept this long so another tab can still resume.
+    pub acked_for: Duration,
+    /// Most events kept per user, acked or not.
+    pub max_events: u64,
+    /// Oldest event kept, acked or not.
+    pub max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            acked_for: Duration::from_secs(3600),
+            max_events: 10_000,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Errors of the storage layer; the HTTP edge maps them to 500/503.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage failure: {0}")]
+    Io(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+/// The per-user queue every transport reads.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends every event of `batch` to its user's queue and resolves, with
+    /// the seqs given in the same order, only once all of them are durable.
+    async fn append(&self, batch: Vec<Append>) -> Result<Vec<u64>, StoreError>;
+
+    /// Reads up to `limit` durable events with seq > `after`.
+    async fn read(&self, uid: &Uid, after: u64, limit: usize) -> Result<Page, StoreError>;
+
+    /// Raises the user's acked seq to `seq` (capped at the durable head) and
+    /// returns the acked seq now in force. Durable with the next commit; use
+    /// [`Store::sync`] to wait for it.
+    async fn ack(&self, uid: &Uid, seq: u64) -> Result<u64, StoreError>;
+
+    /// The user's acked seq.
+    async fn acked(&self, uid: &Uid) -> Result<u64, StoreError>;
+
+    /// A receiver of the user's durable head: it changes whenever a new event
+    /// of this user can be read.
+    async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError>;
+
+    /// Resolves once everything written before the call is durable.
+    async fn sync(&self) -> Result<(), StoreError>;
+
+    /// Drops events that fell out of `retention`; returns how many.
+    fn trim(&self, retention: Retention) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,378 @@
+//! The embedded default store: user queues in one sled database.
+//!
+//! Layout (all keys fixed width, so one user's events form one contiguous,
+//! ordered key range and no uid byte can collide with a separator):
+//! - tree `users`:  uid → user id (u64 BE), assigned once by `generate_id`;
+//! - tree `meta`:   user id → JSON `{uid, acked, trimmed}`;
+//! - tree `events`: user id (u64 BE) ++ seq (u64 BE) → ts (u64 BE) ++ event JSON.
+//!
+//! Seqs are assigned and inserted under the user's lock, so a user's keys
+//! enter sled's log in seq order; readers only read up to the user's durable
+//! mark, which the commit thread raises after the flush that covers them.
+//! After a crash the next seq is one past the highest key (or past
+//! `trimmed`), so a seq any client saw is never handed out again.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use super::commit::{DurableMark, GroupCommit, Waiter};
+use super::event::{event_json, gap_event, now_ms};
+use super::{Append, Page, Retention, Store, StoreError};
+use crate::metrics::Metrics;
+use crate::uid::Uid;
+
+/// Tuning of the sled store.
+#[derive(Debug, Clone, Copy)]
+pub struct SledOptions {
+    /// sled's page cache size.
+    pub cache_bytes: u64,
+    /// Extra wait of the commit thread before each flush (0 = flush as soon
+    /// as anything waits).
+    pub linger: Duration,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            cache_bytes: 128 << 20,
+            linger: Duration::ZERO,
+        }
+    }
+}
+
+/// The sled-backed [`Store`].
+pub struct SledStore {
+    db: sled::Db,
+    users: sled::Tree,
+    meta: sled::Tree,
+    events: sled::Tree,
+    queues: DashMap<Uid, Arc<UserQueue>>,
+    commit: GroupCommit,
+    metrics: Arc<Metrics>,
+}
+
+/// One user's queue as kept in memory.
+struct UserQueue {
+    id: u64,
+    uid: Uid,
+    state: Mutex<QueueState>,
+    /// The highest seq that is durable (and so readable).
+    durable: watch::Sender<u64>,
+}
+
+struct QueueState {
+    next_seq: u64,
+    acked: u64,
+    /// Every seq ≤ this has been dropped by retention.
+    trimmed: u64,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Meta {
+    uid: String,
+    acked: u64,
+    trimmed: u64,
+}
+
+impl UserQueue {
+    fn state(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn head(&self) -> u64 {
+        *self.durable.borrow()
+    }
+}
+
+impl DurableMark for UserQueue {
+    fn mark_durable(&self, seq: u64) {
+        self.durable.send_if_modified(|mark| {
+            let raise = seq > *mark;
+            if raise {
+                *mark = seq;
+            }
+            raise
+        });
+    }
+}
+
+fn event_key(id: u64, seq: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&id.to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = bytes.len().min(8);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(buf)
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(
+        dir: &Path,
+        options: SledOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            // Items above segment_size/4 become separate blob files, which
+            // sled does not fsync; 4 MiB segments keep every event (≤ the
+            // body limit) inline in the log that the commit thread syncs.
+            .segment_size(4 << 20)
+            .open()?;
+        // What survived a crash is now made durable before anything reads it.
+        db.flush()?;
+        let log = OpenOptions::new().read(true).open(dir.join("db"))?;
+        log.sync_data()?;
+        let commit = GroupCommit::start(db.clone(), log, options.linger, metrics.clone())?;
+        Ok(SledStore {
+            users: db.open_tree("users")?,
+            meta: db.open_tree("meta")?,
+            events: db.open_tree("events")?,
+            db,
+            queues: DashMap::new(),
+            commit,
+            metrics,
+        })
+    }
+
+    fn queue(&self, uid: &Uid) -> Result<Arc<UserQueue>, StoreError> {
+        if let Some(q) = self.queues.get(uid) {
+            return Ok(q.clone());
+        }
+        let entry = self
+            .queues
+            .entry(uid.clone())
+            .or_try_insert_with(|| self.load(uid))?;
+        Ok(entry.clone())
+    }
+
+    /// Loads a user's queue state from disk, creating the user if new.
+    fn load(&self, uid: &Uid) -> Result<Arc<UserQueue>, StoreError> {
+        let (id, meta) = match self.users.get(uid.as_str())? {
+            Some(id) => {
+                let id = be_u64(&id);
+                let meta = match self.meta.get(id.to_be_bytes())? {
+                    Some(raw) => serde_json::from_slice(&raw)
+                        .map_err(|e| StoreError::Io(format!("corrupt meta of {uid}: {e}")))?,
+                    None => Meta::default(),
+                };
+                (id, meta)
+            }
+            None => {
+                let id = self.db.generate_id()?;
+                self.users.insert(uid.as_str(), &id.to_be_bytes())?;
+                (id, Meta::default())
+            }
+        };
+        let last = match self.events.scan_prefix(id.to_be_bytes()).next_back() {
+            Some(item) => be_u64(&item?.0[8..]),
+            None => 0,
+        };
+        let head = last.max(meta.trimmed);
+        let queue = UserQueue {
+            id,
+            uid: uid.clone(),
+            state: Mutex::new(QueueState {
+                next_seq: head + 1,
+                acked: meta.acked,
+                trimmed: meta.trimmed,
+            }),
+            durable: watch::channel(head).0,
+        };
+        self.write_meta(&queue, &queue.state())?;
+        Ok(Arc::new(queue))
+    }
+
+    /// Persists a queue's acked/trimmed marks; call with its lock held so
+    /// writes of one user reach the log in order.
+    fn write_meta(&self, q: &UserQueue, st: &QueueState) -> Result<(), StoreError> {
+        let meta = Meta {
+            uid: q.uid.to_string(),
+            acked: st.acked,
+            trimmed: st.trimmed,
+        };
+        let raw = serde_json::to_vec(&meta).map_err(|e| StoreError::Io(e.to_string()))?;
+        self.meta.insert(q.id.to_be_bytes(), raw)?;
+        Ok(())
+    }
+
+    /// Inserts one event under the user's lock and returns its seq.
+    fn insert(&self, q: &UserQueue, append: &Append, ts: u64) -> Result<u64, StoreError> {
+        let mut st = q.state();
+        let seq = st.next_seq;
+        let json = event_json(seq, &append.kind, ts, append.data.get());
+        let mut value = Vec::with_capacity(8 + json.len());
+        value.extend_from_slice(&ts.to_be_bytes());
+        value.extend_from_slice(json.as_bytes());
+        self.events.insert(event_key(q.id, seq), value)?;
+        st.next_seq += 1;
+        Ok(seq)
+    }
+
+    async fn wait_durable(
+        &self,
+        marks: Vec<(Arc<dyn DurableMark>, u64)>,
+    ) -> Result<(), StoreError> {
+        let (done, durable) = oneshot::channel();
+        self.commit.submit(Waiter { marks, done })?;
+        durable.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// One read attempt; `None` if retention trimmed into the range meanwhile.
+    fn read_once(
+        &self,
+        q: &UserQueue,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Page>, StoreError> {
+        let head = q.head();
+        let trimmed = q.state().trimmed;
+        let mut page = Page {
+            events: Vec::new(),
+            cursor: after,
+            head,
+        };
+        let mut from = after;
+        if after < trimmed {
+            page.events.push(gap_event(after + 1, trimmed, now_ms()));
+            page.cursor = trimmed;
+            from = trimmed;
+        }
+        if from < head && page.events.len() < limit {
+            let range = self
+                .events
+                .range(event_key(q.id, from + 1)..=event_key(q.id, head));
+            for item in range.take(limit - page.events.len()) {
+                let (key, value) = item?;
+                page.cursor = be_u64(&key[8..]);
+                page.events.push(Bytes::copy_from_slice(&value[8..]));
+            }
+        }
+        Ok((q.state().trimmed <= from).then_some(page))
+    }
+
+    fn trim_queue(&self, q: &UserQueue, retention: Retention, now: u64) -> Result<u64, StoreError> {
+        let head = q.head();
+        let (acked, trimmed) = {
+            let st = q.state();
+            (st.acked, st.trimmed)
+        };
+        let acked_cutoff = now.saturating_sub(retention.acked_for.as_millis() as u64);
+        let age_cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
+        let mut upto = trimmed.max(head.saturating_sub(retention.max_events));
+        for item in self
+            .events
+            .range(event_key(q.id, upto + 1)..=event_key(q.id, head))
+        {
+            let (key, value) = item?;
+            let (seq, ts) = (be_u64(&key[8..]), be_u64(&value));
+            if ts < age_cutoff || (seq <= acked && ts < acked_cutoff) {
+                upto = seq;
+            } else {
+                break;
+            }
+        }
+        if upto <= trimmed {
+            return Ok(0);
+        }
+        // Raise the mark first: a reader that overlaps the deletions below
+        // sees it and re-reads instead of silently skipping events.
+        {
+            let mut st = q.state();
+            st.trimmed = st.trimmed.max(upto);
+            self.write_meta(q, &st)?;
+        }
+        let mut removed = 0;
+        for key in self
+            .events
+            .range(event_key(q.id, trimmed + 1)..=event_key(q.id, upto))
+            .keys()
+        {
+            self.events.remove(key?)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn append(&self, batch: Vec<Append>) -> Result<Vec<u64>, StoreError> {
+        let ts = now_ms();
+        let mut seqs = Vec::with_capacity(batch.len());
+        let mut marks: Vec<(Arc<dyn DurableMark>, u64)> = Vec::with_capacity(batch.len());
+        for append in &batch {
+            let q = self.queue(&append.uid)?;
+            let seq = self.insert(&q, append, ts)?;
+            seqs.push(seq);
+            marks.push((q, seq));
+        }
+        self.metrics.appends.inc_by(seqs.len() as u64);
+        self.wait_durable(marks).await?;
+        Ok(seqs)
+    }
+
+    async fn read(&self, uid: &Uid, after: u64, limit: usize) -> Result<Page, StoreError> {
+        let q = self.queue(uid)?;
+        loop {
+            if let Some(page) = self.read_once(&q, after, limit)? {
+                return Ok(page);
+            }
+        }
+    }
+
+    async fn ack(&self, uid: &Uid, seq: u64) -> Result<u64, StoreError> {
+        let q = self.queue(uid)?;
+        let seq = seq.min(q.head());
+        let mut st = q.state();
+        if seq > st.acked {
+            st.acked = seq;
+            self.write_meta(&q, &st)?;
+        }
+        Ok(st.acked)
+    }
+
+    async fn acked(&self, uid: &Uid) -> Result<u64, StoreError> {
+        Ok(self.queue(uid)?.state().acked)
+    }
+
+    async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError> {
+        Ok(self.queue(uid)?.durable.subscribe())
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.wait_durable(Vec::new()).await
+    }
+
+    fn trim(&self, retention: Retention) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let mut removed = 0;
+        for item in self.meta.iter() {
+            let (_, raw) = item?;
+            let Ok(meta) = serde_json::from_slice::<Meta>(&raw) else {
+                continue;
+            };
+            let Ok(uid) = Uid::parse(&meta.uid) else {
+                continue;
+            };
+            let q = self.queue(&uid)?;
+            removed += self.trim_queue(&q, retention, now)?;
+        }
+        self.metrics.trimmed.inc_by(removed);
+        Ok(removed)
+    }
+}

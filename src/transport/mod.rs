@@ -1,0 +1,86 @@
+//! The client transports: thin views over the per-user queue.
+//!
+//! Each one authenticates the user, takes a cursor, and reads "events after
+//! my cursor" from the store; they differ only in how they wait and how they
+//! frame what they send.
+
+pub mod longpoll;
+pub mod poll;
+
+use hyper::{Request, StatusCode};
+
+use crate::app::App;
+use crate::http::reply::{raw_json, Response};
+use crate::http::request::Query;
+use crate::http::Error;
+use crate::store::Page;
+use crate::uid::Uid;
+
+/// Default and largest page size of a poll.
+const DEFAULT_LIMIT: u64 = 100;
+const MAX_LIMIT: u64 = 1000;
+
+/// What a poll-like request asks for.
+pub struct PollRequest {
+    pub uid: Uid,
+    pub cursor: u64,
+    pub limit: usize,
+    pub query: Query,
+}
+
+impl PollRequest {
+    /// Authenticates and parses `cursor` and `limit`; acks the cursor, as
+    /// passing `cursor=N` on a poll acks N.
+    pub async fn parse<B>(app: &App, req: &Request<B>) -> Result<PollRequest, Error> {
+        let uid = app.auth.user(req)?;
+        let query = Query::of(req);
+        let cursor = query.u64("cursor")?.unwrap_or(0);
+        let limit = query.u64_in("limit", 1..=MAX_LIMIT, DEFAULT_LIMIT)? as usize;
+        if cursor > 0 {
+            app.store.ack(&uid, cursor).await?;
+        }
+        Ok(PollRequest {
+            uid,
+            cursor,
+            limit,
+            query,
+        })
+    }
+
+    /// Reads the page after the cursor.
+    pub async fn read(&self, app: &App) -> Result<Page, Error> {
+        read_after(app, &self.uid, self.cursor, self.limit).await
+    }
+}
+
+/// Reads events after `cursor`; a cursor beyond the queue's head (a client
+/// that remembers a queue this server never had) is a 409 so that it resets
+/// instead of waiting forever.
+pub async fn read_after(app: &App, uid: &Uid, cursor: u64, limit: usize) -> Result<Page, Error> {
+    let page = app.store.read(uid, cursor, limit).await?;
+    if cursor > page.head {
+        return Err(Error::Conflict(
+            "cursor_ahead",
+            format!(
+                "cursor {cursor} is beyond the newest event {}; resume from {}",
+                page.head, page.head
+            ),
+        ));
+    }
+    Ok(page)
+}
+
+/// `{"events":[…],"cursor":M}`, written from the stored event JSON as is.
+pub fn page_response(page: &Page) -> Response {
+    let size: usize = page.events.iter().map(|e| e.len() + 1).sum();
+    let mut body = Vec::with_capacity(size + 40);
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, event) in page.events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(event);
+    }
+    body.extend_from_slice(format!("],\"cursor\":{}}}", page.cursor).as_bytes());
+    raw_json(StatusCode::OK, body)
+}

@@ -1,0 +1,61 @@
+//! User ids: the one validated name every queue, token and route is keyed by.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A user id: 1–64 characters of `[A-Za-z0-9_.@-]` (SPEC §1).
+///
+/// Constructed only through [`Uid::parse`], so holding one proves it is valid.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Uid(String);
+
+/// The reason a string is not a uid, worded for an API error message.
+#[derive(Debug, thiserror::Error)]
+#[error("uid must be 1-64 characters of [A-Za-z0-9_.@-]")]
+pub struct InvalidUid;
+
+impl Uid {
+    /// Validates `s` as a uid.
+    pub fn parse(s: &str) -> Result<Uid, InvalidUid> {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-');
+        if (1..=64).contains(&s.len()) && s.chars().all(valid_char) {
+            Ok(Uid(s.to_owned()))
+        } else {
+            Err(InvalidUid)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Uid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Uid::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Uid;
+
+    #[test]
+    fn accepts_the_spec_alphabet_and_rejects_the_rest() {
+        assert!(Uid::parse("alice").is_ok());
+        assert!(Uid::parse("a.b-c_d@e9").is_ok());
+        assert!(Uid::parse(&"x".repeat(64)).is_ok());
+        for bad in ["", " ", "a b", "ali/ce", "é", "a\0", &"x".repeat(65)] {
+            assert!(Uid::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
