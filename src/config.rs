@@ -32,7 +32,7 @@ pub struct Config {
     #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
-    /// Run in demo mode (demo login route, seeded world) even with a secret
+    /// Run in demo mode (the demo login route exists) even with a secret
     /// or on a non-loopback address.
     #[arg(long, env = "HERALD_DEMO")]
     pub demo: bool,

@@ -38,6 +38,9 @@ pub(super) struct Waiter {
 struct Pending {
     waiters: Vec<Waiter>,
     closed: bool,
+    /// The commit thread is parked on the condvar. Only then does a submit
+    /// pay for a wake-up syscall; while it flushes, waiters just queue.
+    idle: bool,
 }
 
 struct Shared {
@@ -82,8 +85,11 @@ impl GroupCommit {
             return Err(StoreError::Closed);
         }
         pending.waiters.push(waiter);
+        let idle = std::mem::take(&mut pending.idle);
         drop(pending);
-        self.shared.wake.notify_one();
+        if idle {
+            self.shared.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -113,8 +119,10 @@ fn commit_loop(shared: &Shared, db: &sled::Db, log: &File, linger: Duration, met
     loop {
         let mut pending = lock(&shared.pending);
         while pending.waiters.is_empty() && !pending.closed {
+            pending.idle = true;
             pending = shared.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
         }
+        pending.idle = false;
         if pending.waiters.is_empty() {
             return; // closed and drained
         }
