@@ -10,6 +10,7 @@ use crate::app::App;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
 use crate::http::Error;
+use crate::messages;
 use crate::uid::Uid;
 
 #[derive(Deserialize)]
@@ -25,6 +26,14 @@ pub async fn ack(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let acked = app.store.ack(&uid, body.seq).await?;
     app.store.sync().await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "acked": acked })))
+}
+
+/// `POST /v1/messages {"to","body","cid"}` → `{"id":…}` once durable.
+pub async fn send_message(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
+    let from = app.auth.user(&req)?;
+    let msg: messages::Outgoing = json_body(req, app.config.max_body).await?;
+    let id = messages::send(app, &from, msg).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "id": id })))
 }
 
 #[derive(Deserialize)]

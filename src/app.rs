@@ -6,6 +6,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::auth::Auth;
+use crate::http::cors::Cors;
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -14,6 +16,9 @@ pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub auth: Auth,
+    pub cors: Cors,
+    /// Who is connected, on which transport.
+    pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     /// Whether the demo-only routes exist.
     pub demo: bool,

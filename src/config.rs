@@ -62,6 +62,14 @@ pub struct Config {
     #[arg(long, env = "HERALD_LONGPOLL_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=110))]
     pub longpoll_timeout: u64,
 
+    /// Most open streaming connections (SSE, iframe, WebSocket) per user.
+    #[arg(long, env = "HERALD_MAX_USER_CONNECTIONS", default_value_t = 16)]
+    pub max_user_connections: usize,
+
+    /// Keepalive interval of the streams, in milliseconds.
+    #[arg(long, env = "HERALD_HEARTBEAT_MS", default_value_t = 15_000)]
+    pub heartbeat_ms: u64,
+
     /// How long acked events stay readable, in seconds.
     #[arg(long, env = "HERALD_RETENTION", default_value_t = 3600)]
     pub retention: u64,

@@ -13,6 +13,8 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod hub;
+pub mod messages;
 pub mod metrics;
 pub mod server;
 pub mod store;
@@ -30,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::Config;
 use crate::http::auth::Auth;
+use crate::http::cors::Cors;
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::sled::SledOptions;
 use crate::store::{SledStore, Store};
@@ -100,6 +104,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 
     let app = Arc::new(App {
         auth: Auth::new(secret.as_bytes(), api_key),
+        cors: Cors::new(&config.allow_origins),
+        hub: Arc::new(Hub::new(config.max_user_connections, metrics.clone())),
         store: store.clone(),
         metrics,
         demo,

@@ -30,6 +30,12 @@ pub struct Metrics {
     pub longpoll_returns: Family<Label, Counter>,
     /// Events trimmed by retention.
     pub trimmed: Counter,
+    /// Open streaming connections, by transport.
+    pub connections: Family<Label, Gauge>,
+    /// Events delivered, by transport.
+    pub delivered: Family<Label, Counter>,
+    /// Bytes of events and framing sent, by transport.
+    pub bytes_sent: Family<Label, Counter>,
 }
 
 impl Metrics {
@@ -42,6 +48,9 @@ impl Metrics {
         let longpolls_held = Gauge::default();
         let longpoll_returns = Family::<Label, Counter>::default();
         let trimmed = Counter::default();
+        let connections = Family::<Label, Gauge>::default();
+        let delivered = Family::<Label, Counter>::default();
+        let bytes_sent = Family::<Label, Counter>::default();
         registry.register("appends", "Events appended durably", appends.clone());
         registry.register("flushes", "Group-commit flushes", flushes.clone());
         registry.register(
@@ -78,6 +87,9 @@ impl Metrics {
             longpolls_held,
             longpoll_returns,
             trimmed,
+            connections,
+            delivered,
+            bytes_sent,
         }
     }
 

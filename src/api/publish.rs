@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::app::App;
 use crate::http::reply::{json, Response};
@@ -37,7 +36,12 @@ struct PublishRequest {
     to: Vec<Uid>,
     #[serde(rename = "type", default = "default_type")]
     kind: String,
-    data: Option<Box<RawValue>>,
+    #[serde(default = "empty_object")]
+    data: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
 }
 
 fn default_type() -> String {
@@ -76,19 +80,15 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error
             format!("to must list 1 to {MAX_RECIPIENTS} uids"),
         ));
     }
-    let data = match body.data {
-        Some(data) => data,
-        None => RawValue::from_string("{}".into()).map_err(|e| Error::Internal(e.to_string()))?,
-    };
     let mut to = body.to;
     to.sort();
     to.dedup();
+    let event = Append::new(to[0].clone(), &body.kind, &body.data);
     let batch = to
         .iter()
         .map(|uid| Append {
             uid: uid.clone(),
-            kind: body.kind.clone(),
-            data: data.clone(),
+            ..event.clone()
         })
         .collect();
     let seqs = app.store.append(batch).await?;

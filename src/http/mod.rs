@@ -1,12 +1,16 @@
 //! The HTTP edge: routing, errors, authentication, request parsing.
 
 pub mod auth;
+pub mod cors;
 mod error;
 pub mod reply;
 pub mod request;
 mod static_files;
 
+use std::sync::Arc;
+
 use hyper::body::Incoming;
+use hyper::header::ORIGIN;
 use hyper::{Method, Request, StatusCode};
 
 pub use self::error::Error;
@@ -15,8 +19,24 @@ use crate::app::App;
 use crate::{actions, api, transport};
 
 /// Answers one request; never fails: errors become their JSON response.
-pub async fn handle(app: &App, req: Request<Incoming>) -> Response {
-    route(app, req).await.unwrap_or_else(Error::into_response)
+pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Response {
+    let client_route = req.uri().path().starts_with("/v1/");
+    if !client_route {
+        return route(app, req).await.unwrap_or_else(Error::into_response);
+    }
+    let origin = req
+        .headers()
+        .get(ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
+    let result = if req.method() == Method::OPTIONS {
+        app.cors.preflight(&req)
+    } else {
+        route(app, req).await
+    };
+    let mut response = result.unwrap_or_else(Error::into_response);
+    app.cors.decorate(origin.as_deref(), &mut response);
+    response
 }
 
 /// Fails with 405 unless `method` is `allowed` (as written in `Allow`).
@@ -28,7 +48,7 @@ fn allow(method: &Method, allowed: &'static str) -> Result<(), Error> {
     }
 }
 
-async fn route(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
+async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -56,6 +76,22 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
         ["v1", "longpoll"] => {
             allow(&method, "GET")?;
             transport::longpoll::handle(app, req).await
+        }
+        ["v1", "sse"] => {
+            allow(&method, "GET")?;
+            transport::sse::handle(app, req).await
+        }
+        ["v1", "iframe"] => {
+            allow(&method, "GET")?;
+            transport::iframe::handle(app, req).await
+        }
+        ["v1", "ws"] => {
+            allow(&method, "GET")?;
+            transport::ws::handle(app, req).await
+        }
+        ["v1", "messages"] => {
+            allow(&method, "POST")?;
+            actions::send_message(app, req).await
         }
         ["v1", "ack"] => {
             allow(&method, "POST")?;

@@ -3,19 +3,19 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::StatusCode;
 use serde::Serialize;
 
 /// The body of every response: a whole buffer or a stream.
-pub type Body = BoxBody<Bytes, Infallible>;
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 pub type Response = hyper::Response<Body>;
 
 /// A response with `body` as is.
 pub fn bytes(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
-    let mut response = hyper::Response::new(Full::new(body.into()).boxed());
+    let mut response = hyper::Response::new(Full::new(body.into()).boxed_unsync());
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -37,7 +37,7 @@ pub fn raw_json(status: StatusCode, body: impl Into<Bytes>) -> Response {
 
 /// A response with no body.
 pub fn empty(status: StatusCode) -> Response {
-    let mut response = hyper::Response::new(Empty::new().boxed());
+    let mut response = hyper::Response::new(Empty::new().boxed_unsync());
     *response.status_mut() = status;
     response
 }

@@ -29,8 +29,22 @@ pub struct Append {
     pub uid: Uid,
     /// The event `type` (`notice`, `msg`, ...).
     pub kind: String,
-    /// The event `data`, already valid JSON.
+    /// The event `data` as compact JSON (no line breaks, so that SSE can
+    /// frame it as one `data:` line).
     pub data: Box<RawValue>,
+}
+
+impl Append {
+    /// An event of `kind` carrying `data`, serialised compactly.
+    pub fn new(uid: Uid, kind: &str, data: &impl serde::Serialize) -> Append {
+        let data = serde_json::value::to_raw_value(data)
+            .unwrap_or_else(|_| serde_json::value::to_raw_value(&()).expect("null serialises"));
+        Append {
+            uid,
+            kind: kind.to_owned(),
+            data,
+        }
+    }
 }
 
 /// The answer to "events after my cursor".
@@ -66,6 +80,16 @@ impl Default for Retention {
     }
 }
 
+/// What [`Store::append_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Once {
+    /// The key was new: the event was appended with this seq.
+    Appended { seq: u64 },
+    /// The key was used before; nothing was appended. `tag` is the value
+    /// stored with the key the first time.
+    Duplicate { tag: u64 },
+}
+
 /// Errors of the storage layer; the HTTP edge maps them to 500/503.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -93,6 +117,14 @@ pub trait Store: Send + Sync + 'static {
     /// Appends every event of `batch` to its user's queue and resolves, with
     /// the seqs given in the same order, only once all of them are durable.
     async fn append(&self, batch: Vec<Append>) -> Result<Vec<u64>, StoreError>;
+
+    /// Appends `append` unless `key` was used before, atomically with
+    /// recording `key → tag`; resolves once durable. Makes client retries
+    /// (the `cid` of a message) idempotent even across a crash.
+    async fn append_once(&self, key: &str, tag: u64, append: Append) -> Result<Once, StoreError>;
+
+    /// A new id, unique across restarts (message ids).
+    fn next_id(&self) -> Result<u64, StoreError>;
 
     /// Reads up to `limit` durable events with seq > `after`.
     async fn read(&self, uid: &Uid, after: u64, limit: usize) -> Result<Page, StoreError>;

@@ -4,7 +4,9 @@
 //! ordered key range and no uid byte can collide with a separator):
 //! - tree `users`:  uid → user id (u64 BE), assigned once by `generate_id`;
 //! - tree `meta`:   user id → JSON `{uid, acked, trimmed}`;
-//! - tree `events`: user id (u64 BE) ++ seq (u64 BE) → ts (u64 BE) ++ event JSON.
+//! - tree `events`: user id (u64 BE) ++ seq (u64 BE) → ts (u64 BE) ++ event JSON;
+//! - tree `once`:   idempotency key → tag (u64 BE), written in one sled
+//!   transaction with the event it guards.
 //!
 //! Seqs are assigned and inserted under the user's lock, so a user's keys
 //! enter sled's log in seq order; readers only read up to the user's durable
@@ -25,7 +27,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
-use super::{Append, Page, Retention, Store, StoreError};
+use super::{Append, Once, Page, Retention, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::uid::Uid;
 
@@ -54,6 +56,7 @@ pub struct SledStore {
     users: sled::Tree,
     meta: sled::Tree,
     events: sled::Tree,
+    once: sled::Tree,
     queues: DashMap<Uid, Arc<UserQueue>>,
     commit: GroupCommit,
     metrics: Arc<Metrics>,
@@ -111,6 +114,15 @@ fn event_key(id: u64, seq: u64) -> [u8; 16] {
     key
 }
 
+/// The stored form of an event: ts (for retention) ++ its JSON.
+fn stored_event(seq: u64, append: &Append, ts: u64) -> Vec<u8> {
+    let json = event_json(seq, &append.kind, ts, append.data.get());
+    let mut value = Vec::with_capacity(8 + json.len());
+    value.extend_from_slice(&ts.to_be_bytes());
+    value.extend_from_slice(json.as_bytes());
+    value
+}
+
 fn be_u64(bytes: &[u8]) -> u64 {
     let mut buf = [0u8; 8];
     let n = bytes.len().min(8);
@@ -142,6 +154,7 @@ impl SledStore {
             users: db.open_tree("users")?,
             meta: db.open_tree("meta")?,
             events: db.open_tree("events")?,
+            once: db.open_tree("once")?,
             db,
             queues: DashMap::new(),
             commit,
@@ -214,13 +227,43 @@ impl SledStore {
     fn insert(&self, q: &UserQueue, append: &Append, ts: u64) -> Result<u64, StoreError> {
         let mut st = q.state();
         let seq = st.next_seq;
-        let json = event_json(seq, &append.kind, ts, append.data.get());
-        let mut value = Vec::with_capacity(8 + json.len());
-        value.extend_from_slice(&ts.to_be_bytes());
-        value.extend_from_slice(json.as_bytes());
-        self.events.insert(event_key(q.id, seq), value)?;
+        self.events
+            .insert(event_key(q.id, seq), stored_event(seq, append, ts))?;
         st.next_seq += 1;
         Ok(seq)
+    }
+
+    /// Like [`Self::insert`], but only if `key` is new, in one transaction
+    /// with recording `key → tag`.
+    fn insert_once(
+        &self,
+        q: &UserQueue,
+        key: &str,
+        tag: u64,
+        append: &Append,
+    ) -> Result<Once, StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        let mut st = q.state();
+        let seq = st.next_seq;
+        let value = stored_event(seq, append, now_ms());
+        let outcome = (&self.once, &self.events).transaction(|(once, events)| {
+            if let Some(first) = once.get(key)? {
+                return Ok(Once::Duplicate {
+                    tag: be_u64(&first),
+                });
+            }
+            once.insert(key, &tag.to_be_bytes())?;
+            events.insert(&event_key(q.id, seq), value.as_slice())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(Once::Appended { seq })
+        });
+        let outcome = outcome.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::from(e),
+        })?;
+        if let Once::Appended { .. } = outcome {
+            st.next_seq += 1;
+        }
+        Ok(outcome)
     }
 
     async fn wait_durable(
@@ -324,6 +367,27 @@ impl Store for SledStore {
         self.metrics.appends.inc_by(seqs.len() as u64);
         self.wait_durable(marks).await?;
         Ok(seqs)
+    }
+
+    async fn append_once(&self, key: &str, tag: u64, append: Append) -> Result<Once, StoreError> {
+        let q = self.queue(&append.uid)?;
+        let outcome = self.insert_once(&q, key, tag, &append)?;
+        let marks: Vec<(Arc<dyn DurableMark>, u64)> = match outcome {
+            Once::Appended { seq } => {
+                self.metrics.appends.inc();
+                vec![(q, seq)]
+            }
+            // The first attempt may still be on its way to the disk.
+            Once::Duplicate { .. } => Vec::new(),
+        };
+        self.wait_durable(marks).await?;
+        Ok(outcome)
+    }
+
+    fn next_id(&self) -> Result<u64, StoreError> {
+        // generate_id starts at 0 and persists its high-water mark, so ids
+        // stay unique across crashes; 0 is skipped to keep ids positive.
+        Ok(self.db.generate_id()? + 1)
     }
 
     async fn read(&self, uid: &Uid, after: u64, limit: usize) -> Result<Page, StoreError> {

@@ -12,6 +12,7 @@ use super::{page_response, PollRequest};
 use crate::app::App;
 use crate::http::reply::Response;
 use crate::http::Error;
+use crate::hub::Transport;
 use crate::metrics::Label;
 
 /// `GET /v1/longpoll?cursor=N&timeout=S&limit=L`
@@ -42,7 +43,7 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
         .longpoll_returns
         .get_or_create(&Label { kind })
         .inc();
-    Ok(page_response(&page))
+    Ok(page_response(app, Transport::LongPoll, &page))
 }
 
 /// Counts a held long-poll in the metrics for as long as it lives, including

@@ -4,8 +4,12 @@
 //! my cursor" from the store; they differ only in how they wait and how they
 //! frame what they send.
 
+pub mod iframe;
 pub mod longpoll;
 pub mod poll;
+pub mod sse;
+pub mod stream;
+pub mod ws;
 
 use hyper::{Request, StatusCode};
 
@@ -13,6 +17,7 @@ use crate::app::App;
 use crate::http::reply::{raw_json, Response};
 use crate::http::request::Query;
 use crate::http::Error;
+use crate::hub::Transport;
 use crate::store::Page;
 use crate::uid::Uid;
 
@@ -71,7 +76,7 @@ pub async fn read_after(app: &App, uid: &Uid, cursor: u64, limit: usize) -> Resu
 }
 
 /// `{"events":[…],"cursor":M}`, written from the stored event JSON as is.
-pub fn page_response(page: &Page) -> Response {
+pub fn page_response(app: &App, transport: Transport, page: &Page) -> Response {
     let size: usize = page.events.iter().map(|e| e.len() + 1).sum();
     let mut body = Vec::with_capacity(size + 40);
     body.extend_from_slice(b"{\"events\":[");
@@ -82,5 +87,6 @@ pub fn page_response(page: &Page) -> Response {
         body.extend_from_slice(event);
     }
     body.extend_from_slice(format!("],\"cursor\":{}}}", page.cursor).as_bytes());
+    app.hub.sent(transport, page.events.len(), body.len());
     raw_json(StatusCode::OK, body)
 }

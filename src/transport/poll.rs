@@ -6,10 +6,11 @@ use super::{page_response, PollRequest};
 use crate::app::App;
 use crate::http::reply::Response;
 use crate::http::Error;
+use crate::hub::Transport;
 
 /// `GET /v1/poll?cursor=N&limit=L`
 pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     let poll = PollRequest::parse(app, &req).await?;
     let page = poll.read(app).await?;
-    Ok(page_response(&page))
+    Ok(page_response(app, Transport::Poll, &page))
 }

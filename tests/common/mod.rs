@@ -2,6 +2,8 @@
 //! dir and talks to it over real HTTP, as clients do.
 #![allow(dead_code)]
 
+pub mod clients;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

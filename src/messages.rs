@@ -1,0 +1,57 @@
+//! Direct (1:1) messages: appended to the recipient's queue as a `msg`
+//! event, idempotent by the sender's `cid`.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::App;
+use crate::http::Error;
+use crate::store::{Append, Once};
+use crate::uid::Uid;
+
+/// A direct message as a client sends it (HTTP body or WebSocket frame).
+#[derive(Deserialize)]
+pub struct Outgoing {
+    pub to: Uid,
+    pub body: serde_json::Value,
+    #[serde(default)]
+    pub cid: Option<String>,
+}
+
+/// Sends `msg` from `from`; resolves with the message id once durable. A
+/// repeated `cid` from the same sender returns the first id and appends
+/// nothing.
+pub async fn send(app: &App, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
+    if msg.body.is_null() {
+        return Err(Error::bad("bad_body", "body is required"));
+    }
+    if let Some(cid) = &msg.cid {
+        if cid.is_empty() || cid.len() > 64 || cid.chars().any(char::is_control) {
+            return Err(Error::bad(
+                "bad_cid",
+                "cid must be 1-64 printable characters",
+            ));
+        }
+    }
+    let id = app.store.next_id()?;
+    let event = Append::new(
+        msg.to.clone(),
+        "msg",
+        &json!({"id": id, "from": from, "to": msg.to, "body": msg.body, "cid": msg.cid}),
+    );
+    match &msg.cid {
+        None => {
+            app.store.append(vec![event]).await?;
+            Ok(id)
+        }
+        // uids cannot contain NUL, so `from NUL cid` is unambiguous.
+        Some(cid) => match app
+            .store
+            .append_once(&format!("msg\0{from}\0{cid}"), id, event)
+            .await?
+        {
+            Once::Appended { .. } => Ok(id),
+            Once::Duplicate { tag } => Ok(tag),
+        },
+    }
+}

@@ -1,0 +1,221 @@
+//! Hidden-iframe streaming ("forever frame"): a never-ending chunked HTML
+//! document where each event is a `<script>` calling a function of the
+//! parent page.
+//!
+//! The document ends after a bounded time or size (its DOM keeps every
+//! script), with a last call telling the page to reopen it from its cursor.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Request, StatusCode};
+
+use super::stream::{Next, Subscription};
+use crate::app::App;
+use crate::http::reply::Response;
+use crate::http::request::Query;
+use crate::http::Error;
+use crate::hub::{Connection, Transport};
+
+/// The longest an iframe document stays open.
+const LIFETIME: Duration = Duration::from_secs(300);
+/// The most bytes one iframe document carries before it is reopened.
+const MAX_BYTES: usize = 1 << 20;
+/// Browsers buffer the start of a document before running scripts in it.
+const PADDING: usize = 2048;
+
+/// `GET /v1/iframe?cursor=N&cb=NAME`
+pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Error> {
+    let uid = app.auth.user(&req)?;
+    let query = Query::of(&req);
+    let cursor = query.u64("cursor")?.unwrap_or(0);
+    let callback = query.get("cb").unwrap_or("herald").to_owned();
+    if !valid_callback(&callback) {
+        return Err(Error::bad(
+            "bad_callback",
+            "cb must match ^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$",
+        ));
+    }
+    let connection = app.hub.connect(&uid, Transport::Iframe)?;
+    let mut subscription = Subscription::new(app.clone(), uid, cursor).await?;
+    subscription.end_after(LIFETIME);
+    let state = Document {
+        sub: subscription,
+        conn: connection,
+        callback,
+        sent: 0,
+        stage: Stage::Opening,
+    };
+    let frames = stream::unfold(state, |mut doc| async move {
+        let chunk = doc.next_chunk().await?;
+        doc.sent += chunk.len();
+        Some((Ok::<_, Infallible>(Frame::data(chunk)), doc))
+    });
+    let mut response = hyper::Response::new(StreamBody::new(frames).boxed_unsync());
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// `^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$`: a JavaScript name path, nothing that
+/// could inject code into the script it is written into.
+pub fn valid_callback(cb: &str) -> bool {
+    let mut chars = cb.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$');
+    first_ok
+        && cb.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '.'))
+}
+
+/// Makes JSON safe inside an HTML `<script>`: no `</script>`, no `<!--`, and
+/// no U+2028/2029 (line terminators in older JavaScript). Only string
+/// contents can hold these characters, where `\uXXXX` means the same.
+pub fn script_safe_json(json: &[u8]) -> String {
+    let text = String::from_utf8_lossy(json);
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+enum Stage {
+    Opening,
+    Streaming,
+    Done,
+}
+
+struct Document {
+    sub: Subscription,
+    conn: Connection,
+    callback: String,
+    sent: usize,
+    stage: Stage,
+}
+
+impl Document {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        match self.stage {
+            Stage::Opening => {
+                self.stage = Stage::Streaming;
+                return Some(self.opening());
+            }
+            Stage::Done => return None,
+            Stage::Streaming => {}
+        }
+        if self.sent >= MAX_BYTES {
+            return Some(self.closing());
+        }
+        match self.sub.next().await {
+            Ok(Next::Events(events)) => {
+                let mut chunk = String::from("<script>");
+                for event in &events {
+                    chunk.push_str(&format!(
+                        "parent.{}({});",
+                        self.callback,
+                        script_safe_json(event)
+                    ));
+                }
+                chunk.push_str("</script>\n");
+                self.conn.sent(events.len(), chunk.len());
+                Some(Bytes::from(chunk))
+            }
+            Ok(Next::Heartbeat) => Some(self.call(r#"{"type":"hb"}"#)),
+            Ok(Next::End(_)) => Some(self.closing()),
+            Err(e) => {
+                tracing::warn!("iframe stream of {} ended: {e}", self.conn.uid());
+                Some(self.closing())
+            }
+        }
+    }
+
+    fn opening(&self) -> Bytes {
+        let mut doc = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>herald</title></head><body>\n<!--");
+        doc.push_str(&" ".repeat(PADDING));
+        doc.push_str("-->\n");
+        Bytes::from(doc)
+    }
+
+    /// The last chunk: tells the page where to reopen from, ends the document.
+    fn closing(&mut self) -> Bytes {
+        self.stage = Stage::Done;
+        let end = format!(r#"{{"type":"reconnect","cursor":{}}}"#, self.sub.cursor());
+        let mut chunk = String::from_utf8_lossy(&self.call(&end)).into_owned();
+        chunk.push_str("</body></html>\n");
+        Bytes::from(chunk)
+    }
+
+    fn call(&self, json: &str) -> Bytes {
+        Bytes::from(format!(
+            "<script>parent.{}({});</script>\n",
+            self.callback, json
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callbacks_are_plain_name_paths() {
+        for ok in [
+            "cb",
+            "_x",
+            "$",
+            "herald.deliver",
+            "a1.b2$_",
+            &"a".repeat(64),
+        ] {
+            assert!(valid_callback(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "a b",
+            "alert(1)",
+            "a;b",
+            "a-b",
+            "x</script>",
+            "a\nb",
+            &"a".repeat(65),
+            "é",
+        ] {
+            assert!(!valid_callback(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_cannot_close_the_script() {
+        let json = br#"{"body":"</script><script>alert(1)</script><!-- & \u2028"}"#;
+        let safe = script_safe_json(json);
+        assert!(!safe.contains('<') && !safe.contains('>') && !safe.contains('&'));
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        let orig: serde_json::Value = serde_json::from_slice(json).unwrap();
+        assert_eq!(back, orig);
+    }
+}

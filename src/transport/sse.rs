@@ -1,0 +1,96 @@
+//! Server-Sent Events: `text/event-stream`, one `id:`/`event:`/`data:`
+//! block per event, resumable with `Last-Event-ID`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::stream;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+
+use super::stream::{Next, Subscription};
+use crate::app::App;
+use crate::http::reply::Response;
+use crate::http::request::{parse_u64, Query};
+use crate::http::Error;
+use crate::hub::{Connection, Transport};
+
+/// How long the browser waits before reconnecting, in ms.
+const RETRY_MS: u32 = 1000;
+
+/// `GET /v1/sse?cursor=N` (or `Last-Event-ID: N`, which wins: it is what
+/// EventSource sends when it reconnects to the same URL).
+pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Error> {
+    let uid = app.auth.user(&req)?;
+    let cursor = match req.headers().get("last-event-id") {
+        Some(value) => parse_u64("Last-Event-ID", value.to_str().unwrap_or("?"))?,
+        None => Query::of(&req).u64("cursor")?.unwrap_or(0),
+    };
+    let connection = app.hub.connect(&uid, Transport::Sse)?;
+    let subscription = Subscription::new(app.clone(), uid, cursor).await?;
+    let opening = Bytes::from(format!("retry: {RETRY_MS}\n: herald\n\n"));
+    let frames = stream::unfold(
+        (subscription, connection, Some(opening)),
+        |(mut sub, conn, opening)| async move {
+            let chunk = match opening {
+                Some(opening) => opening,
+                None => next_chunk(&mut sub, &conn).await?,
+            };
+            Some((Ok::<_, Infallible>(Frame::data(chunk)), (sub, conn, None)))
+        },
+    );
+    let mut response = hyper::Response::new(StreamBody::new(frames).boxed_unsync());
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// The next chunk to write, or `None` to end the stream.
+async fn next_chunk(sub: &mut Subscription, conn: &Connection) -> Option<Bytes> {
+    match sub.next().await {
+        Ok(Next::Events(events)) => {
+            let chunk = frame_events(&events);
+            conn.sent(events.len(), chunk.len());
+            Some(chunk)
+        }
+        Ok(Next::Heartbeat) => Some(Bytes::from_static(b": hb\n\n")),
+        Ok(Next::End(_)) => None,
+        Err(e) => {
+            tracing::warn!("sse stream of {} ended: {e}", conn.uid());
+            None
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct EventHead<'a> {
+    seq: u64,
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+/// All events of a page as one chunk (one write for the whole page).
+fn frame_events(events: &[Bytes]) -> Bytes {
+    let size: usize = events.iter().map(|e| e.len() + 48).sum();
+    let mut out = BytesMut::with_capacity(size);
+    for event in events {
+        // Stored events are compact JSON: a single data line.
+        let Ok(head) = serde_json::from_slice::<EventHead>(event) else {
+            continue;
+        };
+        out.put_slice(format!("id: {}\nevent: {}\ndata: ", head.seq, head.kind).as_bytes());
+        out.put_slice(event);
+        out.put_slice(b"\n\n");
+    }
+    out.freeze()
+}

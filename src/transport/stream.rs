@@ -1,0 +1,114 @@
+//! The shared core of the streaming transports (iframe, SSE, WebSocket):
+//! a cursor that follows one user's queue.
+//!
+//! A [`Subscription`] reads the queue in pages as the consumer asks for
+//! more, so a client that stops reading leaves its backlog in the store,
+//! not in a channel in memory: the cost of a slow client is one page.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::read_after;
+use crate::app::App;
+use crate::http::Error;
+use crate::uid::Uid;
+
+/// Events read per page.
+const PAGE: usize = 100;
+
+/// What a stream should send next.
+pub enum Next {
+    /// One page of events (complete event JSON objects, in order).
+    Events(Vec<Bytes>),
+    /// Nothing happened for a heartbeat interval.
+    Heartbeat,
+    /// The stream should end: shutdown or its lifetime is over.
+    End(EndReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    ShuttingDown,
+    Expired,
+}
+
+/// A cursor on one user's queue that waits for what comes after it.
+pub struct Subscription {
+    app: Arc<App>,
+    uid: Uid,
+    cursor: u64,
+    head: watch::Receiver<u64>,
+    heartbeat: Interval,
+    ends_at: Option<Instant>,
+}
+
+impl Subscription {
+    /// Follows `uid`'s queue from `cursor`; fails with 409 if the cursor is
+    /// beyond the queue head.
+    pub async fn new(app: Arc<App>, uid: Uid, cursor: u64) -> Result<Subscription, Error> {
+        let head = app.store.watch(&uid).await?;
+        let newest = *head.borrow();
+        if cursor > newest {
+            // read_after gives the same 409 as the polls.
+            read_after(&app, &uid, cursor, 1).await?;
+        }
+        // How often an idle stream sends a keepalive (15 s by default).
+        let every = Duration::from_millis(app.config.heartbeat_ms.max(100));
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ok(Subscription {
+            app,
+            uid,
+            cursor,
+            head,
+            heartbeat,
+            ends_at: None,
+        })
+    }
+
+    /// Makes [`Subscription::next`] end the stream after `lifetime`.
+    pub fn end_after(&mut self, lifetime: Duration) {
+        self.ends_at = Some(Instant::now() + lifetime);
+    }
+
+    /// The seq of the last event handed out.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Waits for the next page of events, a heartbeat, or the end.
+    /// Cancel-safe: dropping the future loses nothing.
+    pub async fn next(&mut self) -> Result<Next, Error> {
+        loop {
+            if self.app.shutdown.is_cancelled() {
+                return Ok(Next::End(EndReason::ShuttingDown));
+            }
+            let head = *self.head.borrow_and_update();
+            if head > self.cursor {
+                let page = read_after(&self.app, &self.uid, self.cursor, PAGE).await?;
+                if !page.events.is_empty() {
+                    self.cursor = page.cursor;
+                    self.heartbeat.reset();
+                    return Ok(Next::Events(page.events));
+                }
+            }
+            let ends_at = self
+                .ends_at
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+            tokio::select! {
+                changed = self.head.changed() => {
+                    if changed.is_err() {
+                        return Ok(Next::End(EndReason::ShuttingDown));
+                    }
+                }
+                _ = self.heartbeat.tick() => return Ok(Next::Heartbeat),
+                _ = self.app.shutdown.cancelled() => return Ok(Next::End(EndReason::ShuttingDown)),
+                _ = tokio::time::sleep_until(ends_at) => return Ok(Next::End(EndReason::Expired)),
+            }
+        }
+    }
+}

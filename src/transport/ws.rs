@@ -1,0 +1,258 @@
+//! WebSocket: events down (one event JSON per text frame), commands up.
+//!
+//! The upgrade is checked (token, Origin, per-user cap) before the 101, so
+//! a bad request gets an HTTP error, not a socket that closes at once.
+//! One task per socket drives both directions with `select!`: the queue
+//! subscription, incoming frames, and a protocol ping every 25 s (a peer
+//! silent for two pings is dropped). Buffers are a few KiB, not
+//! tungstenite's 128 KiB defaults (see shared/PERF-NOTES.md).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hyper::header::{
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
+    UPGRADE,
+};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::stream::{EndReason, Next, Subscription};
+use crate::app::App;
+use crate::http::reply::{empty, Response};
+use crate::http::request::Query;
+use crate::http::Error;
+use crate::hub::{Connection, Transport};
+use crate::uid::Uid;
+
+const PING_EVERY: Duration = Duration::from_secs(25);
+
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// `GET /v1/ws?cursor=N` with an Upgrade: websocket.
+pub async fn handle(
+    app: &Arc<App>,
+    mut req: Request<hyper::body::Incoming>,
+) -> Result<Response, Error> {
+    let headers = req.headers();
+    let wants_upgrade = header_has(headers.get(UPGRADE), "websocket")
+        && header_has(headers.get(CONNECTION), "upgrade");
+    let key = headers.get(SEC_WEBSOCKET_KEY).cloned();
+    let (true, Some(key)) = (wants_upgrade, key) else {
+        return Err(Error::bad(
+            "not_websocket",
+            "this route needs a WebSocket upgrade",
+        ));
+    };
+    if headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err(Error::bad(
+            "bad_websocket_version",
+            "Sec-WebSocket-Version must be 13",
+        ));
+    }
+    app.cors.check_websocket_origin(&req)?;
+    let uid = app.auth.user(&req)?;
+    let cursor = Query::of(&req).u64("cursor")?.unwrap_or(0);
+    let connection = app.hub.connect(&uid, Transport::Ws)?;
+    let subscription = Subscription::new(app.clone(), uid, cursor).await?;
+
+    let upgrade = hyper::upgrade::on(&mut req);
+    let app = app.clone();
+    let max_message = app.config.max_body;
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let config = WebSocketConfig::default()
+                    .read_buffer_size(4096)
+                    .write_buffer_size(0)
+                    .max_write_buffer_size(1 << 20)
+                    .max_message_size(Some(max_message))
+                    .max_frame_size(Some(max_message));
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                Session {
+                    app,
+                    conn: connection,
+                    sub: subscription,
+                }
+                .run(socket)
+                .await;
+            }
+            Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
+        }
+    });
+
+    let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    let accept = derive_accept_key(key.as_bytes());
+    headers.insert(
+        SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    Ok(response)
+}
+
+fn header_has(value: Option<&HeaderValue>, token: &str) -> bool {
+    value
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+struct Session {
+    app: Arc<App>,
+    conn: Connection,
+    sub: Subscription,
+}
+
+/// Why the socket loop stopped, and how to close.
+enum Close {
+    With(CloseCode, &'static str),
+    Gone,
+}
+
+impl Session {
+    async fn run(mut self, socket: Socket) {
+        let (mut sink, mut stream) = socket.split();
+        let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let close = loop {
+            tokio::select! {
+                incoming = stream.next() => {
+                    last_heard = Instant::now();
+                    let reply = match incoming {
+                        Some(Ok(Message::Text(text))) => self.command(text.as_str()).await,
+                        Some(Ok(Message::Binary(_))) => Some(error_reply(None, "bad_frame", "frames must be JSON text")),
+                        Some(Ok(Message::Close(_))) | None => break Close::Gone,
+                        Some(Ok(_)) => None, // ping/pong: tungstenite answers pings itself
+                        Some(Err(WsError::Capacity(_))) => break Close::With(CloseCode::Size, "message too big"),
+                        Some(Err(_)) => break Close::Gone,
+                    };
+                    if let Some(reply) = reply {
+                        if sink.send(Message::text(reply.to_string())).await.is_err() {
+                            break Close::Gone;
+                        }
+                    }
+                }
+                next = self.sub.next() => match next {
+                    Ok(Next::Events(events)) => {
+                        let bytes: usize = events.iter().map(|e| e.len()).sum();
+                        let count = events.len();
+                        let mut failed = false;
+                        for event in events {
+                            let Ok(text) = String::from_utf8(event.to_vec()) else { continue };
+                            if sink.feed(Message::text(text)).await.is_err() {
+                                failed = true;
+                                break;
+                            }
+                        }
+                        if failed || sink.flush().await.is_err() {
+                            break Close::Gone;
+                        }
+                        self.conn.sent(count, bytes);
+                    }
+                    Ok(Next::Heartbeat) => {}
+                    Ok(Next::End(EndReason::ShuttingDown)) => break Close::With(CloseCode::Restart, "server restarting; reconnect"),
+                    Ok(Next::End(EndReason::Expired)) => break Close::With(CloseCode::Away, "reconnect"),
+                    Err(_) => break Close::With(CloseCode::Error, "storage error"),
+                },
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > PING_EVERY * 2 {
+                        break Close::Gone;
+                    }
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break Close::Gone;
+                    }
+                }
+            }
+        };
+        if let Close::With(code, reason) = close {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                sink.send(Message::Close(Some(frame))),
+            )
+            .await;
+        }
+    }
+
+    /// Runs one client command; the reply to send back, if any.
+    async fn command(&self, text: &str) -> Option<Value> {
+        let frame: Value = match serde_json::from_str(text) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return Some(error_reply(
+                    None,
+                    "bad_frame",
+                    "frames must be JSON objects",
+                ))
+            }
+        };
+        let id = frame.get("id").cloned();
+        let result = match frame.get("op").and_then(Value::as_str) {
+            Some("ack") => self.ack(&frame).await,
+            Some("send") => self.send(frame.clone()).await,
+            Some(op) => Err(Error::bad("unknown_op", format!("unknown op {op:?}"))),
+            None => Err(Error::bad("bad_frame", "op is required")),
+        };
+        match (result, id) {
+            (Ok(mut fields), Some(id)) => {
+                fields["op"] = json!("reply");
+                fields["id"] = id;
+                fields["ok"] = json!(true);
+                Some(fields)
+            }
+            (Ok(_), None) => None,
+            (Err(e), id) => Some(error_reply(id, e.code(), &e.to_string())),
+        }
+    }
+
+    async fn ack(&self, frame: &Value) -> Result<Value, Error> {
+        let seq = frame
+            .get("seq")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| Error::bad("bad_seq", "seq must be a non-negative integer"))?;
+        let acked = self.app.store.ack(self.uid(), seq).await?;
+        Ok(json!({ "acked": acked }))
+    }
+
+    async fn send(&self, mut frame: Value) -> Result<Value, Error> {
+        if let Some(map) = frame.as_object_mut() {
+            map.remove("op");
+            map.remove("id");
+        }
+        let msg =
+            serde_json::from_value(frame).map_err(|e| Error::bad("bad_frame", e.to_string()))?;
+        let id = crate::messages::send(&self.app, self.uid(), msg).await?;
+        Ok(json!({ "msg_id": id }))
+    }
+
+    fn uid(&self) -> &Uid {
+        self.conn.uid()
+    }
+}
+
+fn error_reply(id: Option<Value>, code: &str, message: &str) -> Value {
+    json!({"op": "reply", "id": id, "ok": false, "error": code, "message": message})
+}

@@ -1,0 +1,195 @@
+//! Real clients of each transport, as a browser would use them: they read
+//! events, remember their cursor, and reconnect from it when the server
+//! goes away.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const TRANSPORTS: [&str; 5] = ["poll", "longpoll", "iframe", "sse", "ws"];
+
+/// The base URL clients connect to; a test changes it after a restart.
+pub type Base = Arc<Mutex<String>>;
+
+/// Extracts every JSON argument of `parent.CB(...)` calls from iframe HTML.
+pub fn iframe_calls(html: &str, cb: &str) -> Vec<Value> {
+    let needle = format!("parent.{cb}(");
+    html.split(&needle)
+        .skip(1)
+        .filter_map(|rest| {
+            serde_json::Deserializer::from_str(rest)
+                .into_iter::<Value>()
+                .next()?
+                .ok()
+        })
+        .collect()
+}
+
+/// Events from the `data:` lines of complete SSE blocks in `buf`; leaves an
+/// incomplete block in `buf`.
+pub fn sse_events(buf: &mut String) -> Vec<Value> {
+    let mut events = Vec::new();
+    while let Some(end) = buf.find("\n\n") {
+        let block: String = buf.drain(..end + 2).collect();
+        for line in block.lines() {
+            if let Some(data) = line.strip_prefix("data: ") {
+                if let Ok(v) = serde_json::from_str(data) {
+                    events.push(v);
+                }
+            }
+        }
+    }
+    events
+}
+
+/// Reads one connection of `transport` from `cursor`, handing each event to
+/// `sink`; returns when the connection ends or `sink` returns false.
+pub async fn read_once(
+    transport: &str,
+    base: &str,
+    token: &str,
+    cursor: u64,
+    sink: &mut (dyn FnMut(Value) -> bool + Send),
+) {
+    let http = reqwest::Client::new();
+    match transport {
+        "poll" | "longpoll" => {
+            let url = format!("{base}/v1/{transport}?cursor={cursor}&timeout=2&limit=50");
+            let Ok(response) = http.get(url).bearer_auth(token).send().await else {
+                return;
+            };
+            let Ok(body) = response.json::<Value>().await else {
+                return;
+            };
+            for event in body["events"].as_array().into_iter().flatten() {
+                if !sink(event.clone()) {
+                    return;
+                }
+            }
+            if transport == "poll" && body["events"].as_array().is_some_and(|e| e.is_empty()) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        "sse" | "iframe" => {
+            let url = if transport == "sse" {
+                format!("{base}/v1/sse?cursor={cursor}")
+            } else {
+                format!("{base}/v1/iframe?cursor={cursor}&cb=cb")
+            };
+            let Ok(response) = http.get(url).bearer_auth(token).send().await else {
+                return;
+            };
+            if !response.status().is_success() {
+                return;
+            }
+            let mut stream = response.bytes_stream();
+            let mut buf = String::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                let events = if transport == "sse" {
+                    sse_events(&mut buf)
+                } else {
+                    let Some(cut) = buf.rfind("</script>") else {
+                        continue;
+                    };
+                    let done: String = buf.drain(..cut + 9).collect();
+                    iframe_calls(&done, "cb")
+                        .into_iter()
+                        .filter(|e| e.get("seq").is_some() && e["type"] != "reconnect")
+                        .collect()
+                };
+                for event in events {
+                    if !sink(event) {
+                        return;
+                    }
+                }
+            }
+        }
+        "ws" => {
+            let url = format!(
+                "{}/v1/ws?cursor={cursor}&token={token}",
+                base.replacen("http", "ws", 1)
+            );
+            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+                return;
+            };
+            while let Some(Ok(message)) = ws.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let Ok(event) = serde_json::from_str::<Value>(text.as_str()) else {
+                    continue;
+                };
+                if event.get("seq").is_none() {
+                    continue;
+                }
+                let seq = event["seq"].as_u64().unwrap_or(0);
+                let more = sink(event);
+                let _ = ws
+                    .send(Message::text(format!(r#"{{"op":"ack","seq":{seq}}}"#)))
+                    .await;
+                if !more {
+                    let _ = ws.close(None).await;
+                    return;
+                }
+            }
+        }
+        other => panic!("unknown transport {other}"),
+    }
+}
+
+/// Follows `transport` until an event with seq ≥ `until` arrives or
+/// `within` passes, reconnecting from the last seen seq; returns every
+/// event received, in order.
+pub async fn follow(
+    transport: &str,
+    base: Base,
+    token: String,
+    until: Arc<Mutex<u64>>,
+    within: Duration,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen: Vec<Value> = Vec::new();
+    loop {
+        let cursor = seen
+            .last()
+            .map(|e| e["seq"].as_u64().unwrap_or(0))
+            .unwrap_or(0);
+        let target = *until.lock().unwrap();
+        if (target > 0 && cursor >= target) || tokio::time::Instant::now() > deadline {
+            return seen;
+        }
+        let url = base.lock().unwrap().clone();
+        let last = Arc::new(std::sync::atomic::AtomicU64::new(cursor));
+        let reached = {
+            let (last, until) = (last.clone(), until.clone());
+            async move {
+                loop {
+                    let target = *until.lock().unwrap();
+                    if target > 0 && last.load(std::sync::atomic::Ordering::SeqCst) >= target {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let mut sink = |event: Value| {
+            let seq = event["seq"].as_u64().unwrap_or(0);
+            seen.push(event);
+            last.store(seq, std::sync::atomic::Ordering::SeqCst);
+            let target = *until.lock().unwrap();
+            !(target > 0 && seq >= target)
+        };
+        let read = read_once(transport, &url, &token, cursor, &mut sink);
+        tokio::select! {
+            _ = read => {}
+            _ = reached => {}
+            _ = tokio::time::sleep_until(deadline) => return seen,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
