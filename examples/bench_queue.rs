@@ -97,6 +97,42 @@ async fn in_process(appenders: usize, total: usize) {
     );
 }
 
+/// One append call carrying one event for each of `users` users (the
+/// shape of a publish to many recipients).
+async fn fan_out_batch(users: usize, rounds: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledStore::open(dir.path(), SledOptions::default(), Arc::new(Metrics::new()))
+        .expect("open store");
+    let data = RawValue::from_string(json!({"hello": "everyone"}).to_string()).expect("raw");
+    let uids: Vec<Uid> = (0..users)
+        .map(|i| Uid::parse(&format!("u{i}")).expect("uid"))
+        .collect();
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let batch = uids
+            .iter()
+            .map(|uid| Append {
+                uid: uid.clone(),
+                kind: "notice".into(),
+                data: data.clone(),
+            })
+            .collect();
+        let t = Instant::now();
+        store.append(batch).await.expect("append");
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    println!(
+        "{:<44} {:>9.0} /s   one batch: p50 {:>6.1} ms, max {:>6.1} ms",
+        format!("in-process batch to {users} users"),
+        (users * rounds) as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+}
+
 /// Starts a real herald on a loopback port inside this process.
 async fn start_server(dir: &std::path::Path) -> (String, CancellationToken) {
     use clap::Parser;
@@ -268,6 +304,7 @@ async fn main() {
     in_process(1, (5_000.0 * s) as usize).await;
     in_process(64, (200_000.0 * s) as usize).await;
     in_process(1024, (200_000.0 * s) as usize).await;
+    fan_out_batch(10_000, (10.0 * s).max(2.0) as usize).await;
 
     let dir = tempfile::tempdir().expect("temp dir");
     let (base, shutdown) = start_server(dir.path()).await;

@@ -14,6 +14,7 @@
 //! After a crash the next seq is one past the highest key (or past
 //! `trimmed`), so a seq any client saw is never handed out again.
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -76,6 +77,39 @@ struct QueueState {
     acked: u64,
     /// Every seq ≤ this has been dropped by retention.
     trimmed: u64,
+    /// The newest few events, so that a woken stream reads what was just
+    /// appended from memory instead of from sled (the live fan-out path).
+    recent: VecDeque<(u64, Bytes)>,
+}
+
+/// How many of the newest events per user [`QueueState::recent`] keeps.
+const RECENT_EVENTS: usize = 4;
+
+impl QueueState {
+    fn remember(&mut self, seq: u64, json: Bytes) {
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((seq, json));
+    }
+
+    /// Events `after+1 ..= head` and the last one's seq, if they are all
+    /// in `recent`.
+    fn recent_after(&self, after: u64, head: u64, limit: usize) -> Option<(Vec<Bytes>, u64)> {
+        let first = self.recent.front()?.0;
+        if after + 1 < first || after >= head {
+            return None;
+        }
+        let mut cursor = after;
+        let mut events = Vec::new();
+        for (seq, json) in &self.recent {
+            if *seq > after && *seq <= head && events.len() < limit {
+                events.push(json.clone());
+                cursor = *seq;
+            }
+        }
+        Some((events, cursor))
+    }
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -203,6 +237,7 @@ impl SledStore {
                 next_seq: head + 1,
                 acked: meta.acked,
                 trimmed: meta.trimmed,
+                recent: VecDeque::new(),
             }),
             durable: watch::channel(head).0,
         };
@@ -227,9 +262,10 @@ impl SledStore {
     fn insert(&self, q: &UserQueue, append: &Append, ts: u64) -> Result<u64, StoreError> {
         let mut st = q.state();
         let seq = st.next_seq;
-        self.events
-            .insert(event_key(q.id, seq), stored_event(seq, append, ts))?;
+        let value = stored_event(seq, append, ts);
+        self.events.insert(event_key(q.id, seq), value.as_slice())?;
         st.next_seq += 1;
+        st.remember(seq, Bytes::copy_from_slice(&value[8..]));
         Ok(seq)
     }
 
@@ -262,6 +298,7 @@ impl SledStore {
         })?;
         if let Once::Appended { .. } = outcome {
             st.next_seq += 1;
+            st.remember(seq, Bytes::copy_from_slice(&value[8..]));
         }
         Ok(outcome)
     }
@@ -283,7 +320,19 @@ impl SledStore {
         limit: usize,
     ) -> Result<Option<Page>, StoreError> {
         let head = q.head();
-        let trimmed = q.state().trimmed;
+        let trimmed = {
+            let st = q.state();
+            if after >= st.trimmed {
+                if let Some((events, cursor)) = st.recent_after(after, head, limit) {
+                    return Ok(Some(Page {
+                        events,
+                        cursor,
+                        head,
+                    }));
+                }
+            }
+            st.trimmed
+        };
         let mut page = Page {
             events: Vec::new(),
             cursor: after,

@@ -1,0 +1,268 @@
+//! Connection benchmark: server memory per idle connection, and the time
+//! one publish takes to reach 10 000 WebSocket subscribers.
+//!
+//! Normally run through `scripts/bench-connections.sh`, which starts herald
+//! and the peers (nchan, socket.io) pinned to one core and calls this
+//! client for each. By hand:
+//!
+//! ```text
+//! bench_connections idle  --pid PID --proto herald-sse|herald-ws|nchan-sse|nchan-ws|socketio-ws --addr 127.0.0.1:PORT [--count N] [--secret S]
+//! bench_connections fanout --addr 127.0.0.1:PORT --secret S --api-key K [--count N]
+//! ```
+//!
+//! Client sockets are spread over source addresses 127.0.0.2–127.0.0.9 so
+//! no (source, destination) pair runs out of ephemeral ports.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jsonwebtoken::{EncodingKey, Header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Args {
+    mode: String,
+    pid: u32,
+    proto: String,
+    addr: SocketAddr,
+    count: usize,
+    secret: String,
+    api_key: String,
+}
+
+fn parse_args() -> Args {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_default();
+    let mut parsed = Args {
+        mode,
+        pid: 0,
+        proto: "herald-ws".into(),
+        addr: "127.0.0.1:8080".parse().expect("addr"),
+        count: 10_000,
+        secret: "bench".into(),
+        api_key: "bench".into(),
+    };
+    while let (Some(flag), Some(value)) = (args.next(), args.next()) {
+        match flag.as_str() {
+            "--pid" => parsed.pid = value.parse().expect("--pid"),
+            "--proto" => parsed.proto = value,
+            "--addr" => parsed.addr = value.parse().expect("--addr"),
+            "--count" => parsed.count = value.parse().expect("--count"),
+            "--secret" => parsed.secret = value,
+            "--api-key" => parsed.api_key = value,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    parsed
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server process");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+fn token(secret: &str, uid: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    jsonwebtoken::encode(
+        &Header::default(),
+        &serde_json::json!({"sub": uid, "exp": exp}),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+async fn connect(i: usize, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    let source = Ipv4Addr::new(127, 0, 0, 2 + (i % 8) as u8);
+    socket.bind(SocketAddr::new(source.into(), 0))?;
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// An open idle connection of some protocol, kept only to stay open.
+enum Idle {
+    Tcp(#[allow(dead_code)] TcpStream),
+    Ws(#[allow(dead_code)] Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+}
+
+/// Opens connection `i` and waits until the server has answered it.
+async fn open(args: &Args, i: usize) -> std::io::Result<Idle> {
+    let mut stream = connect(i, args.addr).await?;
+    let host = args.addr;
+    let path = match args.proto.as_str() {
+        "herald-sse" => format!("/v1/sse?token={}", token(&args.secret, &format!("u{i}"))),
+        "herald-ws" => format!("/v1/ws?token={}", token(&args.secret, &format!("u{i}"))),
+        "nchan-sse" | "nchan-ws" => format!("/sub/c{i}"),
+        "socketio-ws" => "/socket.io/?EIO=4&transport=websocket".into(),
+        other => panic!("unknown --proto {other}"),
+    };
+    if args.proto.ends_with("-sse") {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut buf = vec![0u8; 4096];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::other("closed before headers"));
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        if !seen.starts_with(b"HTTP/1.1 200") {
+            return Err(std::io::Error::other(
+                String::from_utf8_lossy(&seen[..seen.len().min(80)]).into_owned(),
+            ));
+        }
+        return Ok(Idle::Tcp(stream));
+    }
+    let url = format!("ws://{host}{path}");
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+        .await
+        .map_err(std::io::Error::other)?;
+    if args.proto == "socketio-ws" {
+        // engine.io open packet, then join the default namespace.
+        let _open = ws.next().await;
+        futures::SinkExt::send(&mut ws, Message::text("40"))
+            .await
+            .map_err(std::io::Error::other)?;
+        let _joined = ws.next().await;
+    }
+    Ok(Idle::Ws(Box::new(ws)))
+}
+
+async fn idle(args: Args) {
+    let before = rss_kib(args.pid);
+    let args = Arc::new(args);
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(args.count);
+    let mut failures = 0;
+    for chunk in (0..args.count).collect::<Vec<_>>().chunks(500) {
+        let opened = futures::future::join_all(chunk.iter().map(|&i| {
+            let args = args.clone();
+            async move { open(&args, i).await }
+        }))
+        .await;
+        for result in opened {
+            match result {
+                Ok(conn) => conns.push(conn),
+                Err(e) => {
+                    if failures < 3 {
+                        eprintln!("connect failed: {e}");
+                    }
+                    failures += 1;
+                }
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(args.pid);
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / conns.len().max(1) as f64;
+    println!(
+        "{:<12} {:>6} idle connections in {:>5.1} s: server RSS {:>7} -> {:>7} KiB, {:>6.0} B per connection{}",
+        args.proto,
+        conns.len(),
+        started.elapsed().as_secs_f64(),
+        before,
+        after,
+        per,
+        if failures > 0 { format!(" ({failures} failed)") } else { String::new() }
+    );
+    drop(conns);
+}
+
+async fn fanout(args: Args) {
+    let args = Arc::new(Args {
+        proto: "herald-ws".into(),
+        ..args
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let mut ready = 0;
+    for chunk in (0..args.count).collect::<Vec<_>>().chunks(500) {
+        let opened = futures::future::join_all(chunk.iter().map(|&i| {
+            let args = args.clone();
+            async move { open(&args, i).await }
+        }))
+        .await;
+        for conn in opened.into_iter().flatten() {
+            let Idle::Ws(mut ws) = conn else { continue };
+            let tx = tx.clone();
+            ready += 1;
+            tokio::spawn(async move {
+                while let Some(Ok(message)) = ws.next().await {
+                    if let Message::Text(text) = message {
+                        if text.as_str().contains("\"seq\"") {
+                            let _ = tx.send(Instant::now());
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let to: Vec<String> = (0..args.count).map(|i| format!("u{i}")).collect();
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let response = http
+        .post(format!("http://{}/api/v1/publish", args.addr))
+        .bearer_auth(&args.api_key)
+        .json(&serde_json::json!({"to": to, "data": {"hello": "everyone"}}))
+        .send()
+        .await
+        .expect("publish");
+    let answered = started.elapsed();
+    assert!(
+        response.status().is_success(),
+        "publish: {}",
+        response.status()
+    );
+    let mut received = 0;
+    let mut last = started;
+    let mut first: Option<Instant> = None;
+    while received < ready {
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some(at)) => {
+                received += 1;
+                last = last.max(at);
+                first = Some(first.map_or(at, |f| f.min(at)));
+            }
+            _ => break,
+        }
+    }
+    println!(
+        "fan-out: one publish to {ready} WebSocket users: publish answered (durable) after {:.1} ms; first subscriber received it after {:.1} ms, last after {:.1} ms ({received}/{ready} received)",
+        answered.as_secs_f64() * 1e3,
+        (first.unwrap_or(started) - started).as_secs_f64() * 1e3,
+        (last - started).as_secs_f64() * 1e3
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    match args.mode.as_str() {
+        "idle" => idle(args).await,
+        "fanout" => fanout(args).await,
+        _ => eprintln!("usage: bench_connections idle|fanout [flags]; see the file's header"),
+    }
+}
