@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
-use http_body_util::{BodyExt, Limited};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_LENGTH;
 use hyper::Request;
@@ -13,33 +14,46 @@ use serde::de::DeserializeOwned;
 use super::Error;
 
 /// Reads the body of `req` (at most `limit` bytes) as JSON of type `T`.
+///
+/// A body over the limit is still read and discarded up to a few times the
+/// limit before the 413 goes out: a client still writing its body when the
+/// server answers and closes would get a broken pipe instead of the 413.
 pub async fn json_body<T: DeserializeOwned>(
     req: Request<Incoming>,
     limit: usize,
 ) -> Result<T, Error> {
+    let drain_budget = limit.saturating_mul(4).max(1 << 20);
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > drain_budget as u64) {
         return Err(Error::TooLarge(limit));
     }
-    let body = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                Error::TooLarge(limit)
-            } else {
-                Error::bad("bad_body", format!("could not read the body: {e}"))
-            }
-        })?
-        .to_bytes();
-    if body.is_empty() {
+    let mut body = req.into_body();
+    let mut bytes = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| Error::bad("bad_body", format!("could not read the body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total <= limit {
+            bytes.extend_from_slice(&data);
+        } else if total > drain_budget {
+            break;
+        }
+    }
+    if total > limit {
+        return Err(Error::TooLarge(limit));
+    }
+    if bytes.is_empty() {
         return Err(Error::bad("bad_json", "a JSON body is required"));
     }
-    serde_json::from_slice(&body)
+    serde_json::from_slice(&bytes)
         .map_err(|e| Error::bad("bad_json", format!("invalid JSON body: {e}")))
 }
 
