@@ -1,5 +1,7 @@
 //! Client actions over HTTP, for transports without an upstream channel.
 
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -7,11 +9,12 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::groups::Gid;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
 use crate::http::Error;
-use crate::messages;
 use crate::uid::Uid;
+use crate::{messages, presence, receipts};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +26,7 @@ struct AckRequest {
 pub async fn ack(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
     let body: AckRequest = json_body(req, app.config.max_body).await?;
-    let acked = app.store.ack(&uid, body.seq).await?;
+    let acked = receipts::ack(app, &uid, body.seq).await?;
     app.store.sync().await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "acked": acked })))
 }
@@ -53,4 +56,112 @@ pub async fn demo_login(app: &App, req: Request<Incoming>) -> Result<Response, E
         StatusCode::OK,
         &serde_json::json!({"token": token, "uid": body.uid}),
     ))
+}
+
+/// Sets `uid`'s chosen status; returns it.
+pub fn set_status(app: &App, uid: &Uid, status: &str) -> Result<&'static str, Error> {
+    let status = presence::STATUSES
+        .into_iter()
+        .find(|s| *s == status)
+        .ok_or_else(|| {
+            Error::bad(
+                "bad_status",
+                "status must be one of online, busy, dnd, invisible",
+            )
+        })?;
+    app.presence.set_status(uid, status);
+    Ok(status)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusRequest {
+    status: String,
+}
+
+/// `PUT /v1/status {"status":"busy"}`
+pub async fn put_status(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
+    let uid = app.auth.user(&req)?;
+    let body: StatusRequest = json_body(req, app.config.max_body).await?;
+    let status = set_status(app, &uid, &body.status)?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "status": status }),
+    ))
+}
+
+/// The visible statuses of `uids`, counted as pulled.
+fn statuses<'a>(app: &App, uids: impl Iterator<Item = &'a Uid>) -> BTreeMap<&'a str, &'static str> {
+    let map: BTreeMap<&str, &str> = uids
+        .map(|u| (u.as_str(), app.presence.visible(u)))
+        .collect();
+    app.metrics.presence_pulled.inc_by(map.len() as u64);
+    map
+}
+
+/// `GET /v1/friends/presence` → `{"friends": {uid: status}}` (login pull).
+pub async fn friends_presence(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
+    let uid = app.auth.user(&req)?;
+    let friends = app.friends.of(&uid);
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "friends": statuses(app, friends.iter()) }),
+    ))
+}
+
+/// `GET /v1/groups/{gid}/presence` → `{"gid", "members": {uid: status}}`,
+/// for members only.
+pub async fn group_presence(
+    app: &App,
+    req: Request<Incoming>,
+    gid: &str,
+) -> Result<Response, Error> {
+    let uid = app.auth.user(&req)?;
+    let (gid, members) = member_of(app, gid, &uid)?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "gid": gid, "members": statuses(app, members.iter()) }),
+    ))
+}
+
+/// The group `gid` and its members, if `uid` is one of them.
+pub fn member_of(app: &App, gid: &str, uid: &Uid) -> Result<(Gid, Arc<HashSet<Uid>>), Error> {
+    let gid = Gid::parse(gid).map_err(|e| Error::bad("bad_gid", e.to_string()))?;
+    let members = app
+        .groups
+        .members(&gid)
+        .ok_or_else(|| Error::NotFound(format!("no group {gid}")))?;
+    if !members.contains(uid) {
+        return Err(Error::Forbidden(format!("{uid} is not a member of {gid}")));
+    }
+    Ok((gid, members))
+}
+
+/// Message ids of a read mark: `{"msg_id": N}` or `{"ids": [N, …]}`.
+pub fn read_ids(frame: &serde_json::Value) -> Result<Vec<u64>, Error> {
+    let bad = || {
+        Error::bad(
+            "bad_ids",
+            "give msg_id (an integer) or ids (1-1000 integers)",
+        )
+    };
+    if let Some(id) = frame.get("msg_id") {
+        return id.as_u64().map(|id| vec![id]).ok_or_else(bad);
+    }
+    let ids = frame
+        .get("ids")
+        .and_then(|v| v.as_array())
+        .ok_or_else(bad)?;
+    if ids.is_empty() || ids.len() > 1000 {
+        return Err(bad());
+    }
+    ids.iter().map(|v| v.as_u64().ok_or_else(bad)).collect()
+}
+
+/// `POST /v1/messages/{id}/read` → the sender gets a `read` receipt.
+pub async fn message_read(app: &App, req: Request<Incoming>, id: &str) -> Result<Response, Error> {
+    let uid = app.auth.user(&req)?;
+    let id = crate::http::request::parse_u64("message id", id)?;
+    receipts::mark_read(app, &uid, &[id]).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "read": [id] })))
 }

@@ -5,10 +5,13 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::friends::Friends;
+use crate::groups::Groups;
 use crate::http::auth::Auth;
 use crate::http::cors::Cors;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::store::Store;
 
 /// Everything a request handler may use. One per server, behind an `Arc`.
@@ -19,6 +22,9 @@ pub struct App {
     pub cors: Cors,
     /// Who is connected, on which transport.
     pub hub: Arc<Hub>,
+    pub presence: Arc<Presence>,
+    pub friends: Arc<Friends>,
+    pub groups: Arc<Groups>,
     pub metrics: Arc<Metrics>,
     /// Whether the demo-only routes exist.
     pub demo: bool,

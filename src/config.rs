@@ -70,6 +70,16 @@ pub struct Config {
     #[arg(long, env = "HERALD_HEARTBEAT_MS", default_value_t = 15_000)]
     pub heartbeat_ms: u64,
 
+    /// How long a poller stays online after its last poll, in seconds
+    /// (default: twice the long-poll timeout).
+    #[arg(long, env = "HERALD_PRESENCE_GRACE")]
+    pub presence_grace: Option<u64>,
+
+    /// Presence changes of one user within this window are coalesced into
+    /// one push, in milliseconds.
+    #[arg(long, env = "HERALD_PRESENCE_WINDOW_MS", default_value_t = 1000)]
+    pub presence_window_ms: u64,
+
     /// How long acked events stay readable, in seconds.
     #[arg(long, env = "HERALD_RETENTION", default_value_t = 3600)]
     pub retention: u64,
@@ -103,6 +113,15 @@ impl Config {
             max_events: self.queue_cap.max(1),
             max_age: Duration::from_secs(self.queue_max_age),
         }
+    }
+
+    /// How long a poller stays online after its last poll.
+    pub fn presence_grace(&self) -> Duration {
+        Duration::from_secs(
+            self.presence_grace
+                .unwrap_or(2 * self.longpoll_timeout)
+                .max(1),
+        )
     }
 
     /// Whether demo mode is on: asked for, or no secret configured.

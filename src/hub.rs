@@ -2,15 +2,14 @@
 //!
 //! Every streaming connection (SSE, iframe, WebSocket) registers here for as
 //! long as it is open and gets a [`Connection`] guard; dropping the guard
-//! unregisters it. The hub enforces the per-user connection cap and keeps
-//! the per-transport gauges.
+//! unregisters it. The hub enforces the per-user connection cap, keeps the
+//! per-transport gauges, and tells [`Presence`] who comes and goes.
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
-
 use crate::http::Error;
 use crate::metrics::{Label, Metrics};
+use crate::presence::Presence;
 use crate::uid::Uid;
 
 /// The transports, as named in metrics labels.
@@ -41,15 +40,15 @@ impl Transport {
 
 /// Open connections by user.
 pub struct Hub {
-    per_user: DashMap<Uid, usize>,
+    presence: Arc<Presence>,
     max_per_user: usize,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    pub fn new(max_per_user: usize, metrics: Arc<Metrics>) -> Hub {
+    pub fn new(max_per_user: usize, metrics: Arc<Metrics>, presence: Arc<Presence>) -> Hub {
         Hub {
-            per_user: DashMap::new(),
+            presence,
             max_per_user,
             metrics,
         }
@@ -58,15 +57,11 @@ impl Hub {
     /// Registers a connection of `uid`, or 429 if the user already has the
     /// most connections allowed.
     pub fn connect(self: &Arc<Self>, uid: &Uid, transport: Transport) -> Result<Connection, Error> {
-        {
-            let mut count = self.per_user.entry(uid.clone()).or_insert(0);
-            if *count >= self.max_per_user {
-                return Err(Error::TooMany {
-                    message: format!("{uid} already has {} open connections", self.max_per_user),
-                    retry_after: 5,
-                });
-            }
-            *count += 1;
+        if !self.presence.try_connect(uid, self.max_per_user) {
+            return Err(Error::TooMany {
+                message: format!("{uid} already has {} open connections", self.max_per_user),
+                retry_after: 5,
+            });
         }
         self.metrics
             .connections
@@ -77,11 +72,6 @@ impl Hub {
             uid: uid.clone(),
             transport,
         })
-    }
-
-    /// How many connections `uid` has open.
-    pub fn connections_of(&self, uid: &Uid) -> usize {
-        self.per_user.get(uid).map(|c| *c).unwrap_or(0)
     }
 
     /// Counts events and bytes sent on `transport`.
@@ -127,9 +117,6 @@ impl Drop for Connection {
             .connections
             .get_or_create(&self.transport.label())
             .dec();
-        self.hub.per_user.remove_if_mut(&self.uid, |_, count| {
-            *count -= 1;
-            *count == 0
-        });
+        self.hub.presence.disconnect(&self.uid);
     }
 }

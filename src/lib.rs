@@ -12,10 +12,14 @@ pub mod actions;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod friends;
+pub mod groups;
 pub mod http;
 pub mod hub;
 pub mod messages;
 pub mod metrics;
+pub mod presence;
+pub mod receipts;
 pub mod server;
 pub mod store;
 pub mod transport;
@@ -31,10 +35,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::friends::Friends;
+use crate::groups::Groups;
 use crate::http::auth::Auth;
 use crate::http::cors::Cors;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::store::sled::SledOptions;
 use crate::store::{SledStore, Store};
 
@@ -102,10 +109,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let max_connections = connection_budget();
     println!("connection limit: {max_connections} (file descriptor limit minus {RESERVED_FDS})");
 
+    let friends = Arc::new(Friends::load(store.clone())?);
+    let groups = Arc::new(Groups::load(store.clone())?);
+    let presence = Presence::new(
+        store.clone(),
+        friends.clone(),
+        metrics.clone(),
+        config.presence_grace(),
+        Duration::from_millis(config.presence_window_ms),
+    );
     let app = Arc::new(App {
         auth: Auth::new(secret.as_bytes(), api_key),
         cors: Cors::new(&config.allow_origins),
-        hub: Arc::new(Hub::new(config.max_user_connections, metrics.clone())),
+        hub: Arc::new(Hub::new(
+            config.max_user_connections,
+            metrics.clone(),
+            presence.clone(),
+        )),
+        presence,
+        friends,
+        groups,
         store: store.clone(),
         metrics,
         demo,
@@ -113,9 +136,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         config,
     });
     let trimmer = tokio::spawn(trim_periodically(app.clone()));
+    let sweeper = tokio::spawn(sweep_presence(app.clone()));
     println!("listening on http://{local}");
     server::serve(listener, app, max_connections).await;
     trimmer.abort();
+    sweeper.abort();
     store.sync().await?;
     println!("herald stopped; everything acknowledged is durable");
     Ok(())
@@ -143,6 +168,17 @@ fn connection_budget() -> usize {
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
     let fds = if ok { limit.rlim_cur } else { 1024 };
     fds.saturating_sub(RESERVED_FDS).max(16) as usize
+}
+
+/// Lets pollers whose grace period ran out go offline.
+async fn sweep_presence(app: Arc<App>) {
+    let period =
+        (app.config.presence_grace() / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut every = tokio::time::interval(period);
+    loop {
+        every.tick().await;
+        app.presence.sweep();
+    }
 }
 
 /// Applies retention every `--trim-interval-ms`, off the async workers.

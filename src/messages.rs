@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::http::Error;
+use crate::receipts::{record_key, MessageRecord};
 use crate::store::{Append, Once};
 use crate::uid::Uid;
 
@@ -34,6 +35,14 @@ pub async fn send(app: &App, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
         }
     }
     let id = app.store.next_id()?;
+    // The record read receipts are checked against; written first so that
+    // no delivered message lacks one.
+    let record = serde_json::to_vec(&MessageRecord {
+        from: from.clone(),
+        to: msg.to.clone(),
+    })
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    app.store.kv_put(&record_key(id), record).await?;
     let event = Append::new(
         msg.to.clone(),
         "msg",

@@ -36,6 +36,13 @@ pub struct Metrics {
     pub delivered: Family<Label, Counter>,
     /// Bytes of events and framing sent, by transport.
     pub bytes_sent: Family<Label, Counter>,
+    /// Online reverse friends reached by one presence change (the fan-out
+    /// factor N).
+    pub presence_fanout: Histogram,
+    /// Presence events pushed.
+    pub presence_pushed: Counter,
+    /// Statuses handed out by presence pulls (friends at login, groups).
+    pub presence_pulled: Counter,
 }
 
 impl Metrics {
@@ -51,6 +58,11 @@ impl Metrics {
         let connections = Family::<Label, Gauge>::default();
         let delivered = Family::<Label, Counter>::default();
         let bytes_sent = Family::<Label, Counter>::default();
+        let presence_fanout = Histogram::new([
+            0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
+        ]);
+        let presence_pushed = Counter::default();
+        let presence_pulled = Counter::default();
         registry.register("appends", "Events appended durably", appends.clone());
         registry.register("flushes", "Group-commit flushes", flushes.clone());
         registry.register(
@@ -90,6 +102,9 @@ impl Metrics {
             connections,
             delivered,
             bytes_sent,
+            presence_fanout,
+            presence_pushed,
+            presence_pulled,
         }
     }
 

@@ -2,4 +2,5 @@
 //! mint tokens and publish events.
 
 pub mod publish;
+pub mod social;
 pub mod tokens;

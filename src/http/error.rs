@@ -1,7 +1,7 @@
 //! The one error type of the HTTP edge: every failure a request can meet,
 //! mapped to a status and a JSON body `{"error": code, "message": text}`.
 
-use hyper::header::{HeaderValue, ALLOW, RETRY_AFTER};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, RETRY_AFTER};
 use hyper::StatusCode;
 
 use super::reply::{json, Response};
@@ -102,6 +102,11 @@ impl Error {
             }
             Error::ShuttingDown => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The rest of the body may be unread: the connection cannot be
+            // reused, and the client must know before it tries.
+            Error::TooLarge(_) => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -89,6 +89,34 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
             allow(&method, "GET")?;
             transport::ws::handle(app, req).await
         }
+        ["v1", "messages", id, "read"] => {
+            allow(&method, "POST")?;
+            let id = id.to_string();
+            actions::message_read(app, req, &id).await
+        }
+        ["v1", "status"] => {
+            allow(&method, "PUT")?;
+            actions::put_status(app, req).await
+        }
+        ["v1", "friends", "presence"] => {
+            allow(&method, "GET")?;
+            actions::friends_presence(app, req).await
+        }
+        ["v1", "groups", gid, "presence"] => {
+            allow(&method, "GET")?;
+            let gid = gid.to_string();
+            actions::group_presence(app, req, &gid).await
+        }
+        ["api", "v1", "users", uid, "friends"] => {
+            allow(&method, "PUT")?;
+            let uid = uid.to_string();
+            api::social::put_friends(app, req, &uid).await
+        }
+        ["api", "v1", "groups", gid, "members"] => {
+            allow(&method, "PUT")?;
+            let gid = gid.to_string();
+            api::social::put_members(app, req, &gid).await
+        }
         ["v1", "messages"] => {
             allow(&method, "POST")?;
             actions::send_message(app, req).await

@@ -130,9 +130,19 @@ pub trait Store: Send + Sync + 'static {
     async fn read(&self, uid: &Uid, after: u64, limit: usize) -> Result<Page, StoreError>;
 
     /// Raises the user's acked seq to `seq` (capped at the durable head) and
-    /// returns the acked seq now in force. Durable with the next commit; use
-    /// [`Store::sync`] to wait for it.
-    async fn ack(&self, uid: &Uid, seq: u64) -> Result<u64, StoreError>;
+    /// returns the acked seq before and after. Durable with the next commit;
+    /// use [`Store::sync`] to wait for it.
+    async fn ack(&self, uid: &Uid, seq: u64) -> Result<(u64, u64), StoreError>;
+
+    /// Stores `value` under `key` (friend lists, group members, message
+    /// records); resolves once durable.
+    async fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
+
+    /// The value under `key`.
+    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every key starting with `prefix`, with its value.
+    fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
     /// The user's acked seq.
     async fn acked(&self, uid: &Uid) -> Result<u64, StoreError>;

@@ -6,7 +6,9 @@
 //! - tree `meta`:   user id → JSON `{uid, acked, trimmed}`;
 //! - tree `events`: user id (u64 BE) ++ seq (u64 BE) → ts (u64 BE) ++ event JSON;
 //! - tree `once`:   idempotency key → tag (u64 BE), written in one sled
-//!   transaction with the event it guards.
+//!   transaction with the event it guards;
+//! - tree `kv`:     small records of the IM features (friend lists, group
+//!   members, message records), JSON.
 //!
 //! Seqs are assigned and inserted under the user's lock, so a user's keys
 //! enter sled's log in seq order; readers only read up to the user's durable
@@ -58,6 +60,7 @@ pub struct SledStore {
     meta: sled::Tree,
     events: sled::Tree,
     once: sled::Tree,
+    kv: sled::Tree,
     queues: DashMap<Uid, Arc<UserQueue>>,
     commit: GroupCommit,
     metrics: Arc<Metrics>,
@@ -189,6 +192,7 @@ impl SledStore {
             meta: db.open_tree("meta")?,
             events: db.open_tree("events")?,
             once: db.open_tree("once")?,
+            kv: db.open_tree("kv")?,
             db,
             queues: DashMap::new(),
             commit,
@@ -448,15 +452,35 @@ impl Store for SledStore {
         }
     }
 
-    async fn ack(&self, uid: &Uid, seq: u64) -> Result<u64, StoreError> {
+    async fn ack(&self, uid: &Uid, seq: u64) -> Result<(u64, u64), StoreError> {
         let q = self.queue(uid)?;
         let seq = seq.min(q.head());
         let mut st = q.state();
-        if seq > st.acked {
+        let before = st.acked;
+        if seq > before {
             st.acked = seq;
             self.write_meta(&q, &st)?;
         }
-        Ok(st.acked)
+        Ok((before, st.acked))
+    }
+
+    async fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.kv.insert(key, value)?;
+        self.wait_durable(Vec::new()).await
+    }
+
+    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.kv.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.kv
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
     }
 
     async fn acked(&self, uid: &Uid) -> Result<u64, StoreError> {

@@ -34,15 +34,16 @@ pub struct PollRequest {
 }
 
 impl PollRequest {
-    /// Authenticates and parses `cursor` and `limit`; acks the cursor, as
-    /// passing `cursor=N` on a poll acks N.
+    /// Authenticates and parses `cursor` and `limit`; marks the user online
+    /// and acks the cursor, as passing `cursor=N` on a poll acks N.
     pub async fn parse<B>(app: &App, req: &Request<B>) -> Result<PollRequest, Error> {
         let uid = app.auth.user(req)?;
         let query = Query::of(req);
         let cursor = query.u64("cursor")?.unwrap_or(0);
         let limit = query.u64_in("limit", 1..=MAX_LIMIT, DEFAULT_LIMIT)? as usize;
+        app.presence.polled(&uid);
         if cursor > 0 {
-            app.store.ack(&uid, cursor).await?;
+            crate::receipts::ack(app, &uid, cursor).await?;
         }
         Ok(PollRequest {
             uid,

@@ -213,6 +213,12 @@ impl Session {
         let result = match frame.get("op").and_then(Value::as_str) {
             Some("ack") => self.ack(&frame).await,
             Some("send") => self.send(frame.clone()).await,
+            Some("status") => {
+                let status = frame.get("status").and_then(Value::as_str).unwrap_or("");
+                crate::actions::set_status(&self.app, self.uid(), status)
+                    .map(|s| json!({ "status": s }))
+            }
+            Some("read") => self.read(&frame).await,
             Some(op) => Err(Error::bad("unknown_op", format!("unknown op {op:?}"))),
             None => Err(Error::bad("bad_frame", "op is required")),
         };
@@ -233,8 +239,14 @@ impl Session {
             .get("seq")
             .and_then(Value::as_u64)
             .ok_or_else(|| Error::bad("bad_seq", "seq must be a non-negative integer"))?;
-        let acked = self.app.store.ack(self.uid(), seq).await?;
+        let acked = crate::receipts::ack(&self.app, self.uid(), seq).await?;
         Ok(json!({ "acked": acked }))
+    }
+
+    async fn read(&self, frame: &Value) -> Result<Value, Error> {
+        let ids = crate::actions::read_ids(frame)?;
+        crate::receipts::mark_read(&self.app, self.uid(), &ids).await?;
+        Ok(json!({ "read": ids }))
     }
 
     async fn send(&self, mut frame: Value) -> Result<Value, Error> {

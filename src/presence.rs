@@ -1,0 +1,217 @@
+//! Presence: who is online, with which visible status, and pushing changes
+//! to the users who care.
+//!
+//! A user is online while any stream of theirs is open, or while a poll or
+//! long-poll of theirs arrived within the grace period (so a long-poller
+//! does not flap between requests). Their visible status is the status they
+//! chose (`online`, `busy`, `dnd`) while online, and `offline` when they are
+//! not or chose `invisible`. Everything here is in memory: after a restart
+//! everyone starts offline and comes back as they reconnect.
+//!
+//! A visible change is pushed as a `presence` event to every ONLINE user
+//! who has added this user (the reverse friends), never to offline users
+//! (they pull at login) and never to group co-members (group presence is
+//! pulled on demand). Changes are throttled per user: the first goes out at
+//! once, later ones within the window collapse into one trailing push of
+//! the status current at its end, so a flapping connection cannot storm
+//! anyone.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::friends::Friends;
+use crate::metrics::Metrics;
+use crate::store::{Append, Store};
+use crate::uid::Uid;
+
+/// A status a client may choose.
+pub const STATUSES: [&str; 4] = ["online", "busy", "dnd", "invisible"];
+
+/// The last visible status pushed for a user.
+struct Pushed {
+    status: &'static str,
+    at: Instant,
+    trailing: bool,
+}
+
+pub struct Presence {
+    me: Weak<Presence>,
+    store: Arc<dyn Store>,
+    friends: Arc<Friends>,
+    metrics: Arc<Metrics>,
+    /// Open streams per user.
+    connections: DashMap<Uid, usize>,
+    /// When each recent poller last polled.
+    polled: DashMap<Uid, Instant>,
+    /// Chosen statuses other than the default `online`.
+    chosen: DashMap<Uid, &'static str>,
+    pushed: DashMap<Uid, Pushed>,
+    grace: Duration,
+    window: Duration,
+}
+
+impl Presence {
+    pub fn new(
+        store: Arc<dyn Store>,
+        friends: Arc<Friends>,
+        metrics: Arc<Metrics>,
+        grace: Duration,
+        window: Duration,
+    ) -> Arc<Presence> {
+        Arc::new_cyclic(|me| Presence {
+            me: me.clone(),
+            store,
+            friends,
+            metrics,
+            connections: DashMap::new(),
+            polled: DashMap::new(),
+            chosen: DashMap::new(),
+            pushed: DashMap::new(),
+            grace,
+            window,
+        })
+    }
+
+    /// Registers a stream of `uid` unless it already has `max`.
+    pub fn try_connect(&self, uid: &Uid, max: usize) -> bool {
+        {
+            let mut count = self.connections.entry(uid.clone()).or_insert(0);
+            if *count >= max {
+                return false;
+            }
+            *count += 1;
+        }
+        self.refresh(uid);
+        true
+    }
+
+    /// Unregisters a stream of `uid`.
+    pub fn disconnect(&self, uid: &Uid) {
+        self.connections.remove_if_mut(uid, |_, count| {
+            *count -= 1;
+            *count == 0
+        });
+        self.refresh(uid);
+    }
+
+    /// Records a poll or long-poll of `uid` (online for the grace period).
+    pub fn polled(&self, uid: &Uid) {
+        self.polled.insert(uid.clone(), Instant::now());
+        self.refresh(uid);
+    }
+
+    /// Sets the status `uid` chose (one of [`STATUSES`]).
+    pub fn set_status(&self, uid: &Uid, status: &'static str) {
+        if status == "online" {
+            self.chosen.remove(uid);
+        } else {
+            self.chosen.insert(uid.clone(), status);
+        }
+        self.refresh(uid);
+    }
+
+    /// Open streams of `uid`.
+    pub fn connections_of(&self, uid: &Uid) -> usize {
+        self.connections.get(uid).map(|c| *c).unwrap_or(0)
+    }
+
+    /// Whether `uid` is connected or polled within the grace period.
+    pub fn is_online(&self, uid: &Uid) -> bool {
+        self.connections_of(uid) > 0
+            || self
+                .polled
+                .get(uid)
+                .is_some_and(|at| at.elapsed() < self.grace)
+    }
+
+    /// What others see of `uid`.
+    pub fn visible(&self, uid: &Uid) -> &'static str {
+        if !self.is_online(uid) {
+            return "offline";
+        }
+        match self.chosen.get(uid).map(|s| *s) {
+            Some("invisible") => "offline",
+            Some(status) => status,
+            None => "online",
+        }
+    }
+
+    /// Forgets pollers whose grace ran out, publishing their going offline.
+    /// Called periodically.
+    pub fn sweep(&self) {
+        let expired: Vec<Uid> = self
+            .polled
+            .iter()
+            .filter(|e| e.value().elapsed() >= self.grace)
+            .map(|e| e.key().clone())
+            .collect();
+        for uid in expired {
+            self.polled
+                .remove_if(&uid, |_, at| at.elapsed() >= self.grace);
+            self.refresh(&uid);
+        }
+    }
+
+    /// Pushes `uid`'s visible status if it changed, throttled per user.
+    fn refresh(&self, uid: &Uid) {
+        let status = self.visible(uid);
+        let mut pushed = self.pushed.entry(uid.clone()).or_insert(Pushed {
+            status: "offline",
+            at: Instant::now() - self.window,
+            trailing: false,
+        });
+        if pushed.status == status || pushed.trailing {
+            return;
+        }
+        let since = pushed.at.elapsed();
+        if since >= self.window {
+            pushed.status = status;
+            pushed.at = Instant::now();
+            drop(pushed);
+            self.push(uid.clone(), status);
+        } else {
+            pushed.trailing = true;
+            drop(pushed);
+            let (me, uid, wait) = (self.me.clone(), uid.clone(), self.window - since);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if let Some(me) = me.upgrade() {
+                    if let Some(mut pushed) = me.pushed.get_mut(&uid) {
+                        pushed.trailing = false;
+                    }
+                    me.refresh(&uid);
+                }
+            });
+        }
+    }
+
+    /// Appends a `presence` event to every online reverse friend of `uid`.
+    fn push(&self, uid: Uid, status: &'static str) {
+        let online: Vec<Uid> = self
+            .friends
+            .reverse_of(&uid)
+            .into_iter()
+            .filter(|f| self.is_online(f))
+            .collect();
+        self.metrics.presence_fanout.observe(online.len() as f64);
+        if online.is_empty() {
+            return;
+        }
+        self.metrics.presence_pushed.inc_by(online.len() as u64);
+        let data = json!({"uid": uid, "status": status});
+        let batch = online
+            .into_iter()
+            .map(|f| Append::new(f, "presence", &data))
+            .collect();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.append(batch).await {
+                tracing::warn!("presence of {uid} not pushed: {e}");
+            }
+        });
+    }
+}
