@@ -90,6 +90,32 @@ impl Metrics {
             "Events dropped by retention",
             trimmed.clone(),
         );
+        registry.register(
+            "connections",
+            "Open streaming connections by transport",
+            connections.clone(),
+        );
+        registry.register(
+            "delivered_events",
+            "Events delivered by transport",
+            delivered.clone(),
+        );
+        registry.register("sent_bytes", "Bytes sent by transport", bytes_sent.clone());
+        registry.register(
+            "presence_fanout",
+            "Online reverse friends reached by one presence change",
+            presence_fanout.clone(),
+        );
+        registry.register(
+            "presence_pushed",
+            "Presence events pushed",
+            presence_pushed.clone(),
+        );
+        registry.register(
+            "presence_pulled",
+            "Statuses returned by presence pulls",
+            presence_pulled.clone(),
+        );
         Metrics {
             registry,
             appends,

@@ -549,6 +549,17 @@ async fn all_transports_see_every_event_once(kill_at: Option<u64>) {
     }
     if kill_at.is_none() {
         assert_eq!(last, 300);
+        for transport in TRANSPORTS {
+            let delivered = server
+                .metric(&format!(
+                    "herald_delivered_events_total{{kind=\"{transport}\"}}"
+                ))
+                .await;
+            assert!(
+                delivered >= 300.0,
+                "{transport}: delivered metric {delivered}"
+            );
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use crate::http::reply::Response;
 use crate::http::Error;
 use crate::hub::Transport;
 use crate::metrics::Label;
+use crate::uid::Uid;
 
 /// `GET /v1/longpoll?cursor=N&timeout=S&limit=L`
 pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
@@ -26,7 +27,7 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     let mut head = app.store.watch(&poll.uid).await?;
     let mut page = poll.read(app).await?;
     if page.events.is_empty() {
-        let _held = Held::new(app);
+        let _held = Held::new(app, &poll.uid);
         tokio::select! {
             _ = head.wait_for(|&h| h > poll.cursor) => {}
             _ = tokio::time::sleep(Duration::from_secs(timeout)) => {}
@@ -46,19 +47,28 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     Ok(page_response(app, Transport::LongPoll, &page))
 }
 
-/// Counts a held long-poll in the metrics for as long as it lives, including
-/// when the client goes away and the handler is dropped.
-struct Held<'a>(&'a App);
+/// A held long-poll: counted in the metrics, and the user is online while it
+/// is held (however long the client asked for) and for the grace period
+/// after it returns. Also released when the client goes away and the
+/// handler is dropped.
+struct Held<'a> {
+    app: &'a App,
+    uid: &'a Uid,
+}
 
 impl<'a> Held<'a> {
-    fn new(app: &'a App) -> Held<'a> {
+    fn new(app: &'a App, uid: &'a Uid) -> Held<'a> {
         app.metrics.longpolls_held.inc();
-        Held(app)
+        app.presence.try_connect(uid, usize::MAX);
+        Held { app, uid }
     }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.0.metrics.longpolls_held.dec();
+        self.app.metrics.longpolls_held.dec();
+        // Restart the grace period first so the user does not flap offline.
+        self.app.presence.polled(self.uid);
+        self.app.presence.disconnect(self.uid);
     }
 }
