@@ -14,7 +14,7 @@ use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
 use crate::http::Error;
 use crate::uid::Uid;
-use crate::{messages, presence, receipts};
+use crate::{messages, notices, presence, receipts};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,4 +164,38 @@ pub async fn message_read(app: &App, req: Request<Incoming>, id: &str) -> Result
     let id = crate::http::request::parse_u64("message id", id)?;
     receipts::mark_read(app, &uid, &[id]).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "read": [id] })))
+}
+
+/// `GET /v1/counters` → `{"counters": {name: value}}` (the login pull).
+pub async fn counters(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
+    let uid = app.auth.user(&req)?;
+    let counters = app.counters.all(&uid).await;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "counters": counters }),
+    ))
+}
+
+/// `GET /v1/news` → today's (UTC) news on the user's first call of the day,
+/// else 204. The per-user last-seen date is swapped atomically, so two
+/// tabs racing see the news once between them.
+pub async fn news(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
+    let uid = app.auth.user(&req)?;
+    let today = notices::today();
+    let Some(news) = app.store.kv_get(&notices::news_key(&today))? else {
+        return Ok(crate::http::reply::empty(StatusCode::NO_CONTENT));
+    };
+    let seen_key = notices::news_seen_key(&uid);
+    let seen = app.store.kv_get(&seen_key)?;
+    if seen.as_deref() == Some(today.as_bytes()) {
+        return Ok(crate::http::reply::empty(StatusCode::NO_CONTENT));
+    }
+    if !app
+        .store
+        .kv_swap(&seen_key, seen, today.into_bytes())
+        .await?
+    {
+        return Ok(crate::http::reply::empty(StatusCode::NO_CONTENT));
+    }
+    Ok(crate::http::reply::raw_json(StatusCode::OK, news))
 }

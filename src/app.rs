@@ -11,6 +11,7 @@ use crate::http::auth::Auth;
 use crate::http::cors::Cors;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::notices::Counters;
 use crate::presence::Presence;
 use crate::store::Store;
 
@@ -25,6 +26,7 @@ pub struct App {
     pub presence: Arc<Presence>,
     pub friends: Arc<Friends>,
     pub groups: Arc<Groups>,
+    pub counters: Counters,
     pub metrics: Arc<Metrics>,
     /// Whether the demo-only routes exist.
     pub demo: bool,

@@ -18,6 +18,7 @@ pub mod http;
 pub mod hub;
 pub mod messages;
 pub mod metrics;
+pub mod notices;
 pub mod presence;
 pub mod receipts;
 pub mod server;
@@ -129,6 +130,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         presence,
         friends,
         groups,
+        counters: notices::Counters::load(store.clone())?,
         store: store.clone(),
         metrics,
         demo,

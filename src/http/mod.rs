@@ -94,6 +94,24 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
             let id = id.to_string();
             actions::message_read(app, req, &id).await
         }
+        ["v1", "counters"] => {
+            allow(&method, "GET")?;
+            actions::counters(app, req).await
+        }
+        ["v1", "news"] => {
+            allow(&method, "GET")?;
+            actions::news(app, req).await
+        }
+        ["api", "v1", "users", uid, "counters"] => {
+            allow(&method, "POST")?;
+            let uid = uid.to_string();
+            api::notices::change_counter(app, req, &uid).await
+        }
+        ["api", "v1", "news", date] => {
+            allow(&method, "PUT")?;
+            let date = date.to_string();
+            api::notices::put_news(app, req, &date).await
+        }
         ["v1", "status"] => {
             allow(&method, "PUT")?;
             actions::put_status(app, req).await

@@ -138,6 +138,15 @@ pub trait Store: Send + Sync + 'static {
     /// records); resolves once durable.
     async fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
 
+    /// Sets `key` to `new` only if its value is `old` (`None` = absent);
+    /// resolves once durable with whether it was set.
+    async fn kv_swap(
+        &self,
+        key: &str,
+        old: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError>;
+
     /// The value under `key`.
     fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 

@@ -469,6 +469,18 @@ impl Store for SledStore {
         self.wait_durable(Vec::new()).await
     }
 
+    async fn kv_swap(
+        &self,
+        key: &str,
+        old: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let swapped = self.kv.compare_and_swap(key, old, Some(new))?.is_ok();
+        // Also when not swapped: the value that won may not be durable yet.
+        self.wait_durable(Vec::new()).await?;
+        Ok(swapped)
+    }
+
     fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.kv.get(key)?.map(|v| v.to_vec()))
     }

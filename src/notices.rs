@@ -1,0 +1,198 @@
+//! System → user notices: named counters (pushed as new totals) and the
+//! daily login news (pulled once per UTC day).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use serde_json::json;
+
+use crate::store::{Append, Store, StoreError};
+use crate::uid::Uid;
+
+const COUNTER_PREFIX: &str = "counter/";
+/// Most counters one user may have.
+pub const MAX_COUNTERS: usize = 100;
+
+/// A counter name: 1–32 characters of `[a-z0-9_.-]`.
+pub fn valid_counter_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
+}
+
+/// How a counter changes.
+#[derive(Debug, Clone, Copy)]
+pub enum Change {
+    Delta(i64),
+    Set(i64),
+}
+
+/// Every user's counters, in memory, persisted in the store's kv
+/// (`counter/{uid}/{name}` → value).
+///
+/// Changes of one user are serialised by an async lock held across the
+/// durable write and the append of the `counter` event, so concurrent
+/// deltas never lose an update and the events reach the queue in the order
+/// of their totals: a client that shows the newest event shows the truth.
+pub struct Counters {
+    values: DashMap<Uid, Arc<tokio::sync::Mutex<BTreeMap<String, i64>>>>,
+    store: Arc<dyn Store>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CounterError {
+    #[error("user has the most counters allowed ({MAX_COUNTERS})")]
+    TooMany,
+    #[error("counter would overflow")]
+    Overflow,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Counters {
+    pub fn load(store: Arc<dyn Store>) -> Result<Counters, StoreError> {
+        let mut loaded: BTreeMap<Uid, BTreeMap<String, i64>> = BTreeMap::new();
+        for (key, value) in store.kv_scan(COUNTER_PREFIX)? {
+            let rest = &key[COUNTER_PREFIX.len()..];
+            let Some((uid, name)) = rest.split_once('/') else {
+                continue;
+            };
+            let (Ok(uid), Ok(value)) = (Uid::parse(uid), serde_json::from_slice::<i64>(&value))
+            else {
+                continue;
+            };
+            loaded
+                .entry(uid)
+                .or_default()
+                .insert(name.to_owned(), value);
+        }
+        let values = loaded
+            .into_iter()
+            .map(|(uid, map)| (uid, Arc::new(tokio::sync::Mutex::new(map))))
+            .collect();
+        Ok(Counters { values, store })
+    }
+
+    /// Every counter of `uid`.
+    pub async fn all(&self, uid: &Uid) -> BTreeMap<String, i64> {
+        match self.values.get(uid).map(|e| e.clone()) {
+            Some(values) => values.lock().await.clone(),
+            None => BTreeMap::new(),
+        }
+    }
+
+    /// Applies `change` to `uid`'s counter `name` and pushes the new total
+    /// as a `counter` event; returns the total once durable.
+    pub async fn change(&self, uid: &Uid, name: &str, change: Change) -> Result<i64, CounterError> {
+        let values = self.values.entry(uid.clone()).or_default().clone();
+        let mut values = values.lock().await;
+        if !values.contains_key(name) && values.len() >= MAX_COUNTERS {
+            return Err(CounterError::TooMany);
+        }
+        let old = values.get(name).copied().unwrap_or(0);
+        let new = match change {
+            Change::Delta(d) => old.checked_add(d).ok_or(CounterError::Overflow)?,
+            Change::Set(v) => v,
+        };
+        let key = format!("{COUNTER_PREFIX}{uid}/{name}");
+        self.store
+            .kv_put(&key, new.to_string().into_bytes())
+            .await?;
+        values.insert(name.to_owned(), new);
+        let event = Append::new(uid.clone(), "counter", &json!({"name": name, "value": new}));
+        self.store.append(vec![event]).await?;
+        Ok(new)
+    }
+}
+
+/// `YYYY-MM-DD` of a day given as days since 1970-01-01 (proleptic
+/// Gregorian; Howard Hinnant's civil_from_days).
+pub fn date_of_day(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Today's UTC date as `YYYY-MM-DD`.
+pub fn today() -> String {
+    date_of_day((crate::store::now_ms() / 86_400_000) as i64)
+}
+
+/// Whether `s` is a real date written `YYYY-MM-DD`.
+pub fn valid_date(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return false;
+    };
+    if y.len() != 4
+        || m.len() != 2
+        || d.len() != 2
+        || !s.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+    {
+        return false;
+    }
+    let (Ok(y), Ok(m), Ok(d)) = (y.parse::<u32>(), m.parse::<u32>(), d.parse::<u32>()) else {
+        return false;
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&d)
+}
+
+/// The kv key of a day's news.
+pub fn news_key(date: &str) -> String {
+    format!("news/{date}")
+}
+
+/// The kv key of the last date `uid` was shown the news.
+pub fn news_seen_key(uid: &Uid) -> String {
+    format!("newsseen/{uid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(date_of_day(0), "1970-01-01");
+        assert_eq!(date_of_day(19_723), "2024-01-01");
+        assert_eq!(date_of_day(20_513), "2026-03-01");
+        assert!(valid_date("2024-02-29") && valid_date("2026-11-22"));
+        for bad in [
+            "2023-02-29",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-1-1",
+            "26-01-01",
+            "2026-01-32",
+            "2026/01/01",
+            "abcd-ef-gh",
+        ] {
+            assert!(!valid_date(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn counter_names() {
+        assert!(valid_counter_name("unread") && valid_counter_name("friend_requests.v2"));
+        assert!(
+            !valid_counter_name("") && !valid_counter_name("Unread") && !valid_counter_name("a/b")
+        );
+    }
+}
