@@ -6,6 +6,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::friends::Friends;
+use crate::group_log::GroupLog;
+use crate::group_reads::GroupReads;
 use crate::groups::Groups;
 use crate::http::auth::Auth;
 use crate::http::cors::Cors;
@@ -27,6 +29,8 @@ pub struct App {
     pub friends: Arc<Friends>,
     pub groups: Arc<Groups>,
     pub counters: Counters,
+    pub group_log: GroupLog,
+    pub group_reads: Arc<GroupReads>,
     pub metrics: Arc<Metrics>,
     /// Whether the demo-only routes exist.
     pub demo: bool,

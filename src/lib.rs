@@ -13,6 +13,9 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod friends;
+pub mod group_actions;
+pub mod group_log;
+pub mod group_reads;
 pub mod groups;
 pub mod http;
 pub mod hub;
@@ -131,6 +134,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         friends,
         groups,
         counters: notices::Counters::load(store.clone())?,
+        group_log: group_log::GroupLog::new(store.clone()),
+        group_reads: group_reads::GroupReads::new(),
         store: store.clone(),
         metrics,
         demo,

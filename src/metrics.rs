@@ -18,6 +18,8 @@ pub struct Metrics {
     registry: Registry,
     /// Events appended (and made durable) to user queues.
     pub appends: Counter,
+    /// Bytes of event JSON appended to user queues.
+    pub appended_bytes: Counter,
     /// Group-commit flushes (sled flush + fdatasync).
     pub flushes: Counter,
     /// Time one group-commit flush took.
@@ -43,6 +45,8 @@ pub struct Metrics {
     pub presence_pushed: Counter,
     /// Statuses handed out by presence pulls (friends at login, groups).
     pub presence_pulled: Counter,
+    /// `group_receipt` events pushed to senders.
+    pub group_receipts_pushed: Counter,
 }
 
 impl Metrics {
@@ -50,6 +54,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("herald");
         let appends = Counter::default();
         let flushes = Counter::default();
+        let appended_bytes = Counter::default();
         let flush_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
         let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let longpolls_held = Gauge::default();
@@ -63,8 +68,14 @@ impl Metrics {
         ]);
         let presence_pushed = Counter::default();
         let presence_pulled = Counter::default();
+        let group_receipts_pushed = Counter::default();
         registry.register("appends", "Events appended durably", appends.clone());
         registry.register("flushes", "Group-commit flushes", flushes.clone());
+        registry.register(
+            "appended_bytes",
+            "Bytes of event JSON appended to user queues",
+            appended_bytes.clone(),
+        );
         registry.register(
             "flush_seconds",
             "Duration of one group-commit flush (flush + fdatasync)",
@@ -116,9 +127,15 @@ impl Metrics {
             "Statuses returned by presence pulls",
             presence_pulled.clone(),
         );
+        registry.register(
+            "group_receipts_pushed",
+            "group_receipt events pushed to senders",
+            group_receipts_pushed.clone(),
+        );
         Metrics {
             registry,
             appends,
+            appended_bytes,
             flushes,
             flush_seconds,
             commit_batch,
@@ -131,6 +148,7 @@ impl Metrics {
             presence_fanout,
             presence_pushed,
             presence_pulled,
+            group_receipts_pushed,
         }
     }
 

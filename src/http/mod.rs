@@ -16,7 +16,7 @@ use hyper::{Method, Request, StatusCode};
 pub use self::error::Error;
 use self::reply::{bytes, json, Response};
 use crate::app::App;
-use crate::{actions, api, transport};
+use crate::{actions, api, group_actions, transport};
 
 /// Answers one request; never fails: errors become their JSON response.
 pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Response {
@@ -119,6 +119,24 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
         ["v1", "friends", "presence"] => {
             allow(&method, "GET")?;
             actions::friends_presence(app, req).await
+        }
+        ["v1", "groups", gid, "messages"] => {
+            let gid = gid.to_string();
+            match method {
+                Method::POST => group_actions::post_message(app, req, &gid).await,
+                Method::GET => group_actions::history(app, req, &gid).await,
+                _ => Err(Error::MethodNotAllowed("GET, POST")),
+            }
+        }
+        ["v1", "groups", gid, "read"] => {
+            allow(&method, "POST")?;
+            let gid = gid.to_string();
+            group_actions::read(app, req, &gid).await
+        }
+        ["v1", "groups", gid, "receipts"] => {
+            allow(&method, "GET")?;
+            let gid = gid.to_string();
+            group_actions::receipts(app, req, &gid).await
         }
         ["v1", "groups", gid, "presence"] => {
             allow(&method, "GET")?;

@@ -138,6 +138,22 @@ pub trait Store: Send + Sync + 'static {
     /// records); resolves once durable.
     async fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
 
+    /// Stores every pair atomically (all or none, also across a crash);
+    /// resolves once durable.
+    async fn kv_put_all(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError>;
+
+    /// Up to `limit` pairs with keys starting with `prefix` and greater than
+    /// `after`, in key order.
+    fn kv_range(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// The greatest key starting with `prefix`, with its value.
+    fn kv_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError>;
+
     /// Sets `key` to `new` only if its value is `old` (`None` = absent);
     /// resolves once durable with whether it was set.
     async fn kv_swap(

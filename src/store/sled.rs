@@ -267,6 +267,7 @@ impl SledStore {
         let mut st = q.state();
         let seq = st.next_seq;
         let value = stored_event(seq, append, ts);
+        self.metrics.appended_bytes.inc_by(value.len() as u64 - 8);
         self.events.insert(event_key(q.id, seq), value.as_slice())?;
         st.next_seq += 1;
         st.remember(seq, Bytes::copy_from_slice(&value[8..]));
@@ -479,6 +480,51 @@ impl Store for SledStore {
         // Also when not swapped: the value that won may not be durable yet.
         self.wait_durable(Vec::new()).await?;
         Ok(swapped)
+    }
+
+    async fn kv_put_all(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in pairs {
+            batch.insert(key.as_bytes(), value);
+        }
+        self.kv.apply_batch(batch)?;
+        self.wait_durable(Vec::new()).await
+    }
+
+    fn kv_range(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        use std::ops::Bound;
+        let start = if after < prefix {
+            Bound::Included(prefix.as_bytes().to_vec())
+        } else {
+            Bound::Excluded(after.as_bytes().to_vec())
+        };
+        self.kv
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take_while(|item| {
+                item.as_ref()
+                    .map_or(true, |(k, _)| k.starts_with(prefix.as_bytes()))
+            })
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn kv_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        match self.kv.scan_prefix(prefix).next_back() {
+            Some(item) => {
+                let (k, v) = item?;
+                Ok(Some((String::from_utf8_lossy(&k).into_owned(), v.to_vec())))
+            }
+            None => Ok(None),
+        }
     }
 
     fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

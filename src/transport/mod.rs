@@ -59,11 +59,12 @@ impl PollRequest {
     }
 }
 
-/// Reads events after `cursor`; a cursor beyond the queue's head (a client
+/// Reads events after `cursor`, group-message references expanded; a cursor beyond the queue's head (a client
 /// that remembers a queue this server never had) is a 409 so that it resets
 /// instead of waiting forever.
 pub async fn read_after(app: &App, uid: &Uid, cursor: u64, limit: usize) -> Result<Page, Error> {
-    let page = app.store.read(uid, cursor, limit).await?;
+    let mut page = app.store.read(uid, cursor, limit).await?;
+    crate::group_log::expand(&app.group_log, &mut page.events)?;
     if cursor > page.head {
         return Err(Error::Conflict(
             "cursor_ahead",

@@ -219,6 +219,8 @@ impl Session {
                     .map(|s| json!({ "status": s }))
             }
             Some("read") => self.read(&frame).await,
+            Some("group_send") => self.group_send(frame.clone()).await,
+            Some("group_read") => self.group_read(&frame).await,
             Some(op) => Err(Error::bad("unknown_op", format!("unknown op {op:?}"))),
             None => Err(Error::bad("bad_frame", "op is required")),
         };
@@ -241,6 +243,33 @@ impl Session {
             .ok_or_else(|| Error::bad("bad_seq", "seq must be a non-negative integer"))?;
         let acked = crate::receipts::ack(&self.app, self.uid(), seq).await?;
         Ok(json!({ "acked": acked }))
+    }
+
+    async fn group_send(&self, mut frame: Value) -> Result<Value, Error> {
+        let gid = frame
+            .get("gid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if let Some(map) = frame.as_object_mut() {
+            map.remove("op");
+            map.remove("id");
+            map.remove("gid");
+        }
+        let msg =
+            serde_json::from_value(frame).map_err(|e| Error::bad("bad_frame", e.to_string()))?;
+        let msgid = crate::group_actions::post(&self.app, &gid, self.uid(), msg).await?;
+        Ok(json!({ "msgid": msgid }))
+    }
+
+    async fn group_read(&self, frame: &Value) -> Result<Value, Error> {
+        let gid = frame.get("gid").and_then(Value::as_str).unwrap_or("");
+        let msgid = frame
+            .get("msgid")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| Error::bad("bad_msgid", "msgid must be a non-negative integer"))?;
+        let last_read = crate::group_actions::mark_read(&self.app, gid, self.uid(), msgid).await?;
+        Ok(json!({ "last_read": last_read }))
     }
 
     async fn read(&self, frame: &Value) -> Result<Value, Error> {

@@ -1,0 +1,119 @@
+//! Client routes of group chat: post, history, read marks, receipts.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::actions::member_of;
+use crate::app::App;
+use crate::http::reply::{json, raw_json, Response};
+use crate::http::request::{json_body, parse_u64, Query};
+use crate::http::Error;
+use crate::uid::Uid;
+
+/// A group message as a client sends it (HTTP body or WebSocket frame).
+#[derive(Deserialize)]
+pub struct Outgoing {
+    pub body: serde_json::Value,
+    #[serde(default)]
+    pub cid: Option<String>,
+}
+
+/// Posts `msg` to `gid` from `from` (a member); returns the msgid.
+pub async fn post(app: &App, gid: &str, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
+    let (gid, members) = member_of(app, gid, from)?;
+    if msg.body.is_null() {
+        return Err(Error::bad("bad_body", "body is required"));
+    }
+    if let Some(cid) = &msg.cid {
+        if cid.is_empty() || cid.len() > 64 || cid.chars().any(char::is_control) {
+            return Err(Error::bad(
+                "bad_cid",
+                "cid must be 1-64 printable characters",
+            ));
+        }
+    }
+    app.group_log
+        .post(&gid, from, msg.body, msg.cid, &members)
+        .await
+}
+
+/// `POST /v1/groups/{gid}/messages {"body","cid"}` → `{"msgid"}` once durable.
+pub async fn post_message(app: &App, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
+    let uid = app.auth.user(&req)?;
+    let msg: Outgoing = json_body(req, app.config.max_body).await?;
+    let msgid = post(app, gid, &uid, msg).await?;
+    Ok(json(StatusCode::OK, &json!({ "msgid": msgid })))
+}
+
+/// `GET /v1/groups/{gid}/messages?after=M&limit=L` → `{"messages":[…],"cursor":K}`.
+pub async fn history(app: &App, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
+    let uid = app.auth.user(&req)?;
+    let (gid, _) = member_of(app, gid, &uid)?;
+    let query = Query::of(&req);
+    let after = query.u64("after")?.unwrap_or(0);
+    let limit = query.u64_in("limit", 1..=1000, 100)? as usize;
+    let messages = app.group_log.history(&gid, after, limit)?;
+    let mut body = b"{\"messages\":[".to_vec();
+    let mut last = after;
+    for (i, message) in messages.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(message);
+        if let Ok(m) = serde_json::from_slice::<serde_json::Value>(message) {
+            last = m["msgid"].as_u64().unwrap_or(last);
+        }
+    }
+    body.extend_from_slice(format!("],\"cursor\":{last}}}").as_bytes());
+    Ok(raw_json(StatusCode::OK, body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadMark {
+    msgid: u64,
+}
+
+/// Marks `gid` read up to `msgid` for `uid`; returns the last read msgid.
+pub async fn mark_read(app: &Arc<App>, gid: &str, uid: &Uid, msgid: u64) -> Result<u64, Error> {
+    let (gid, _) = member_of(app, gid, uid)?;
+    app.group_reads.mark(app, &gid, uid, msgid).await
+}
+
+/// `POST /v1/groups/{gid}/read {"msgid":M}` → `{"last_read"}`.
+pub async fn read(app: &Arc<App>, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
+    let uid = app.auth.user(&req)?;
+    let mark: ReadMark = json_body(req, app.config.max_body).await?;
+    let last_read = mark_read(app, gid, &uid, mark.msgid).await?;
+    Ok(json(StatusCode::OK, &json!({ "last_read": last_read })))
+}
+
+/// `GET /v1/groups/{gid}/receipts?msgids=a,b` → per message: read and
+/// unread counts and the readers.
+pub async fn receipts(app: &App, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
+    let uid = app.auth.user(&req)?;
+    let (gid, members) = member_of(app, gid, &uid)?;
+    let query = Query::of(&req);
+    let msgids = query
+        .get("msgids")
+        .ok_or_else(|| Error::bad("bad_msgids", "msgids is required: a comma-separated list"))?
+        .split(',')
+        .map(|m| parse_u64("msgids", m.trim()))
+        .collect::<Result<Vec<u64>, Error>>()?;
+    if msgids.is_empty() || msgids.len() > 100 {
+        return Err(Error::bad("bad_msgids", "give 1 to 100 msgids"));
+    }
+    let receipts = app.group_reads.receipts(app, &gid, &members, &msgids)?;
+    let list: Vec<_> = receipts
+        .iter()
+        .map(|r| json!({"msgid": r.msgid, "read": r.readers.len(), "unread": r.unread, "readers": r.readers}))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "gid": gid, "receipts": list }),
+    ))
+}

@@ -1,0 +1,228 @@
+//! Read state of group members and the receipts derived from it.
+//!
+//! Each member has one `last_read` msgid per group (kv
+//! `gread/{gid}/{uid}`); a read mark for msgid M marks everything ≤ M read
+//! and never moves backwards. Receipts are computed from these cursors
+//! (readers of m = members other than its sender with last_read ≥ m): no
+//! per-message-per-member rows. While a sender is online, changes to the
+//! receipts of its messages are pushed as `group_receipt` events, at most
+//! one per sender per group per second; an offline sender pulls them.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::groups::Gid;
+use crate::http::Error;
+use crate::store::{Append, StoreError};
+use crate::uid::Uid;
+
+/// At most one receipt push per sender per group in this window.
+const PUSH_WINDOW: Duration = Duration::from_secs(1);
+
+/// Receipt counts of one message.
+pub struct Receipt {
+    pub msgid: u64,
+    pub readers: Vec<Uid>,
+    pub unread: usize,
+}
+
+#[derive(Default)]
+struct Pending {
+    msgids: BTreeSet<u64>,
+    last_push: Option<Instant>,
+    scheduled: bool,
+}
+
+/// Members' read cursors and the coalesced receipt pushes.
+pub struct GroupReads {
+    me: Weak<GroupReads>,
+    last_read: DashMap<(Gid, Uid), u64>,
+    pending: DashMap<(Uid, Gid), Pending>,
+}
+
+#[derive(Deserialize)]
+struct Stored {
+    msgid: u64,
+    from: Uid,
+}
+
+fn read_key(gid: &Gid, uid: &Uid) -> String {
+    format!("gread/{gid}/{uid}")
+}
+
+impl GroupReads {
+    pub fn new() -> Arc<GroupReads> {
+        Arc::new_cyclic(|me| GroupReads {
+            me: me.clone(),
+            last_read: DashMap::new(),
+            pending: DashMap::new(),
+        })
+    }
+
+    /// `uid`'s last read msgid in `gid`.
+    pub fn last_read(&self, app: &App, gid: &Gid, uid: &Uid) -> Result<u64, StoreError> {
+        let key = (gid.clone(), uid.clone());
+        if let Some(n) = self.last_read.get(&key) {
+            return Ok(*n);
+        }
+        let stored = app
+            .store
+            .kv_get(&read_key(gid, uid))?
+            .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0);
+        Ok(*self.last_read.entry(key).or_insert(stored))
+    }
+
+    /// Marks everything ≤ `msgid` read for `uid` (capped at the newest
+    /// message; never backwards) and returns the last read msgid.
+    pub async fn mark(
+        &self,
+        app: &Arc<App>,
+        gid: &Gid,
+        uid: &Uid,
+        msgid: u64,
+    ) -> Result<u64, Error> {
+        let newest = app.group_log.newest(gid).await?;
+        let target = msgid.min(newest);
+        let before = self.last_read(app, gid, uid)?;
+        if target <= before {
+            return Ok(before);
+        }
+        let raised = {
+            let mut entry = self
+                .last_read
+                .entry((gid.clone(), uid.clone()))
+                .or_insert(before);
+            let from = *entry;
+            *entry = (*entry).max(target);
+            (from, *entry)
+        };
+        app.store
+            .kv_put(&read_key(gid, uid), raised.1.to_string().into_bytes())
+            .await?;
+        // Whose messages just got a reader: their senders' receipts changed.
+        let start = raised.0;
+        for raw in app
+            .group_log
+            .history(gid, start, (raised.1 - start).min(1000) as usize)?
+        {
+            let Ok(message) = serde_json::from_slice::<Stored>(&raw) else {
+                continue;
+            };
+            if &message.from != uid {
+                self.changed(app, message.from, gid.clone(), message.msgid);
+            }
+        }
+        Ok(raised.1)
+    }
+
+    /// Receipts of `msgids` of `gid`, whose members are `members`.
+    pub fn receipts(
+        &self,
+        app: &App,
+        gid: &Gid,
+        members: &HashSet<Uid>,
+        msgids: &[u64],
+    ) -> Result<Vec<Receipt>, Error> {
+        let mut cursors = BTreeMap::new();
+        for member in members {
+            cursors.insert(member.clone(), self.last_read(app, gid, member)?);
+        }
+        let mut receipts = Vec::new();
+        for &msgid in msgids {
+            let raw = app
+                .group_log
+                .get(gid, msgid)?
+                .ok_or_else(|| Error::NotFound(format!("no message {msgid} in {gid}")))?;
+            let message: Stored = serde_json::from_slice(&raw)
+                .map_err(|e| Error::Internal(format!("group message: {e}")))?;
+            let others: Vec<(&Uid, &u64)> = cursors
+                .iter()
+                .filter(|(m, _)| **m != message.from)
+                .collect();
+            let readers: Vec<Uid> = others
+                .iter()
+                .filter(|(_, r)| **r >= msgid)
+                .map(|(m, _)| (*m).clone())
+                .collect();
+            receipts.push(Receipt {
+                msgid,
+                unread: others.len() - readers.len(),
+                readers,
+            });
+        }
+        Ok(receipts)
+    }
+
+    /// Notes that receipts of `sender`'s `msgid` changed; pushes now or at
+    /// the end of the sender's window.
+    fn changed(&self, app: &Arc<App>, sender: Uid, gid: Gid, msgid: u64) {
+        let key = (sender, gid);
+        let mut pending = self.pending.entry(key.clone()).or_default();
+        pending.msgids.insert(msgid);
+        if pending.scheduled {
+            return;
+        }
+        pending.scheduled = true;
+        let wait = pending
+            .last_push
+            .map(|at| PUSH_WINDOW.saturating_sub(at.elapsed()))
+            .unwrap_or_default();
+        drop(pending);
+        let me = self.me.clone();
+        let app = Arc::downgrade(app);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let (Some(me), Some(app)) = (me.upgrade(), app.upgrade()) {
+                if let Err(e) = me.push(&app, key).await {
+                    tracing::warn!("group receipt push failed: {e}");
+                }
+            }
+        });
+    }
+
+    /// Pushes one `group_receipt` event with the counts of every pending
+    /// message, if the sender is online.
+    async fn push(&self, app: &App, key: (Uid, Gid)) -> Result<(), Error> {
+        let msgids: Vec<u64> = match self.pending.get_mut(&key) {
+            Some(mut p) => {
+                p.scheduled = false;
+                p.last_push = Some(Instant::now());
+                std::mem::take(&mut p.msgids).into_iter().collect()
+            }
+            None => return Ok(()),
+        };
+        let (sender, gid) = key;
+        if msgids.is_empty() || !app.presence.is_online(&sender) {
+            return Ok(()); // an offline sender pulls its receipts at login
+        }
+        let Some(members) = app.groups.members(&gid) else {
+            return Ok(());
+        };
+        let receipts = self.receipts(app, &gid, &members, &msgids)?;
+        let newest = receipts
+            .last()
+            .map(|r| (r.msgid, r.readers.len(), r.unread));
+        let Some((msgid, read, unread)) = newest else {
+            return Ok(());
+        };
+        let all: Vec<Value> = receipts
+            .iter()
+            .map(|r| json!({"msgid": r.msgid, "read": r.readers.len(), "unread": r.unread}))
+            .collect();
+        let data =
+            json!({"gid": gid, "msgid": msgid, "read": read, "unread": unread, "receipts": all});
+        app.store
+            .append(vec![Append::new(sender, "group_receipt", &data)])
+            .await?;
+        app.metrics.group_receipts_pushed.inc();
+        Ok(())
+    }
+}
