@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::broadcasts::Broadcasts;
 use crate::config::Config;
 use crate::friends::Friends;
 use crate::group_log::GroupLog;
@@ -31,6 +32,7 @@ pub struct App {
     pub counters: Counters,
     pub group_log: GroupLog,
     pub group_reads: Arc<GroupReads>,
+    pub broadcasts: Arc<Broadcasts>,
     pub metrics: Arc<Metrics>,
     /// Whether the demo-only routes exist.
     pub demo: bool,

@@ -11,6 +11,7 @@
 pub mod actions;
 pub mod api;
 pub mod app;
+pub mod broadcasts;
 pub mod config;
 pub mod friends;
 pub mod group_actions;
@@ -136,6 +137,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         counters: notices::Counters::load(store.clone())?,
         group_log: group_log::GroupLog::new(store.clone()),
         group_reads: group_reads::GroupReads::new(),
+        broadcasts: broadcasts::Broadcasts::start(store.clone(), metrics.clone())?,
         store: store.clone(),
         metrics,
         demo,

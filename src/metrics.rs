@@ -47,6 +47,10 @@ pub struct Metrics {
     pub presence_pulled: Counter,
     /// `group_receipt` events pushed to senders.
     pub group_receipts_pushed: Counter,
+    /// Push broadcasts delivered (one per recipient).
+    pub broadcast_delivered: Counter,
+    /// Push-broadcast deliveries queued, not yet made.
+    pub broadcast_pending: Gauge,
 }
 
 impl Metrics {
@@ -69,6 +73,8 @@ impl Metrics {
         let presence_pushed = Counter::default();
         let presence_pulled = Counter::default();
         let group_receipts_pushed = Counter::default();
+        let broadcast_delivered = Counter::default();
+        let broadcast_pending = Gauge::default();
         registry.register("appends", "Events appended durably", appends.clone());
         registry.register("flushes", "Group-commit flushes", flushes.clone());
         registry.register(
@@ -132,6 +138,16 @@ impl Metrics {
             "group_receipt events pushed to senders",
             group_receipts_pushed.clone(),
         );
+        registry.register(
+            "broadcast_delivered",
+            "Push-broadcast events delivered",
+            broadcast_delivered.clone(),
+        );
+        registry.register(
+            "broadcast_pending",
+            "Push-broadcast deliveries still queued",
+            broadcast_pending.clone(),
+        );
         Metrics {
             registry,
             appends,
@@ -149,6 +165,8 @@ impl Metrics {
             presence_pushed,
             presence_pulled,
             group_receipts_pushed,
+            broadcast_delivered,
+            broadcast_pending,
         }
     }
 

@@ -128,6 +128,19 @@ impl Presence {
                 .is_some_and(|at| at.elapsed() < self.grace)
     }
 
+    /// Every user online now.
+    pub fn online_users(&self) -> Vec<Uid> {
+        let mut users: std::collections::BTreeSet<Uid> =
+            self.connections.iter().map(|e| e.key().clone()).collect();
+        users.extend(
+            self.polled
+                .iter()
+                .filter(|e| e.value().elapsed() < self.grace)
+                .map(|e| e.key().clone()),
+        );
+        users.into_iter().collect()
+    }
+
     /// What others see of `uid`.
     pub fn visible(&self, uid: &Uid) -> &'static str {
         if !self.is_online(uid) {

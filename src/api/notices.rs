@@ -83,3 +83,65 @@ pub async fn put_news(app: &App, req: Request<Incoming>, date: &str) -> Result<R
     app.store.kv_put(&news_key(date), record).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({"date": date})))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Broadcast {
+    body: serde_json::Value,
+    #[serde(default = "push_mode")]
+    mode: String,
+    rate: Option<u32>,
+}
+
+fn push_mode() -> String {
+    "push".into()
+}
+
+/// Most push deliveries per second a broadcast may ask for.
+const MAX_RATE: u32 = 100_000;
+const DEFAULT_RATE: u32 = 5_000;
+
+/// `POST /api/v1/broadcast {"body":…,"mode":"push","rate":5000}` →
+/// push: `202 {"bid","mode","recipients"}` (delivery proceeds at the rate);
+/// pull: `200 {"bid","mode"}` once stored.
+pub async fn broadcast(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
+    app.auth.backend(&req)?;
+    let body: Broadcast = json_body(req, app.config.max_body).await?;
+    if body.body.is_null() {
+        return Err(Error::bad("bad_body", "body is required"));
+    }
+    match body.mode.as_str() {
+        "push" => {
+            let rate = body.rate.unwrap_or(DEFAULT_RATE);
+            let rate = std::num::NonZeroU32::new(rate)
+                .filter(|r| r.get() <= MAX_RATE)
+                .ok_or_else(|| {
+                    Error::bad(
+                        "bad_rate",
+                        format!("rate must be 1 to {MAX_RATE} per second"),
+                    )
+                })?;
+            let recipients = app.presence.online_users();
+            let count = recipients.len();
+            let bid = app.broadcasts.push(body.body, rate, recipients)?;
+            Ok(json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({"bid": bid, "mode": "push", "recipients": count, "rate": rate.get()}),
+            ))
+        }
+        "pull" => {
+            if body.rate.is_some() {
+                return Err(Error::bad(
+                    "bad_rate",
+                    "rate applies to push broadcasts only",
+                ));
+            }
+            let bid = app.broadcasts.store_for_pull(body.body).await?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({"bid": bid, "mode": "pull"}),
+            ))
+        }
+        _ => Err(Error::bad("bad_mode", "mode must be push or pull")),
+    }
+}

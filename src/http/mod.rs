@@ -98,6 +98,14 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
             allow(&method, "GET")?;
             actions::counters(app, req).await
         }
+        ["v1", "broadcasts"] => {
+            allow(&method, "GET")?;
+            actions::broadcasts(app, req).await
+        }
+        ["api", "v1", "broadcast"] => {
+            allow(&method, "POST")?;
+            api::notices::broadcast(app, req).await
+        }
         ["v1", "news"] => {
             allow(&method, "GET")?;
             actions::news(app, req).await

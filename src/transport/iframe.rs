@@ -144,7 +144,7 @@ impl Document {
                 self.conn.sent(events.len(), chunk.len());
                 Some(Bytes::from(chunk))
             }
-            Ok(Next::Heartbeat) => Some(self.call(r#"{"type":"hb"}"#)),
+            Ok(Next::Heartbeat) => Some(self.call(&self.sub.heartbeat_json())),
             Ok(Next::End(_)) => Some(self.closing()),
             Err(e) => {
                 tracing::warn!("iframe stream of {} ended: {e}", self.conn.uid());

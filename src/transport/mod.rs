@@ -77,7 +77,8 @@ pub async fn read_after(app: &App, uid: &Uid, cursor: u64, limit: usize) -> Resu
     Ok(page)
 }
 
-/// `{"events":[…],"cursor":M}`, written from the stored event JSON as is.
+/// `{"events":[…],"cursor":M}` (plus `"hints"` when there are pull
+/// hints), written from the stored event JSON as is.
 pub fn page_response(app: &App, transport: Transport, page: &Page) -> Response {
     let size: usize = page.events.iter().map(|e| e.len() + 1).sum();
     let mut body = Vec::with_capacity(size + 40);
@@ -88,7 +89,11 @@ pub fn page_response(app: &App, transport: Transport, page: &Page) -> Response {
         }
         body.extend_from_slice(event);
     }
-    body.extend_from_slice(format!("],\"cursor\":{}}}", page.cursor).as_bytes());
+    body.extend_from_slice(format!("],\"cursor\":{}", page.cursor).as_bytes());
+    if let Some(hints) = app.broadcasts.hints() {
+        body.extend_from_slice(format!(",\"hints\":{hints}").as_bytes());
+    }
+    body.push(b'}');
     app.hub.sent(transport, page.events.len(), body.len());
     raw_json(StatusCode::OK, body)
 }

@@ -63,7 +63,11 @@ async fn next_chunk(sub: &mut Subscription, conn: &Connection) -> Option<Bytes> 
             conn.sent(events.len(), chunk.len());
             Some(chunk)
         }
-        Ok(Next::Heartbeat) => Some(Bytes::from_static(b": hb\n\n")),
+        // A keepalive; with pull hints it is an `hb` event without an id.
+        Ok(Next::Heartbeat) => Some(match sub.hints() {
+            Some(_) => Bytes::from(format!("event: hb\ndata: {}\n\n", sub.heartbeat_json())),
+            None => Bytes::from_static(b": hb\n\n"),
+        }),
         Ok(Next::End(_)) => None,
         Err(e) => {
             tracing::warn!("sse stream of {} ended: {e}", conn.uid());

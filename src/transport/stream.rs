@@ -75,6 +75,19 @@ impl Subscription {
         self.ends_at = Some(Instant::now() + lifetime);
     }
 
+    /// The pull hints a keepalive carries (`{"broadcast": B}`), if any.
+    pub fn hints(&self) -> Option<String> {
+        self.app.broadcasts.hints()
+    }
+
+    /// The `hb` pseudo-event of keepalives (no seq: not part of the queue).
+    pub fn heartbeat_json(&self) -> String {
+        match self.hints() {
+            Some(hints) => format!(r#"{{"type":"hb","hints":{hints}}}"#),
+            None => r#"{"type":"hb"}"#.to_owned(),
+        }
+    }
+
     /// The seq of the last event handed out.
     pub fn cursor(&self) -> u64 {
         self.cursor

@@ -169,7 +169,11 @@ impl Session {
                         }
                         self.conn.sent(count, bytes);
                     }
-                    Ok(Next::Heartbeat) => {}
+                    Ok(Next::Heartbeat) => {
+                        if self.sub.hints().is_some() && sink.send(Message::text(self.sub.heartbeat_json())).await.is_err() {
+                            break Close::Gone;
+                        }
+                    }
                     Ok(Next::End(EndReason::ShuttingDown)) => break Close::With(CloseCode::Restart, "server restarting; reconnect"),
                     Ok(Next::End(EndReason::Expired)) => break Close::With(CloseCode::Away, "reconnect"),
                     Err(_) => break Close::With(CloseCode::Error, "storage error"),

@@ -1,0 +1,153 @@
+//! Broadcasts from the system to many users, in two modes.
+//!
+//! - `push`: one `broadcast` event to every user online when it starts,
+//!   paced by a token bucket at the requested rate so a broadcast cannot
+//!   stampede the server; broadcasts queue behind each other on one worker.
+//! - `pull`: stored once (kv `bcast/{bid:020}`); every keepalive of every
+//!   transport carries the hint `{"broadcast": newest bid}` and clients
+//!   fetch `GET /v1/broadcasts?after=B`, which spreads the load over one
+//!   heartbeat interval.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use governor::{Quota, RateLimiter};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+use crate::store::{now_ms, Append, Store, StoreError};
+use crate::uid::Uid;
+
+const PREFIX: &str = "bcast/";
+
+fn key(bid: u64) -> String {
+    format!("{PREFIX}{bid:020}")
+}
+
+struct PushJob {
+    bid: u64,
+    body: serde_json::Value,
+    rate: NonZeroU32,
+    recipients: Vec<Uid>,
+}
+
+pub struct Broadcasts {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    newest_pull: AtomicU64,
+    jobs: mpsc::UnboundedSender<PushJob>,
+}
+
+impl Broadcasts {
+    /// Loads the newest pull broadcast and starts the push worker.
+    pub fn start(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Broadcasts>, StoreError> {
+        let newest = store
+            .kv_last(PREFIX)?
+            .and_then(|(k, _)| k[PREFIX.len()..].parse().ok())
+            .unwrap_or(0);
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let broadcasts = Arc::new(Broadcasts {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            newest_pull: AtomicU64::new(newest),
+            jobs,
+        });
+        tokio::spawn(push_worker(queue, store, metrics));
+        Ok(broadcasts)
+    }
+
+    /// Queues a push broadcast of `body` to `recipients` at `rate` per
+    /// second; returns its id.
+    pub fn push(
+        &self,
+        body: serde_json::Value,
+        rate: NonZeroU32,
+        recipients: Vec<Uid>,
+    ) -> Result<u64, StoreError> {
+        let bid = self.store.next_id()?;
+        self.metrics
+            .broadcast_pending
+            .inc_by(recipients.len() as i64);
+        self.jobs
+            .send(PushJob {
+                bid,
+                body,
+                rate,
+                recipients,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        Ok(bid)
+    }
+
+    /// Stores a pull broadcast; the hints point to it once it is durable.
+    pub async fn store_for_pull(&self, body: serde_json::Value) -> Result<u64, StoreError> {
+        let bid = self.store.next_id()?;
+        let record = json!({"bid": bid, "body": body, "ts": now_ms()});
+        self.store
+            .kv_put(&key(bid), record.to_string().into_bytes())
+            .await?;
+        self.newest_pull.fetch_max(bid, Ordering::SeqCst);
+        Ok(bid)
+    }
+
+    /// Pull broadcasts after `after`, oldest first.
+    pub fn after(&self, after: u64, limit: usize) -> Result<Vec<Bytes>, StoreError> {
+        let start = if after == 0 {
+            PREFIX.to_owned()
+        } else {
+            key(after)
+        };
+        Ok(self
+            .store
+            .kv_range(PREFIX, &start, limit)?
+            .into_iter()
+            .map(|(_, v)| Bytes::from(v))
+            .collect())
+    }
+
+    /// The hints every keepalive carries, as a JSON object, if any.
+    pub fn hints(&self) -> Option<String> {
+        match self.newest_pull.load(Ordering::SeqCst) {
+            0 => None,
+            bid => Some(format!(r#"{{"broadcast":{bid}}}"#)),
+        }
+    }
+}
+
+async fn push_worker(
+    mut queue: mpsc::UnboundedReceiver<PushJob>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(job) = queue.recv().await {
+        // Appends go out in chunks of 1/20 s worth of tokens.
+        let chunk = NonZeroU32::new((job.rate.get() / 20).max(1)).unwrap_or(NonZeroU32::MIN);
+        let limiter = RateLimiter::direct(Quota::per_second(job.rate).allow_burst(chunk));
+        let data = json!({"bid": job.bid, "body": job.body});
+        for group in job.recipients.chunks(chunk.get() as usize) {
+            let n = NonZeroU32::new(group.len() as u32).unwrap_or(NonZeroU32::MIN);
+            if limiter.until_n_ready(n).await.is_err() {
+                break; // cannot happen: chunks never exceed the burst
+            }
+            let batch = group
+                .iter()
+                .map(|u| Append::new(u.clone(), "broadcast", &data))
+                .collect();
+            match store.append(batch).await {
+                Ok(_) => {
+                    metrics.broadcast_delivered.inc_by(group.len() as u64);
+                }
+                Err(e) => {
+                    tracing::warn!("broadcast {} to {} users failed: {e}", job.bid, group.len())
+                }
+            }
+            metrics.broadcast_pending.dec_by(group.len() as i64);
+        }
+    }
+}
