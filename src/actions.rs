@@ -208,17 +208,10 @@ pub async fn broadcasts(app: &App, req: Request<Incoming>) -> Result<Response, E
     let after = query.u64("after")?.unwrap_or(0);
     let limit = query.u64_in("limit", 1..=100, 20)? as usize;
     let list = app.broadcasts.after(after, limit)?;
-    let mut cursor = after;
-    let mut body = b"{\"broadcasts\":[".to_vec();
-    for (i, item) in list.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(item);
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(item) {
-            cursor = v["bid"].as_u64().unwrap_or(cursor);
-        }
-    }
-    body.extend_from_slice(format!("],\"cursor\":{cursor}}}").as_bytes());
-    Ok(crate::http::reply::raw_json(StatusCode::OK, body))
+    Ok(crate::http::reply::list_after(
+        "broadcasts",
+        &list,
+        "bid",
+        after,
+    ))
 }

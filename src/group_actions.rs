@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::actions::member_of;
 use crate::app::App;
-use crate::http::reply::{json, raw_json, Response};
+use crate::http::reply::{json, list_after, Response};
 use crate::http::request::{json_body, parse_u64, Query};
 use crate::http::Error;
 use crate::uid::Uid;
@@ -25,17 +25,7 @@ pub struct Outgoing {
 /// Posts `msg` to `gid` from `from` (a member); returns the msgid.
 pub async fn post(app: &App, gid: &str, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
     let (gid, members) = member_of(app, gid, from)?;
-    if msg.body.is_null() {
-        return Err(Error::bad("bad_body", "body is required"));
-    }
-    if let Some(cid) = &msg.cid {
-        if cid.is_empty() || cid.len() > 64 || cid.chars().any(char::is_control) {
-            return Err(Error::bad(
-                "bad_cid",
-                "cid must be 1-64 printable characters",
-            ));
-        }
-    }
+    crate::messages::check(&msg.body, &msg.cid)?;
     app.group_log
         .post(&gid, from, msg.body, msg.cid, &members)
         .await
@@ -57,19 +47,7 @@ pub async fn history(app: &App, req: Request<Incoming>, gid: &str) -> Result<Res
     let after = query.u64("after")?.unwrap_or(0);
     let limit = query.u64_in("limit", 1..=1000, 100)? as usize;
     let messages = app.group_log.history(&gid, after, limit)?;
-    let mut body = b"{\"messages\":[".to_vec();
-    let mut last = after;
-    for (i, message) in messages.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(message);
-        if let Ok(m) = serde_json::from_slice::<serde_json::Value>(message) {
-            last = m["msgid"].as_u64().unwrap_or(last);
-        }
-    }
-    body.extend_from_slice(format!("],\"cursor\":{last}}}").as_bytes());
-    Ok(raw_json(StatusCode::OK, body))
+    Ok(list_after("messages", &messages, "msgid", after))
 }
 
 #[derive(Deserialize)]

@@ -19,14 +19,13 @@ pub struct Outgoing {
     pub cid: Option<String>,
 }
 
-/// Sends `msg` from `from`; resolves with the message id once durable. A
-/// repeated `cid` from the same sender returns the first id and appends
-/// nothing.
-pub async fn send(app: &App, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
-    if msg.body.is_null() {
+/// Checks what a client sends with any message (direct or group): a
+/// non-null body and, if given, a cid of 1–64 printable characters.
+pub fn check(body: &serde_json::Value, cid: &Option<String>) -> Result<(), Error> {
+    if body.is_null() {
         return Err(Error::bad("bad_body", "body is required"));
     }
-    if let Some(cid) = &msg.cid {
+    if let Some(cid) = cid {
         if cid.is_empty() || cid.len() > 64 || cid.chars().any(char::is_control) {
             return Err(Error::bad(
                 "bad_cid",
@@ -34,6 +33,14 @@ pub async fn send(app: &App, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Sends `msg` from `from`; resolves with the message id once durable. A
+/// repeated `cid` from the same sender returns the first id and appends
+/// nothing.
+pub async fn send(app: &App, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
+    check(&msg.body, &msg.cid)?;
     let id = app.store.next_id()?;
     // The record read receipts are checked against; written first so that
     // no delivered message lacks one.

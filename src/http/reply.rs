@@ -41,3 +41,22 @@ pub fn empty(status: StatusCode) -> Response {
     *response.status_mut() = status;
     response
 }
+
+/// `{"<name>":[items…],"cursor":K}` from stored JSON objects, K being the
+/// `id_field` of the last item (or `after` when there is none): the answer
+/// of the "items after my cursor" pulls (group history, broadcasts).
+pub fn list_after(name: &str, items: &[Bytes], id_field: &str, after: u64) -> Response {
+    let mut cursor = after;
+    let mut body = format!("{{\"{name}\":[").into_bytes();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(item) {
+            cursor = v[id_field].as_u64().unwrap_or(cursor);
+        }
+    }
+    body.extend_from_slice(format!("],\"cursor\":{cursor}}}").as_bytes());
+    raw_json(StatusCode::OK, body)
+}
