@@ -1,9 +1,24 @@
 #!/usr/bin/env bash
-# Runs every herald test: formatting-independent unit and integration tests
-# (real server processes on loopback) and, once they exist, the real-browser
-# tests. Installs what it needs; safe to run again.
+# Runs every herald test and installs what they need (safe to run again):
+# unit and integration tests (real herald processes on 127.0.0.1, real
+# HTTP/SSE/WebSocket clients), then the real-browser tests (Debian's
+# chromium driven by playwright-core against the real server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== cargo test (unit + integration, real servers on 127.0.0.1)"
 cargo test --all-targets --locked
+
+echo "== browser tests (headless chromium)"
+export DEBIAN_FRONTEND=noninteractive
+if [ ! -x /usr/lib/chromium/chromium ]; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+(cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+cargo build --locked --bin herald
+rc=0
+(cd e2e && node --test --test-reporter=tap --test-timeout=60000 .) || rc=$?
+echo "screenshots: target/e2e/"
+exit "$rc"

@@ -116,6 +116,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 
     let friends = Arc::new(Friends::load(store.clone())?);
     let groups = Arc::new(Groups::load(store.clone())?);
+    if demo {
+        seed_demo_world(&friends, &groups).await?;
+    }
     let presence = Presence::new(
         store.clone(),
         friends.clone(),
@@ -152,6 +155,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     sweeper.abort();
     store.sync().await?;
     println!("herald stopped; everything acknowledged is durable");
+    Ok(())
+}
+
+/// Users of the demo world: each has added all the others.
+pub const DEMO_USERS: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
+
+/// Gives demo mode a small world on first start, so the demo page is alive
+/// at once: five users who have added each other, and two groups.
+async fn seed_demo_world(friends: &Friends, groups: &Groups) -> Result<(), store::StoreError> {
+    let uid = |s: &str| uid::Uid::parse(s).map_err(|e| store::StoreError::Io(e.to_string()));
+    let users: Vec<uid::Uid> = DEMO_USERS
+        .iter()
+        .map(|u| uid(u))
+        .collect::<Result<_, _>>()?;
+    for user in &users {
+        if friends.of(user).is_empty() {
+            friends.set(user, users.clone()).await?;
+        }
+    }
+    let lobby = uid("lobby")?;
+    if groups.members(&lobby).is_none() {
+        groups.set_members(&lobby, users.clone()).await?;
+    }
+    let team = uid("team")?;
+    if groups.members(&team).is_none() {
+        groups.set_members(&team, users[..3].to_vec()).await?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,206 @@
+// Real-browser tests: Debian's chromium (headless) against the real herald
+// binary in demo mode, driving the demo page and herald.js as a person would.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import net from "node:net";
+import { chromium } from "playwright-core";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const binary = join(root, "target", "debug", "herald");
+const shots = join(root, "target", "e2e");
+mkdirSync(shots, { recursive: true });
+
+let server, base, apiKey, browser, port, dataDir;
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+
+/** Starts herald in demo mode on `port` with `dataDir`; resolves once listening. */
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env, HERALD_LOG: "warn" };
+    delete env.HERALD_SECRET; // demo mode
+    delete env.HERALD_API_KEY;
+    const child = spawn(binary, ["--listen", `127.0.0.1:${port}`, "--data", dataDir, "--heartbeat-ms", "2000"], {
+      env,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      const key = out.match(/generated API key (\S+)/);
+      if (key) apiKey = key[1];
+      if (out.includes("listening on")) resolve(child);
+    });
+    child.on("exit", (code) => reject(new Error(`herald exited with ${code}: ${out}`)));
+  });
+}
+
+before(async () => {
+  port = await freePort();
+  dataDir = join(mkdtempSync(join(tmpdir(), "herald-e2e-")), "data");
+  server = await startServer();
+  base = `http://127.0.0.1:${port}`;
+  browser = await chromium.launch({
+    executablePath: "/usr/lib/chromium/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill("SIGKILL");
+});
+
+async function token(uid) {
+  const r = await fetch(`${base}/v1/demo/login`, { method: "POST", body: JSON.stringify({ uid }) });
+  return (await r.json()).token;
+}
+
+async function sendDirect(from, to, body) {
+  const r = await fetch(`${base}/v1/messages`, {
+    method: "POST",
+    headers: { authorization: "Bearer " + (await token(from)), "content-type": "application/json" },
+    body: JSON.stringify({ to, body }),
+  });
+  assert.equal(r.status, 200);
+  return (await r.json()).id;
+}
+
+/** Opens the demo page logged in as `uid` on `transport`. */
+async function openAs(uid, transport, setup) {
+  const page = await browser.newPage();
+  page.on("dialog", (d) => { page.sawDialog = d.message(); d.dismiss(); });
+  if (setup) await setup(page);
+  await page.goto(base + "/", { waitUntil: "domcontentloaded" });
+  await page.selectOption("#uid", uid);
+  await page.selectOption("#transport", transport);
+  await page.click("#go");
+  await page.waitForFunction(() => /· open$/.test(document.getElementById("conn").textContent), null, { timeout: 15000 });
+  if (await page.isVisible("#news")) await page.click("#news button");
+  return page;
+}
+
+async function openChatWith(page, friend) {
+  await page.click(`[data-friend="${friend}"]`);
+  await page.waitForFunction((f) => document.getElementById("chat-title").textContent === f, friend);
+}
+
+for (const transport of ["ws", "sse", "iframe", "longpoll", "poll"]) {
+  test(`the ${transport} transport delivers live messages to the page`, async () => {
+    const page = await openAs("carol", transport);
+    await openChatWith(page, "dave");
+    const text = `hello over ${transport} ${Date.now()}`;
+    await sendDirect("dave", "carol", text);
+    await page.waitForSelector(`#messages li >> text=${text}`, { timeout: 15000 });
+    assert.match(await page.textContent("#conn"), new RegExp(`carol · ${transport} · open`));
+    await page.close();
+  });
+}
+
+test("auto falls back to SSE when WebSocket is refused", async () => {
+  const page = await openAs("erin", "auto", (p) => p.routeWebSocket(/\/v1\/ws/, (ws) => ws.close()));
+  assert.match(await page.textContent("#conn"), /erin · sse · open/);
+  await page.close();
+});
+
+test("a message body with HTML is shown as text", async () => {
+  const page = await openAs("alice", "ws");
+  await openChatWith(page, "erin");
+  const hostile = "<img src=x onerror=alert(1)>";
+  await sendDirect("erin", "alice", hostile);
+  await page.waitForFunction((h) => [...document.querySelectorAll("#messages .body")].some((b) => b.textContent === h), hostile);
+  assert.equal(await page.locator("#messages img").count(), 0);
+  await page.waitForTimeout(300);
+  assert.equal(page.sawDialog, undefined);
+  await page.close();
+});
+
+test("two people chat and see each other's presence and receipts", async () => {
+  const bob = await openAs("bob", "sse");
+  const alice = await openAs("alice", "ws");
+  // alice sees bob online (login pull), bob sees alice come online (push).
+  await alice.waitForSelector("#dot-bob.online");
+  await bob.waitForSelector("#dot-alice.online", { timeout: 10000 });
+  await bob.screenshot({ path: join(shots, "demo-bob.png") });
+  await openChatWith(bob, "alice");
+  await openChatWith(alice, "bob");
+  await alice.fill("#text", "hi bob");
+  await alice.click("#composer button");
+  await bob.waitForSelector("#messages li >> text=hi bob", { timeout: 10000 });
+  // bob has it open, so it is read; alice sees the receipt.
+  await alice.waitForSelector("#messages li.mine .meta >> text=read", { timeout: 10000 });
+  await alice.screenshot({ path: join(shots, "demo.png") });
+  await bob.close();
+  await alice.waitForSelector("#dot-bob:not(.online)", { timeout: 10000 });
+  await alice.close();
+});
+
+test("a reload resumes from the cursor without duplicates", async () => {
+  const page = await openAs("dave", "sse");
+  await openChatWith(page, "alice");
+  await sendDirect("alice", "dave", "before reload");
+  await page.waitForSelector("#messages li >> text=before reload");
+  const cursor = await page.evaluate(() => window.herald.cursor);
+  await page.reload({ waitUntil: "domcontentloaded" });
+  await page.selectOption("#uid", "dave");
+  await page.selectOption("#transport", "sse");
+  await page.click("#go");
+  await page.waitForFunction(() => /· open$/.test(document.getElementById("conn").textContent));
+  assert.equal(await page.evaluate(() => window.herald.cursor), cursor, "the cursor survived the reload");
+  await page.evaluate(() => { window.seen = []; window.herald.on("*", (e) => e.seq && window.seen.push(e.seq)); });
+  await sendDirect("alice", "dave", "after reload");
+  await page.waitForFunction(() => window.seen.length >= 1);
+  await page.waitForTimeout(500);
+  const seen = await page.evaluate(() => window.seen);
+  assert.ok(seen.every((s) => s > cursor), `replayed old events: ${seen} (cursor ${cursor})`);
+  assert.equal(new Set(seen).size, seen.length, "duplicates");
+  await page.close();
+});
+
+test("after kill -9 and restart the page ends with every acknowledged event once", async () => {
+  const page = await openAs("erin", "sse");
+  await page.evaluate(() => { window.seen = []; window.herald.on("*", (e) => e.seq && e.type === "msg" && window.seen.push(e.data.body)); });
+  const acknowledged = [];
+  for (let n = 0; n < 40; n++) {
+    if (n === 20) {
+      server.kill("SIGKILL");
+      await new Promise((r) => server.once("exit", r));
+      server = await startServer(); // same port and data; a new demo secret: tokens are renewed
+    }
+    await sendDirect("alice", "erin", `n${n}`);
+    acknowledged.push(`n${n}`);
+  }
+  await page.waitForFunction((n) => window.seen.length >= n, acknowledged.length, { timeout: 30000 });
+  await page.waitForTimeout(500);
+  const seen = await page.evaluate(() => window.seen);
+  assert.deepEqual(seen, acknowledged);
+  await page.close();
+});
+
+test("the compare view shows numbers for all five transports", async () => {
+  const page = await openAs("alice", "ws");
+  await page.click("#compare-open");
+  await page.click("#compare-run");
+  await page.waitForFunction(() => document.body.dataset.compared === "yes", null, { timeout: 40000 });
+  const rows = await page.$$eval("#compare-table tbody tr", (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+  assert.deepEqual(rows.map((r) => r[0]), ["poll", "longpoll", "iframe", "sse", "ws"]);
+  for (const r of rows) {
+    assert.equal(Number(r[1]), 40, `${r[0]} delivered ${r[1]} of 40`);
+    assert.notEqual(r[2], "–", `${r[0]} has no latency`);
+  }
+  const perMessage = Object.fromEntries(rows.map((r) => [r[0], Number(r[5])]));
+  assert.ok(perMessage.ws < perMessage.poll, "streams need fewer requests per message than short polling");
+  await page.locator("#compare").screenshot({ path: join(shots, "compare.png") });
+  await page.close();
+});

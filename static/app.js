@@ -1,0 +1,277 @@
+// The demo page: log in, see friends' presence, chat 1:1 and in groups
+// with receipts, counters, news, broadcasts, and compare the transports.
+// Message bodies are always rendered as text (textContent), never as HTML.
+import { Herald } from "/herald.js";
+
+const $ = (id) => document.getElementById(id);
+const state = { uid: null, herald: null, chat: null, messages: new Map(), members: {} };
+
+async function login(uid) {
+  const response = await fetch("/v1/demo/login", {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ uid }),
+  });
+  if (!response.ok) throw new Error("demo login failed: " + response.status);
+  return (await response.json()).token;
+}
+
+$("go").onclick = async () => {
+  const uid = $("uid").value;
+  const token = await login(uid);
+  state.uid = uid;
+  const herald = new Herald({
+    token, transport: $("transport").value, storageKey: "herald:demo:" + uid,
+    getToken: () => login(uid),
+  });
+  state.herald = herald;
+  window.herald = herald; // for the console (and the browser tests)
+  herald.on("status", (s) => { $("conn").textContent = `${uid} · ${s.transport} · ${s.state}`; });
+  herald.on("presence", (e) => setPresence(e.data.uid, e.data.status));
+  herald.on("msg", (e) => showDirect(e.data));
+  herald.on("group_msg", (e) => showGroup(e.data));
+  herald.on("receipt", (e) => showReceipt(e.data));
+  herald.on("group_receipt", (e) => showGroupReceipt(e.data));
+  herald.on("counter", (e) => setCounter(e.data.name, e.data.value));
+  herald.on("broadcast", (e) => banner(e.data.body));
+  herald.on("hb", (e) => { if (e.hints && e.hints.broadcast > (state.lastBroadcast || 0)) pullBroadcasts(); });
+  herald.start();
+  $("login").hidden = true;
+  $("app").hidden = false;
+  document.body.dataset.connected = uid;
+  const [friends, counters, news] = await Promise.all([herald.friendsPresence(), herald.counters(), herald.news()]);
+  for (const [friend, status] of Object.entries(friends.friends)) addFriend(friend, status);
+  for (const [name, value] of Object.entries(counters.counters)) setCounter(name, value);
+  if (news) { $("news-body").textContent = typeof news.body === "string" ? news.body : JSON.stringify(news.body); $("news").showModal(); }
+};
+
+function addFriend(uid, status) {
+  const li = document.createElement("li");
+  const button = document.createElement("button");
+  button.dataset.friend = uid;
+  const dot = document.createElement("span");
+  dot.className = "dot " + status;
+  dot.id = "dot-" + uid;
+  button.append(dot, document.createTextNode(uid));
+  button.onclick = () => openChat({ kind: "direct", id: uid });
+  li.append(button);
+  $("friends").append(li);
+}
+
+function setPresence(uid, status) {
+  const dot = $("dot-" + uid);
+  if (dot) { dot.className = "dot " + status; dot.title = status; }
+}
+
+function setCounter(name, value) {
+  let badge = document.querySelector(`[data-counter="${CSS.escape(name)}"]`);
+  if (!badge) {
+    badge = document.createElement("span");
+    badge.dataset.counter = name;
+    $("counters").append(badge);
+  }
+  badge.textContent = `${name}: ${value}`;
+  badge.className = value ? "badge" : "muted";
+}
+
+function banner(body) {
+  $("banner").textContent = typeof body === "string" ? body : JSON.stringify(body);
+  $("banner").hidden = false;
+}
+
+async function pullBroadcasts() {
+  const list = await state.herald.broadcasts(state.lastBroadcast || 0);
+  state.lastBroadcast = list.cursor;
+  for (const b of list.broadcasts) banner(b.body);
+}
+
+document.querySelectorAll("[data-group]").forEach((b) => { b.onclick = () => openChat({ kind: "group", id: b.dataset.group }); });
+$("status").onchange = () => state.herald.setStatus($("status").value);
+
+async function openChat(chat) {
+  state.chat = chat;
+  $("chat-title").textContent = chat.kind === "group" ? "# " + chat.id : chat.id;
+  $("messages").replaceChildren();
+  $("text").disabled = false;
+  $("composer").querySelector("button").disabled = false;
+  $("group-presence").textContent = "";
+  const thread = state.messages.get(key(chat)) || [];
+  for (const item of thread) render(item);
+  if (chat.kind === "group") {
+    // Group presence is pulled on demand, never pushed.
+    const presence = await state.herald.groupPresence(chat.id);
+    state.members[chat.id] = Object.keys(presence.members).length;
+    $("group-presence").textContent = Object.entries(presence.members).map(([u, s]) => `${u}: ${s}`).join(" · ");
+    const history = await state.herald.groupHistory(chat.id);
+    for (const m of history.messages) showGroup(m);
+  }
+}
+
+const key = (chat) => chat.kind + ":" + chat.id;
+
+function remember(chat, item) {
+  const k = key(chat);
+  if (!state.messages.has(k)) state.messages.set(k, []);
+  const list = state.messages.get(k);
+  if (list.some((x) => x.id === item.id)) return false;
+  list.push(item);
+  return true;
+}
+
+function showDirect(m) {
+  const other = m.from === state.uid ? m.to : m.from;
+  const item = { id: "d" + m.id, msgId: m.id, mine: m.from === state.uid, from: m.from, body: m.body, status: "" };
+  if (!remember({ kind: "direct", id: other }, item)) return;
+  if (state.chat && state.chat.kind === "direct" && state.chat.id === other) {
+    render(item);
+    if (!item.mine) state.herald.markRead(m.id).catch(() => {});
+  }
+}
+
+function showGroup(m) {
+  const item = { id: `g${m.gid}:${m.msgid}`, msgid: m.msgid, mine: m.from === state.uid, from: m.from, body: m.body, status: "" };
+  if (!remember({ kind: "group", id: m.gid }, item)) return;
+  if (state.chat && state.chat.kind === "group" && state.chat.id === m.gid) {
+    render(item);
+    state.herald.groupRead(m.gid, m.msgid); // batched
+  }
+}
+
+function showReceipt(r) {
+  for (const list of state.messages.values()) {
+    for (const item of list) {
+      if (item.msgId && r.ids.includes(item.msgId)) {
+        item.status = r.kind === "read" ? "✓✓ read" : (item.status || "✓ delivered");
+        updateStatus(item);
+      }
+    }
+  }
+}
+
+function showGroupReceipt(r) {
+  const list = state.messages.get("group:" + r.gid) || [];
+  for (const receipt of r.receipts || [r]) {
+    const item = list.find((x) => x.msgid === receipt.msgid);
+    if (item) { item.status = `read by ${receipt.read} of ${receipt.read + receipt.unread}`; updateStatus(item); }
+  }
+}
+
+function render(item) {
+  const li = document.createElement("li");
+  li.id = "m-" + item.id;
+  li.className = item.mine ? "mine" : "";
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.textContent = item.from + (item.status ? " · " + item.status : "");
+  const text = document.createElement("span");
+  text.className = "body";
+  text.textContent = typeof item.body === "string" ? item.body : JSON.stringify(item.body); // never HTML
+  li.append(meta, text);
+  $("messages").append(li);
+  li.scrollIntoView({ block: "end" });
+}
+
+function updateStatus(item) {
+  const meta = document.querySelector(`#${CSS.escape("m-" + item.id)} .meta`);
+  if (meta) meta.textContent = item.from + " · " + item.status;
+}
+
+$("composer").onsubmit = async (e) => {
+  e.preventDefault();
+  const text = $("text").value;
+  if (!text || !state.chat) return;
+  $("text").value = "";
+  if (state.chat.kind === "group") {
+    await state.herald.groupSend(state.chat.id, text);
+  } else {
+    const { id } = await state.herald.send(state.chat.id, text);
+    showDirect({ id, from: state.uid, to: state.chat.id, body: text });
+  }
+};
+
+// ---- compare view ----------------------------------------------------------
+
+$("compare-open").onclick = () => { $("compare").hidden = false; $("compare").scrollIntoView(); };
+
+$("compare-run").onclick = async () => {
+  const token = await login(state.uid);
+  const started = Date.now();
+  const subscribers = ["poll", "longpoll", "iframe", "sse", "ws"].map((transport) => {
+    const h = new Herald({ token, transport, storageKey: `herald:compare:${transport}:${started}`, pollInterval: 1000 });
+    h.compare = { latencies: [], delivered: 0 };
+    h.on("msg", (e) => {
+      if (e.data.body && e.data.body.compare !== undefined) {
+        h.compare.delivered += 1;
+        h.compare.latencies.push(Date.now() - e.ts);
+      }
+    });
+    return h;
+  });
+  // Start from the current head so the backlog does not count.
+  const head = (await state.herald.call("GET", "/v1/poll?limit=1000&cursor=" + state.herald.cursor)).cursor;
+  for (const h of subscribers) { h.cursor = Math.max(head, state.herald.cursor); h.start(); }
+  $("compare-state").textContent = "running…";
+  await new Promise((r) => setTimeout(r, 1500));
+  for (const h of subscribers) {
+    // A stream counts its one open connection; polls count every request.
+    h.stats.requests = h.stats.transport === "poll" || h.stats.transport === "longpoll" ? 0 : 1;
+    h.stats.usefulRequests = 0;
+    h.stats.bytes = 0;
+  }
+  for (let n = 0; n < 40; n++) {
+    state.herald.send(state.uid, { compare: n }).catch(() => {});
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  await new Promise((r) => setTimeout(r, 2500));
+  for (const h of subscribers) h.stop();
+  const rows = subscribers.map((h) => {
+    const sorted = [...h.compare.latencies].sort((a, b) => a - b);
+    const pct = (p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null);
+    const polls = h.stats.transport === "poll" || h.stats.transport === "longpoll";
+    return {
+      transport: h.stats.transport, delivered: h.compare.delivered, p50: pct(0.5), p95: pct(0.95),
+      requests: h.stats.requests, bytes: h.stats.bytes,
+      requestsPerEvent: h.compare.delivered ? h.stats.requests / h.compare.delivered : null,
+      usefulRatio: polls && h.stats.requests ? h.stats.usefulRequests / h.stats.requests : null,
+    };
+  });
+  drawTable(rows);
+  drawChart(rows);
+  $("compare-state").textContent = "done";
+  document.body.dataset.compared = "yes";
+};
+
+function drawTable(rows) {
+  const body = $("compare-table").tBodies[0];
+  body.replaceChildren();
+  const fmt = (v, d = 0) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.transport = r.transport;
+    for (const v of [r.transport, r.delivered, fmt(r.p50), fmt(r.p95), r.requests, fmt(r.requestsPerEvent, 2),
+      r.usefulRatio === null ? "–" : Math.round(r.usefulRatio * 100) + "%", r.bytes]) {
+      const td = document.createElement("td");
+      td.textContent = String(v);
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+}
+
+/** Bars of p50 (solid) and p95 (light) latency per transport. */
+function drawChart(rows) {
+  const canvas = $("compare-chart");
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  const max = Math.max(10, ...rows.map((r) => r.p95 || 0));
+  const w = canvas.width / rows.length;
+  g.font = "12px system-ui";
+  rows.forEach((r, i) => {
+    const x = i * w + 15;
+    const h95 = ((r.p95 || 0) / max) * (canvas.height - 50);
+    const h50 = ((r.p50 || 0) / max) * (canvas.height - 50);
+    g.fillStyle = "#bcd3f5"; g.fillRect(x, canvas.height - 30 - h95, w - 30, h95);
+    g.fillStyle = "#2f6fd0"; g.fillRect(x, canvas.height - 30 - h50, w - 30, h50);
+    g.fillStyle = "#1d2330";
+    g.fillText(r.transport, x, canvas.height - 12);
+    g.fillText(`p50 ${r.p50 ?? "–"} / p95 ${r.p95 ?? "–"} ms`, x, canvas.height - 36 - h95);
+  });
+}
