@@ -10,6 +10,7 @@
 mod commit;
 mod event;
 pub mod sled;
+mod user_queue;
 
 use std::time::Duration;
 

@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
+use super::user_queue::{QueueState, UserQueue};
 use super::{Append, Once, Page, Retention, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::uid::Uid;
@@ -66,82 +67,11 @@ pub struct SledStore {
     metrics: Arc<Metrics>,
 }
 
-/// One user's queue as kept in memory.
-struct UserQueue {
-    id: u64,
-    uid: Uid,
-    state: Mutex<QueueState>,
-    /// The highest seq that is durable (and so readable).
-    durable: watch::Sender<u64>,
-}
-
-struct QueueState {
-    next_seq: u64,
-    acked: u64,
-    /// Every seq ≤ this has been dropped by retention.
-    trimmed: u64,
-    /// The newest few events, so that a woken stream reads what was just
-    /// appended from memory instead of from sled (the live fan-out path).
-    recent: VecDeque<(u64, Bytes)>,
-}
-
-/// How many of the newest events per user [`QueueState::recent`] keeps.
-const RECENT_EVENTS: usize = 4;
-
-impl QueueState {
-    fn remember(&mut self, seq: u64, json: Bytes) {
-        if self.recent.len() == RECENT_EVENTS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((seq, json));
-    }
-
-    /// Events `after+1 ..= head` and the last one's seq, if they are all
-    /// in `recent`.
-    fn recent_after(&self, after: u64, head: u64, limit: usize) -> Option<(Vec<Bytes>, u64)> {
-        let first = self.recent.front()?.0;
-        if after + 1 < first || after >= head {
-            return None;
-        }
-        let mut cursor = after;
-        let mut events = Vec::new();
-        for (seq, json) in &self.recent {
-            if *seq > after && *seq <= head && events.len() < limit {
-                events.push(json.clone());
-                cursor = *seq;
-            }
-        }
-        Some((events, cursor))
-    }
-}
-
 #[derive(Serialize, Deserialize, Default)]
 struct Meta {
     uid: String,
     acked: u64,
     trimmed: u64,
-}
-
-impl UserQueue {
-    fn state(&self) -> MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn head(&self) -> u64 {
-        *self.durable.borrow()
-    }
-}
-
-impl DurableMark for UserQueue {
-    fn mark_durable(&self, seq: u64) {
-        self.durable.send_if_modified(|mark| {
-            let raise = seq > *mark;
-            if raise {
-                *mark = seq;
-            }
-            raise
-        });
-    }
 }
 
 fn event_key(id: u64, seq: u64) -> [u8; 16] {

@@ -1,0 +1,87 @@
+//! One user's queue as kept in memory: the next seq, the acked and trimmed
+//! marks, the durable mark that wakes readers, and the newest few events.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::commit::DurableMark;
+use crate::uid::Uid;
+
+/// One user's queue as kept in memory.
+pub(super) struct UserQueue {
+    pub(super) id: u64,
+    pub(super) uid: Uid,
+    pub(super) state: Mutex<QueueState>,
+    /// The highest seq that is durable (and so readable).
+    pub(super) durable: watch::Sender<u64>,
+}
+
+pub(super) struct QueueState {
+    pub(super) next_seq: u64,
+    pub(super) acked: u64,
+    /// Every seq ≤ this has been dropped by retention.
+    pub(super) trimmed: u64,
+    /// The newest few events, so that a woken stream reads what was just
+    /// appended from memory instead of from sled (the live fan-out path).
+    pub(super) recent: VecDeque<(u64, Bytes)>,
+}
+
+/// How many of the newest events per user [`QueueState::recent`] keeps.
+const RECENT_EVENTS: usize = 4;
+
+impl QueueState {
+    pub(super) fn remember(&mut self, seq: u64, json: Bytes) {
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((seq, json));
+    }
+
+    /// Events `after+1 ..= head` and the last one's seq, if they are all
+    /// in `recent`.
+    pub(super) fn recent_after(
+        &self,
+        after: u64,
+        head: u64,
+        limit: usize,
+    ) -> Option<(Vec<Bytes>, u64)> {
+        let first = self.recent.front()?.0;
+        if after + 1 < first || after >= head {
+            return None;
+        }
+        let mut cursor = after;
+        let mut events = Vec::new();
+        for (seq, json) in &self.recent {
+            if *seq > after && *seq <= head && events.len() < limit {
+                events.push(json.clone());
+                cursor = *seq;
+            }
+        }
+        Some((events, cursor))
+    }
+}
+
+impl UserQueue {
+    pub(super) fn state(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn head(&self) -> u64 {
+        *self.durable.borrow()
+    }
+}
+
+impl DurableMark for UserQueue {
+    fn mark_durable(&self, seq: u64) {
+        self.durable.send_if_modified(|mark| {
+            let raise = seq > *mark;
+            if raise {
+                *mark = seq;
+            }
+            raise
+        });
+    }
+}
