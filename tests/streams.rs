@@ -190,6 +190,23 @@ async fn ws_connect(
         .0
 }
 
+/// The code of the close frame the server sends within 10 s.
+async fn close_code<S>(ws: &mut S) -> Option<CloseCode>
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = ws.next().await {
+            if let Message::Close(frame) = message {
+                return frame.map(|f| f.code);
+            }
+        }
+        None
+    })
+    .await
+    .expect("a close frame within 10 s")
+}
+
 async fn ws_next_json<S>(ws: &mut S) -> Value
 where
     S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
@@ -381,16 +398,7 @@ async fn websocket_frames_over_the_limit_close_with_1009() {
     )))
     .await
     .unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(Ok(message)) = ws.next().await {
-            if let Message::Close(frame) = message {
-                return frame.map(|f| f.code);
-            }
-        }
-        None
-    })
-    .await
-    .unwrap();
+    let closed = close_code(&mut ws).await;
     assert_eq!(closed, Some(CloseCode::Size));
 }
 
@@ -672,16 +680,7 @@ async fn sigterm_closes_websockets_with_1012_and_ends_streams() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.sigterm();
-    let close = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(Ok(message)) = ws.next().await {
-            if let Message::Close(frame) = message {
-                return frame.map(|f| f.code);
-            }
-        }
-        None
-    })
-    .await
-    .unwrap();
+    let close = close_code(&mut ws).await;
     assert_eq!(close, Some(CloseCode::Restart));
     // Both streams end (the body completes) instead of hanging.
     let sse_text = tokio::time::timeout(Duration::from_secs(10), sse.text())

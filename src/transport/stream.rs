@@ -109,9 +109,13 @@ impl Subscription {
                     return Ok(Next::Events(page.events));
                 }
             }
-            let ends_at = self
-                .ends_at
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+            // Only streams with a lifetime arm a timer for it.
+            let expiry = async {
+                match self.ends_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 changed = self.head.changed() => {
                     if changed.is_err() {
@@ -120,7 +124,7 @@ impl Subscription {
                 }
                 _ = self.heartbeat.tick() => return Ok(Next::Heartbeat),
                 _ = self.app.shutdown.cancelled() => return Ok(Next::End(EndReason::ShuttingDown)),
-                _ = tokio::time::sleep_until(ends_at) => return Ok(Next::End(EndReason::Expired)),
+                _ = expiry => return Ok(Next::End(EndReason::Expired)),
             }
         }
     }
