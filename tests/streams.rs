@@ -175,6 +175,56 @@ async fn iframe_sends_heartbeats() {
     );
 }
 
+#[tokio::test]
+async fn sse_heartbeat_comes_only_after_an_interval_of_silence() {
+    let server = Server::start_with(&["--heartbeat-ms", "400"]).await;
+    let token = server.token("alice").await;
+    let response = server
+        .http
+        .get(server.url("/v1/sse"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let publisher = {
+        let http = server.http.clone();
+        let url = server.url("/api/v1/publish");
+        tokio::spawn(async move {
+            // An event every 100 ms for 1.2 s: the stream is never silent
+            // for a heartbeat interval.
+            for i in 0..12 {
+                http.post(&url)
+                    .bearer_auth(common::API_KEY)
+                    .json(&json!({"to": ["alice"], "data": i}))
+                    .send()
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut text = String::new();
+    let mut last_event_at = tokio::time::Instant::now();
+    let silence = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.ends_with(": hb\n\n") {
+                return last_event_at.elapsed();
+            }
+            last_event_at = tokio::time::Instant::now();
+        }
+        panic!("stream ended: {text}");
+    })
+    .await
+    .expect("a heartbeat after the events");
+    publisher.await.unwrap();
+    let mut buf = text.clone();
+    assert_eq!(seqs(&sse_events(&mut buf)), (1..=12).collect::<Vec<_>>());
+    assert_eq!(text.matches(": hb").count(), 1, "{text}");
+    assert!(silence >= Duration::from_millis(350), "{silence:?}");
+}
+
 async fn ws_connect(
     server: &Server,
     token: &str,

@@ -74,6 +74,10 @@ struct Meta {
     trimmed: u64,
 }
 
+/// Appends of one batch are committed in chunks of this many, so the first
+/// recipients of a large publish are served while the rest is written.
+const APPEND_CHUNK: usize = 1024;
+
 fn event_key(id: u64, seq: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&id.to_be_bytes());
@@ -242,9 +246,20 @@ impl SledStore {
         &self,
         marks: Vec<(Arc<dyn DurableMark>, u64)>,
     ) -> Result<(), StoreError> {
+        self.commit_later(marks)?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `marks` for the next group commit; the receiver answers once
+    /// they are durable (and visible).
+    fn commit_later(
+        &self,
+        marks: Vec<(Arc<dyn DurableMark>, u64)>,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (done, durable) = oneshot::channel();
         self.commit.submit(Waiter { marks, done })?;
-        durable.await.map_err(|_| StoreError::Closed)?
+        Ok(durable)
     }
 
     /// One read attempt; `None` if retention trimmed into the range meanwhile.
@@ -341,15 +356,25 @@ impl Store for SledStore {
     async fn append(&self, batch: Vec<Append>) -> Result<Vec<u64>, StoreError> {
         let ts = now_ms();
         let mut seqs = Vec::with_capacity(batch.len());
-        let mut marks: Vec<(Arc<dyn DurableMark>, u64)> = Vec::with_capacity(batch.len());
-        for append in &batch {
-            let q = self.queue(&append.uid)?;
-            let seq = self.insert(&q, append, ts)?;
-            seqs.push(seq);
-            marks.push((q, seq));
+        let mut commits = Vec::with_capacity(batch.len().div_ceil(APPEND_CHUNK));
+        for chunk in batch.chunks(APPEND_CHUNK) {
+            if !commits.is_empty() {
+                // Let the deliveries of the chunks already committed run.
+                tokio::task::yield_now().await;
+            }
+            let mut marks: Vec<(Arc<dyn DurableMark>, u64)> = Vec::with_capacity(chunk.len());
+            for append in chunk {
+                let q = self.queue(&append.uid)?;
+                let seq = self.insert(&q, append, ts)?;
+                seqs.push(seq);
+                marks.push((q, seq));
+            }
+            self.metrics.appends.inc_by(marks.len() as u64);
+            commits.push(self.commit_later(marks)?);
         }
-        self.metrics.appends.inc_by(seqs.len() as u64);
-        self.wait_durable(marks).await?;
+        for durable in commits {
+            durable.await.map_err(|_| StoreError::Closed)??;
+        }
         Ok(seqs)
     }
 

@@ -5,12 +5,14 @@
 //! more, so a client that stops reading leaves its backlog in the store,
 //! not in a channel in memory: the cost of a slow client is one page.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::read_after;
 use crate::app::App;
@@ -43,6 +45,13 @@ pub struct Subscription {
     cursor: u64,
     head: watch::Receiver<u64>,
     heartbeat: Interval,
+    every: Duration,
+    /// When events were last handed out: a heartbeat is due only after
+    /// `every` of silence. Kept instead of resetting the timer on every page,
+    /// which is a timer-wheel update per delivery.
+    last_sent: Instant,
+    /// Registered once: a fresh `cancelled()` per wait locks the token.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     ends_at: Option<Instant>,
 }
 
@@ -60,12 +69,16 @@ impl Subscription {
         let every = Duration::from_millis(app.config.heartbeat_ms.max(100));
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let shutdown = Box::pin(app.shutdown.clone().cancelled_owned());
         Ok(Subscription {
             app,
             uid,
             cursor,
             head,
             heartbeat,
+            every,
+            last_sent: Instant::now(),
+            shutdown,
             ends_at: None,
         })
     }
@@ -105,7 +118,7 @@ impl Subscription {
                 let page = read_after(&self.app, &self.uid, self.cursor, PAGE).await?;
                 if !page.events.is_empty() {
                     self.cursor = page.cursor;
-                    self.heartbeat.reset();
+                    self.last_sent = Instant::now();
                     return Ok(Next::Events(page.events));
                 }
             }
@@ -122,8 +135,14 @@ impl Subscription {
                         return Ok(Next::End(EndReason::ShuttingDown));
                     }
                 }
-                _ = self.heartbeat.tick() => return Ok(Next::Heartbeat),
-                _ = self.app.shutdown.cancelled() => return Ok(Next::End(EndReason::ShuttingDown)),
+                _ = self.heartbeat.tick() => {
+                    let due = self.last_sent + self.every;
+                    if due <= Instant::now() {
+                        return Ok(Next::Heartbeat);
+                    }
+                    self.heartbeat.reset_at(due);
+                }
+                _ = self.shutdown.as_mut() => return Ok(Next::End(EndReason::ShuttingDown)),
                 _ = expiry => return Ok(Next::End(EndReason::Expired)),
             }
         }

@@ -22,7 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::stream::{EndReason, Next, Subscription};
@@ -158,8 +158,8 @@ impl Session {
                         let count = events.len();
                         let mut failed = false;
                         for event in events {
-                            let Ok(text) = String::from_utf8(event.to_vec()) else { continue };
-                            if sink.feed(Message::text(text)).await.is_err() {
+                            let Ok(text) = Utf8Bytes::try_from(event) else { continue };
+                            if sink.feed(Message::Text(text)).await.is_err() {
                                 failed = true;
                                 break;
                             }
