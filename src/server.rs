@@ -1,5 +1,6 @@
-//! The accept loop: one hyper HTTP/1.1 connection task per socket, a cap on
-//! open connections, and graceful shutdown.
+//! The accept loop: one task per socket, HTTP/1.1 by hyper (or, for a
+//! connection that opens with a stream, by [`direct`]), a cap on open
+//! connections, and graceful shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,15 +8,20 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use self::direct::{Head, Rewind};
 use crate::app::App;
 use crate::http;
 
+mod direct;
+
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection may take to send its first request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Accepts connections on `listener` until `app.shutdown` is cancelled,
 /// then waits (bounded) for the open ones to end.
@@ -43,26 +49,9 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, max_connections: usize)
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn_app = app.clone();
-        let service = service_fn(move |req| {
-            let app = conn_app.clone();
-            async move { Ok::<_, std::convert::Infallible>(http::handle(&app, req).await) }
-        });
-        let conn = http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let shutdown = app.shutdown.clone();
+        let app = app.clone();
         connections.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    // Finish the request in flight (held ones are released by
-                    // the same token), then close instead of keeping alive.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+            serve_connection(app, stream).await;
             drop(permit);
         });
     }
@@ -73,5 +62,50 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, max_connections: usize)
         .is_err()
     {
         tracing::warn!("some connections were still open after {DRAIN_TIMEOUT:?}");
+    }
+}
+
+/// Serves one connection: its first request directly if it opens a stream
+/// (see [`direct`]), the rest with hyper.
+async fn serve_connection(app: Arc<App>, mut stream: TcpStream) {
+    let head = tokio::select! {
+        head = tokio::time::timeout(HEAD_TIMEOUT, direct::read_head(&mut stream)) => {
+            head.unwrap_or(Head::Gone)
+        }
+        _ = app.shutdown.cancelled() => return,
+    };
+    let prefix = match head {
+        Head::Gone => return,
+        Head::Other(prefix) => prefix,
+        Head::Stream { request, rest } => {
+            match direct::serve(&app, &mut stream, request, rest).await {
+                Some(rest) => rest,
+                None => return,
+            }
+        }
+    };
+    // Boxed: hyper's connection state is large, and a stream served
+    // directly should not carry room for it in its task.
+    Box::pin(serve_hyper(app, Rewind::new(stream, prefix))).await;
+}
+
+async fn serve_hyper(app: Arc<App>, io: Rewind) {
+    let conn_app = app.clone();
+    let service = service_fn(move |req| {
+        let app = conn_app.clone();
+        async move { Ok::<_, std::convert::Infallible>(http::handle(&app, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = app.shutdown.cancelled() => {
+            // Finish the request in flight (held ones are released by the
+            // same token), then close instead of keeping alive.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }

@@ -24,16 +24,39 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Response {
     if !client_route {
         return route(app, req).await.unwrap_or_else(Error::into_response);
     }
-    let origin = req
-        .headers()
-        .get(ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .map(str::to_owned);
+    let origin = origin_of(&req);
     let result = if req.method() == Method::OPTIONS {
         app.cors.preflight(&req)
     } else {
         route(app, req).await
     };
+    client_response(app, origin, result)
+}
+
+/// Answers a `GET /v1/sse` or `GET /v1/iframe` whose head the server parsed
+/// itself (see `server::direct`): the same handlers and headers as
+/// [`handle`] gives them.
+pub async fn handle_stream(app: &Arc<App>, req: Request<()>) -> Response {
+    let origin = origin_of(&req);
+    let result = if app.shutdown.is_cancelled() {
+        Err(Error::ShuttingDown)
+    } else if req.uri().path() == "/v1/sse" {
+        transport::sse::handle(app, req).await
+    } else {
+        transport::iframe::handle(app, req).await
+    };
+    client_response(app, origin, result)
+}
+
+fn origin_of<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A client route's result as a response with its CORS headers.
+fn client_response(app: &App, origin: Option<String>, result: Result<Response, Error>) -> Response {
     let mut response = result.unwrap_or_else(Error::into_response);
     app.cors.decorate(origin.as_deref(), &mut response);
     response

@@ -1,0 +1,273 @@
+//! A compact HTTP/1.1 path for connections that open with a stream request.
+//!
+//! hyper keeps an 8 KiB read buffer and an 8 KiB header buffer for the whole
+//! life of a connection: two thirds of an idle SSE connection's memory. So a
+//! connection whose first request is `GET /v1/sse` or `GET /v1/iframe` (what
+//! EventSource and the iframe transport send on a fresh connection, and what
+//! their reconnects send) is served here instead: the head is parsed with
+//! httparse, answered by the same handler as through hyper
+//! ([`http::handle_stream`]), and the response is framed by hand, chunked,
+//! with `connection: close`. Everything else (other requests, HTTP/1.0,
+//! requests with a body, heads too large or malformed) goes to hyper with
+//! the bytes already read put back in front ([`Rewind`]), and so does the
+//! rest of a connection after an error answer, which keeps it alive.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use hyper::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
+use hyper::{Method, Request, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::app::App;
+use crate::http;
+
+/// The largest request head read here; a longer one goes to hyper, which
+/// answers it with its own limits.
+const MAX_HEAD: usize = 16 << 10;
+/// The request lines served here (the path must then be exactly one of them).
+const STREAM_REQUESTS: [&[u8]; 2] = [b"GET /v1/sse", b"GET /v1/iframe"];
+
+/// What the first bytes of a connection turned out to be.
+pub enum Head {
+    /// A stream request served here; `rest` is what followed its head.
+    Stream {
+        request: Box<Request<()>>,
+        rest: Bytes,
+    },
+    /// Anything else: the bytes read so far, for hyper.
+    Other(Bytes),
+    /// The peer closed or failed before sending anything.
+    Gone,
+}
+
+/// Reads the start of a connection until it is clear whether its first
+/// request is a stream (then until its head is complete).
+pub async fn read_head(stream: &mut TcpStream) -> Head {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        buf.reserve(1024);
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) if buf.is_empty() => return Head::Gone,
+            Ok(0) | Err(_) => return Head::Other(buf.freeze()),
+            Ok(_) => {}
+        }
+        let could_be_stream = STREAM_REQUESTS.iter().any(|line| {
+            let n = line.len().min(buf.len());
+            buf[..n] == line[..n]
+        });
+        if !could_be_stream {
+            return Head::Other(buf.freeze());
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let Some(request) = stream_request(&parsed) else {
+                    return Head::Other(buf.freeze());
+                };
+                let rest = buf.split_off(len).freeze();
+                return Head::Stream {
+                    request: Box::new(request),
+                    rest,
+                };
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            _ => return Head::Other(buf.freeze()),
+        }
+    }
+}
+
+/// The request as an `http::Request` if it is one served here: a bodiless
+/// HTTP/1.1 GET of exactly `/v1/sse` or `/v1/iframe`.
+fn stream_request(parsed: &httparse::Request) -> Option<Request<()>> {
+    let target = parsed.path?;
+    let path = target.split('?').next()?;
+    if parsed.method != Some("GET")
+        || parsed.version != Some(1)
+        || !matches!(path, "/v1/sse" | "/v1/iframe")
+    {
+        return None;
+    }
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(target)
+        .version(Version::HTTP_11);
+    for header in parsed.headers.iter() {
+        request = request.header(header.name, header.value);
+    }
+    let request = request.body(()).ok()?;
+    let headers = request.headers();
+    let has_body = headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    (!has_body && !headers.contains_key(UPGRADE)).then_some(request)
+}
+
+/// Answers `request` on `stream`. Returns the bytes that followed it if the
+/// connection should go on (with hyper), `None` if it is done.
+pub async fn serve(
+    app: &Arc<App>,
+    stream: &mut TcpStream,
+    request: Box<Request<()>>,
+    rest: Bytes,
+) -> Option<Bytes> {
+    let client_closes = header_has_close(request.headers().get(CONNECTION));
+    let (parts, body) = http::handle_stream(app, *request).await.into_parts();
+    let length = body.size_hint().exact();
+    let keep_alive =
+        length.is_some() && !client_closes && !header_has_close(parts.headers.get(CONNECTION));
+
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match length {
+        Some(length) => out.extend_from_slice(format!("content-length: {length}\r\n").as_bytes()),
+        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    if !keep_alive && !parts.headers.contains_key(CONNECTION) {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+
+    if length.is_some() {
+        // An error (or any answer of known length): write it whole.
+        let Ok(whole) = body.collect().await;
+        out.extend_from_slice(&whole.to_bytes());
+        let written = stream.write_all(&out).await.is_ok();
+        return if written && keep_alive {
+            Some(rest)
+        } else {
+            let _ = stream.shutdown().await;
+            None
+        };
+    }
+    if stream.write_all(&out).await.is_err() {
+        return None;
+    }
+    drop(out);
+    stream_body(stream, body).await;
+    let _ = stream.shutdown().await;
+    None
+}
+
+/// Writes `body` as chunks until it ends or the client goes away.
+async fn stream_body(stream: &mut TcpStream, mut body: http::reply::Body) {
+    // Anything the client sends now is read and dropped (the response says
+    // `connection: close`); reading is how a vanished client is noticed.
+    let mut scratch = [0u8; 64];
+    loop {
+        tokio::select! {
+            frame = body.frame() => {
+                let Some(Ok(frame)) = frame else {
+                    let _ = stream.write_all(b"0\r\n\r\n").await;
+                    return;
+                };
+                let Ok(data) = frame.into_data() else { continue };
+                if data.is_empty() {
+                    continue;
+                }
+                let mut chunk = Vec::with_capacity(data.len() + 12);
+                chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                chunk.extend_from_slice(&data);
+                chunk.extend_from_slice(b"\r\n");
+                if stream.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            read = stream.read(&mut scratch) => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn header_has_close(value: Option<&hyper::header::HeaderValue>) -> bool {
+    value
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+}
+
+/// A socket with bytes already read from it put back in front, so that hyper
+/// reads the connection from its start.
+pub struct Rewind {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl Rewind {
+    pub fn new(inner: TcpStream, prefix: Bytes) -> Rewind {
+        Rewind { prefix, inner }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.has_remaining() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            if !this.prefix.has_remaining() {
+                this.prefix = Bytes::new(); // release the buffer
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
