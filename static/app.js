@@ -118,7 +118,10 @@ function remember(chat, item) {
 
 function showDirect(m) {
   const other = m.from === state.uid ? m.to : m.from;
-  const item = { id: "d" + m.id, msgId: m.id, mine: m.from === state.uid, from: m.from, body: m.body, status: "" };
+  const mine = m.from === state.uid;
+  const status = (mine && earlyReceipts.get(m.id)) || "";
+  earlyReceipts.delete(m.id);
+  const item = { id: "d" + m.id, msgId: m.id, mine, from: m.from, body: m.body, status };
   if (!remember({ kind: "direct", id: other }, item)) return;
   if (state.chat && state.chat.kind === "direct" && state.chat.id === other) {
     render(item);
@@ -135,15 +138,23 @@ function showGroup(m) {
   }
 }
 
+/** Receipts for messages not shown yet: the answer to a send can come after
+ *  the recipient has already read the message. */
+const earlyReceipts = new Map();
+const receiptStatus = (kind, current) => (kind === "read" ? "✓✓ read" : current || "✓ delivered");
+
 function showReceipt(r) {
+  const pending = new Set(r.ids);
   for (const list of state.messages.values()) {
     for (const item of list) {
-      if (item.msgId && r.ids.includes(item.msgId)) {
-        item.status = r.kind === "read" ? "✓✓ read" : (item.status || "✓ delivered");
+      if (item.msgId && pending.has(item.msgId)) {
+        item.status = receiptStatus(r.kind, item.status);
         updateStatus(item);
+        pending.delete(item.msgId);
       }
     }
   }
+  for (const id of pending) earlyReceipts.set(id, receiptStatus(r.kind, earlyReceipts.get(id)));
 }
 
 function showGroupReceipt(r) {
