@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! bench_connections idle  --pid PID --proto herald-sse|herald-ws|nchan-sse|nchan-ws|socketio-ws --addr 127.0.0.1:PORT [--count N] [--secret S]
-//! bench_connections fanout --addr 127.0.0.1:PORT --secret S --api-key K [--count N]
+//! bench_connections fanout --proto herald-ws|nchan-ws|socketio-ws --addr 127.0.0.1:PORT [--secret S --api-key K] [--count N]
 //! ```
 //!
 //! Client sockets are spread over source addresses 127.0.0.2–127.0.0.9 so
@@ -32,6 +32,8 @@ struct Args {
     count: usize,
     secret: String,
     api_key: String,
+    /// Fan-out: peers' subscribers all join one channel.
+    shared_channel: bool,
 }
 
 fn parse_args() -> Args {
@@ -45,6 +47,7 @@ fn parse_args() -> Args {
         count: 10_000,
         secret: "bench".into(),
         api_key: "bench".into(),
+        shared_channel: false,
     };
     while let (Some(flag), Some(value)) = (args.next(), args.next()) {
         match flag.as_str() {
@@ -111,6 +114,7 @@ async fn open(args: &Args, i: usize) -> std::io::Result<Idle> {
     let path = match args.proto.as_str() {
         "herald-sse" => format!("/v1/sse?token={}", token(&args.secret, &format!("u{i}"))),
         "herald-ws" => format!("/v1/ws?token={}", token(&args.secret, &format!("u{i}"))),
+        "nchan-sse" | "nchan-ws" if args.shared_channel => "/sub/fanout".into(),
         "nchan-sse" | "nchan-ws" => format!("/sub/c{i}"),
         "socketio-ws" => "/socket.io/?EIO=4&transport=websocket".into(),
         other => panic!("unknown --proto {other}"),
@@ -195,7 +199,7 @@ const ROUNDS: usize = 5;
 
 async fn fanout(args: Args) {
     let args = Arc::new(Args {
-        proto: "herald-ws".into(),
+        shared_channel: true,
         ..args
     });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
@@ -213,7 +217,7 @@ async fn fanout(args: Args) {
             tokio::spawn(async move {
                 while let Some(Ok(message)) = ws.next().await {
                     if let Message::Text(text) = message {
-                        if text.as_str().contains("\"seq\"") && tx.send(Instant::now()).is_err() {
+                        if text.as_str().contains("\"round\"") && tx.send(Instant::now()).is_err() {
                             return;
                         }
                     }
@@ -221,20 +225,31 @@ async fn fanout(args: Args) {
             });
         }
     }
-    println!("fan-out: {ready} WebSocket users connected");
+    println!(
+        "{} fan-out: {ready} WebSocket subscribers connected",
+        args.proto
+    );
     let to: Vec<String> = (0..args.count).map(|i| format!("u{i}")).collect();
     let http = reqwest::Client::new();
     let mut lasts = Vec::new();
     for round in 0..ROUNDS {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let started = Instant::now();
-        let response = http
-            .post(format!("http://{}/api/v1/publish", args.addr))
-            .bearer_auth(&args.api_key)
-            .json(&serde_json::json!({"to": to, "data": {"hello": "everyone", "round": round}}))
-            .send()
-            .await
-            .expect("publish");
+        let data = serde_json::json!({"hello": "everyone", "round": round});
+        let request = match args.proto.as_str() {
+            // One durable event in each of 10 000 queues.
+            "herald-ws" => http
+                .post(format!("http://{}/api/v1/publish", args.addr))
+                .bearer_auth(&args.api_key)
+                .json(&serde_json::json!({"to": to, "data": data})),
+            // One message to one channel (memory store) / one io.emit.
+            "nchan-ws" => http
+                .post(format!("http://{}/pub/fanout", args.addr))
+                .json(&data),
+            "socketio-ws" => http.post(format!("http://{}/emit", args.addr)).json(&data),
+            other => panic!("no fan-out for --proto {other}"),
+        };
+        let response = request.send().await.expect("publish");
         let answered = started.elapsed();
         assert!(
             response.status().is_success(),
@@ -256,7 +271,7 @@ async fn fanout(args: Args) {
         }
         let ms = |at: Instant| (at - started).as_secs_f64() * 1e3;
         println!(
-            "  round {round}: publish answered (durable) after {:.1} ms; first subscriber received it after {:.1} ms, last after {:.1} ms ({received}/{ready} received)",
+            "  round {round}: publish answered after {:.1} ms; first subscriber received it after {:.1} ms, last after {:.1} ms ({received}/{ready} received)",
             answered.as_secs_f64() * 1e3,
             ms(first.unwrap_or(started)),
             ms(last)
@@ -265,7 +280,8 @@ async fn fanout(args: Args) {
     }
     lasts.sort_by(f64::total_cmp);
     println!(
-        "fan-out: one publish to {ready} WebSocket users: last subscriber after {:.1} ms (median of {ROUNDS}), {:.1} ms (worst)",
+        "{:<12} fan-out to {ready} WebSocket subscribers: last subscriber after {:.1} ms (median of {ROUNDS}), {:.1} ms (worst)",
+        args.proto,
         lasts[ROUNDS / 2],
         lasts[ROUNDS - 1]
     );

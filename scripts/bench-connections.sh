@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Connection benchmark: server memory per idle SSE / WebSocket connection
 # for herald, nchan (nginx module) and socket.io, measured the same way in
-# one run, plus herald's 10 000-way WebSocket fan-out. Each server gets core
-# 0, the Rust load client (examples/bench_connections.rs) core 1.
+# one run, plus a 10 000-way WebSocket fan-out of each. Each server gets core
+# 0, the Rust load client (examples/bench_connections.rs) core 1; the last
+# fan-out run gives herald both cores.
 #
 #   ./scripts/bench-connections.sh [COUNT]      (default 10000)
 set -euo pipefail
@@ -26,7 +27,7 @@ trap cleanup EXIT
 # Starts a server pinned to core 0; waits for its port; sets SERVER_PID.
 start() {
     local port=$1; shift
-    taskset -c 0 "$@" >"$WORK/server.log" 2>&1 &
+    taskset -c "${SERVER_CORES:-0}" "$@" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     for _ in $(seq 100); do
@@ -58,5 +59,20 @@ awk -v h="$(per herald-sse)" -v n="$(per nchan-sse)" 'BEGIN { printf "SSE: heral
 awk -v h="$(per herald-ws)" -v n="$(per nchan-ws)" -v s="$(per socketio-ws)" \
     'BEGIN { printf "WebSocket: herald %.0f B vs nchan %.0f B = %.2fx, vs socket.io %.0f B = %.2fx\n", h, n, h / n, s, h / s }'
 
-echo "== fan-out: one publish to $COUNT WebSocket users"
-herald; taskset -c 1 "$CLIENT" fanout --addr 127.0.0.1:18080 --count "$COUNT" --secret bench --api-key bench; stop
+echo "== fan-out: one publish to $COUNT WebSocket subscribers (median of 5 rounds)"
+# herald: one durable event in each of $COUNT per-user queues; the peers: one
+# message on one channel in memory (nchan) / one io.emit (socket.io).
+fanout() { taskset -c 1 "$CLIENT" fanout --count "$COUNT" --secret bench --api-key bench "$@" | tee -a "$WORK/results"; }
+herald; fanout --proto herald-ws --addr 127.0.0.1:18080; stop
+start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
+fanout --proto nchan-ws --addr 127.0.0.1:18081; stop
+start 18082 node bench/peers/socketio-server.js 18082
+fanout --proto socketio-ws --addr 127.0.0.1:18082; stop
+echo "-- herald with two cores (shared with the load client)"
+SERVER_CORES=0,1 herald
+taskset -c 1 "$CLIENT" fanout --count "$COUNT" --secret bench --api-key bench --proto herald-ws --addr 127.0.0.1:18080
+stop
+
+fan() { awk -v p="$1" '$1 == p && /fan-out to/ { for (i = 1; i <= NF; i++) if ($i == "ms" && $(i+1) == "(median") print $(i-1) }' "$WORK/results"; }
+awk -v h="$(fan herald-ws)" -v n="$(fan nchan-ws)" -v s="$(fan socketio-ws)" \
+    'BEGIN { printf "fan-out, server on one core: herald %.0f ms vs nchan %.0f ms = %.2fx, vs socket.io %.0f ms = %.2fx\n", h, n, h / n, s, h / s }'

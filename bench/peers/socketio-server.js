@@ -1,9 +1,21 @@
-// An idle socket.io server for the connection benchmark: accepts
-// WebSocket clients on the default namespace and keeps them open.
+// socket.io as a benchmark peer: accepts WebSocket clients on the default
+// namespace and keeps them open (idle memory); `POST /emit` sends its JSON
+// body to every client with one io.emit (fan-out).
 const { createServer } = require("http");
 const { Server } = require("socket.io");
 const port = Number(process.argv[2] || 18082);
-const http = createServer();
+const http = createServer((req, res) => {
+  if (req.method !== "POST" || req.url !== "/emit") {
+    res.writeHead(404).end();
+    return;
+  }
+  let body = "";
+  req.on("data", (chunk) => (body += chunk));
+  req.on("end", () => {
+    io.emit("notice", JSON.parse(body));
+    res.writeHead(200, { "content-type": "application/json" }).end("{}");
+  });
+});
 const io = new Server(http, { transports: ["websocket"], perMessageDeflate: false });
 io.on("connection", () => {});
 http.listen(port, "127.0.0.1", () => console.log(`listening on http://127.0.0.1:${port}`));
