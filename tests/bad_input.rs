@@ -146,13 +146,7 @@ async fn bad_cursors_limits_and_timeouts_are_400() {
             .unwrap();
         expect_error(response, 400, code).await;
     }
-    let response = server
-        .http
-        .get(server.url("/v1/poll?cursor=5"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = server.open("/v1/poll?cursor=5", &token).await;
     expect_error(response, 409, "cursor_ahead").await;
 }
 
@@ -160,13 +154,7 @@ async fn bad_cursors_limits_and_timeouts_are_400() {
 async fn unknown_routes_are_404_and_wrong_methods_405() {
     let server = Server::start().await;
     let token = server.token("alice").await;
-    let response = server
-        .http
-        .get(server.url("/v1/nope"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = server.open("/v1/nope", &token).await;
     expect_error(response, 404, "not_found").await;
     let response = server
         .http

@@ -119,13 +119,7 @@ async fn pull_broadcasts_are_hinted_on_every_transport_and_fetched_once() {
     );
 
     // SSE: an hb event.
-    let response = server
-        .http
-        .get(server.url("/v1/sse"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = server.open("/v1/sse", &token).await;
     let mut stream = response.bytes_stream();
     let mut text = String::new();
     while !text.contains("event: hb\n") {
@@ -148,13 +142,7 @@ async fn pull_broadcasts_are_hinted_on_every_transport_and_fetched_once() {
     );
 
     // iframe: an hb call.
-    let response = server
-        .http
-        .get(server.url("/v1/iframe?cb=cb"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = server.open("/v1/iframe?cb=cb", &token).await;
     let mut stream = response.bytes_stream();
     let mut html = String::new();
     while !html.contains(r#""type":"hb""#) {

@@ -35,13 +35,7 @@ async fn sse_replays_the_backlog_then_delivers_live_events() {
     let token = server.token("alice").await;
     server.publish(&["alice"], json!(1)).await;
     server.publish(&["alice"], json!(2)).await;
-    let response = server
-        .http
-        .get(server.url("/v1/sse?cursor=0"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = server.open("/v1/sse?cursor=0", &token).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"],
@@ -112,12 +106,8 @@ async fn iframe_pads_validates_the_callback_and_escapes_script_endings() {
     let hostile = "</script><script>alert(1)</script><!-- \u{2028} & done";
     server.publish(&["alice"], json!({ "body": hostile })).await;
     let response = server
-        .http
-        .get(server.url("/v1/iframe?cursor=0&cb=herald.deliver"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .open("/v1/iframe?cursor=0&cb=herald.deliver", &token)
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"],
@@ -161,13 +151,7 @@ async fn iframe_pads_validates_the_callback_and_escapes_script_endings() {
 async fn iframe_sends_heartbeats() {
     let server = Server::start_with(&["--heartbeat-ms", "200"]).await;
     let token = server.token("alice").await;
-    let response = server
-        .http
-        .get(server.url("/v1/iframe?cb=cb"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = server.open("/v1/iframe?cb=cb", &token).await;
     let html = read_stream(response, |t| t.contains(r#""type":"hb""#)).await;
     assert!(
         iframe_calls(&html, "cb").iter().any(|c| c["type"] == "hb"),
@@ -179,13 +163,7 @@ async fn iframe_sends_heartbeats() {
 async fn sse_heartbeat_comes_only_after_an_interval_of_silence() {
     let server = Server::start_with(&["--heartbeat-ms", "400"]).await;
     let token = server.token("alice").await;
-    let response = server
-        .http
-        .get(server.url("/v1/sse"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = server.open("/v1/sse", &token).await;
     let mut stream = response.bytes_stream();
     let publisher = {
         let http = server.http.clone();
@@ -427,13 +405,7 @@ async fn websocket_upgrade_checks_token_and_origin_before_switching() {
         101
     );
 
-    let plain = server
-        .http
-        .get(server.url("/v1/ws"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let plain = server.open("/v1/ws", &token).await;
     assert_eq!(plain.status(), 400);
 }
 
@@ -500,21 +472,9 @@ async fn cors_preflight_and_headers_follow_the_allowed_origins() {
 async fn per_user_connection_cap_is_429() {
     let server = Server::start_with(&["--max-user-connections", "2"]).await;
     let token = server.token("alice").await;
-    let _a = server
-        .http
-        .get(server.url("/v1/sse"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let _a = server.open("/v1/sse", &token).await;
     let _b = ws_connect(&server, &token, 0).await;
-    let third = server
-        .http
-        .get(server.url("/v1/iframe?cb=cb"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let third = server.open("/v1/iframe?cb=cb", &token).await;
     assert_eq!(third.status(), 429);
     assert!(third.headers().contains_key("retry-after"));
     // Another user is not affected.
@@ -714,20 +674,8 @@ async fn sigterm_closes_websockets_with_1012_and_ends_streams() {
     let mut server = Server::start().await;
     let token = server.token("alice").await;
     let mut ws = ws_connect(&server, &token, 0).await;
-    let sse = server
-        .http
-        .get(server.url("/v1/sse"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    let iframe = server
-        .http
-        .get(server.url("/v1/iframe?cb=cb"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let sse = server.open("/v1/sse", &token).await;
+    let iframe = server.open("/v1/iframe?cb=cb", &token).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.sigterm();
     let close = close_code(&mut ws).await;

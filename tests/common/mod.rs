@@ -154,15 +154,20 @@ impl Server {
         response.json::<Value>().await.expect("publish json")["seqs"].clone()
     }
 
-    /// GETs `path` with a bearer token; returns status and JSON (Null if none).
-    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let response = self
-            .http
+    /// GETs `path` with a bearer token and returns the response as it starts
+    /// (for streams).
+    pub async fn open(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
             .get(self.url(path))
             .bearer_auth(token)
             .send()
             .await
-            .expect("request");
+            .expect("request")
+    }
+
+    /// GETs `path` with a bearer token; returns status and JSON (Null if none).
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let response = self.open(path, token).await;
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
