@@ -209,6 +209,47 @@ async fn http_publish(base: &str, clients: usize, total: usize) {
     );
 }
 
+/// One client sends `count` direct messages one after another
+/// (`POST /v1/messages`, answered once durable).
+async fn direct_messages(base: &str, count: usize) {
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{base}/api/v1/tokens"))
+        .bearer_auth("bench")
+        .json(&json!({"uid": "dm-sender"}))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token JSON");
+    let token = token["token"].as_str().expect("token").to_owned();
+    let url = format!("{base}/v1/messages");
+    let body = json!({"to": "dm-recipient", "body": "x".repeat(150)}).to_string();
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        let response = http
+            .post(&url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("send");
+        assert!(response.status().is_success());
+        let _ = response.bytes().await;
+        latencies.push(t.elapsed());
+    }
+    report(
+        "direct message, 1 sender",
+        count,
+        started.elapsed(),
+        latencies,
+    );
+}
+
 async fn wake_latency(base: &str, users: usize, rate: u64, seconds: u64) {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(users + 8)
@@ -309,6 +350,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (base, shutdown) = start_server(dir.path()).await;
     http_publish(&base, 64, (100_000.0 * s) as usize).await;
+    direct_messages(&base, (2_000.0 * s) as usize).await;
     wake_latency(&base, 200, 1000, (10.0 * s).max(2.0) as u64).await;
     shutdown.cancel();
 }

@@ -42,14 +42,15 @@ pub fn check(body: &serde_json::Value, cid: &Option<String>) -> Result<(), Error
 pub async fn send(app: &App, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
     check(&msg.body, &msg.cid)?;
     let id = app.store.next_id()?;
-    // The record read receipts are checked against; written first so that
-    // no delivered message lacks one.
+    // The record read receipts are checked against, written before the
+    // event: the commit that makes the event durable (and visible) covers
+    // it too, so no delivered message lacks one, for one flush.
     let record = serde_json::to_vec(&MessageRecord {
         from: from.clone(),
         to: msg.to.clone(),
     })
     .map_err(|e| Error::Internal(e.to_string()))?;
-    app.store.kv_put(&record_key(id), record).await?;
+    app.store.kv_stage(&record_key(id), record)?;
     let event = Append::new(
         msg.to.clone(),
         "msg",

@@ -168,3 +168,64 @@ async fn sigterm_releases_held_long_polls_and_exits_cleanly() {
         .unwrap()
         .contains("everything acknowledged is durable"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_direct_message_that_survives_kill_9_can_be_marked_read() {
+    let mut server = Server::start().await;
+    let mut tasks = Vec::new();
+    for s in 0..8 {
+        let http = common::client();
+        let url = server.url("/v1/messages");
+        let token = server.token(&format!("sender{s}")).await;
+        tasks.push(tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for n in 0..100_000u64 {
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"to": "rita", "body": n}))
+                    .send()
+                    .await;
+                let Ok(response) = response else { break };
+                let Ok(body) = response.json::<Value>().await else {
+                    break;
+                };
+                let Some(id) = body["id"].as_u64() else { break };
+                sent.push(id);
+            }
+            sent
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill9();
+    let mut acknowledged = Vec::new();
+    for t in tasks {
+        acknowledged.extend(t.await.unwrap());
+    }
+    assert!(!acknowledged.is_empty(), "nothing was sent before the kill");
+    server.restart().await;
+
+    let token = server.token("rita").await;
+    let stored: Vec<u64> = server
+        .poll_all(&token)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "msg")
+        .map(|e| e["data"]["id"].as_u64().expect("message id"))
+        .collect();
+    for id in &acknowledged {
+        assert!(stored.contains(id), "acknowledged message {id} lost");
+    }
+    // Each stored message has its record: the recipient can mark it read.
+    for id in stored {
+        let status = server
+            .http
+            .post(server.url(&format!("/v1/messages/{id}/read")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "message {id} has no record");
+    }
+}

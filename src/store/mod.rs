@@ -139,6 +139,11 @@ pub trait Store: Send + Sync + 'static {
     /// records); resolves once durable.
     async fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
 
+    /// Stores `value` under `key` without waiting: it becomes durable with
+    /// the next commit, which every later append waits for. For a record
+    /// that must be durable by the time an event appended after it is.
+    fn kv_stage(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
+
     /// Stores every pair atomically (all or none, also across a crash);
     /// resolves once durable.
     async fn kv_put_all(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError>;

@@ -425,6 +425,11 @@ impl Store for SledStore {
         self.wait_durable(Vec::new()).await
     }
 
+    fn kv_stage(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.kv.insert(key, value)?;
+        Ok(())
+    }
+
     async fn kv_swap(
         &self,
         key: &str,
