@@ -1,5 +1,5 @@
 //! Benchmark of the durable queue: group-commit throughput and latency,
-//! HTTP publish, and long-poll wake latency.
+//! HTTP publish and direct messages, and long-poll wake latency.
 //!
 //! Run: `cargo run --release --example bench_queue`
 //! (`BENCH_SCALE=0.2` for a quick run).
@@ -8,7 +8,8 @@
 //!    event at a time to the sled store and wait for it to be durable
 //!    (flush + fdatasync through the group-commit thread).
 //! 2. Over HTTP: 64 keep-alive clients `POST /api/v1/publish`, one
-//!    recipient each, against a real server in this process.
+//!    recipient each, against a real server in this process; then one
+//!    client sends direct messages (`POST /v1/messages`) one at a time.
 //! 3. Wake latency: 200 users hold long-polls; a publisher sends 1 000
 //!    events/s round-robin; latency = publish request sent → the held
 //!    long-poll's answer received.
