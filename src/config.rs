@@ -92,7 +92,8 @@ pub struct Config {
     #[arg(long, env = "HERALD_QUEUE_MAX_AGE", default_value_t = 7 * 24 * 3600)]
     pub queue_max_age: u64,
 
-    /// How often retention runs, in milliseconds.
+    /// How often retention runs (and idle queues' in-memory state is
+    /// dropped), in milliseconds.
     #[arg(long, env = "HERALD_TRIM_INTERVAL_MS", default_value_t = 10_000)]
     pub trim_interval_ms: u64,
 

@@ -220,7 +220,8 @@ async fn sweep_presence(app: Arc<App>) {
     }
 }
 
-/// Applies retention every `--trim-interval-ms`, off the async workers.
+/// Applies retention and forgets idle queues' in-memory state every
+/// `--trim-interval-ms`, off the async workers.
 async fn trim_periodically(app: Arc<App>) {
     let mut every =
         tokio::time::interval(Duration::from_millis(app.config.trim_interval_ms.max(10)));
@@ -229,7 +230,12 @@ async fn trim_periodically(app: Arc<App>) {
         every.tick().await;
         let store = app.store.clone();
         let retention = app.config.retention();
-        match tokio::task::spawn_blocking(move || store.trim(retention)).await {
+        let pass = move || {
+            let trimmed = store.trim(retention);
+            store.forget_idle();
+            trimmed
+        };
+        match tokio::task::spawn_blocking(pass).await {
             Ok(Ok(n)) if n > 0 => tracing::debug!("retention dropped {n} events"),
             Ok(Err(e)) => tracing::warn!("retention failed: {e}"),
             _ => {}

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub longpoll_returns: Family<Label, Counter>,
     /// Events trimmed by retention.
     pub trimmed: Counter,
+    /// User queues whose state is in memory (the others are only on disk).
+    pub queues_in_memory: Gauge,
     /// Open streaming connections, by transport.
     pub connections: Family<Label, Gauge>,
     /// Events delivered, by transport.
@@ -64,6 +66,7 @@ impl Metrics {
         let longpolls_held = Gauge::default();
         let longpoll_returns = Family::<Label, Counter>::default();
         let trimmed = Counter::default();
+        let queues_in_memory = Gauge::default();
         let connections = Family::<Label, Gauge>::default();
         let delivered = Family::<Label, Counter>::default();
         let bytes_sent = Family::<Label, Counter>::default();
@@ -91,6 +94,11 @@ impl Metrics {
             "commit_batch_size",
             "Append calls made durable by one flush",
             commit_batch.clone(),
+        );
+        registry.register(
+            "queues_in_memory",
+            "User queues whose state is held in memory",
+            queues_in_memory.clone(),
         );
         registry.register(
             "longpolls_held",
@@ -158,6 +166,7 @@ impl Metrics {
             longpolls_held,
             longpoll_returns,
             trimmed,
+            queues_in_memory,
             connections,
             delivered,
             bytes_sent,

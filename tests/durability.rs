@@ -55,7 +55,9 @@ async fn publish_until_killed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_event_and_never_reuses_a_seq() {
-    let mut server = Server::start().await;
+    // Sweeps of idle queues every 5 ms: the queue leaves memory between
+    // requests and is reloaded, which must not cost an event or a seq.
+    let mut server = Server::start_with(&["--trim-interval-ms", "5"]).await;
     let mut acknowledged = BTreeMap::new();
     for round in 0..3 {
         let got = publish_until_killed(

@@ -5,6 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{eventually, seqs, Server};
+use futures::StreamExt;
 use serde_json::json;
 
 #[tokio::test]
@@ -247,4 +248,56 @@ async fn queue_cap_drops_the_oldest_and_seqs_continue_after_restart() {
     server.restart().await;
     let seqs_after = server.publish(&["alice"], json!(11)).await;
     assert_eq!(seqs_after["alice"], 11);
+}
+
+#[tokio::test]
+async fn idle_queues_leave_memory_and_come_back_intact() {
+    let server = Server::start_with(&["--trim-interval-ms", "100"]).await;
+    let users: Vec<String> = (0..50).map(|i| format!("u{i}")).collect();
+    let to: Vec<&str> = users.iter().map(String::as_str).collect();
+    for n in 0..3 {
+        server.publish(&to, json!(n)).await;
+    }
+    let token = server.token("u1").await;
+    let ack = |seq: u64| {
+        let request = server
+            .http
+            .post(server.url("/v1/ack"))
+            .bearer_auth(&token)
+            .json(&json!({ "seq": seq }));
+        async move {
+            let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            body["acked"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(ack(2).await, 2);
+    // A user with an open stream keeps their queue in memory.
+    let live = server.token("live").await;
+    let mut stream = server.open("/v1/sse", &live).await.bytes_stream();
+    let gauge = "herald_queues_in_memory";
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server.metric(gauge).await == 1.0
+        })
+        .await,
+        "idle queues stayed in memory: {}",
+        server.metric(gauge).await
+    );
+
+    // Reloaded from the store: seqs continue, acks kept, nothing lost.
+    assert_eq!(server.publish(&["u0"], json!("again")).await["u0"], 4);
+    let u0 = server.token("u0").await;
+    assert_eq!(seqs(&server.poll(&u0, 0).await), [1, 2, 3, 4]);
+    assert_eq!(ack(1).await, 2, "the ack survived the eviction");
+    // The stream that pinned its queue still gets live events.
+    server.publish(&["live"], json!("live")).await;
+    let mut text = String::new();
+    while !text.contains("\"live\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("a live event")
+            .expect("stream open")
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }

@@ -187,4 +187,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Drops events that fell out of `retention`; returns how many.
     fn trim(&self, retention: Retention) -> Result<u64, StoreError>;
+
+    /// Drops the in-memory state of queues that nobody used since the last
+    /// call and nobody waits on; it is reloaded from the store when needed.
+    /// Keeps memory proportional to active users, not to all users ever.
+    fn forget_idle(&self);
 }

@@ -19,6 +19,7 @@
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
-use super::user_queue::{QueueState, UserQueue};
+use super::user_queue::{unused, QueueState, UserQueue};
 use super::{Append, Once, Page, Retention, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::uid::Uid;
@@ -134,7 +135,15 @@ impl SledStore {
         })
     }
 
+    /// The user's queue, marked as used (see [`Store::forget_idle`]).
     fn queue(&self, uid: &Uid) -> Result<Arc<UserQueue>, StoreError> {
+        let q = self.queue_unmarked(uid)?;
+        q.touched.store(true, Ordering::Relaxed);
+        Ok(q)
+    }
+
+    /// The user's queue from memory, else loaded from disk.
+    fn queue_unmarked(&self, uid: &Uid) -> Result<Arc<UserQueue>, StoreError> {
         if let Some(q) = self.queues.get(uid) {
             return Ok(q.clone());
         }
@@ -178,6 +187,7 @@ impl SledStore {
                 recent: VecDeque::new(),
             }),
             durable: watch::channel(head).0,
+            touched: AtomicBool::new(true),
         };
         self.write_meta(&queue, &queue.state())?;
         Ok(Arc::new(queue))
@@ -524,10 +534,23 @@ impl Store for SledStore {
             let Ok(uid) = Uid::parse(&meta.uid) else {
                 continue;
             };
-            let q = self.queue(&uid)?;
+            let cached = self.queues.contains_key(&uid);
+            let q = self.queue_unmarked(&uid)?;
             removed += self.trim_queue(&q, retention, now)?;
+            drop(q);
+            if !cached {
+                // Loaded only to be trimmed: a pass over every user must
+                // not leave every user's state in memory.
+                self.queues.remove_if(&uid, |_, q| unused(q));
+            }
         }
         self.metrics.trimmed.inc_by(removed);
         Ok(removed)
+    }
+
+    fn forget_idle(&self) {
+        self.queues
+            .retain(|_, q| q.touched.swap(false, Ordering::Relaxed) || !unused(q));
+        self.metrics.queues_in_memory.set(self.queues.len() as i64);
     }
 }

@@ -2,7 +2,8 @@
 //! marks, the durable mark that wakes readers, and the newest few events.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -17,6 +18,8 @@ pub(super) struct UserQueue {
     pub(super) state: Mutex<QueueState>,
     /// The highest seq that is durable (and so readable).
     pub(super) durable: watch::Sender<u64>,
+    /// Used since the last sweep of idle queues.
+    pub(super) touched: AtomicBool,
 }
 
 pub(super) struct QueueState {
@@ -72,6 +75,14 @@ impl UserQueue {
     pub(super) fn head(&self) -> u64 {
         *self.durable.borrow()
     }
+}
+
+/// Nothing but the map holds `q` and nobody waits on its durable mark: no
+/// append is in flight (an appender holds the queue until its commit) and no
+/// reader would miss a wake-up, so its state may be dropped and reloaded
+/// from the store later.
+pub(super) fn unused(q: &Arc<UserQueue>) -> bool {
+    Arc::strong_count(q) == 1 && q.durable.receiver_count() == 0
 }
 
 impl DurableMark for UserQueue {
