@@ -69,6 +69,7 @@ pub fn set_status(app: &App, uid: &Uid, status: &str) -> Result<&'static str, Er
                 "status must be one of online, busy, dnd, invisible",
             )
         })?;
+    app.sends.check(uid)?;
     app.presence.set_status(uid, status);
     Ok(status)
 }

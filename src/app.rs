@@ -13,6 +13,7 @@ use crate::groups::Groups;
 use crate::http::auth::Auth;
 use crate::http::cors::Cors;
 use crate::hub::Hub;
+use crate::limits::SendLimit;
 use crate::metrics::Metrics;
 use crate::notices::Counters;
 use crate::presence::Presence;
@@ -29,6 +30,8 @@ pub struct App {
     pub presence: Arc<Presence>,
     pub friends: Arc<Friends>,
     pub groups: Arc<Groups>,
+    /// How fast each user may send messages and status changes.
+    pub sends: SendLimit,
     pub counters: Counters,
     pub group_log: GroupLog,
     pub group_reads: Arc<GroupReads>,

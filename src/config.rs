@@ -66,6 +66,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_MAX_USER_CONNECTIONS", default_value_t = 16)]
     pub max_user_connections: usize,
 
+    /// Direct messages, group messages and status changes one user may
+    /// send per second (bursts of twice that); 0 = no limit.
+    #[arg(long, env = "HERALD_SEND_RATE", default_value_t = 20)]
+    pub send_rate: u32,
+
     /// Keepalive interval of the streams, in milliseconds.
     #[arg(long, env = "HERALD_HEARTBEAT_MS", default_value_t = 15_000)]
     pub heartbeat_ms: u64,

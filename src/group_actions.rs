@@ -26,6 +26,7 @@ pub struct Outgoing {
 pub async fn post(app: &App, gid: &str, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
     let (gid, members) = member_of(app, gid, from)?;
     crate::messages::check(&msg.body, &msg.cid)?;
+    app.sends.check(from)?;
     app.group_log
         .post(&gid, from, msg.body, msg.cid, &members)
         .await

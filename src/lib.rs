@@ -20,6 +20,7 @@ pub mod group_reads;
 pub mod groups;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod messages;
 pub mod metrics;
 pub mod notices;
@@ -137,6 +138,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         presence,
         friends,
         groups,
+        sends: limits::SendLimit::new(config.send_rate),
         counters: notices::Counters::load(store.clone())?,
         group_log: group_log::GroupLog::new(store.clone()),
         group_reads: group_reads::GroupReads::new(),
@@ -220,8 +222,8 @@ async fn sweep_presence(app: Arc<App>) {
     }
 }
 
-/// Applies retention and forgets idle queues' in-memory state every
-/// `--trim-interval-ms`, off the async workers.
+/// Applies retention and forgets idle queues' in-memory state and full
+/// send buckets every `--trim-interval-ms`, off the async workers.
 async fn trim_periodically(app: Arc<App>) {
     let mut every =
         tokio::time::interval(Duration::from_millis(app.config.trim_interval_ms.max(10)));
@@ -230,9 +232,11 @@ async fn trim_periodically(app: Arc<App>) {
         every.tick().await;
         let store = app.store.clone();
         let retention = app.config.retention();
+        let limits = app.clone();
         let pass = move || {
             let trimmed = store.trim(retention);
             store.forget_idle();
+            limits.sends.forget_idle();
             trimmed
         };
         match tokio::task::spawn_blocking(pass).await {

@@ -38,9 +38,10 @@ pub fn check(body: &serde_json::Value, cid: &Option<String>) -> Result<(), Error
 
 /// Sends `msg` from `from`; resolves with the message id once durable. A
 /// repeated `cid` from the same sender returns the first id and appends
-/// nothing.
+/// nothing. Counts against the sender's send limit (429 past it).
 pub async fn send(app: &App, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
     check(&msg.body, &msg.cid)?;
+    app.sends.check(from)?;
     let id = app.store.next_id()?;
     // The record read receipts are checked against, written before the
     // event: the commit that makes the event durable (and visible) covers

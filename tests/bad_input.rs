@@ -368,3 +368,84 @@ async fn without_a_secret_herald_refuses_a_public_address() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_flooding_sender_gets_429_and_its_excess_is_not_sent() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    // 2 per second, bursts of 4.
+    let server = Server::start_with(&["--send-rate", "2"]).await;
+    let alice = server.token("alice").await;
+    let send = |token: String, to: &'static str| {
+        let request = server
+            .http
+            .post(server.url("/v1/messages"))
+            .bearer_auth(token)
+            .json(&json!({"to": to, "body": "hi"}));
+        async move {
+            let response = request.send().await.unwrap();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, retry_after, body)
+        }
+    };
+    for _ in 0..4 {
+        assert_eq!(send(alice.clone(), "bob").await.0, 200);
+    }
+    let (status, retry_after, body) = send(alice.clone(), "bob").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "too_many_requests");
+    assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+
+    // The same bucket over WebSocket (an error reply, the socket stays
+    // open) and for status changes.
+    let url = format!(
+        "{}/v1/ws?token={alice}",
+        server.base.replacen("http", "ws", 1)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::text(
+        json!({"op": "send", "id": 7, "to": "bob", "body": "hi"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let reply = loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("a reply")
+            .unwrap()
+            .unwrap();
+        let Message::Text(text) = frame else { continue };
+        let value: Value = serde_json::from_str(text.as_str()).unwrap();
+        if value["op"] == "reply" {
+            break value;
+        }
+    };
+    assert_eq!(reply["id"], 7);
+    assert_eq!(reply["error"], "too_many_requests");
+    let status = server
+        .http
+        .put(server.url("/v1/status"))
+        .bearer_auth(&alice)
+        .json(&json!({"status": "busy"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 429);
+
+    // Nothing past the limit reached bob; other senders are not limited.
+    let bob = server.token("bob").await;
+    assert_eq!(server.poll_all(&bob).await.len(), 4);
+    let carol = server.token("carol").await;
+    assert_eq!(send(carol, "bob").await.0, 200);
+    // After the wait it was told, alice may send again.
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after.unwrap())).await;
+    assert_eq!(send(alice, "bob").await.0, 200);
+    assert_eq!(server.poll_all(&bob).await.len(), 6);
+}

@@ -173,7 +173,7 @@ async fn sigterm_releases_held_long_polls_and_exits_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_direct_message_that_survives_kill_9_can_be_marked_read() {
-    let mut server = Server::start().await;
+    let mut server = Server::start_with(&["--send-rate", "0"]).await;
     let mut tasks = Vec::new();
     for s in 0..8 {
         let http = common::client();

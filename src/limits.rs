@@ -1,0 +1,64 @@
+//! The per-user send limit: how many direct messages, group messages and
+//! status changes one user may send per second. Each of them lands in other
+//! users' queues (a status change in every online friend's), so a flooding
+//! client would otherwise cost its recipients and the disk.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::http::Error;
+use crate::uid::Uid;
+
+/// A token bucket per user: `per_second` sends, bursts of twice that.
+pub struct SendLimit {
+    limiter: Option<DefaultKeyedRateLimiter<Uid>>,
+    per_second: u32,
+}
+
+impl SendLimit {
+    /// `per_second` = 0: no limit.
+    pub fn new(per_second: u32) -> SendLimit {
+        let limiter = NonZeroU32::new(per_second).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        SendLimit {
+            limiter,
+            per_second,
+        }
+    }
+
+    /// Takes one send from `uid`'s bucket, or fails with 429 and how long
+    /// to wait. Call it after the request is known to be valid.
+    pub fn check(&self, uid: &Uid) -> Result<(), Error> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(uid).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            Error::TooMany {
+                message: format!(
+                    "{uid} is sending too fast: at most {} messages or status changes per second",
+                    self.per_second
+                ),
+                retry_after: whole_seconds(wait),
+            }
+        })
+    }
+
+    /// Forgets the buckets of users who are back to a full one.
+    pub fn forget_idle(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// `wait` rounded up to whole seconds, at least 1 (`Retry-After`).
+fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
