@@ -190,6 +190,21 @@ test("after kill -9 and restart the page ends with every acknowledged event once
   await page.close();
 });
 
+test("herald.js waits out the send limit and sends everything once", async () => {
+  // The server's limit is 20 sends a second in bursts of 40: 45 at once
+  // means 5 answers of 429, which herald.js waits out and retries.
+  const page = await openAs("carol", "ws");
+  const ids = await page.evaluate(() => Promise.all(
+    Array.from({ length: 45 }, (_, n) => window.herald.send("dave", `burst ${n}`).then((r) => r.id, (e) => `failed: ${e.message}`)),
+  ));
+  assert.ok(ids.every((id) => typeof id === "number"), ids.join(", "));
+  assert.equal(new Set(ids).size, 45);
+  const r = await fetch(`${base}/v1/poll?cursor=0&limit=1000`, { headers: { authorization: "Bearer " + (await token("dave")) } });
+  const bursts = (await r.json()).events.filter((e) => e.type === "msg" && String(e.data.body).startsWith("burst "));
+  assert.deepEqual(bursts.map((e) => e.data.id).sort((a, b) => a - b), [...ids].sort((a, b) => a - b));
+  await page.close();
+});
+
 test("the compare view shows numbers for all five transports", async () => {
   const page = await openAs("alice", "ws");
   await page.click("#compare-open");

@@ -190,11 +190,19 @@ $("composer").onsubmit = async (e) => {
   const text = $("text").value;
   if (!text || !state.chat) return;
   $("text").value = "";
-  if (state.chat.kind === "group") {
-    await state.herald.groupSend(state.chat.id, text);
-  } else {
-    const { id } = await state.herald.send(state.chat.id, text);
-    showDirect({ id, from: state.uid, to: state.chat.id, body: text });
+  $("send-error").hidden = true;
+  try {
+    if (state.chat.kind === "group") {
+      await state.herald.groupSend(state.chat.id, text);
+    } else {
+      const { id } = await state.herald.send(state.chat.id, text);
+      showDirect({ id, from: state.uid, to: state.chat.id, body: text });
+    }
+  } catch (err) {
+    // Not sent (e.g. the send limit held twice): give the text back.
+    if (!$("text").value) $("text").value = text;
+    $("send-error").textContent = "Not sent: " + err.message;
+    $("send-error").hidden = false;
   }
 };
 

@@ -260,14 +260,28 @@ export class Herald {
 
   // ---- actions (promise-returning) -------------------------------------
 
+  /** One HTTP action. A 401 renews the token and retries once; a 429 (the
+   *  send limit) waits its Retry-After (at most 10 s) and retries once:
+   *  sends carry a cid, so a retry never sends twice. */
   async call(method, path, body) {
-    for (let tries = 0; tries < 2; tries++) {
+    let renewed = false;
+    let waited = false;
+    for (;;) {
       const response = await fetch(this.url + path, {
         method,
         headers: { authorization: "Bearer " + this.token, "content-type": "application/json" },
         body: body === undefined ? undefined : JSON.stringify(body),
       });
-      if (response.status === 401 && tries === 0 && (await this.renewToken())) continue;
+      if (response.status === 401 && !renewed) {
+        renewed = true;
+        if (await this.renewToken()) continue;
+      }
+      if (response.status === 429 && !waited) {
+        waited = true;
+        const seconds = Math.min(Number(response.headers.get("retry-after")) || 1, 10);
+        await new Promise((r) => setTimeout(r, seconds * 1000));
+        continue;
+      }
       if (response.status === 204) return null;
       const json = await response.json();
       if (!response.ok) throw Object.assign(new Error(json.message || response.status), { code: json.error });
