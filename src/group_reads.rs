@@ -101,12 +101,19 @@ impl GroupReads {
                 .entry((gid.clone(), uid.clone()))
                 .or_insert(before);
             let from = *entry;
-            *entry = (*entry).max(target);
+            if target > from {
+                *entry = target;
+                // Written under the entry's lock, so concurrent marks reach
+                // the store in the order they raise the cursor: a slower,
+                // lower one can never land last.
+                app.store
+                    .kv_stage(&read_key(gid, uid), target.to_string().into_bytes())?;
+            }
             (from, *entry)
         };
-        app.store
-            .kv_put(&read_key(gid, uid), raised.1.to_string().into_bytes())
-            .await?;
+        // Answer only once the cursor answered with is durable (a concurrent
+        // mark may have staged it).
+        app.store.sync().await?;
         // Whose messages just got a reader: their senders' receipts changed.
         let start = raised.0;
         for raw in app

@@ -153,8 +153,8 @@ impl Presence {
         }
     }
 
-    /// Forgets pollers whose grace ran out, publishing their going offline.
-    /// Called periodically.
+    /// Forgets pollers whose grace ran out, publishing their going offline,
+    /// and the push state of users long offline. Called periodically.
     pub fn sweep(&self) {
         let expired: Vec<Uid> = self
             .polled
@@ -167,6 +167,10 @@ impl Presence {
                 .remove_if(&uid, |_, at| at.elapsed() >= self.grace);
             self.refresh(&uid);
         }
+        // An offline user pushed longer than a window ago is what a missing
+        // entry means too: keep entries for the users who are around.
+        self.pushed
+            .retain(|_, p| p.trailing || p.status != "offline" || p.at.elapsed() < self.window);
     }
 
     /// Pushes `uid`'s visible status if it changed, throttled per user.

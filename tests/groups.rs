@@ -334,3 +334,47 @@ async fn receipt_pushes_to_an_online_sender_are_coalesced() {
         (&json!(msgid), &json!(0))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_read_marks_leave_the_highest_cursor_after_a_restart() {
+    let mut server = Server::start_with(&["--send-rate", "0"]).await;
+    members(&server, "g1", json!(["alice", "bob"])).await;
+    let alice = server.token("alice").await;
+    for i in 1..=40 {
+        post(&server, &alice, "g1", json!({ "body": i })).await;
+    }
+    let bob = server.token("bob").await;
+    // Forty marks at once, in no particular order: whatever order they
+    // reach the store in, the cursor ends at 40 and answers never go back.
+    let marks = (1..=40u64).map(|msgid| {
+        let (http, url, bob) = (
+            server.http.clone(),
+            server.url("/v1/groups/g1/read"),
+            bob.clone(),
+        );
+        tokio::spawn(async move {
+            let body: Value = http
+                .post(url)
+                .bearer_auth(bob)
+                .json(&json!({ "msgid": msgid }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let last_read = body["last_read"].as_u64().unwrap();
+            assert!(last_read >= msgid, "{last_read} < {msgid}");
+        })
+    });
+    for mark in futures::future::join_all(marks).await {
+        mark.unwrap();
+    }
+    server.kill9();
+    server.restart().await;
+    let bob = server.token("bob").await;
+    assert_eq!(
+        read(&server, &bob, "g1", 0).await.1,
+        json!({"last_read": 40})
+    );
+}
