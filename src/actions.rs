@@ -170,7 +170,7 @@ pub async fn message_read(app: &App, req: Request<Incoming>, id: &str) -> Result
 /// `GET /v1/counters` → `{"counters": {name: value}}` (the login pull).
 pub async fn counters(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let counters = app.counters.all(&uid).await;
+    let counters = app.counters.all(&uid).await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "counters": counters }),

@@ -139,7 +139,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         friends,
         groups,
         sends: limits::SendLimit::new(config.send_rate),
-        counters: notices::Counters::load(store.clone())?,
+        counters: notices::Counters::new(store.clone()),
         group_log: group_log::GroupLog::new(store.clone()),
         group_reads: group_reads::GroupReads::new(),
         broadcasts: broadcasts::Broadcasts::start(store.clone(), metrics.clone())?,
@@ -222,21 +222,21 @@ async fn sweep_presence(app: Arc<App>) {
     }
 }
 
-/// Applies retention and forgets idle queues' in-memory state and full
-/// send buckets every `--trim-interval-ms`, off the async workers.
+/// Applies retention and forgets what idle users left in memory (queue
+/// state, counters, full send buckets) every `--trim-interval-ms`, off the
+/// async workers.
 async fn trim_periodically(app: Arc<App>) {
     let mut every =
         tokio::time::interval(Duration::from_millis(app.config.trim_interval_ms.max(10)));
     every.tick().await;
     loop {
         every.tick().await;
-        let store = app.store.clone();
-        let retention = app.config.retention();
-        let limits = app.clone();
+        let app = app.clone();
         let pass = move || {
-            let trimmed = store.trim(retention);
-            store.forget_idle();
-            limits.sends.forget_idle();
+            let trimmed = app.store.trim(app.config.retention());
+            app.store.forget_idle();
+            app.sends.forget_idle();
+            app.counters.forget_idle();
             trimmed
         };
         match tokio::task::spawn_blocking(pass).await {

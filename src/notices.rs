@@ -29,17 +29,19 @@ pub enum Change {
     Set(i64),
 }
 
-/// Every user's counters, in memory, persisted in the store's kv
-/// (`counter/{uid}/{name}` → value).
+/// Users' counters, persisted in the store's kv (`counter/{uid}/{name}` →
+/// value); a user's are loaded on first use and forgotten when unused.
 ///
 /// Changes of one user are serialised by an async lock held across the
 /// durable write and the append of the `counter` event, so concurrent
 /// deltas never lose an update and the events reach the queue in the order
 /// of their totals: a client that shows the newest event shows the truth.
 pub struct Counters {
-    values: DashMap<Uid, Arc<tokio::sync::Mutex<BTreeMap<String, i64>>>>,
+    values: DashMap<Uid, UserCounters>,
     store: Arc<dyn Store>,
 }
+
+type UserCounters = Arc<tokio::sync::Mutex<BTreeMap<String, i64>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CounterError {
@@ -52,41 +54,42 @@ pub enum CounterError {
 }
 
 impl Counters {
-    pub fn load(store: Arc<dyn Store>) -> Result<Counters, StoreError> {
-        let mut loaded: BTreeMap<Uid, BTreeMap<String, i64>> = BTreeMap::new();
-        for (key, value) in store.kv_scan(COUNTER_PREFIX)? {
-            let rest = &key[COUNTER_PREFIX.len()..];
-            let Some((uid, name)) = rest.split_once('/') else {
-                continue;
-            };
-            let (Ok(uid), Ok(value)) = (Uid::parse(uid), serde_json::from_slice::<i64>(&value))
-            else {
-                continue;
-            };
-            loaded
-                .entry(uid)
-                .or_default()
-                .insert(name.to_owned(), value);
+    pub fn new(store: Arc<dyn Store>) -> Counters {
+        Counters {
+            values: DashMap::new(),
+            store,
         }
-        let values = loaded
-            .into_iter()
-            .map(|(uid, map)| (uid, Arc::new(tokio::sync::Mutex::new(map))))
-            .collect();
-        Ok(Counters { values, store })
+    }
+
+    /// `uid`'s counters, from memory or loaded from the store.
+    fn of(&self, uid: &Uid) -> Result<UserCounters, StoreError> {
+        if let Some(values) = self.values.get(uid) {
+            return Ok(values.clone());
+        }
+        let prefix = format!("{COUNTER_PREFIX}{uid}/");
+        let mut loaded = BTreeMap::new();
+        for (key, value) in self.store.kv_scan(&prefix)? {
+            if let Ok(value) = serde_json::from_slice::<i64>(&value) {
+                loaded.insert(key[prefix.len()..].to_owned(), value);
+            }
+        }
+        // A concurrent first use may have won: it loaded the same values.
+        let entry = self
+            .values
+            .entry(uid.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(loaded)));
+        Ok(entry.clone())
     }
 
     /// Every counter of `uid`.
-    pub async fn all(&self, uid: &Uid) -> BTreeMap<String, i64> {
-        match self.values.get(uid).map(|e| e.clone()) {
-            Some(values) => values.lock().await.clone(),
-            None => BTreeMap::new(),
-        }
+    pub async fn all(&self, uid: &Uid) -> Result<BTreeMap<String, i64>, StoreError> {
+        Ok(self.of(uid)?.lock().await.clone())
     }
 
     /// Applies `change` to `uid`'s counter `name` and pushes the new total
     /// as a `counter` event; returns the total once durable.
     pub async fn change(&self, uid: &Uid, name: &str, change: Change) -> Result<i64, CounterError> {
-        let values = self.values.entry(uid.clone()).or_default().clone();
+        let values = self.of(uid)?;
         let mut values = values.lock().await;
         if !values.contains_key(name) && values.len() >= MAX_COUNTERS {
             return Err(CounterError::TooMany);
@@ -96,14 +99,20 @@ impl Counters {
             Change::Delta(d) => old.checked_add(d).ok_or(CounterError::Overflow)?,
             Change::Set(v) => v,
         };
+        // The total and its event become durable in one commit.
         let key = format!("{COUNTER_PREFIX}{uid}/{name}");
-        self.store
-            .kv_put(&key, new.to_string().into_bytes())
-            .await?;
+        self.store.kv_stage(&key, new.to_string().into_bytes())?;
         values.insert(name.to_owned(), new);
         let event = Append::new(uid.clone(), "counter", &json!({"name": name, "value": new}));
         self.store.append(vec![event]).await?;
         Ok(new)
+    }
+
+    /// Forgets the counters of users nobody is reading or changing (they
+    /// are in the store).
+    pub fn forget_idle(&self) {
+        self.values
+            .retain(|_, values| Arc::strong_count(values) > 1);
     }
 }
 

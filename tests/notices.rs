@@ -13,7 +13,8 @@ async fn change(server: &Server, uid: &str, body: Value) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deltas_add_up_and_every_change_is_pushed_as_the_total() {
-    let mut server = Server::start().await;
+    // Idle users' counters are forgotten (and reloaded) every 5 ms meanwhile.
+    let mut server = Server::start_with(&["--trim-interval-ms", "5"]).await;
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let (http, url) = (
@@ -64,7 +65,7 @@ async fn concurrent_deltas_add_up_and_every_change_is_pushed_as_the_total() {
     assert_eq!(
         server.get("/v1/counters", &alice).await.1,
         json!({"counters": {"requests": -2, "unread": 7}}),
-        "counters survive a restart"
+        "counters survive kill -9 and a restart"
     );
 }
 
