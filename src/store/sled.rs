@@ -160,18 +160,24 @@ impl SledStore {
             Some(id) => {
                 let id = be_u64(&id);
                 let meta = match self.meta.get(id.to_be_bytes())? {
-                    Some(raw) => serde_json::from_slice(&raw)
-                        .map_err(|e| StoreError::Io(format!("corrupt meta of {uid}: {e}")))?,
-                    None => Meta::default(),
+                    Some(raw) => Some(
+                        serde_json::from_slice(&raw)
+                            .map_err(|e| StoreError::Io(format!("corrupt meta of {uid}: {e}")))?,
+                    ),
+                    None => None,
                 };
                 (id, meta)
             }
             None => {
                 let id = self.db.generate_id()?;
                 self.users.insert(uid.as_str(), &id.to_be_bytes())?;
-                (id, Meta::default())
+                (id, None)
             }
         };
+        // A user without a meta record gets one (retention finds users by it);
+        // a queue reloaded after it was forgotten rewrites nothing.
+        let new_meta = meta.is_none();
+        let meta: Meta = meta.unwrap_or_default();
         let last = match self.events.scan_prefix(id.to_be_bytes()).next_back() {
             Some(item) => be_u64(&item?.0[8..]),
             None => 0,
@@ -189,7 +195,9 @@ impl SledStore {
             durable: watch::channel(head).0,
             touched: AtomicBool::new(true),
         };
-        self.write_meta(&queue, &queue.state())?;
+        if new_meta {
+            self.write_meta(&queue, &queue.state())?;
+        }
         Ok(Arc::new(queue))
     }
 
