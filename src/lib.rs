@@ -106,6 +106,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let options = SledOptions {
         cache_bytes: config.cache_mb << 20,
         linger: Duration::from_micros(config.commit_linger_us),
+        ..SledOptions::default()
     };
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data, options, metrics.clone())?);
     let listener = bind(config.listen).map_err(|e| StartError::Listen(config.listen, e))?;

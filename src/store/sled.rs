@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,9 @@ pub struct SledOptions {
     /// Extra wait of the commit thread before each flush (0 = flush as soon
     /// as anything waits).
     pub linger: Duration,
+    /// Most users one retention pass visits; the next pass goes on from
+    /// there, so a pass costs the same with a thousand users or millions.
+    pub trim_slice: usize,
 }
 
 impl Default for SledOptions {
@@ -51,6 +55,7 @@ impl Default for SledOptions {
         SledOptions {
             cache_bytes: 128 << 20,
             linger: Duration::ZERO,
+            trim_slice: 10_000,
         }
     }
 }
@@ -66,6 +71,9 @@ pub struct SledStore {
     queues: DashMap<Uid, Arc<UserQueue>>,
     commit: GroupCommit,
     metrics: Arc<Metrics>,
+    trim_slice: usize,
+    /// The meta key the last retention pass stopped at (`None`: start over).
+    trim_from: Mutex<Option<sled::IVec>>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -132,6 +140,8 @@ impl SledStore {
             queues: DashMap::new(),
             commit,
             metrics,
+            trim_slice: options.trim_slice.max(1),
+            trim_from: Mutex::new(None),
         })
     }
 
@@ -534,8 +544,18 @@ impl Store for SledStore {
     fn trim(&self, retention: Retention) -> Result<u64, StoreError> {
         let now = now_ms();
         let mut removed = 0;
-        for item in self.meta.iter() {
-            let (_, raw) = item?;
+        let mut from = self.trim_from.lock().unwrap_or_else(|e| e.into_inner());
+        let users = match from.take() {
+            Some(key) => self.meta.range((Bound::Excluded(key), Bound::Unbounded)),
+            None => self.meta.iter(),
+        };
+        let mut visited = 0;
+        for item in users.take(self.trim_slice) {
+            let (key, raw) = item?;
+            visited += 1;
+            if visited == self.trim_slice {
+                *from = Some(key);
+            }
             let Ok(meta) = serde_json::from_slice::<Meta>(&raw) else {
                 continue;
             };
@@ -560,5 +580,55 @@ impl Store for SledStore {
         self.queues
             .retain(|_, q| q.touched.swap(false, Ordering::Relaxed) || !unused(q));
         self.metrics.queues_in_memory.set(self.queues.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn retention_visits_users_in_slices_then_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SledOptions {
+            trim_slice: 3,
+            ..SledOptions::default()
+        };
+        let store = SledStore::open(dir.path(), options, Arc::new(Metrics::new())).unwrap();
+        let users: Vec<Uid> = (0..7)
+            .map(|i| Uid::parse(&format!("u{i}")).unwrap())
+            .collect();
+        let publish_to_all = || {
+            let batch = users
+                .iter()
+                .map(|u| Append::new(u.clone(), "notice", &0))
+                .collect();
+            store.append(batch)
+        };
+        for _ in 0..3 {
+            publish_to_all().await.unwrap();
+        }
+        let keep_one = Retention {
+            acked_for: Duration::from_secs(3600),
+            max_events: 1,
+            max_age: Duration::from_secs(3600),
+        };
+        // Seven users with three events each; a pass visits three users and
+        // drops two events of each.
+        assert_eq!(store.trim(keep_one).unwrap(), 6);
+        assert_eq!(store.trim(keep_one).unwrap(), 6);
+        assert_eq!(store.trim(keep_one).unwrap(), 2, "the seventh user");
+        assert_eq!(
+            store.trim(keep_one).unwrap(),
+            0,
+            "started over: all trimmed"
+        );
+        publish_to_all().await.unwrap();
+        let passes: Vec<u64> = (0..3).map(|_| store.trim(keep_one).unwrap()).collect();
+        assert_eq!(passes.iter().sum::<u64>(), 7, "{passes:?}");
+        for user in &users {
+            let page = store.read(user, 0, 10).await.unwrap();
+            assert_eq!(page.events.len(), 2, "a gap event and the newest");
+        }
     }
 }
