@@ -66,6 +66,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_MAX_USER_CONNECTIONS", default_value_t = 16)]
     pub max_user_connections: usize,
 
+    /// A stream whose client takes longer than this to accept one write
+    /// (stalled, or gone without a word) is closed, in milliseconds.
+    #[arg(long, env = "HERALD_SEND_TIMEOUT_MS", default_value_t = 60_000)]
+    pub send_timeout_ms: u64,
+
     /// Direct messages, group messages and status changes one user may
     /// send per second (bursts of twice that); 0 = no limit.
     #[arg(long, env = "HERALD_SEND_RATE", default_value_t = 20)]
@@ -112,6 +117,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// See `--send-timeout-ms`.
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms.max(1))
+    }
+
     /// The retention policy these flags describe.
     pub fn retention(&self) -> Retention {
         Retention {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::clients::{follow, iframe_calls, sse_events, TRANSPORTS};
-use common::{seqs, Server};
+use common::{eventually, seqs, Server};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -693,4 +693,60 @@ async fn sigterm_closes_websockets_with_1012_and_ends_streams() {
         .iter()
         .any(|c| c["type"] == "reconnect"));
     assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_whose_client_stops_reading_end_after_the_send_timeout() {
+    use tokio::io::AsyncWriteExt;
+
+    let server = Server::start_with(&["--send-timeout-ms", "500"]).await;
+    let token = server.token("slow").await;
+    // An SSE stream on a raw socket and a WebSocket, neither ever read.
+    let mut sse = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    sse.write_all(format!("GET /v1/sse?token={token} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let _ws = ws_connect(&server, &token, 0).await;
+    let open = |kind: &str| format!("herald_connections{{kind=\"{kind}\"}}");
+    let both_open = eventually(Duration::from_secs(5), || async {
+        server.metric(&open("sse")).await == 1.0 && server.metric(&open("ws")).await == 1.0
+    })
+    .await;
+    assert!(both_open, "the two streams did not open");
+    // ~24 MiB of events: more than the socket buffers hold.
+    let pad = "x".repeat(16 << 10);
+    let publishers: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url, pad) = (
+                server.http.clone(),
+                server.url("/api/v1/publish"),
+                pad.clone(),
+            );
+            tokio::spawn(async move {
+                for _ in 0..190 {
+                    http.post(&url)
+                        .bearer_auth(common::API_KEY)
+                        .json(&json!({"to": ["slow"], "data": {"pad": pad}}))
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let both_closed = eventually(Duration::from_secs(20), || async {
+        server.metric(&open("sse")).await == 0.0 && server.metric(&open("ws")).await == 0.0
+    })
+    .await;
+    assert!(
+        both_closed,
+        "stalled streams still open: sse {}, ws {}",
+        server.metric(&open("sse")).await,
+        server.metric(&open("ws")).await
+    );
 }

@@ -16,7 +16,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 
 use crate::app::App;
 use crate::http;
+use crate::transport::stream::sent_in_time;
 
 /// The largest request head read here; a longer one goes to hyper, which
 /// answers it with its own limits.
@@ -165,13 +166,14 @@ pub async fn serve(
         return None;
     }
     drop(out);
-    stream_body(stream, body).await;
+    stream_body(stream, body, app.config.send_timeout()).await;
     let _ = stream.shutdown().await;
     None
 }
 
-/// Writes `body` as chunks until it ends or the client goes away.
-async fn stream_body(stream: &mut TcpStream, mut body: http::reply::Body) {
+/// Writes `body` as chunks until it ends, the client goes away, or a chunk
+/// waits longer than `limit` to be taken.
+async fn stream_body(stream: &mut TcpStream, mut body: http::reply::Body, limit: Duration) {
     // Anything the client sends now is read and dropped (the response says
     // `connection: close`); reading is how a vanished client is noticed.
     let mut scratch = [0u8; 64];
@@ -179,7 +181,7 @@ async fn stream_body(stream: &mut TcpStream, mut body: http::reply::Body) {
         tokio::select! {
             frame = body.frame() => {
                 let Some(Ok(frame)) = frame else {
-                    let _ = stream.write_all(b"0\r\n\r\n").await;
+                    sent_in_time(limit, stream.write_all(b"0\r\n\r\n")).await;
                     return;
                 };
                 let Ok(data) = frame.into_data() else { continue };
@@ -190,7 +192,7 @@ async fn stream_body(stream: &mut TcpStream, mut body: http::reply::Body) {
                 chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
                 chunk.extend_from_slice(&data);
                 chunk.extend_from_slice(b"\r\n");
-                if stream.write_all(&chunk).await.is_err() {
+                if !sent_in_time(limit, stream.write_all(&chunk)).await {
                     return;
                 }
             }

@@ -148,3 +148,13 @@ impl Subscription {
         }
     }
 }
+
+/// Whether `write` finished without error within `limit`: a client that
+/// takes no data for that long is stalled or gone, and its stream ends
+/// (`--send-timeout-ms`).
+pub async fn sent_in_time<E>(
+    limit: Duration,
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> bool {
+    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
+}

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::stream::{EndReason, Next, Subscription};
+use super::stream::{sent_in_time, EndReason, Next, Subscription};
 use crate::app::App;
 use crate::http::reply::{empty, Response};
 use crate::http::request::Query;
@@ -134,6 +134,7 @@ impl Session {
         let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
+        let limit = self.app.config.send_timeout();
         let close = loop {
             tokio::select! {
                 incoming = stream.next() => {
@@ -147,7 +148,7 @@ impl Session {
                         Some(Err(_)) => break Close::Gone,
                     };
                     if let Some(reply) = reply {
-                        if sink.send(Message::text(reply.to_string())).await.is_err() {
+                        if !sent_in_time(limit, sink.send(Message::text(reply.to_string()))).await {
                             break Close::Gone;
                         }
                     }
@@ -156,21 +157,20 @@ impl Session {
                     Ok(Next::Events(events)) => {
                         let bytes: usize = events.iter().map(|e| e.len()).sum();
                         let count = events.len();
-                        let mut failed = false;
-                        for event in events {
-                            let Ok(text) = Utf8Bytes::try_from(event) else { continue };
-                            if sink.feed(Message::Text(text)).await.is_err() {
-                                failed = true;
-                                break;
+                        let page = async {
+                            for event in events {
+                                let Ok(text) = Utf8Bytes::try_from(event) else { continue };
+                                sink.feed(Message::Text(text)).await?;
                             }
-                        }
-                        if failed || sink.flush().await.is_err() {
+                            sink.flush().await
+                        };
+                        if !sent_in_time(limit, page).await {
                             break Close::Gone;
                         }
                         self.conn.sent(count, bytes);
                     }
                     Ok(Next::Heartbeat) => {
-                        if self.sub.hints().is_some() && sink.send(Message::text(self.sub.heartbeat_json())).await.is_err() {
+                        if self.sub.hints().is_some() && !sent_in_time(limit, sink.send(Message::text(self.sub.heartbeat_json()))).await {
                             break Close::Gone;
                         }
                     }
@@ -182,7 +182,7 @@ impl Session {
                     if last_heard.elapsed() > PING_EVERY * 2 {
                         break Close::Gone;
                     }
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    if !sent_in_time(limit, sink.send(Message::Ping(Default::default()))).await {
                         break Close::Gone;
                     }
                 }
