@@ -86,7 +86,8 @@ async fn serve_connection(app: Arc<App>, mut stream: TcpStream) {
     };
     // Boxed: hyper's connection state is large, and a stream served
     // directly should not carry room for it in its task.
-    Box::pin(serve_hyper(app, Rewind::new(stream, prefix))).await;
+    let io = Rewind::new(stream, prefix, app.config.send_timeout());
+    Box::pin(serve_hyper(app, io)).await;
 }
 
 async fn serve_hyper(app: Arc<App>, io: Rewind) {

@@ -701,21 +701,27 @@ async fn streams_whose_client_stops_reading_end_after_the_send_timeout() {
 
     let server = Server::start_with(&["--send-timeout-ms", "500"]).await;
     let token = server.token("slow").await;
-    // An SSE stream on a raw socket and a WebSocket, neither ever read.
-    let mut sse = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    sse.write_all(format!("GET /v1/sse?token={token} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes())
+    // Three streams, none ever read: SSE on a fresh connection (framed by
+    // herald), SSE after another request on a kept-alive one (by hyper),
+    // and a WebSocket.
+    let addr = server.base.trim_start_matches("http://");
+    let sse = format!("GET /v1/sse?token={token} HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut direct = tokio::net::TcpStream::connect(addr).await.unwrap();
+    direct.write_all(sse.as_bytes()).await.unwrap();
+    let mut kept_alive = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let healthz = "GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n";
+    kept_alive
+        .write_all(format!("{healthz}{sse}").as_bytes())
         .await
         .unwrap();
     let _ws = ws_connect(&server, &token, 0).await;
     let open = |kind: &str| format!("herald_connections{{kind=\"{kind}\"}}");
-    let both_open = eventually(Duration::from_secs(5), || async {
-        server.metric(&open("sse")).await == 1.0 && server.metric(&open("ws")).await == 1.0
+    let all_open = eventually(Duration::from_secs(5), || async {
+        server.metric(&open("sse")).await == 2.0 && server.metric(&open("ws")).await == 1.0
     })
     .await;
-    assert!(both_open, "the two streams did not open");
-    // ~24 MiB of events: more than the socket buffers hold.
+    assert!(all_open, "the three streams did not open");
+    // ~24 MiB of events: more than the socket buffers of each hold.
     let pad = "x".repeat(16 << 10);
     let publishers: Vec<_> = (0..8)
         .map(|_| {
@@ -739,12 +745,12 @@ async fn streams_whose_client_stops_reading_end_after_the_send_timeout() {
     for p in publishers {
         p.await.unwrap();
     }
-    let both_closed = eventually(Duration::from_secs(20), || async {
+    let all_closed = eventually(Duration::from_secs(20), || async {
         server.metric(&open("sse")).await == 0.0 && server.metric(&open("ws")).await == 0.0
     })
     .await;
     assert!(
-        both_closed,
+        all_closed,
         "stalled streams still open: sse {}, ws {}",
         server.metric(&open("sse")).await,
         server.metric(&open("ws")).await

@@ -12,6 +12,7 @@
 //! the bytes already read put back in front ([`Rewind`]), and so does the
 //! rest of a connection after an error answer, which keeps it alive.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -212,15 +213,49 @@ fn header_has_close(value: Option<&hyper::header::HeaderValue>) -> bool {
 }
 
 /// A socket with bytes already read from it put back in front, so that hyper
-/// reads the connection from its start.
+/// reads the connection from its start, and with a deadline on writes: one
+/// that waits longer than `send_timeout` for the client fails, which ends
+/// the connection (hyper has no such timeout of its own).
 pub struct Rewind {
     prefix: Bytes,
     inner: TcpStream,
+    send_timeout: Duration,
+    /// Armed while a write is pending.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Rewind {
-    pub fn new(inner: TcpStream, prefix: Bytes) -> Rewind {
-        Rewind { prefix, inner }
+    pub fn new(inner: TcpStream, prefix: Bytes, send_timeout: Duration) -> Rewind {
+        Rewind {
+            prefix,
+            inner,
+            send_timeout,
+            stalled: None,
+        }
+    }
+
+    /// Passes `poll`'s result on; a `Pending` that lasts past the deadline
+    /// becomes a `TimedOut` error.
+    fn deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let limit = self.send_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took no data for the send timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -250,7 +285,9 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.deadline(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -258,7 +295,9 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.deadline(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -266,7 +305,9 @@ impl AsyncWrite for Rewind {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.deadline(cx, poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
