@@ -22,7 +22,7 @@ impl SendLimit {
     /// `per_second` = 0: no limit.
     pub fn new(per_second: u32) -> SendLimit {
         let limiter = NonZeroU32::new(per_second).map(|rate| {
-            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+            let burst = NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
         SendLimit {
