@@ -18,7 +18,6 @@
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,7 +31,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
-use super::user_queue::{unused, QueueState, UserQueue};
+use super::user_queue::{QueueState, UserQueue};
 use super::{Append, Once, Page, Retention, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::uid::Uid;
@@ -334,49 +333,6 @@ impl SledStore {
         }
         Ok((q.state().trimmed <= from).then_some(page))
     }
-
-    fn trim_queue(&self, q: &UserQueue, retention: Retention, now: u64) -> Result<u64, StoreError> {
-        let head = q.head();
-        let (acked, trimmed) = {
-            let st = q.state();
-            (st.acked, st.trimmed)
-        };
-        let acked_cutoff = now.saturating_sub(retention.acked_for.as_millis() as u64);
-        let age_cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
-        let mut upto = trimmed.max(head.saturating_sub(retention.max_events));
-        for item in self
-            .events
-            .range(event_key(q.id, upto + 1)..=event_key(q.id, head))
-        {
-            let (key, value) = item?;
-            let (seq, ts) = (be_u64(&key[8..]), be_u64(&value));
-            if ts < age_cutoff || (seq <= acked && ts < acked_cutoff) {
-                upto = seq;
-            } else {
-                break;
-            }
-        }
-        if upto <= trimmed {
-            return Ok(0);
-        }
-        // Raise the mark first: a reader that overlaps the deletions below
-        // sees it and re-reads instead of silently skipping events.
-        {
-            let mut st = q.state();
-            st.trimmed = st.trimmed.max(upto);
-            self.write_meta(q, &st)?;
-        }
-        let mut removed = 0;
-        for key in self
-            .events
-            .range(event_key(q.id, trimmed + 1)..=event_key(q.id, upto))
-            .keys()
-        {
-            self.events.remove(key?)?;
-            removed += 1;
-        }
-        Ok(removed)
-    }
 }
 
 #[async_trait]
@@ -542,93 +498,12 @@ impl Store for SledStore {
     }
 
     fn trim(&self, retention: Retention) -> Result<u64, StoreError> {
-        let now = now_ms();
-        let mut removed = 0;
-        let mut from = self.trim_from.lock().unwrap_or_else(|e| e.into_inner());
-        let users = match from.take() {
-            Some(key) => self.meta.range((Bound::Excluded(key), Bound::Unbounded)),
-            None => self.meta.iter(),
-        };
-        let mut visited = 0;
-        for item in users.take(self.trim_slice) {
-            let (key, raw) = item?;
-            visited += 1;
-            if visited == self.trim_slice {
-                *from = Some(key);
-            }
-            let Ok(meta) = serde_json::from_slice::<Meta>(&raw) else {
-                continue;
-            };
-            let Ok(uid) = Uid::parse(&meta.uid) else {
-                continue;
-            };
-            let cached = self.queues.contains_key(&uid);
-            let q = self.queue_unmarked(&uid)?;
-            removed += self.trim_queue(&q, retention, now)?;
-            drop(q);
-            if !cached {
-                // Loaded only to be trimmed: a pass over every user must
-                // not leave every user's state in memory.
-                self.queues.remove_if(&uid, |_, q| unused(q));
-            }
-        }
-        self.metrics.trimmed.inc_by(removed);
-        Ok(removed)
+        self.trim_slice_of_users(retention)
     }
 
     fn forget_idle(&self) {
-        self.queues
-            .retain(|_, q| q.touched.swap(false, Ordering::Relaxed) || !unused(q));
-        self.metrics.queues_in_memory.set(self.queues.len() as i64);
+        self.forget_idle_queues();
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn retention_visits_users_in_slices_then_starts_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = SledOptions {
-            trim_slice: 3,
-            ..SledOptions::default()
-        };
-        let store = SledStore::open(dir.path(), options, Arc::new(Metrics::new())).unwrap();
-        let users: Vec<Uid> = (0..7)
-            .map(|i| Uid::parse(&format!("u{i}")).unwrap())
-            .collect();
-        let publish_to_all = || {
-            let batch = users
-                .iter()
-                .map(|u| Append::new(u.clone(), "notice", &0))
-                .collect();
-            store.append(batch)
-        };
-        for _ in 0..3 {
-            publish_to_all().await.unwrap();
-        }
-        let keep_one = Retention {
-            acked_for: Duration::from_secs(3600),
-            max_events: 1,
-            max_age: Duration::from_secs(3600),
-        };
-        // Seven users with three events each; a pass visits three users and
-        // drops two events of each.
-        assert_eq!(store.trim(keep_one).unwrap(), 6);
-        assert_eq!(store.trim(keep_one).unwrap(), 6);
-        assert_eq!(store.trim(keep_one).unwrap(), 2, "the seventh user");
-        assert_eq!(
-            store.trim(keep_one).unwrap(),
-            0,
-            "started over: all trimmed"
-        );
-        publish_to_all().await.unwrap();
-        let passes: Vec<u64> = (0..3).map(|_| store.trim(keep_one).unwrap()).collect();
-        assert_eq!(passes.iter().sum::<u64>(), 7, "{passes:?}");
-        for user in &users {
-            let page = store.read(user, 0, 10).await.unwrap();
-            assert_eq!(page.events.len(), 2, "a gap event and the newest");
-        }
-    }
-}
+mod retention;
