@@ -45,8 +45,8 @@ fn parse_args() -> Args {
         proto: "herald-ws".into(),
         addr: "127.0.0.1:8080".parse().expect("addr"),
         count: 10_000,
-        secret: "bench".into(),
-        api_key: "bench".into(),
+        secret: "bench-secret-0123456789abcdefghij".into(),
+        api_key: "bench-api-key-0123".into(),
         shared_channel: false,
     };
     while let (Some(flag), Some(value)) = (args.next(), args.next()) {

@@ -30,6 +30,10 @@ use herald::store::{Append, SledStore, Store};
 use herald::uid::Uid;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+
+/// The benchmark server's credentials (herald refuses shorter ones).
+const SECRET: &str = "bench-secret-0123456789abcdefghij";
+const API_KEY: &str = "bench-api-key-0123";
 use tokio_util::sync::CancellationToken;
 
 fn scale() -> f64 {
@@ -144,9 +148,9 @@ async fn start_server(dir: &std::path::Path) -> (String, CancellationToken) {
         "--data",
         dir.to_str().expect("utf-8 dir"),
         "--secret",
-        "bench",
+        SECRET,
         "--api-key",
-        "bench",
+        API_KEY,
     ]);
     // Pick the port first so we know the address.
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
@@ -185,7 +189,7 @@ async fn http_publish(base: &str, clients: usize, total: usize) {
                 let t = Instant::now();
                 let response = http
                     .post(&url)
-                    .bearer_auth("bench")
+                    .bearer_auth(API_KEY)
                     .header("content-type", "application/json")
                     .body(body.clone())
                     .send()
@@ -216,7 +220,7 @@ async fn direct_messages(base: &str, count: usize) {
     let http = reqwest::Client::new();
     let token: serde_json::Value = http
         .post(format!("{base}/api/v1/tokens"))
-        .bearer_auth("bench")
+        .bearer_auth(API_KEY)
         .json(&json!({"uid": "dm-sender"}))
         .send()
         .await
@@ -261,7 +265,7 @@ async fn wake_latency(base: &str, users: usize, rate: u64, seconds: u64) {
     for u in 0..users {
         let token: Value = http
             .post(format!("{base}/api/v1/tokens"))
-            .bearer_auth("bench")
+            .bearer_auth(API_KEY)
             .json(&json!({"uid": format!("w{u}")}))
             .send()
             .await
@@ -312,7 +316,7 @@ async fn wake_latency(base: &str, users: usize, rate: u64, seconds: u64) {
         let url = format!("{base}/api/v1/publish");
         let body = json!({"to": [format!("w{}", i as usize % users)], "data": {"sent_us": epoch.elapsed().as_micros() as u64}});
         sends.push(tokio::spawn(async move {
-            let _ = http.post(url).bearer_auth("bench").json(&body).send().await;
+            let _ = http.post(url).bearer_auth(API_KEY).json(&body).send().await;
         }));
     }
     for s in sends {

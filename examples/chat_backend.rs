@@ -6,8 +6,8 @@
 //! Run against a server started with a secret and an API key:
 //!
 //! ```text
-//! cargo run --release -- --secret s3cret --api-key k3y &
-//! HERALD_URL=http://127.0.0.1:8080 HERALD_API_KEY=k3y cargo run --example chat_backend
+//! cargo run --release -- --secret "$(head -c 32 /dev/urandom | base64)" --api-key backend-key-0123456789 &
+//! HERALD_URL=http://127.0.0.1:8080 HERALD_API_KEY=backend-key-0123456789 cargo run --example chat_backend
 //! ```
 
 use serde_json::{json, Value};

@@ -39,7 +39,7 @@ start() {
 stop() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
 herald() {
     start 18080 target/release/herald --listen 127.0.0.1:18080 --data "$WORK/data-$RANDOM" \
-        --secret bench --api-key bench --max-body 1048576 --max-user-connections 4
+        --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 --max-body 1048576 --max-user-connections 4 --max-conns-per-ip 0
 }
 idle() { taskset -c 1 "$CLIENT" idle --pid "$SERVER_PID" --count "$COUNT" "$@" | tee -a "$WORK/results"; }
 
@@ -62,7 +62,7 @@ awk -v h="$(per herald-ws)" -v n="$(per nchan-ws)" -v s="$(per socketio-ws)" \
 echo "== fan-out: one publish to $COUNT WebSocket subscribers (median of 5 rounds)"
 # herald: one durable event in each of $COUNT per-user queues; the peers: one
 # message on one channel in memory (nchan) / one io.emit (socket.io).
-fanout() { taskset -c 1 "$CLIENT" fanout --count "$COUNT" --secret bench --api-key bench "$@" | tee -a "$WORK/results"; }
+fanout() { taskset -c 1 "$CLIENT" fanout --count "$COUNT" --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 "$@" | tee -a "$WORK/results"; }
 herald; fanout --proto herald-ws --addr 127.0.0.1:18080; stop
 start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
 fanout --proto nchan-ws --addr 127.0.0.1:18081; stop
@@ -70,7 +70,7 @@ start 18082 node bench/peers/socketio-server.js 18082
 fanout --proto socketio-ws --addr 127.0.0.1:18082; stop
 echo "-- herald with two cores (shared with the load client)"
 SERVER_CORES=0,1 herald
-taskset -c 1 "$CLIENT" fanout --count "$COUNT" --secret bench --api-key bench --proto herald-ws --addr 127.0.0.1:18080
+taskset -c 1 "$CLIENT" fanout --count "$COUNT" --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 --proto herald-ws --addr 127.0.0.1:18080
 stop
 
 fan() { awk -v p="$1" '$1 == p && /fan-out to/ { for (i = 1; i <= NF; i++) if ($i == "ms" && $(i+1) == "(median") print $(i-1) }' "$WORK/results"; }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::broadcasts::Broadcasts;
 use crate::config::Config;
@@ -41,4 +42,7 @@ pub struct App {
     pub demo: bool,
     /// Cancelled on SIGTERM: held requests return, streams end.
     pub shutdown: CancellationToken,
+    /// Tasks that outlive their request (WebSocket sessions after the
+    /// upgrade): shutdown waits for them as for connections.
+    pub tasks: TaskTracker,
 }

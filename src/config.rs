@@ -62,9 +62,29 @@ pub struct Config {
     #[arg(long, env = "HERALD_LONGPOLL_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=110))]
     pub longpoll_timeout: u64,
 
-    /// Most open streaming connections (SSE, iframe, WebSocket) per user.
+    /// Most open connections per user: streams (SSE, iframe, WebSocket)
+    /// and held long-polls. At the cap, a new one answers the user's oldest
+    /// held long-poll (empty) to make room, or gets 429 if none is held.
     #[arg(long, env = "HERALD_MAX_USER_CONNECTIONS", default_value_t = 16)]
     pub max_user_connections: usize,
+
+    /// A connection that is not streaming is closed when no request head
+    /// completes for this long (a new connection, an idle keep-alive one,
+    /// or one that trickles its head), in milliseconds.
+    #[arg(long, env = "HERALD_IDLE_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+
+    /// Most open connections from one client address (0 = no limit). Behind
+    /// a reverse proxy every client shares the proxy's address: raise it
+    /// or set 0 there, and cap per client at the proxy.
+    #[arg(long, env = "HERALD_MAX_CONNS_PER_IP", default_value_t = 1000)]
+    pub max_conns_per_ip: usize,
+
+    /// Most bytes of events in one page of any transport (a poll answer, a
+    /// stream write, an iframe document); a page always carries at least
+    /// one event, however large.
+    #[arg(long, env = "HERALD_MAX_PAGE_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_page_bytes: u64,
 
     /// A stream whose client takes longer than this to accept one write
     /// (stalled, or gone without a word) is closed, in milliseconds.
@@ -102,6 +122,10 @@ pub struct Config {
     #[arg(long, env = "HERALD_QUEUE_MAX_AGE", default_value_t = 7 * 24 * 3600)]
     pub queue_max_age: u64,
 
+    /// How long group messages are kept (history, receipts), in seconds.
+    #[arg(long, env = "HERALD_HISTORY_RETENTION", default_value_t = 30 * 24 * 3600)]
+    pub history_retention: u64,
+
     /// How often retention runs (and idle queues' in-memory state is
     /// dropped), in milliseconds.
     #[arg(long, env = "HERALD_TRIM_INTERVAL_MS", default_value_t = 10_000)]
@@ -116,7 +140,55 @@ pub struct Config {
     pub commit_linger_us: u64,
 }
 
+/// Shortest accepted `--secret`: HS256 wants a key of 256 bits.
+pub const MIN_SECRET_BYTES: usize = 32;
+/// Shortest accepted `--api-key`.
+pub const MIN_API_KEY_BYTES: usize = 16;
+
 impl Config {
+    /// Refuses settings herald must not run with; the reason is one line.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(secret) = &self.secret {
+            if secret.len() < MIN_SECRET_BYTES {
+                return Err(format!(
+                    "--secret (HERALD_SECRET) must be at least {MIN_SECRET_BYTES} bytes, got {}",
+                    secret.len()
+                ));
+            }
+        }
+        if let Some(key) = &self.api_key {
+            if key.len() < MIN_API_KEY_BYTES {
+                return Err(format!(
+                    "--api-key (HERALD_API_KEY) must be at least {MIN_API_KEY_BYTES} bytes, got {}",
+                    key.len()
+                ));
+            }
+        }
+        if self.demo_mode() && !self.demo && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "no --secret given: demo mode is only allowed on a loopback address, not {} (set --secret, or --demo to insist)",
+                self.listen
+            ));
+        }
+        if !self.demo_mode() && self.api_key.is_none() {
+            return Err("--api-key (HERALD_API_KEY) is required outside demo mode".into());
+        }
+        if self.store != "sled" {
+            return Err(format!("unknown --store {:?}; supported: sled", self.store));
+        }
+        Ok(())
+    }
+
+    /// See `--idle-timeout-ms`.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// See `--max-page-bytes`.
+    pub fn max_page_bytes(&self) -> usize {
+        usize::try_from(self.max_page_bytes).unwrap_or(usize::MAX)
+    }
+
     /// See `--send-timeout-ms`.
     pub fn send_timeout(&self) -> Duration {
         Duration::from_millis(self.send_timeout_ms.max(1))
@@ -129,6 +201,18 @@ impl Config {
             max_events: self.queue_cap.max(1),
             max_age: Duration::from_secs(self.queue_max_age),
         }
+    }
+
+    /// How long records tied to the queue are kept: direct-message records
+    /// (read receipts) and idempotency keys (cids), as long as an event may
+    /// stay in a queue.
+    pub fn record_ttl(&self) -> Duration {
+        Duration::from_secs(self.queue_max_age)
+    }
+
+    /// See `--history-retention`.
+    pub fn history_ttl(&self) -> Duration {
+        Duration::from_secs(self.history_retention)
     }
 
     /// How long a poller stays online after its last poll.

@@ -5,7 +5,7 @@
 //! both indexes are rebuilt from it at start.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::store::{Store, StoreError};
 use crate::uid::Uid;
@@ -19,12 +19,16 @@ pub const MAX_FRIENDS: usize = 5000;
 struct Graph {
     added: HashMap<Uid, Vec<Uid>>,
     reverse: HashMap<Uid, HashSet<Uid>>,
+    /// The write each user's list in memory comes from (see [`Friends::set`]).
+    versions: HashMap<Uid, u64>,
 }
 
 /// The friend graph, in memory, persisted in the store.
 pub struct Friends {
     graph: RwLock<Graph>,
     store: Arc<dyn Store>,
+    /// Numbers the writes in the order they reach the store.
+    writes: Mutex<u64>,
 }
 
 impl Friends {
@@ -33,6 +37,7 @@ impl Friends {
         let friends = Friends {
             graph: RwLock::default(),
             store: store.clone(),
+            writes: Mutex::new(0),
         };
         for (key, value) in store.kv_scan(PREFIX)? {
             let (Ok(uid), Ok(list)) = (
@@ -42,24 +47,40 @@ impl Friends {
                 tracing::warn!("skipping unreadable friend list {key}");
                 continue;
             };
-            friends.replace(uid, list);
+            friends.replace(uid, list, 0);
         }
         Ok(friends)
     }
 
-    /// Sets whom `uid` has added (durable when this returns).
-    pub async fn set(&self, uid: &Uid, mut list: Vec<Uid>) -> Result<(), StoreError> {
+    /// Sets whom `uid` has added (durable when this returns); returns the
+    /// list as stored (sorted, without duplicates or `uid` itself).
+    ///
+    /// Concurrent sets of one user reach the store in one order and memory
+    /// in the same order: each write is numbered as it is staged, and
+    /// memory only ever takes a newer one, whichever finishes first.
+    pub async fn set(&self, uid: &Uid, mut list: Vec<Uid>) -> Result<Vec<Uid>, StoreError> {
         list.sort();
         list.dedup();
         list.retain(|f| f != uid);
         let json = serde_json::to_vec(&list).map_err(|e| StoreError::Io(e.to_string()))?;
-        self.store.kv_put(&format!("{PREFIX}{uid}"), json).await?;
-        self.replace(uid.clone(), list);
-        Ok(())
+        let version = {
+            let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+            self.store.kv_stage(&format!("{PREFIX}{uid}"), json)?;
+            *writes += 1;
+            *writes
+        };
+        self.store.sync().await?;
+        self.replace(uid.clone(), list.clone(), version);
+        Ok(list)
     }
 
-    fn replace(&self, uid: Uid, list: Vec<Uid>) {
+    fn replace(&self, uid: Uid, list: Vec<Uid>, version: u64) {
         let mut graph = self.graph.write().unwrap_or_else(|e| e.into_inner());
+        let current = graph.versions.entry(uid.clone()).or_insert(0);
+        if *current > version {
+            return; // a newer write is already in memory
+        }
+        *current = version;
         if let Some(old) = graph.added.remove(&uid) {
             for friend in old {
                 if let Some(set) = graph.reverse.get_mut(&friend) {

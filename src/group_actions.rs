@@ -15,7 +15,7 @@ use crate::http::Error;
 use crate::uid::Uid;
 
 /// A group message as a client sends it (HTTP body or WebSocket frame).
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct Outgoing {
     pub body: serde_json::Value,
     #[serde(default)]

@@ -3,38 +3,63 @@
 //! `{"gid","msgid"}` that [`expand`] turns into the full `group_msg` event
 //! on delivery, whatever the transport.
 //!
-//! Layout in the store's kv: `glog/{gid}/{msgid:020}` → the message JSON,
-//! and `gcid/{gid}/{from}\0{cid}` → `{msgid, refs}` for idempotent sends.
-//! The body and its cid record are written in one atomic batch; `refs`
-//! turns true once every member's reference is durable, so a retry after a
-//! crash in between re-sends the references (clients de-duplicate by msgid)
-//! instead of losing the message.
+//! Layout in the store's kv: `glog/{gid}/{msgid:020}` → the message JSON
+//! (kept for `--history-retention`), `gnext/{gid}` → the newest msgid (so
+//! msgids keep rising when old messages expire), `gcid/{gid}/{from}\0{cid}`
+//! → `{msgid}` for idempotent sends (kept as long as idempotency keys are),
+//! and `gpend/{gid}/{msgid:020}` while the members' references are being
+//! appended. All of a post's records are written in one atomic batch; the
+//! pending mark goes once every reference is durable, and a mark found at
+//! start (a crash in between) has its references appended then, so no post
+//! stays orphaned in the log (a member may get a reference twice; clients
+//! de-duplicate by msgid).
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::groups::Gid;
+use crate::groups::{Gid, Groups};
 use crate::http::Error;
-use crate::store::{event_json, now_ms, Append, Store, StoreError};
+use crate::store::{event_json, now_ms, Append, PageLimit, Store, StoreError};
 use crate::uid::Uid;
 
 /// The message log of every group.
 pub struct GroupLog {
     store: Arc<dyn Store>,
     /// Per group: the last msgid (0 until loaded), behind a lock that
-    /// orders posts of one group.
+    /// orders posts of one group. Dropped when no post holds it.
     last: DashMap<Gid, Arc<tokio::sync::Mutex<Option<u64>>>>,
+    /// How long messages are kept.
+    history_ttl: Duration,
+    /// How long cid records are kept.
+    cid_ttl: Duration,
 }
 
 #[derive(Serialize, Deserialize)]
 struct CidRecord {
     msgid: u64,
+    /// Written `false` by herald 0.5 until the references were durable.
+    #[serde(default = "yes")]
     refs: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn next_key(gid: &Gid) -> String {
+    format!("gnext/{gid}")
+}
+
+const PENDING: &str = "gpend/";
+
+fn pending_key(gid: &Gid, msgid: u64) -> String {
+    format!("{PENDING}{gid}/{msgid:020}")
 }
 
 fn log_prefix(gid: &Gid) -> String {
@@ -46,11 +71,38 @@ pub fn log_key(gid: &Gid, msgid: u64) -> String {
 }
 
 impl GroupLog {
-    pub fn new(store: Arc<dyn Store>) -> GroupLog {
+    pub fn new(store: Arc<dyn Store>, history_ttl: Duration, cid_ttl: Duration) -> GroupLog {
         GroupLog {
             store,
             last: DashMap::new(),
+            history_ttl,
+            cid_ttl,
         }
+    }
+
+    /// Appends the references of posts a crash interrupted (see the module
+    /// comment), to the groups' current members.
+    pub async fn recover(&self, groups: &Groups) -> Result<usize, StoreError> {
+        let pending = self.store.kv_scan(PENDING)?;
+        for (key, _) in &pending {
+            let parsed = key[PENDING.len()..]
+                .rsplit_once('/')
+                .and_then(|(gid, msgid)| Some((Gid::parse(gid).ok()?, msgid.parse().ok()?)));
+            if let Some((gid, msgid)) = parsed {
+                if let Some(members) = groups.members(&gid) {
+                    self.append_refs(&gid, msgid, &members).await?;
+                }
+            }
+            self.store.kv_stage_remove(key)?;
+        }
+        self.store.sync().await?;
+        Ok(pending.len())
+    }
+
+    /// Forgets the per-group locks no post holds; returns how many remain.
+    pub fn forget_idle(&self) -> usize {
+        self.last.retain(|_, lock| Arc::strong_count(lock) > 1);
+        self.last.len()
     }
 
     /// The newest msgid of `gid` (0 if none).
@@ -64,7 +116,13 @@ impl GroupLog {
         if let Some(n) = *last {
             return Ok(n);
         }
-        let newest = match self.store.kv_last(&log_prefix(gid))? {
+        let recorded = self
+            .store
+            .kv_get(&next_key(gid))?
+            .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0);
+        // Groups written by herald 0.5 have no `gnext` record.
+        let in_log = match self.store.kv_last(&log_prefix(gid))? {
             Some((key, _)) => key
                 .rsplit('/')
                 .next()
@@ -72,6 +130,7 @@ impl GroupLog {
                 .unwrap_or(0),
             None => 0,
         };
+        let newest = recorded.max(in_log);
         *last = Some(newest);
         Ok(newest)
     }
@@ -102,19 +161,28 @@ impl GroupLog {
         }
         let msgid = self.loaded(gid, &mut last)? + 1;
         let message = json!({"gid": gid, "msgid": msgid, "from": from, "body": body, "cid": cid, "ts": now_ms()});
-        let mut writes = vec![(log_key(gid, msgid), message.to_string().into_bytes())];
+        let log = log_key(gid, msgid);
+        let pending = pending_key(gid, msgid);
+        self.store.expire(&log, self.history_ttl)?;
+        let mut writes = vec![
+            (log, message.to_string().into_bytes()),
+            (next_key(gid), msgid.to_string().into_bytes()),
+            (pending.clone(), Vec::new()),
+        ];
         if let Some(key) = &cid_key {
-            writes.push((key.clone(), to_json(&CidRecord { msgid, refs: false })?));
+            self.store.expire(key, self.cid_ttl)?;
+            writes.push((key.clone(), to_json(&CidRecord { msgid, refs: true })?));
         }
         self.store.kv_put_all(writes).await?;
         *last = Some(msgid);
-        match &cid_key {
-            Some(key) => self.send_refs(gid, msgid, members, key).await?,
-            None => self.append_refs(gid, msgid, members).await?,
-        }
+        self.append_refs(gid, msgid, members).await?;
+        // Durable with the next commit; a crash before it re-sends the
+        // references at start.
+        self.store.kv_stage_remove(&pending)?;
         Ok(msgid)
     }
 
+    /// The rest of a post made by herald 0.5 that a crash interrupted.
     async fn send_refs(
         &self,
         gid: &Gid,
@@ -186,28 +254,46 @@ struct RefData {
 }
 
 /// Turns the group-message references among `events` into full `group_msg`
-/// events (`data` = the stored message). Other events pass as they are.
-pub fn expand(log: &GroupLog, events: &mut [Bytes]) -> Result<(), StoreError> {
-    for event in events.iter_mut() {
-        let head = &event[..event.len().min(48)];
-        if !head.windows(19).any(|w| w == br#""type":"group_msg","#) {
-            continue;
+/// events (`data` = the stored message), in order, and drops the events
+/// past `limit`'s byte budget (never the first). Other events pass as they
+/// are. Returns whether events were dropped.
+pub fn expand(
+    log: &GroupLog,
+    events: &mut Vec<Bytes>,
+    limit: PageLimit,
+) -> Result<bool, StoreError> {
+    let mut bytes = 0;
+    for at in 0..events.len() {
+        expand_one(log, &mut events[at])?;
+        let len = events[at].len();
+        if !limit.fits(at, bytes, len) {
+            events.truncate(at);
+            return Ok(true);
         }
-        let Ok(reference) = serde_json::from_slice::<Reference>(event) else {
-            continue;
-        };
-        if reference.data.from.is_some() {
-            continue; // already a full message
-        }
-        if let Some(message) = log.get(&reference.data.gid, reference.data.msgid)? {
-            let message = String::from_utf8_lossy(&message);
-            *event = Bytes::from(event_json(
-                reference.seq,
-                "group_msg",
-                reference.ts,
-                &message,
-            ));
-        }
+        bytes += len;
+    }
+    Ok(false)
+}
+
+fn expand_one(log: &GroupLog, event: &mut Bytes) -> Result<(), StoreError> {
+    let head = &event[..event.len().min(48)];
+    if !head.windows(19).any(|w| w == br#""type":"group_msg","#) {
+        return Ok(());
+    }
+    let Ok(reference) = serde_json::from_slice::<Reference>(event) else {
+        return Ok(());
+    };
+    if reference.data.from.is_some() {
+        return Ok(()); // already a full message
+    }
+    if let Some(message) = log.get(&reference.data.gid, reference.data.msgid)? {
+        let message = String::from_utf8_lossy(&message);
+        *event = Bytes::from(event_json(
+            reference.seq,
+            "group_msg",
+            reference.ts,
+            &message,
+        ));
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! one per sender per group per second; an offline sender pulls them.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use tokio::time::Instant;
 use crate::app::App;
 use crate::groups::Gid;
 use crate::http::Error;
-use crate::store::{Append, StoreError};
+use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
 
 /// At most one receipt push per sender per group in this window.
@@ -40,10 +41,29 @@ struct Pending {
     scheduled: bool,
 }
 
+/// A cached read cursor, and whether it was used since the last sweep.
+struct Cursor {
+    last_read: u64,
+    used: AtomicBool,
+}
+
+impl Cursor {
+    fn new(last_read: u64) -> Cursor {
+        Cursor {
+            last_read,
+            used: AtomicBool::new(true),
+        }
+    }
+}
+
 /// Members' read cursors and the coalesced receipt pushes.
+///
+/// Both maps only hold what is in use: [`GroupReads::forget_idle`] drops
+/// cursors unused since the last sweep (the store has them) and windows
+/// whose push is done and over.
 pub struct GroupReads {
     me: Weak<GroupReads>,
-    last_read: DashMap<(Gid, Uid), u64>,
+    last_read: DashMap<(Gid, Uid), Cursor>,
     pending: DashMap<(Uid, Gid), Pending>,
 }
 
@@ -55,6 +75,15 @@ struct Stored {
 
 fn read_key(gid: &Gid, uid: &Uid) -> String {
     format!("gread/{gid}/{uid}")
+}
+
+/// `uid`'s read cursor in `gid` as stored (0 if none).
+fn stored(app: &App, gid: &Gid, uid: &Uid) -> Result<u64, StoreError> {
+    Ok(app
+        .store
+        .kv_get(&read_key(gid, uid))?
+        .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0))
 }
 
 impl GroupReads {
@@ -69,15 +98,15 @@ impl GroupReads {
     /// `uid`'s last read msgid in `gid`.
     pub fn last_read(&self, app: &App, gid: &Gid, uid: &Uid) -> Result<u64, StoreError> {
         let key = (gid.clone(), uid.clone());
-        if let Some(n) = self.last_read.get(&key) {
-            return Ok(*n);
+        if let Some(cursor) = self.last_read.get(&key) {
+            cursor.used.store(true, Ordering::Relaxed);
+            return Ok(cursor.last_read);
         }
-        let stored = app
-            .store
-            .kv_get(&read_key(gid, uid))?
-            .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
-            .unwrap_or(0);
-        Ok(*self.last_read.entry(key).or_insert(stored))
+        let cursor = self
+            .last_read
+            .entry(key)
+            .or_try_insert_with(|| stored(app, gid, uid).map(Cursor::new))?;
+        Ok(cursor.last_read)
     }
 
     /// Marks everything ≤ `msgid` read for `uid` (capped at the newest
@@ -91,29 +120,32 @@ impl GroupReads {
     ) -> Result<u64, Error> {
         let newest = app.group_log.newest(gid).await?;
         let target = msgid.min(newest);
-        let before = self.last_read(app, gid, uid)?;
-        if target <= before {
-            return Ok(before);
-        }
         let raised = {
-            let mut entry = self
+            // A cursor not in the cache is read from the store under the
+            // entry's lock, where every staged mark is already visible: a
+            // cursor the sweep dropped comes back as high as it was.
+            let mut cursor = self
                 .last_read
                 .entry((gid.clone(), uid.clone()))
-                .or_insert(before);
-            let from = *entry;
+                .or_try_insert_with(|| stored(app, gid, uid).map(Cursor::new))?;
+            *cursor.used.get_mut() = true;
+            let from = cursor.last_read;
             if target > from {
-                *entry = target;
+                cursor.last_read = target;
                 // Written under the entry's lock, so concurrent marks reach
                 // the store in the order they raise the cursor: a slower,
                 // lower one can never land last.
                 app.store
                     .kv_stage(&read_key(gid, uid), target.to_string().into_bytes())?;
             }
-            (from, *entry)
+            (from, cursor.last_read)
         };
         // Answer only once the cursor answered with is durable (a concurrent
         // mark may have staged it).
         app.store.sync().await?;
+        if raised.1 <= raised.0 {
+            return Ok(raised.1);
+        }
         // Whose messages just got a reader: their senders' receipts changed.
         let start = raised.0;
         for raw in app
@@ -128,6 +160,33 @@ impl GroupReads {
             }
         }
         Ok(raised.1)
+    }
+
+    /// Drops the read cursors of members who left `gid`.
+    pub fn forget(
+        &self,
+        store: &Arc<dyn Store>,
+        gid: &Gid,
+        left: &[&Uid],
+    ) -> Result<(), StoreError> {
+        for uid in left {
+            self.last_read.remove(&(gid.clone(), (*uid).clone()));
+            store.kv_stage_remove(&read_key(gid, uid))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets cursors unused since the last call and receipt windows that
+    /// are over; returns how many of each remain.
+    pub fn forget_idle(&self) -> (usize, usize) {
+        self.last_read
+            .retain(|_, cursor| cursor.used.swap(false, Ordering::Relaxed));
+        self.pending.retain(|_, p| {
+            p.scheduled
+                || !p.msgids.is_empty()
+                || p.last_push.is_some_and(|at| at.elapsed() < PUSH_WINDOW)
+        });
+        (self.last_read.len(), self.pending.len())
     }
 
     /// Receipts of `msgids` of `gid`, whose members are `members`.

@@ -2,7 +2,7 @@
 //! (`group/{gid}` → JSON array of uids) and kept in memory.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::store::{Store, StoreError};
 use crate::uid::Uid;
@@ -15,10 +15,16 @@ pub const MAX_MEMBERS: usize = 10_000;
 /// A group id: the same alphabet as a uid.
 pub type Gid = Uid;
 
-/// Every group's member set.
+/// One group's members.
+pub type Members = Arc<HashSet<Uid>>;
+
+/// Every group's member set, with the number of the write it comes from
+/// (see [`Groups::set_members`]).
 pub struct Groups {
-    members: RwLock<HashMap<Gid, Arc<HashSet<Uid>>>>,
+    members: RwLock<HashMap<Gid, (u64, Members)>>,
     store: Arc<dyn Store>,
+    /// Numbers the writes in the order they reach the store.
+    writes: Mutex<u64>,
 }
 
 impl Groups {
@@ -32,29 +38,46 @@ impl Groups {
                 tracing::warn!("skipping unreadable group {key}");
                 continue;
             };
-            members.insert(gid, Arc::new(list.into_iter().collect()));
+            members.insert(gid, (0, Arc::new(list.into_iter().collect())));
         }
         Ok(Groups {
             members: RwLock::new(members),
             store,
+            writes: Mutex::new(0),
         })
     }
 
-    /// Sets the members of `gid` (durable when this returns).
-    pub async fn set_members(&self, gid: &Gid, list: Vec<Uid>) -> Result<(), StoreError> {
+    /// Sets the members of `gid` (durable when this returns) and returns
+    /// them. Concurrent sets reach memory in the order they reach the store,
+    /// as in [`crate::friends::Friends::set`].
+    pub async fn set_members(
+        &self,
+        gid: &Gid,
+        list: Vec<Uid>,
+    ) -> Result<Members, StoreError> {
         let set: HashSet<Uid> = list.into_iter().collect();
         let mut sorted: Vec<&Uid> = set.iter().collect();
         sorted.sort();
         let json = serde_json::to_vec(&sorted).map_err(|e| StoreError::Io(e.to_string()))?;
-        self.store.kv_put(&format!("{PREFIX}{gid}"), json).await?;
+        let version = {
+            let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+            self.store.kv_stage(&format!("{PREFIX}{gid}"), json)?;
+            *writes += 1;
+            *writes
+        };
+        self.store.sync().await?;
+        let set = Arc::new(set);
         let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
-        members.insert(gid.clone(), Arc::new(set));
-        Ok(())
+        let newer = members.get(gid).is_some_and(|(v, _)| *v > version);
+        if !newer {
+            members.insert(gid.clone(), (version, set.clone()));
+        }
+        Ok(set)
     }
 
     /// The members of `gid`, if the group exists.
-    pub fn members(&self, gid: &Gid) -> Option<Arc<HashSet<Uid>>> {
+    pub fn members(&self, gid: &Gid) -> Option<Members> {
         let members = self.members.read().unwrap_or_else(|e| e.into_inner());
-        members.get(gid).cloned()
+        members.get(gid).map(|(_, set)| set.clone())
     }
 }

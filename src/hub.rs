@@ -1,11 +1,23 @@
 //! The hub: who is connected right now, on which transport.
 //!
-//! Every streaming connection (SSE, iframe, WebSocket) registers here for as
-//! long as it is open and gets a [`Connection`] guard; dropping the guard
-//! unregisters it. The hub enforces the per-user connection cap, keeps the
-//! per-transport gauges, and tells [`Presence`] who comes and goes.
+//! Every streaming connection (SSE, iframe, WebSocket) and every long-poll
+//! registers here for as long as it is open and gets a [`Connection`]
+//! guard; dropping the guard unregisters it. The hub enforces the per-user
+//! cap (`--max-user-connections`, streams and long-polls together), keeps
+//! the per-transport gauges, and tells [`Presence`] who comes and goes.
+//!
+//! At the cap, a new connection takes the slot of the user's OLDEST held
+//! long-poll, which is answered empty at once (its client re-polls): that
+//! is what a browser tab that navigated away without closing its request
+//! needs, and it keeps one user's forgotten long-polls from locking that
+//! user out. With no long-poll to take over, the new connection gets 429.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::sync::Notify;
 
 use crate::http::Error;
 use crate::metrics::{Label, Metrics};
@@ -38,40 +50,91 @@ impl Transport {
     }
 }
 
+/// One user's open connections.
+#[derive(Default)]
+struct Slots {
+    open: usize,
+    /// The long-polls among them, oldest first: (id, how to end it early).
+    longpolls: VecDeque<(u64, Arc<Notify>)>,
+}
+
 /// Open connections by user.
 pub struct Hub {
     presence: Arc<Presence>,
     max_per_user: usize,
     metrics: Arc<Metrics>,
+    users: DashMap<Uid, Slots>,
+    next_id: AtomicU64,
 }
 
 impl Hub {
     pub fn new(max_per_user: usize, metrics: Arc<Metrics>, presence: Arc<Presence>) -> Hub {
         Hub {
             presence,
-            max_per_user,
+            max_per_user: max_per_user.max(1),
             metrics,
+            users: DashMap::new(),
+            next_id: AtomicU64::new(1),
         }
     }
 
-    /// Registers a connection of `uid`, or 429 if the user already has the
-    /// most connections allowed.
+    /// Registers a connection of `uid`. At the cap it takes over the
+    /// user's oldest long-poll (told to end through its
+    /// [`Connection::evicted`]), or fails with 429 if there is none.
     pub fn connect(self: &Arc<Self>, uid: &Uid, transport: Transport) -> Result<Connection, Error> {
-        if !self.presence.try_connect(uid, self.max_per_user) {
-            return Err(Error::TooMany {
-                message: format!("{uid} already has {} open connections", self.max_per_user),
-                retry_after: 5,
-            });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let evicted = Arc::new(Notify::new());
+        {
+            let mut slots = self.users.entry(uid.clone()).or_default();
+            if slots.open < self.max_per_user {
+                slots.open += 1;
+            } else if let Some((_, oldest)) = slots.longpolls.pop_front() {
+                // Its slot is ours now; it finds itself gone from the list.
+                oldest.notify_one();
+                self.metrics.longpolls_evicted.inc();
+            } else {
+                return Err(Error::TooMany {
+                    message: format!("{uid} already has {} open connections", self.max_per_user),
+                    retry_after: 5,
+                });
+            }
+            if transport == Transport::LongPoll {
+                slots.longpolls.push_back((id, evicted.clone()));
+            }
         }
-        self.metrics
-            .connections
-            .get_or_create(&transport.label())
-            .inc();
+        self.presence.connect(uid);
+        if transport != Transport::LongPoll {
+            self.metrics
+                .connections
+                .get_or_create(&transport.label())
+                .inc();
+        }
         Ok(Connection {
             hub: self.clone(),
             uid: uid.clone(),
             transport,
+            id,
+            evicted,
         })
+    }
+
+    /// Releases the slot of connection `id` of `uid`, unless a newer
+    /// connection took it over.
+    fn release(&self, uid: &Uid, id: u64, transport: Transport) {
+        self.users.remove_if_mut(uid, |_, slots| {
+            let taken_over = transport == Transport::LongPoll
+                && match slots.longpolls.iter().position(|(held, _)| *held == id) {
+                    Some(at) => {
+                        slots.longpolls.remove(at);
+                        false
+                    }
+                    None => true,
+                };
+            if !taken_over {
+                slots.open -= 1;
+            }
+            slots.open == 0
+        });
     }
 
     /// Counts events and bytes sent on `transport`.
@@ -86,6 +149,11 @@ impl Hub {
             .get_or_create(&label)
             .inc_by(bytes as u64);
     }
+
+    /// Open connections of `uid` (streams and long-polls).
+    pub fn open_of(&self, uid: &Uid) -> usize {
+        self.users.get(uid).map_or(0, |slots| slots.open)
+    }
 }
 
 /// One open connection; unregisters itself when dropped.
@@ -93,6 +161,8 @@ pub struct Connection {
     hub: Arc<Hub>,
     uid: Uid,
     transport: Transport,
+    id: u64,
+    evicted: Arc<Notify>,
 }
 
 impl Connection {
@@ -108,15 +178,28 @@ impl Connection {
     pub fn sent(&self, events: usize, bytes: usize) {
         self.hub.sent(self.transport, events, bytes);
     }
+
+    /// Resolves when a newer connection of the same user took this
+    /// long-poll's slot: answer it now.
+    pub async fn evicted(&self) {
+        self.evicted.notified().await;
+    }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.hub
-            .metrics
-            .connections
-            .get_or_create(&self.transport.label())
-            .dec();
+        self.hub.release(&self.uid, self.id, self.transport);
+        if self.transport == Transport::LongPoll {
+            // Restart the grace period first so the user does not flap
+            // offline between two long-polls.
+            self.hub.presence.polled(&self.uid);
+        } else {
+            self.hub
+                .metrics
+                .connections
+                .get_or_create(&self.transport.label())
+                .dec();
+        }
         self.hub.presence.disconnect(&self.uid);
     }
 }

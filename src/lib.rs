@@ -58,8 +58,13 @@ pub enum StartError {
     Config(String),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
-    #[error("cannot open the store: {0}")]
-    Store(#[from] store::StoreError),
+    #[error("cannot open the store in {}: {source}", path.display())]
+    Store {
+        path: std::path::PathBuf,
+        source: store::StoreError,
+    },
+    #[error("cannot load the stored state: {0}")]
+    Load(#[from] store::StoreError),
 }
 
 /// File descriptors kept aside for the store and other files.
@@ -68,24 +73,8 @@ const RESERVED_FDS: u64 = 64;
 /// Runs the server until `shutdown` is cancelled, then drains and returns
 /// with everything durable. Prints `listening on http://ADDR` once ready.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    config.check().map_err(StartError::Config)?;
     let demo = config.demo_mode();
-    if demo && !config.demo && !config.listen.ip().is_loopback() {
-        return Err(StartError::Config(format!(
-            "no --secret given: demo mode is only allowed on a loopback address, not {} (set --secret, or --demo to insist)",
-            config.listen
-        )));
-    }
-    if !demo && config.api_key.is_none() {
-        return Err(StartError::Config(
-            "--api-key (HERALD_API_KEY) is required outside demo mode".into(),
-        ));
-    }
-    if config.store != "sled" {
-        return Err(StartError::Config(format!(
-            "unknown --store {:?}; supported: sled",
-            config.store
-        )));
-    }
     let secret = config
         .secret
         .clone()
@@ -102,17 +91,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         println!("WARNING: demo mode: anyone can log in as any user via POST /v1/demo/login; do not expose this server");
     }
 
-    let metrics = Arc::new(Metrics::new());
-    let options = SledOptions {
-        cache_bytes: config.cache_mb << 20,
-        linger: Duration::from_micros(config.commit_linger_us),
-        ..SledOptions::default()
-    };
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data, options, metrics.clone())?);
+    // Bound first: a server that cannot listen leaves no data dir behind.
     let listener = bind(config.listen).map_err(|e| StartError::Listen(config.listen, e))?;
     let local = listener
         .local_addr()
         .map_err(|e| StartError::Listen(config.listen, e))?;
+    let metrics = Arc::new(Metrics::new());
+    let options = SledOptions {
+        cache_bytes: config.cache_mb << 20,
+        linger: Duration::from_micros(config.commit_linger_us),
+        once_ttl: config.record_ttl(),
+        ..SledOptions::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(&config.data, options, metrics.clone()).map_err(|source| {
+            StartError::Store {
+                path: config.data.clone(),
+                source,
+            }
+        })?,
+    );
     let max_connections = connection_budget();
     println!("connection limit: {max_connections} (file descriptor limit minus {RESERVED_FDS})");
 
@@ -120,6 +118,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let groups = Arc::new(Groups::load(store.clone())?);
     if demo {
         seed_demo_world(&friends, &groups).await?;
+    }
+    let group_log =
+        group_log::GroupLog::new(store.clone(), config.history_ttl(), config.record_ttl());
+    let recovered = group_log.recover(&groups).await?;
+    if recovered > 0 {
+        tracing::warn!("finished {recovered} group posts that a crash interrupted");
     }
     let presence = Presence::new(
         store.clone(),
@@ -141,13 +145,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         groups,
         sends: limits::SendLimit::new(config.send_rate),
         counters: notices::Counters::new(store.clone()),
-        group_log: group_log::GroupLog::new(store.clone()),
+        group_log,
         group_reads: group_reads::GroupReads::new(),
         broadcasts: broadcasts::Broadcasts::start(store.clone(), metrics.clone())?,
         store: store.clone(),
         metrics,
         demo,
         shutdown: shutdown.clone(),
+        tasks: tokio_util::task::TaskTracker::new(),
         config,
     });
     let trimmer = tokio::spawn(trim_periodically(app.clone()));
@@ -237,7 +242,12 @@ async fn trim_periodically(app: Arc<App>) {
             let trimmed = app.store.trim(app.config.retention());
             app.store.forget_idle();
             app.sends.forget_idle();
-            app.counters.forget_idle();
+            let metrics = &app.metrics;
+            metrics.set_entries("counters", app.counters.forget_idle());
+            metrics.set_entries("group_locks", app.group_log.forget_idle());
+            let (cursors, windows) = app.group_reads.forget_idle();
+            metrics.set_entries("group_read_cursors", cursors);
+            metrics.set_entries("receipt_windows", windows);
             trimmed
         };
         match tokio::task::spawn_blocking(pass).await {

@@ -27,7 +27,12 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herald: {e}");
-            std::process::ExitCode::FAILURE
+            // 2: the settings are wrong (as for a bad flag); 1: the machine
+            // refused (port taken, store unreadable).
+            match e {
+                herald::StartError::Config(_) => std::process::ExitCode::from(2),
+                _ => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

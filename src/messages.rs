@@ -11,7 +11,7 @@ use crate::store::{Append, Once};
 use crate::uid::Uid;
 
 /// A direct message as a client sends it (HTTP body or WebSocket frame).
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct Outgoing {
     pub to: Uid,
     pub body: serde_json::Value,
@@ -51,6 +51,7 @@ pub async fn send(app: &App, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
         to: msg.to.clone(),
     })
     .map_err(|e| Error::Internal(e.to_string()))?;
+    app.store.expire(&record_key(id), app.config.record_ttl())?;
     app.store.kv_stage(&record_key(id), record)?;
     let event = Append::new(
         msg.to.clone(),
@@ -69,7 +70,11 @@ pub async fn send(app: &App, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
             .await?
         {
             Once::Appended { .. } => Ok(id),
-            Once::Duplicate { tag } => Ok(tag),
+            Once::Duplicate { tag } => {
+                // The retry's own record is for a message never sent.
+                app.store.kv_stage_remove(&record_key(id))?;
+                Ok(tag)
+            }
         },
     }
 }

@@ -53,6 +53,18 @@ pub struct Metrics {
     pub broadcast_delivered: Counter,
     /// Push-broadcast deliveries queued, not yet made.
     pub broadcast_pending: Gauge,
+    /// Connections closed at accept, by `kind` = `total` (the process's
+    /// cap) | `per_ip` (`--max-conns-per-ip`).
+    pub refused_connections: Family<Label, Counter>,
+    /// Held long-polls answered early (empty) to make room for a newer
+    /// connection of the same user.
+    pub longpolls_evicted: Counter,
+    /// Records dropped because their retention ran out (message records,
+    /// idempotency keys, group history).
+    pub expired_records: Counter,
+    /// Entries of in-memory caches and maps, by `kind`; each is bounded by
+    /// what is in use and swept with retention.
+    pub memory_entries: Family<Label, Gauge>,
 }
 
 impl Metrics {
@@ -78,6 +90,30 @@ impl Metrics {
         let group_receipts_pushed = Counter::default();
         let broadcast_delivered = Counter::default();
         let broadcast_pending = Gauge::default();
+        let refused_connections = Family::<Label, Counter>::default();
+        let longpolls_evicted = Counter::default();
+        let expired_records = Counter::default();
+        let memory_entries = Family::<Label, Gauge>::default();
+        registry.register(
+            "refused_connections",
+            "Connections closed at accept by kind (total cap, per_ip cap)",
+            refused_connections.clone(),
+        );
+        registry.register(
+            "longpolls_evicted",
+            "Held long-polls answered early to make room for a newer connection",
+            longpolls_evicted.clone(),
+        );
+        registry.register(
+            "expired_records",
+            "Records dropped when their retention ran out",
+            expired_records.clone(),
+        );
+        registry.register(
+            "memory_entries",
+            "Entries of in-memory maps by kind",
+            memory_entries.clone(),
+        );
         registry.register("appends", "Events appended durably", appends.clone());
         registry.register("flushes", "Group-commit flushes", flushes.clone());
         registry.register(
@@ -176,7 +212,18 @@ impl Metrics {
             group_receipts_pushed,
             broadcast_delivered,
             broadcast_pending,
+            refused_connections,
+            longpolls_evicted,
+            expired_records,
+            memory_entries,
         }
+    }
+
+    /// Sets the `memory_entries` gauge of `kind`.
+    pub fn set_entries(&self, kind: &'static str, entries: usize) {
+        self.memory_entries
+            .get_or_create(&Label { kind })
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -102,17 +102,27 @@ impl Counters {
         // The total and its event become durable in one commit.
         let key = format!("{COUNTER_PREFIX}{uid}/{name}");
         self.store.kv_stage(&key, new.to_string().into_bytes())?;
-        values.insert(name.to_owned(), new);
         let event = Append::new(uid.clone(), "counter", &json!({"name": name, "value": new}));
-        self.store.append(vec![event]).await?;
+        if let Err(e) = self.store.append(vec![event]).await {
+            // Refused means unchanged: the old total goes back, so that a
+            // retry of the same delta counts once.
+            let _ = match values.get(name) {
+                Some(old) => self.store.kv_stage(&key, old.to_string().into_bytes()),
+                None => self.store.kv_stage_remove(&key),
+            };
+            return Err(e.into());
+        }
+        values.insert(name.to_owned(), new);
         Ok(new)
     }
 
     /// Forgets the counters of users nobody is reading or changing (they
     /// are in the store).
-    pub fn forget_idle(&self) {
+    /// Returns how many users' counters remain in memory.
+    pub fn forget_idle(&self) -> usize {
         self.values
             .retain(|_, values| Arc::strong_count(values) > 1);
+        self.values.len()
     }
 }
 
@@ -195,6 +205,52 @@ mod tests {
         ] {
             assert!(!valid_date(bad), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_change_whose_append_fails_leaves_nothing_behind() {
+        use crate::store::sled::{SledOptions, SledStore};
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let sled = Arc::new(SledStore::open(dir.path(), SledOptions::default(), metrics).unwrap());
+        let counters = Counters::new(sled.clone());
+        let uid = Uid::parse("alice").unwrap();
+        assert_eq!(
+            counters
+                .change(&uid, "unread", Change::Delta(1))
+                .await
+                .unwrap(),
+            1
+        );
+
+        sled.fail_appends(true);
+        assert!(counters
+            .change(&uid, "unread", Change::Delta(1))
+            .await
+            .is_err());
+        assert!(counters.change(&uid, "new", Change::Set(5)).await.is_err());
+        sled.fail_appends(false);
+
+        // Memory and store still hold the last total that was answered, so
+        // the backend's retry of the same delta counts once.
+        let all = counters.all(&uid).await.unwrap();
+        assert_eq!(
+            all.into_iter().collect::<Vec<_>>(),
+            vec![("unread".to_owned(), 1)]
+        );
+        sled.sync().await.unwrap();
+        assert_eq!(
+            sled.kv_get("counter/alice/unread").unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(sled.kv_get("counter/alice/new").unwrap(), None);
+        assert_eq!(
+            counters
+                .change(&uid, "unread", Change::Delta(1))
+                .await
+                .unwrap(),
+            2
+        );
     }
 
     #[test]

@@ -76,17 +76,10 @@ impl Presence {
         })
     }
 
-    /// Registers a stream of `uid` unless it already has `max`.
-    pub fn try_connect(&self, uid: &Uid, max: usize) -> bool {
-        {
-            let mut count = self.connections.entry(uid.clone()).or_insert(0);
-            if *count >= max {
-                return false;
-            }
-            *count += 1;
-        }
+    /// Registers a connection of `uid` (a stream or a held long-poll).
+    pub fn connect(&self, uid: &Uid) {
+        *self.connections.entry(uid.clone()).or_insert(0) += 1;
         self.refresh(uid);
-        true
     }
 
     /// Unregisters a stream of `uid`.

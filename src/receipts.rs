@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::http::Error;
-use crate::store::Append;
+use crate::store::{Append, PageLimit};
 use crate::uid::Uid;
 
 /// Who sent a message to whom, kept as `msg/{id}` for read receipts.
@@ -27,8 +27,14 @@ pub fn record_key(id: u64) -> String {
 }
 
 /// Acks `uid`'s queue up to `seq` and sends `delivered` receipts for the
-/// direct messages the ack newly covers. Returns the acked seq.
+/// direct messages the ack newly covers. Returns the acked seq. A `seq`
+/// beyond the newest event is refused (409 `cursor_ahead`) and acks
+/// nothing: the client remembers a queue this server does not have.
 pub async fn ack(app: &App, uid: &Uid, seq: u64) -> Result<u64, Error> {
+    let head = *app.store.watch(uid).await?.borrow();
+    if seq > head {
+        return Err(crate::transport::cursor_ahead(seq, head));
+    }
     let (before, after) = app.store.ack(uid, seq).await?;
     if after > before {
         let senders = senders_between(app, uid, before, after).await?;
@@ -84,7 +90,11 @@ async fn senders_between(
     let mut senders: BTreeMap<Uid, Vec<u64>> = BTreeMap::new();
     let mut cursor = before;
     while cursor < after {
-        let page = app.store.read(uid, cursor, 1000).await?;
+        let limit = PageLimit {
+            events: 1000,
+            bytes: app.config.max_page_bytes(),
+        };
+        let page = app.store.read(uid, cursor, limit).await?;
         if page.events.is_empty() {
             break;
         }

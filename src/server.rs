@@ -1,13 +1,16 @@
 //! The accept loop: one task per socket, HTTP/1.1 by hyper (or, for a
-//! connection that opens with a stream, by [`direct`]), a cap on open
-//! connections, and graceful shutdown.
+//! connection that opens with a stream, by [`direct`]), caps on open
+//! connections (in all and per client address), the idle timeout, and
+//! graceful shutdown.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -15,23 +18,24 @@ use tokio_util::task::TaskTracker;
 use self::direct::{Head, Rewind};
 use crate::app::App;
 use crate::http;
+use crate::metrics::Label;
 
 mod direct;
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a new connection may take to send its first request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Accepts connections on `listener` until `app.shutdown` is cancelled,
-/// then waits (bounded) for the open ones to end.
+/// then waits (bounded) for the open ones and the WebSocket sessions
+/// (`app.tasks`) to end.
 pub async fn serve(listener: TcpListener, app: Arc<App>, max_connections: usize) {
     let connections = TaskTracker::new();
     // Each connection holds a permit; past the cap new sockets are closed at
     // once rather than left to fail later for want of file descriptors.
     let permits = Arc::new(Semaphore::new(max_connections));
+    let per_address = Arc::new(PerAddress::new(app.config.max_conns_per_ip));
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -45,23 +49,81 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, max_connections: usize)
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!("connection limit {max_connections} reached; closing a new connection");
-            drop(stream);
+            refused(&app, "total");
+            continue;
+        };
+        let Some(slot) = per_address.enter(peer.ip()) else {
+            tracing::debug!("{} has the most connections allowed", peer.ip());
+            refused(&app, "per_ip");
             continue;
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         connections.spawn(async move {
             serve_connection(app, stream).await;
+            drop(slot);
             drop(permit);
         });
     }
     drop(listener);
     connections.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
-        .await
-        .is_err()
-    {
+    app.tasks.close();
+    let drained = async {
+        connections.wait().await;
+        app.tasks.wait().await;
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         tracing::warn!("some connections were still open after {DRAIN_TIMEOUT:?}");
+    }
+}
+
+fn refused(app: &App, kind: &'static str) {
+    app.metrics
+        .refused_connections
+        .get_or_create(&Label { kind })
+        .inc();
+}
+
+/// Open connections per client address (`--max-conns-per-ip`), so that one
+/// address cannot take every connection the process can hold.
+struct PerAddress {
+    open: DashMap<IpAddr, usize>,
+    max: usize,
+}
+
+impl PerAddress {
+    fn new(max: usize) -> PerAddress {
+        PerAddress {
+            open: DashMap::new(),
+            max,
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` at the cap.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        if self.max == 0 {
+            return Some(AddressSlot(None));
+        }
+        let mut open = self.open.entry(ip).or_insert(0);
+        if *open >= self.max {
+            return None;
+        }
+        *open += 1;
+        Some(AddressSlot(Some((self.clone(), ip))))
+    }
+}
+
+/// One connection counted against its address; released on drop.
+struct AddressSlot(Option<(Arc<PerAddress>, IpAddr)>);
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Some((per_address, ip)) = &self.0 {
+            per_address.open.remove_if_mut(ip, |_, open| {
+                *open -= 1;
+                *open == 0
+            });
+        }
     }
 }
 
@@ -69,7 +131,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, max_connections: usize)
 /// (see [`direct`]), the rest with hyper.
 async fn serve_connection(app: Arc<App>, mut stream: TcpStream) {
     let head = tokio::select! {
-        head = tokio::time::timeout(HEAD_TIMEOUT, direct::read_head(&mut stream)) => {
+        head = tokio::time::timeout(app.config.idle_timeout(), direct::read_head(&mut stream)) => {
             head.unwrap_or(Head::Gone)
         }
         _ = app.shutdown.cancelled() => return,
@@ -96,7 +158,13 @@ async fn serve_hyper(app: Arc<App>, io: Rewind) {
         let app = conn_app.clone();
         async move { Ok::<_, std::convert::Infallible>(http::handle(&app, req).await) }
     });
+    // The header-read timeout runs while hyper waits for a request head:
+    // on a kept-alive connection between requests too, so an idle or
+    // trickling connection is closed after --idle-timeout-ms. A held
+    // long-poll or a stream is not waiting for a head and stays.
     let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.config.idle_timeout())
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);

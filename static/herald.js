@@ -250,7 +250,8 @@ export class Herald {
     if (transport === "ws" && this.ws && this.ws.readyState === WebSocket.OPEN) {
       this.ws.send(JSON.stringify({ op: "ack", seq }));
     } else {
-      this.call("POST", "/v1/ack", { seq }).catch(() => { this.pendingAck ||= seq; });
+      // Retried with the next flush unless refused (a 4xx changes nothing and would be refused again).
+      this.call("POST", "/v1/ack", { seq }).catch((e) => { if (!(e.status < 500)) this.pendingAck ||= seq; });
     }
     for (const [gid, msgid] of this.groupReads) {
       this.call("POST", `/v1/groups/${encodeURIComponent(gid)}/read`, { msgid }).catch(() => {});
@@ -284,7 +285,7 @@ export class Herald {
       }
       if (response.status === 204) return null;
       const json = await response.json();
-      if (!response.ok) throw Object.assign(new Error(json.message || response.status), { code: json.error });
+      if (!response.ok) throw Object.assign(new Error(json.message || response.status), { code: json.error, status: response.status });
       return json;
     }
   }

@@ -189,18 +189,31 @@ async fn polling_with_a_cursor_acks_it() {
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["acked"], 1, "an ack never moves backwards");
-    let body: serde_json::Value = server
+    // An ack beyond the newest event is refused and acks nothing (0.6; it
+    // used to be capped at the head, acking events never read).
+    let response = server
         .http
         .post(server.url("/v1/ack"))
         .bearer_auth(&token)
         .json(&json!({"seq": 99}))
         .send()
         .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "cursor_ahead");
+    let body: serde_json::Value = server
+        .http
+        .post(server.url("/v1/ack"))
+        .bearer_auth(&token)
+        .json(&json!({"seq": 2}))
+        .send()
+        .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(body["acked"], 2, "an ack is capped at the newest event");
+    assert_eq!(body["acked"], 2);
 }
 
 #[tokio::test]

@@ -29,8 +29,7 @@ pub async fn put_friends(app: &App, req: Request<Incoming>, uid: &str) -> Result
             format!("at most {MAX_FRIENDS} friends"),
         ));
     }
-    app.friends.set(&uid, body.friends).await?;
-    let friends = app.friends.of(&uid);
+    let friends = app.friends.set(&uid, body.friends).await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "uid": uid, "friends": friends }),
@@ -54,8 +53,14 @@ pub async fn put_members(app: &App, req: Request<Incoming>, gid: &str) -> Result
             format!("at most {MAX_MEMBERS} members"),
         ));
     }
-    app.groups.set_members(&gid, body.members).await?;
-    let count = app.groups.members(&gid).map(|m| m.len()).unwrap_or(0);
+    let before = app.groups.members(&gid);
+    let members = app.groups.set_members(&gid, body.members).await?;
+    // Those who left lose their read cursor (a rejoin starts unread).
+    if let Some(before) = before {
+        let left: Vec<&Uid> = before.difference(&members).collect();
+        app.group_reads.forget(&app.store, &gid, &left)?;
+    }
+    let count = members.len();
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "gid": gid, "members": count }),

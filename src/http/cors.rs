@@ -62,7 +62,9 @@ impl Cors {
     /// Adds the CORS headers for `origin` to `response` if it is allowed.
     pub fn decorate(&self, origin: Option<&str>, response: &mut Response) {
         let headers = response.headers_mut();
-        headers.append(VARY, HeaderValue::from_static("Origin"));
+        if !headers.get_all(VARY).iter().any(|v| v == "Origin") {
+            headers.append(VARY, HeaderValue::from_static("Origin"));
+        }
         let Some(origin) = origin.filter(|o| self.allows(o)) else {
             return;
         };
@@ -76,8 +78,9 @@ impl Cors {
     }
 
     /// A browser's WebSocket must come from an allowed origin or from the
-    /// page's own origin (Origin's host equals Host). Non-browser clients
-    /// send no Origin and are let through (they authenticate by token).
+    /// page's own origin (an http or https Origin whose host and port are
+    /// the request's Host). Non-browser clients send no Origin and are let
+    /// through (they authenticate by token).
     pub fn check_websocket_origin<B>(&self, req: &Request<B>) -> Result<(), Error> {
         let Some(origin) = req.headers().get(ORIGIN).and_then(|o| o.to_str().ok()) else {
             return Ok(());
@@ -87,13 +90,75 @@ impl Cors {
             .get(HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
-        let same_origin = origin
-            .split_once("://")
-            .is_some_and(|(_, rest)| rest == host);
-        if same_origin || self.allows(origin) {
+        if same_origin(origin, host) || self.allows(origin) {
             Ok(())
         } else {
             Err(Error::Forbidden(format!("origin {origin} is not allowed")))
+        }
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the server at `host`
+/// (the Host header, `host[:port]`): the scheme must be http or https, and
+/// host and port must be equal, a missing port meaning the scheme's own.
+pub fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return false,
+    };
+    match (
+        host_and_port(authority, default_port),
+        host_and_port(host, default_port),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// `host[:port]` (IPv6 in brackets) as lowercase host and port.
+fn host_and_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (host, port.parse().ok()?)
+        }
+        _ => (authority, default_port),
+    };
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
+    valid.then(|| (host.to_ascii_lowercase(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+
+    #[test]
+    fn same_origin_compares_scheme_host_and_port() {
+        for (origin, host) in [
+            ("http://h.example:8080", "h.example:8080"),
+            ("https://h.example", "h.example"),
+            ("https://h.example", "h.example:443"),
+            ("http://H.Example", "h.example:80"),
+            ("http://[::1]:9", "[::1]:9"),
+        ] {
+            assert!(same_origin(origin, host), "{origin} {host}");
+        }
+        for (origin, host) in [
+            ("evil://h.example:8080", "h.example:8080"),
+            ("http://h.example:8081", "h.example:8080"),
+            ("https://h.example", "h.example:80"),
+            ("http://h.example.evil", "h.example"),
+            ("http://h.example/path", "h.example"),
+            ("null", "h.example"),
+            ("http://", ""),
+        ] {
+            assert!(!same_origin(origin, host), "{origin} {host}");
         }
     }
 }

@@ -9,6 +9,13 @@ pub fn event_json(seq: u64, kind: &str, ts: u64, data: &str) -> String {
     format!(r#"{{"seq":{seq},"type":{kind},"ts":{ts},"data":{data}}}"#)
 }
 
+/// The seq of an event written by [`event_json`] (it comes first).
+pub fn event_seq(json: &[u8]) -> Option<u64> {
+    let digits = json.strip_prefix(br#"{"seq":"#)?;
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
 /// The `gap` event a reader gets when its cursor points below what is
 /// retained: events `from..=to` are gone, resynchronise.
 pub fn gap_event(from: u64, to: u64, ts: u64) -> Bytes {

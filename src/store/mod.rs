@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::uid::Uid;
 
-pub use self::event::{event_json, gap_event, now_ms};
+pub use self::event::{event_json, event_seq, gap_event, now_ms};
 pub use self::sled::SledStore;
 
 /// One event to append to one user's queue.
@@ -45,6 +45,22 @@ impl Append {
             kind: kind.to_owned(),
             data,
         }
+    }
+}
+
+/// How much one read may return: at most `events` events and, past the
+/// first event, at most `bytes` bytes of event JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+impl PageLimit {
+    /// Whether an event of `len` bytes still fits after `count` events of
+    /// `total` bytes: the first always does.
+    pub fn fits(&self, count: usize, total: usize, len: usize) -> bool {
+        count == 0 || (count < self.events && total.saturating_add(len) <= self.bytes)
     }
 }
 
@@ -121,14 +137,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends `append` unless `key` was used before, atomically with
     /// recording `key → tag`; resolves once durable. Makes client retries
-    /// (the `cid` of a message) idempotent even across a crash.
+    /// (the `cid` of a message) idempotent even across a crash, for as long
+    /// as the store keeps idempotency keys (the queue's maximum age).
     async fn append_once(&self, key: &str, tag: u64, append: Append) -> Result<Once, StoreError>;
 
     /// A new id, unique across restarts (message ids).
     fn next_id(&self) -> Result<u64, StoreError>;
 
-    /// Reads up to `limit` durable events with seq > `after`.
-    async fn read(&self, uid: &Uid, after: u64, limit: usize) -> Result<Page, StoreError>;
+    /// Reads the durable events with seq > `after`, as many as `limit`
+    /// allows.
+    async fn read(&self, uid: &Uid, after: u64, limit: PageLimit) -> Result<Page, StoreError>;
 
     /// Raises the user's acked seq to `seq` (capped at the durable head) and
     /// returns the acked seq before and after. Durable with the next commit;
@@ -143,6 +161,15 @@ pub trait Store: Send + Sync + 'static {
     /// the next commit, which every later append waits for. For a record
     /// that must be durable by the time an event appended after it is.
     fn kv_stage(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
+
+    /// Removes `key` without waiting: durable with the next commit.
+    fn kv_stage_remove(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Has `key` removed once `after` has passed (by the maintenance pass,
+    /// within a trim interval of that). Call it BEFORE writing the record:
+    /// a crash in between then leaves at worst a deadline for nothing, never
+    /// a record without one.
+    fn expire(&self, key: &str, after: Duration) -> Result<(), StoreError>;
 
     /// Stores every pair atomically (all or none, also across a crash);
     /// resolves once durable.
@@ -185,7 +212,8 @@ pub trait Store: Send + Sync + 'static {
     /// Resolves once everything written before the call is durable.
     async fn sync(&self) -> Result<(), StoreError>;
 
-    /// Drops events that fell out of `retention`; returns how many.
+    /// Drops events that fell out of `retention` and records whose
+    /// [`Store::expire`] deadline passed; returns how many events.
     fn trim(&self, retention: Retention) -> Result<u64, StoreError>;
 
     /// Drops the in-memory state of queues that nobody used since the last

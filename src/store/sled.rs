@@ -8,7 +8,9 @@
 //! - tree `once`:   idempotency key → tag (u64 BE), written in one sled
 //!   transaction with the event it guards;
 //! - tree `kv`:     small records of the IM features (friend lists, group
-//!   members, message records), JSON.
+//!   members, message records), JSON;
+//! - tree `expiry`: deadline (ms, u64 BE) ++ tree tag ++ key → (): what to
+//!   remove when (see `expiry.rs`).
 //!
 //! Seqs are assigned and inserted under the user's lock, so a user's keys
 //! enter sled's log in seq order; readers only read up to the user's durable
@@ -32,7 +34,7 @@ use tokio::sync::{oneshot, watch};
 use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
 use super::user_queue::{QueueState, UserQueue};
-use super::{Append, Once, Page, Retention, Store, StoreError};
+use super::{Append, Once, Page, PageLimit, Retention, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::uid::Uid;
 
@@ -47,6 +49,8 @@ pub struct SledOptions {
     /// Most users one retention pass visits; the next pass goes on from
     /// there, so a pass costs the same with a thousand users or millions.
     pub trim_slice: usize,
+    /// How long an idempotency key of [`Store::append_once`] is kept.
+    pub once_ttl: Duration,
 }
 
 impl Default for SledOptions {
@@ -55,6 +59,7 @@ impl Default for SledOptions {
             cache_bytes: 128 << 20,
             linger: Duration::ZERO,
             trim_slice: 10_000,
+            once_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -67,12 +72,18 @@ pub struct SledStore {
     events: sled::Tree,
     once: sled::Tree,
     kv: sled::Tree,
+    expiry: sled::Tree,
+    once_ttl: Duration,
     queues: DashMap<Uid, Arc<UserQueue>>,
     commit: GroupCommit,
     metrics: Arc<Metrics>,
     trim_slice: usize,
     /// The meta key the last retention pass stopped at (`None`: start over).
     trim_from: Mutex<Option<sled::IVec>>,
+    /// Makes every append fail, for the tests of what a failed append
+    /// leaves behind.
+    #[cfg(test)]
+    fail_appends: AtomicBool,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -135,13 +146,23 @@ impl SledStore {
             events: db.open_tree("events")?,
             once: db.open_tree("once")?,
             kv: db.open_tree("kv")?,
+            expiry: db.open_tree("expiry")?,
+            once_ttl: options.once_ttl,
             db,
             queues: DashMap::new(),
             commit,
             metrics,
             trim_slice: options.trim_slice.max(1),
             trim_from: Mutex::new(None),
+            #[cfg(test)]
+            fail_appends: AtomicBool::new(false),
         })
+    }
+
+    /// From now on every append fails (`true`) or works again.
+    #[cfg(test)]
+    pub(crate) fn fail_appends(&self, fail: bool) {
+        self.fail_appends.store(fail, Ordering::Relaxed);
     }
 
     /// The user's queue, marked as used (see [`Store::forget_idle`]).
@@ -245,6 +266,7 @@ impl SledStore {
         append: &Append,
     ) -> Result<Once, StoreError> {
         use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        self.index_expiry(expiry::ONCE, key.as_bytes(), self.once_ttl)?;
         let mut st = q.state();
         let seq = st.next_seq;
         let value = stored_event(seq, append, now_ms());
@@ -294,7 +316,7 @@ impl SledStore {
         &self,
         q: &UserQueue,
         after: u64,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<Option<Page>, StoreError> {
         let head = q.head();
         let trimmed = {
@@ -316,19 +338,27 @@ impl SledStore {
             head,
         };
         let mut from = after;
+        let mut bytes = 0;
         if after < trimmed {
-            page.events.push(gap_event(after + 1, trimmed, now_ms()));
+            let gap = gap_event(after + 1, trimmed, now_ms());
+            bytes += gap.len();
+            page.events.push(gap);
             page.cursor = trimmed;
             from = trimmed;
         }
-        if from < head && page.events.len() < limit {
+        if from < head {
             let range = self
                 .events
                 .range(event_key(q.id, from + 1)..=event_key(q.id, head));
-            for item in range.take(limit - page.events.len()) {
+            for item in range {
                 let (key, value) = item?;
+                let json = &value[8..];
+                if !limit.fits(page.events.len(), bytes, json.len()) {
+                    break;
+                }
+                bytes += json.len();
                 page.cursor = be_u64(&key[8..]);
-                page.events.push(Bytes::copy_from_slice(&value[8..]));
+                page.events.push(Bytes::copy_from_slice(json));
             }
         }
         Ok((q.state().trimmed <= from).then_some(page))
@@ -338,6 +368,10 @@ impl SledStore {
 #[async_trait]
 impl Store for SledStore {
     async fn append(&self, batch: Vec<Append>) -> Result<Vec<u64>, StoreError> {
+        #[cfg(test)]
+        if self.fail_appends.load(Ordering::Relaxed) {
+            return Err(StoreError::Io("injected append failure".into()));
+        }
         let ts = now_ms();
         let mut seqs = Vec::with_capacity(batch.len());
         let mut commits = Vec::with_capacity(batch.len().div_ceil(APPEND_CHUNK));
@@ -383,7 +417,7 @@ impl Store for SledStore {
         Ok(self.db.generate_id()? + 1)
     }
 
-    async fn read(&self, uid: &Uid, after: u64, limit: usize) -> Result<Page, StoreError> {
+    async fn read(&self, uid: &Uid, after: u64, limit: PageLimit) -> Result<Page, StoreError> {
         let q = self.queue(uid)?;
         loop {
             if let Some(page) = self.read_once(&q, after, limit)? {
@@ -412,6 +446,15 @@ impl Store for SledStore {
     fn kv_stage(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.kv.insert(key, value)?;
         Ok(())
+    }
+
+    fn kv_stage_remove(&self, key: &str) -> Result<(), StoreError> {
+        self.kv.remove(key)?;
+        Ok(())
+    }
+
+    fn expire(&self, key: &str, after: Duration) -> Result<(), StoreError> {
+        self.index_expiry(expiry::KV, key.as_bytes(), after)
     }
 
     async fn kv_swap(
@@ -498,6 +541,7 @@ impl Store for SledStore {
     }
 
     fn trim(&self, retention: Retention) -> Result<u64, StoreError> {
+        self.expire_due()?;
         self.trim_slice_of_users(retention)
     }
 
@@ -506,4 +550,5 @@ impl Store for SledStore {
     }
 }
 
+mod expiry;
 mod retention;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::commit::DurableMark;
+use super::PageLimit;
 use crate::uid::Uid;
 
 /// One user's queue as kept in memory.
@@ -43,13 +44,13 @@ impl QueueState {
         self.recent.push_back((seq, json));
     }
 
-    /// Events `after+1 ..= head` and the last one's seq, if they are all
-    /// in `recent`.
+    /// Events `after+1 ..= head` (as many as `limit` allows) and the last
+    /// one's seq, if they are all in `recent`.
     pub(super) fn recent_after(
         &self,
         after: u64,
         head: u64,
-        limit: usize,
+        limit: PageLimit,
     ) -> Option<(Vec<Bytes>, u64)> {
         let first = self.recent.front()?.0;
         if after + 1 < first || after >= head {
@@ -57,11 +58,17 @@ impl QueueState {
         }
         let mut cursor = after;
         let mut events = Vec::new();
+        let mut bytes = 0;
         for (seq, json) in &self.recent {
-            if *seq > after && *seq <= head && events.len() < limit {
-                events.push(json.clone());
-                cursor = *seq;
+            if *seq <= after || *seq > head {
+                continue;
             }
+            if !limit.fits(events.len(), bytes, json.len()) {
+                break;
+            }
+            bytes += json.len();
+            events.push(json.clone());
+            cursor = *seq;
         }
         Some((events, cursor))
     }

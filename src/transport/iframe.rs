@@ -22,11 +22,10 @@ use crate::http::reply::Response;
 use crate::http::request::Query;
 use crate::http::Error;
 use crate::hub::{Connection, Transport};
+use crate::store::event_seq;
 
 /// The longest an iframe document stays open.
 const LIFETIME: Duration = Duration::from_secs(300);
-/// The most bytes one iframe document carries before it is reopened.
-const MAX_BYTES: usize = 1 << 20;
 /// Browsers buffer the start of a document before running scripts in it.
 const PADDING: usize = 2048;
 
@@ -50,6 +49,8 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
         conn: connection,
         callback,
         sent: 0,
+        events: 0,
+        budget: app.config.max_page_bytes(),
         stage: Stage::Opening,
     };
     let frames = stream::unfold(state, |mut doc| async move {
@@ -106,6 +107,8 @@ pub fn script_safe_json(json: &[u8]) -> String {
 enum Stage {
     Opening,
     Streaming,
+    /// The budget is spent: the next chunk closes the document.
+    Full,
     Done,
 }
 
@@ -113,7 +116,13 @@ struct Document {
     sub: Subscription,
     conn: Connection,
     callback: String,
+    /// Bytes written so far.
     sent: usize,
+    /// Events written so far.
+    events: usize,
+    /// Bytes after which the document ends (`--max-page-bytes`; escaping
+    /// counted), though never before its first event.
+    budget: usize,
     stage: Stage,
 }
 
@@ -125,25 +134,15 @@ impl Document {
                 return Some(self.opening());
             }
             Stage::Done => return None,
+            Stage::Full => return Some(self.closing()),
             Stage::Streaming => {}
         }
-        if self.sent >= MAX_BYTES {
+        if self.sent >= self.budget {
             return Some(self.closing());
         }
+        let start = self.sub.cursor();
         match self.sub.next().await {
-            Ok(Next::Events(events)) => {
-                let mut chunk = String::from("<script>");
-                for event in &events {
-                    chunk.push_str(&format!(
-                        "parent.{}({});",
-                        self.callback,
-                        script_safe_json(event)
-                    ));
-                }
-                chunk.push_str("</script>\n");
-                self.conn.sent(events.len(), chunk.len());
-                Some(Bytes::from(chunk))
-            }
+            Ok(Next::Events(events)) => Some(self.scripts(start, &events)),
             Ok(Next::Heartbeat) => Some(self.call(&self.sub.heartbeat_json())),
             Ok(Next::End(_)) => Some(self.closing()),
             Err(e) => {
@@ -151,6 +150,36 @@ impl Document {
                 Some(self.closing())
             }
         }
+    }
+
+    /// One script calling the page with each event of a page, as many as
+    /// fit the document's budget once escaped; the rest are left to the
+    /// next document (the subscription is rewound to the last one written).
+    fn scripts(&mut self, start: u64, events: &[Bytes]) -> Bytes {
+        let mut chunk = String::from("<script>");
+        let mut cursor = start;
+        let mut written = 0;
+        for event in events {
+            let call = format!("parent.{}({});", self.callback, script_safe_json(event));
+            let over = self.sent + chunk.len() + call.len() > self.budget;
+            if over && self.events + written > 0 {
+                break;
+            }
+            chunk.push_str(&call);
+            written += 1;
+            cursor = event_seq(event).unwrap_or(cursor);
+        }
+        if written < events.len() {
+            self.sub.rewind(cursor);
+            self.stage = Stage::Full;
+        }
+        self.events += written;
+        if written == 0 {
+            return self.closing();
+        }
+        chunk.push_str("</script>\n");
+        self.conn.sent(written, chunk.len());
+        Bytes::from(chunk)
     }
 
     fn opening(&self) -> Bytes {

@@ -14,24 +14,27 @@ use crate::http::reply::Response;
 use crate::http::Error;
 use crate::hub::Transport;
 use crate::metrics::Label;
-use crate::uid::Uid;
 
 /// `GET /v1/longpoll?cursor=N&timeout=S&limit=L`
 pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
-    let poll = PollRequest::parse(app, &req).await?;
+    let poll = PollRequest::parse(app, &req)?;
     let timeout = poll
         .query
         .u64_in("timeout", 1..=110, app.config.longpoll_timeout)?;
+    // Counts toward the user's connection cap while it lasts (and keeps
+    // the user online); a newer connection may end it early.
+    let connection = app.hub.connect(&poll.uid, Transport::LongPoll)?;
     // Subscribe before reading so that an event made durable in between
     // still wakes us.
     let mut head = app.store.watch(&poll.uid).await?;
-    let mut page = poll.read(app).await?;
+    let mut page = poll.accept(app).await?;
     if page.events.is_empty() {
-        let _held = Held::new(app, &poll.uid);
+        let _held = Held::new(app);
         tokio::select! {
             _ = head.wait_for(|&h| h > poll.cursor) => {}
             _ = tokio::time::sleep(Duration::from_secs(timeout)) => {}
             _ = app.shutdown.cancelled() => {}
+            _ = connection.evicted() => {}
         }
         page = poll.read(app).await?;
     }
@@ -47,28 +50,19 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     Ok(page_response(app, Transport::LongPoll, &page))
 }
 
-/// A held long-poll: counted in the metrics, and the user is online while it
-/// is held (however long the client asked for) and for the grace period
-/// after it returns. Also released when the client goes away and the
-/// handler is dropped.
-struct Held<'a> {
-    app: &'a App,
-    uid: &'a Uid,
-}
+/// A long-poll being held, counted in `herald_longpolls_held` until it
+/// returns or its client goes away (the handler is dropped).
+struct Held<'a>(&'a App);
 
 impl<'a> Held<'a> {
-    fn new(app: &'a App, uid: &'a Uid) -> Held<'a> {
+    fn new(app: &'a App) -> Held<'a> {
         app.metrics.longpolls_held.inc();
-        app.presence.try_connect(uid, usize::MAX);
-        Held { app, uid }
+        Held(app)
     }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.app.metrics.longpolls_held.dec();
-        // Restart the grace period first so the user does not flap offline.
-        self.app.presence.polled(self.uid);
-        self.app.presence.disconnect(self.uid);
+        self.0.metrics.longpolls_held.dec();
     }
 }

@@ -4,6 +4,7 @@
 //! my cursor" from the store; they differ only in how they wait and how they
 //! frame what they send.
 
+pub mod command;
 pub mod iframe;
 pub mod longpoll;
 pub mod poll;
@@ -18,7 +19,7 @@ use crate::http::reply::{raw_json, Response};
 use crate::http::request::Query;
 use crate::http::Error;
 use crate::hub::Transport;
-use crate::store::Page;
+use crate::store::{event_seq, Page, PageLimit};
 use crate::uid::Uid;
 
 /// Default and largest page size of a poll.
@@ -34,17 +35,13 @@ pub struct PollRequest {
 }
 
 impl PollRequest {
-    /// Authenticates and parses `cursor` and `limit`; marks the user online
-    /// and acks the cursor, as passing `cursor=N` on a poll acks N.
-    pub async fn parse<B>(app: &App, req: &Request<B>) -> Result<PollRequest, Error> {
+    /// Authenticates and parses `cursor` and `limit`. Changes nothing: see
+    /// [`PollRequest::accept`].
+    pub fn parse<B>(app: &App, req: &Request<B>) -> Result<PollRequest, Error> {
         let uid = app.auth.user(req)?;
         let query = Query::of(req);
         let cursor = query.u64("cursor")?.unwrap_or(0);
         let limit = query.u64_in("limit", 1..=MAX_LIMIT, DEFAULT_LIMIT)? as usize;
-        app.presence.polled(&uid);
-        if cursor > 0 {
-            crate::receipts::ack(app, &uid, cursor).await?;
-        }
         Ok(PollRequest {
             uid,
             cursor,
@@ -53,26 +50,54 @@ impl PollRequest {
         })
     }
 
+    /// Reads the page after the cursor (409 if the cursor is beyond the
+    /// head), then, the request being valid, acks the cursor (passing
+    /// `cursor=N` on a poll acks N) and marks the user online. A refused
+    /// request gets here with nothing changed.
+    pub async fn accept(&self, app: &App) -> Result<Page, Error> {
+        let page = self.read(app).await?;
+        if self.cursor > 0 {
+            crate::receipts::ack(app, &self.uid, self.cursor).await?;
+        }
+        app.presence.polled(&self.uid);
+        Ok(page)
+    }
+
     /// Reads the page after the cursor.
     pub async fn read(&self, app: &App) -> Result<Page, Error> {
         read_after(app, &self.uid, self.cursor, self.limit).await
     }
 }
 
-/// Reads events after `cursor`, group-message references expanded; a cursor beyond the queue's head (a client
-/// that remembers a queue this server never had) is a 409 so that it resets
+/// The 409 of a cursor (or ack) beyond the newest event `head`: the client
+/// remembers a queue this server never had, and should resume from `head`.
+pub fn cursor_ahead(cursor: u64, head: u64) -> Error {
+    Error::Conflict(
+        "cursor_ahead",
+        format!("cursor {cursor} is beyond the newest event {head}; resume from {head}"),
+    )
+}
+
+/// Reads events after `cursor`, group-message references expanded, at most
+/// `limit` events and about `--max-page-bytes` (at least one event); a
+/// cursor beyond the queue's head is a 409 so that the client resets
 /// instead of waiting forever.
-pub async fn read_after(app: &App, uid: &Uid, cursor: u64, limit: usize) -> Result<Page, Error> {
+pub async fn read_after(app: &App, uid: &Uid, cursor: u64, events: usize) -> Result<Page, Error> {
+    let limit = PageLimit {
+        events,
+        bytes: app.config.max_page_bytes(),
+    };
     let mut page = app.store.read(uid, cursor, limit).await?;
-    crate::group_log::expand(&app.group_log, &mut page.events)?;
     if cursor > page.head {
-        return Err(Error::Conflict(
-            "cursor_ahead",
-            format!(
-                "cursor {cursor} is beyond the newest event {}; resume from {}",
-                page.head, page.head
-            ),
-        ));
+        return Err(cursor_ahead(cursor, page.head));
+    }
+    // References grow into whole messages here: the budget holds after.
+    if crate::group_log::expand(&app.group_log, &mut page.events, limit)? {
+        page.cursor = page
+            .events
+            .last()
+            .and_then(|e| event_seq(e))
+            .ok_or_else(|| Error::Internal("an event without a seq".into()))?;
     }
     Ok(page)
 }

@@ -106,6 +106,13 @@ impl Subscription {
         self.cursor
     }
 
+    /// Takes back the events after `cursor` that were handed out but not
+    /// sent (they come again with the next page, or from this cursor on
+    /// the client's next connection).
+    pub fn rewind(&mut self, cursor: u64) {
+        self.cursor = self.cursor.min(cursor);
+    }
+
     /// Waits for the next page of events, a heartbeat, or the end.
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self) -> Result<Next, Error> {

@@ -19,12 +19,14 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use super::command::{self, Command, Frame};
 use super::stream::{sent_in_time, EndReason, Next, Subscription};
 use crate::app::App;
 use crate::http::reply::{empty, Response};
@@ -71,7 +73,7 @@ pub async fn handle(
     let upgrade = hyper::upgrade::on(&mut req);
     let app = app.clone();
     let max_message = app.config.max_body;
-    tokio::spawn(async move {
+    app.tasks.clone().spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
                 let config = WebSocketConfig::default()
@@ -145,6 +147,9 @@ impl Session {
                         Some(Ok(Message::Close(_))) | None => break Close::Gone,
                         Some(Ok(_)) => None, // ping/pong: tungstenite answers pings itself
                         Some(Err(WsError::Capacity(_))) => break Close::With(CloseCode::Size, "message too big"),
+                        Some(Err(WsError::Utf8(_))) => break Close::With(CloseCode::Invalid, "text frames must be UTF-8"),
+                        Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => break Close::Gone,
+                        Some(Err(WsError::Protocol(_))) => break Close::With(CloseCode::Protocol, "protocol error"),
                         Some(Err(_)) => break Close::Gone,
                     };
                     if let Some(reply) = reply {
@@ -203,30 +208,10 @@ impl Session {
 
     /// Runs one client command; the reply to send back, if any.
     async fn command(&self, text: &str) -> Option<Value> {
-        let frame: Value = match serde_json::from_str(text) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                return Some(error_reply(
-                    None,
-                    "bad_frame",
-                    "frames must be JSON objects",
-                ))
-            }
-        };
-        let id = frame.get("id").cloned();
-        let result = match frame.get("op").and_then(Value::as_str) {
-            Some("ack") => self.ack(&frame).await,
-            Some("send") => self.send(frame.clone()).await,
-            Some("status") => {
-                let status = frame.get("status").and_then(Value::as_str).unwrap_or("");
-                crate::actions::set_status(&self.app, self.uid(), status)
-                    .map(|s| json!({ "status": s }))
-            }
-            Some("read") => self.read(&frame).await,
-            Some("group_send") => self.group_send(frame.clone()).await,
-            Some("group_read") => self.group_read(&frame).await,
-            Some(op) => Err(Error::bad("unknown_op", format!("unknown op {op:?}"))),
-            None => Err(Error::bad("bad_frame", "op is required")),
+        let Frame { id, command } = command::parse(text);
+        let result = match command {
+            Ok(command) => self.execute(command).await,
+            Err(e) => Err(e),
         };
         match (result, id) {
             (Ok(mut fields), Some(id)) => {
@@ -240,57 +225,25 @@ impl Session {
         }
     }
 
-    async fn ack(&self, frame: &Value) -> Result<Value, Error> {
-        let seq = frame
-            .get("seq")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| Error::bad("bad_seq", "seq must be a non-negative integer"))?;
-        let acked = crate::receipts::ack(&self.app, self.uid(), seq).await?;
-        Ok(json!({ "acked": acked }))
-    }
-
-    async fn group_send(&self, mut frame: Value) -> Result<Value, Error> {
-        let gid = frame
-            .get("gid")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        if let Some(map) = frame.as_object_mut() {
-            map.remove("op");
-            map.remove("id");
-            map.remove("gid");
-        }
-        let msg =
-            serde_json::from_value(frame).map_err(|e| Error::bad("bad_frame", e.to_string()))?;
-        let msgid = crate::group_actions::post(&self.app, &gid, self.uid(), msg).await?;
-        Ok(json!({ "msgid": msgid }))
-    }
-
-    async fn group_read(&self, frame: &Value) -> Result<Value, Error> {
-        let gid = frame.get("gid").and_then(Value::as_str).unwrap_or("");
-        let msgid = frame
-            .get("msgid")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| Error::bad("bad_msgid", "msgid must be a non-negative integer"))?;
-        let last_read = crate::group_actions::mark_read(&self.app, gid, self.uid(), msgid).await?;
-        Ok(json!({ "last_read": last_read }))
-    }
-
-    async fn read(&self, frame: &Value) -> Result<Value, Error> {
-        let ids = crate::actions::read_ids(frame)?;
-        crate::receipts::mark_read(&self.app, self.uid(), &ids).await?;
-        Ok(json!({ "read": ids }))
-    }
-
-    async fn send(&self, mut frame: Value) -> Result<Value, Error> {
-        if let Some(map) = frame.as_object_mut() {
-            map.remove("op");
-            map.remove("id");
-        }
-        let msg =
-            serde_json::from_value(frame).map_err(|e| Error::bad("bad_frame", e.to_string()))?;
-        let id = crate::messages::send(&self.app, self.uid(), msg).await?;
-        Ok(json!({ "msg_id": id }))
+    async fn execute(&self, command: Command) -> Result<Value, Error> {
+        let (app, uid) = (&self.app, self.uid());
+        Ok(match command {
+            Command::Ack { seq } => json!({ "acked": crate::receipts::ack(app, uid, seq).await? }),
+            Command::Send(msg) => json!({ "msg_id": crate::messages::send(app, uid, msg).await? }),
+            Command::Status(status) => {
+                json!({ "status": crate::actions::set_status(app, uid, &status)? })
+            }
+            Command::Read(ids) => {
+                crate::receipts::mark_read(app, uid, &ids).await?;
+                json!({ "read": ids })
+            }
+            Command::GroupSend { gid, msg } => {
+                json!({ "msgid": crate::group_actions::post(app, &gid, uid, msg).await? })
+            }
+            Command::GroupRead { gid, msgid } => {
+                json!({ "last_read": crate::group_actions::mark_read(app, &gid, uid, msgid).await? })
+            }
+        })
     }
 
     fn uid(&self) -> &Uid {

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub const SECRET: &str = "test-secret";
-pub const API_KEY: &str = "test-api-key";
+/// 32 bytes and 16 bytes: the shortest secret and API key herald accepts.
+pub const SECRET: &str = "test-secret-0123456789abcdefghij";
+pub const API_KEY: &str = "test-api-key-012";
 
 /// A running herald process.
 pub struct Server {

@@ -150,7 +150,11 @@ mod tests {
         let passes: Vec<u64> = (0..3).map(|_| store.trim(keep_one).unwrap()).collect();
         assert_eq!(passes.iter().sum::<u64>(), 7, "{passes:?}");
         for user in &users {
-            let page = store.read(user, 0, 10).await.unwrap();
+            let limit = crate::store::PageLimit {
+                events: 10,
+                bytes: 1 << 20,
+            };
+            let page = store.read(user, 0, limit).await.unwrap();
             assert_eq!(page.events.len(), 2, "a gap event and the newest");
         }
     }
