@@ -110,8 +110,22 @@ impl Server {
 
     /// Kills the process (if alive) and starts a new one on the same data dir.
     pub async fn restart(&mut self) {
+        self.restart_on("127.0.0.1:0").await;
+    }
+
+    /// Kills the process (if alive) and starts a new one on the same data
+    /// dir and the same port, as a supervisor restarting a crashed server
+    /// would: clients reconnect to the address they had.
+    pub async fn restart_same_port(&mut self) {
+        let addr = self.base.trim_start_matches("http://").to_owned();
+        self.restart_on(&addr).await;
+    }
+
+    async fn restart_on(&mut self, listen: &str) {
         self.kill9();
         let mut args = vec![
+            "--listen".into(),
+            listen.into(),
             "--secret".into(),
             SECRET.into(),
             "--api-key".into(),
@@ -254,6 +268,12 @@ where
     }
 }
 
+/// The herald binary under test: this build's, or `HERALD_BIN` (to run the
+/// suite against another build, e.g. to see a new test fail on the old one).
+pub fn herald_bin() -> String {
+    std::env::var("HERALD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_owned())
+}
+
 fn signal(pid: u32, name: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{name}"))
@@ -272,12 +292,11 @@ async fn try_spawn(
     args: &[String],
     raw: bool,
 ) -> Result<(Child, String, Arc<Mutex<String>>), String> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    command
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--data")
-        .arg(data);
+    let mut command = Command::new(herald_bin());
+    if !args.iter().any(|a| a == "--listen") {
+        command.arg("--listen").arg("127.0.0.1:0");
+    }
+    command.arg("--data").arg(data);
     if raw {
         command
             .env_remove("HERALD_SECRET")
