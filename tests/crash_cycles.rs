@@ -43,12 +43,19 @@ async fn publisher(
             .send()
             .await;
         let seq = match sent {
-            Ok(response) => response.json::<Value>().await.ok().and_then(|b| b["seqs"][uid].as_u64()),
+            Ok(response) => response
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|b| b["seqs"][uid].as_u64()),
             Err(_) => None,
         };
         match seq {
             Some(seq) => {
-                assert!(acked.insert(seq, (p, n)).is_none(), "seq {seq} acknowledged twice");
+                assert!(
+                    acked.insert(seq, (p, n)).is_none(),
+                    "seq {seq} acknowledged twice"
+                );
                 n += 1;
             }
             None => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -60,7 +67,9 @@ async fn publisher(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_cycles_lose_duplicate_or_reorder_nothing_on_any_transport() {
-    let soak = std::env::var("HERALD_SOAK_S").ok().and_then(|s| s.parse::<u64>().ok());
+    let soak = std::env::var("HERALD_SOAK_S")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok());
     let mut server = Server::start().await;
     let token = server.token("cycled").await;
     let base: Base = Arc::new(Mutex::new(server.base.clone()));
@@ -68,7 +77,8 @@ async fn kill_9_cycles_lose_duplicate_or_reorder_nothing_on_any_transport() {
     let consumers: Vec<_> = TRANSPORTS
         .iter()
         .map(|t| {
-            let (t, base, token, until) = (t.to_string(), base.clone(), token.clone(), until.clone());
+            let (t, base, token, until) =
+                (t.to_string(), base.clone(), token.clone(), until.clone());
             let within = Duration::from_secs(soak.unwrap_or(0) + 120);
             tokio::spawn(async move { (t.clone(), follow(&t, base, token, until, within).await) })
         })
@@ -84,7 +94,11 @@ async fn kill_9_cycles_lose_duplicate_or_reorder_nothing_on_any_transport() {
         let wait = rand::rng().random_range(100..700);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         server.restart_same_port().await;
-        assert_eq!(*base.lock().unwrap(), server.base, "same address after restart");
+        assert_eq!(
+            *base.lock().unwrap(),
+            server.base,
+            "same address after restart"
+        );
         cycles += 1;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -106,8 +120,15 @@ async fn kill_9_cycles_lose_duplicate_or_reorder_nothing_on_any_transport() {
         );
         for (seq, (p, n)) in &acked {
             let data = &events[*seq as usize - 1]["data"];
-            assert_eq!((data["p"].as_u64(), data["n"].as_u64()), (Some(*p), Some(*n)), "{transport}: seq {seq}");
+            assert_eq!(
+                (data["p"].as_u64(), data["n"].as_u64()),
+                (Some(*p), Some(*n)),
+                "{transport}: seq {seq}"
+            );
         }
     }
-    eprintln!("{cycles} kill -9 cycles, {} events acknowledged, head {last}", acked.len());
+    eprintln!(
+        "{cycles} kill -9 cycles, {} events acknowledged, head {last}",
+        acked.len()
+    );
 }

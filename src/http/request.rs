@@ -124,3 +124,58 @@ fn code_for(name: &str) -> &'static str {
         _ => "bad_parameter",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn query(q: &str) -> Query {
+        let uri = format!("/v1/poll?{q}");
+        match Request::builder().uri(uri.as_str()).body(()) {
+            Ok(req) => Query::of(&req),
+            Err(_) => Query(HashMap::new()),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_u64_round_trips(n in any::<u64>()) {
+            prop_assert_eq!(parse_u64("cursor", &n.to_string()).unwrap(), n);
+        }
+
+        #[test]
+        fn anything_but_plain_digits_is_a_clear_400(text in "\\PC*") {
+            let result = parse_u64("cursor", &text);
+            let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+            match result {
+                Ok(n) => prop_assert!(digits && n.to_string().trim_start_matches('0') == text.trim_start_matches('0')),
+                Err(e) => {
+                    prop_assert_eq!(e.code(), "bad_cursor");
+                    prop_assert!(!digits || text.len() > 19);
+                }
+            }
+        }
+
+        #[test]
+        fn limits_and_timeouts_are_in_range_or_refused(
+            limit in "[0-9a-z-]{0,25}",
+            timeout in "[0-9a-z%+-]{0,25}",
+        ) {
+            let query = query(&format!("limit={limit}&timeout={timeout}&limit=7"));
+            match query.u64_in("limit", 1..=1000, 100) {
+                Ok(n) => {
+                    let written = n.to_string();
+                    prop_assert!((1..=1000).contains(&n));
+                    prop_assert_eq!(written.trim_start_matches('0'), limit.trim_start_matches('0'));
+                }
+                Err(e) => prop_assert_eq!(e.code(), "bad_limit"),
+            }
+            match query.u64_in("timeout", 1..=110, 30) {
+                Ok(timeout) => prop_assert!((1..=110).contains(&timeout)),
+                Err(e) => prop_assert_eq!(e.code(), "bad_timeout"),
+            }
+        }
+    }
+}

@@ -104,3 +104,69 @@ pub fn parse(text: &str) -> Frame {
 fn fields_of<T: DeserializeOwned>(frame: Value, code: &'static str) -> Result<T, Error> {
     serde_json::from_value(frame).map_err(|e| Error::bad(code, e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const CODES: [&str; 8] = [
+        "bad_frame",
+        "unknown_op",
+        "bad_seq",
+        "bad_status",
+        "bad_ids",
+        "bad_msgid",
+        "bad_body",
+        "bad_cid",
+    ];
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            "[a-z_]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::hash_map("[a-z_]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_with_a_known_code(text in any::<String>()) {
+            if let Err(e) = parse(&text).command {
+                prop_assert!(CODES.contains(&e.code()), "{}", e.code());
+            }
+        }
+
+        #[test]
+        fn any_object_with_any_op_parses_or_is_refused_with_a_known_code(
+            op in prop_oneof![
+                "ack|send|status|read|group_send|group_read",
+                "[a-z_]{0,10}"
+            ],
+            fields in prop::collection::hash_map(
+                "seq|to|body|cid|status|ids|msg_id|gid|msgid|id",
+                value(),
+                0..6,
+            ),
+        ) {
+            let mut frame: serde_json::Map<String, Value> =
+                fields.into_iter().collect();
+            frame.insert("op".into(), Value::from(op));
+            let parsed = parse(&Value::Object(frame.clone()).to_string());
+            prop_assert_eq!(parsed.id, frame.get("id").cloned());
+            if let Err(e) = parsed.command {
+                prop_assert!(CODES.contains(&e.code()), "{}", e.code());
+            }
+        }
+    }
+}

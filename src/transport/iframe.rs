@@ -208,7 +208,31 @@ impl Document {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn no_string_can_close_the_script_or_break_a_line(text in any::<String>()) {
+            let json = serde_json::to_vec(&serde_json::json!({"body": text})).unwrap();
+            let safe = script_safe_json(&json);
+            let lower = safe.to_ascii_lowercase();
+            prop_assert!(!lower.contains("</script") && !safe.contains("<!--"));
+            let separators = safe.contains(['\u{2028}', '\u{2029}']);
+            prop_assert!(!separators);
+            let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+            prop_assert_eq!(&back["body"], &serde_json::json!(text));
+        }
+
+        #[test]
+        fn a_valid_callback_is_a_plain_name_path(cb in any::<String>()) {
+            if valid_callback(&cb) {
+                prop_assert!(cb.len() <= 64);
+                prop_assert!(cb.chars().all(|c| c.is_ascii_alphanumeric() || "_$.".contains(c)));
+            }
+        }
+    }
 
     #[test]
     fn callbacks_are_plain_name_paths() {

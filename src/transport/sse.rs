@@ -92,9 +92,48 @@ fn frame_events(events: &[Bytes]) -> Bytes {
         let Ok(head) = serde_json::from_slice::<EventHead>(event) else {
             continue;
         };
-        out.put_slice(format!("id: {}\nevent: {}\ndata: ", head.seq, head.kind).as_bytes());
+        out.put_slice(format!("id: {}\n", head.seq).as_bytes());
+        // Types are checked at publish; a line break could still never
+        // start a field of its own here.
+        if !head.kind.contains(['\r', '\n']) {
+            out.put_slice(format!("event: {}\n", head.kind).as_bytes());
+        }
+        out.put_slice(b"data: ");
         out.put_slice(event);
         out.put_slice(b"\n\n");
     }
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::store::event_json;
+
+    proptest! {
+        #[test]
+        fn every_event_is_one_block_with_one_id_and_one_data_line(
+            seq in any::<u64>(),
+            kind in any::<String>(),
+            text in any::<String>(),
+        ) {
+            let data = serde_json::to_string(&serde_json::json!({"text": text})).unwrap();
+            let event = Bytes::from(event_json(seq, &kind, 1, &data));
+            let framed = frame_events(std::slice::from_ref(&event));
+            let framed = std::str::from_utf8(&framed).unwrap();
+            prop_assert!(framed.ends_with("\n\n"));
+            let block = &framed[..framed.len() - 2];
+            prop_assert!(!block.contains("\n\n") && !block.contains('\r'));
+            let lines: Vec<&str> = block.split('\n').collect();
+            let ids: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("id:")).collect();
+            let datas: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("data:")).collect();
+            let id = format!("id: {seq}");
+            prop_assert_eq!(ids, vec![id.as_str()]);
+            prop_assert_eq!(datas.len(), 1);
+            let back: serde_json::Value = serde_json::from_str(&datas[0]["data: ".len()..]).unwrap();
+            prop_assert_eq!(&back["data"]["text"], &serde_json::json!(text));
+        }
+    }
 }
