@@ -616,3 +616,58 @@ async fn a_preflight_says_vary_origin_once() {
     assert_eq!(response.status(), 204);
     assert_eq!(response.headers().get_all("vary").iter().count(), 1);
 }
+
+#[tokio::test]
+async fn friends_members_and_counters_have_caps_and_a_refusal_stores_nothing() {
+    let server = Server::start_with(&["--max-body", "1048576"]).await;
+    let put = |path: &str, body: Value| {
+        server
+            .http
+            .put(server.url(path))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+    };
+    let many = |n: usize| (0..n).map(|i| format!("u{i}")).collect::<Vec<_>>();
+    let response = put(
+        "/api/v1/users/alice/friends",
+        json!({"friends": many(5001)}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = put("/api/v1/groups/g/members", json!({"members": many(10_001)}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let alice = server.token("alice").await;
+    assert_eq!(
+        server.get("/v1/friends/presence", &alice).await.1["friends"],
+        json!({})
+    );
+    assert_eq!(server.get("/v1/groups/g/presence", &alice).await.0, 404);
+
+    for i in 0..100 {
+        let response = server
+            .backend_post(
+                "/api/v1/users/alice/counters",
+                json!({"name": format!("c{i}"), "delta": 1}),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let response = server
+        .backend_post(
+            "/api/v1/users/alice/counters",
+            json!({"name": "one-more", "delta": 1}),
+        )
+        .await;
+    assert_eq!(response.status(), 409);
+    let (_, counters) = server.get("/v1/counters", &alice).await;
+    assert_eq!(counters["counters"].as_object().unwrap().len(), 100);
+    assert_eq!(
+        server.poll_all(&alice).await.len(),
+        100,
+        "no event for the refused change"
+    );
+}
