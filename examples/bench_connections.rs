@@ -8,6 +8,7 @@
 //! ```text
 //! bench_connections idle  --pid PID --proto herald-sse|herald-ws|nchan-sse|nchan-ws|socketio-ws --addr 127.0.0.1:PORT [--count N] [--secret S]
 //! bench_connections fanout --proto herald-ws|nchan-ws|socketio-ws --addr 127.0.0.1:PORT [--secret S --api-key K] [--count N]
+//! bench_connections fsync --dir DIR     (the disk's fdatasync p50/p99, printed beside the fan-out)
 //! ```
 //!
 //! Client sockets are spread over source addresses 127.0.0.2–127.0.0.9 so
@@ -34,7 +35,12 @@ struct Args {
     api_key: String,
     /// Fan-out: peers' subscribers all join one channel.
     shared_channel: bool,
+    /// fsync: where to measure the disk.
+    dir: std::path::PathBuf,
 }
+
+#[path = "support/disk.rs"]
+mod disk;
 
 fn parse_args() -> Args {
     let mut args = std::env::args().skip(1);
@@ -48,6 +54,7 @@ fn parse_args() -> Args {
         secret: "bench-secret-0123456789abcdefghij".into(),
         api_key: "bench-api-key-0123".into(),
         shared_channel: false,
+        dir: std::env::temp_dir(),
     };
     while let (Some(flag), Some(value)) = (args.next(), args.next()) {
         match flag.as_str() {
@@ -57,6 +64,7 @@ fn parse_args() -> Args {
             "--count" => parsed.count = value.parse().expect("--count"),
             "--secret" => parsed.secret = value,
             "--api-key" => parsed.api_key = value,
+            "--dir" => parsed.dir = value.into(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -293,6 +301,16 @@ async fn main() {
     match args.mode.as_str() {
         "idle" => idle(args).await,
         "fanout" => fanout(args).await,
-        _ => eprintln!("usage: bench_connections idle|fanout [flags]; see the file's header"),
+        "fsync" => match disk::fdatasync_figures(&args.dir, 200) {
+            Ok(figures) => println!("{figures}"),
+            Err(e) => {
+                eprintln!("bench_connections: {e}");
+                std::process::exit(1);
+            }
+        },
+        _ => {
+            eprintln!("usage: bench_connections idle|fanout|fsync [flags]; see the file's header");
+            std::process::exit(2);
+        }
     }
 }

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Runs every herald test and installs what they need (safe to run again):
 # unit and integration tests (real herald processes on 127.0.0.1, real
-# HTTP/SSE/WebSocket clients), then the real-browser tests (Debian's
-# chromium driven by playwright-core against the real server).
+# HTTP/SSE/WebSocket clients), smoke runs of the benchmarks, then the
+# real-browser tests (Debian's chromium driven by playwright-core against
+# the real server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== cargo test (unit + integration, real servers on 127.0.0.1)"
 cargo test --all-targets --locked
+
+echo "== benchmark smoke runs (tiny scale: every stage must still run; no timing is asserted)"
+BENCH_SCALE=0.02 cargo run --locked --quiet --example bench_queue
+BENCH_SMOKE=1 ./scripts/bench-connections.sh
 
 echo "== browser tests (headless chromium)"
 export DEBIAN_FRONTEND=noninteractive
