@@ -671,3 +671,37 @@ async fn friends_members_and_counters_have_caps_and_a_refusal_stores_nothing() {
         "no event for the refused change"
     );
 }
+
+#[tokio::test]
+async fn a_refused_stream_or_long_poll_does_not_make_its_user_flap_online() {
+    let server = Server::start().await;
+    let response = server
+        .http
+        .put(server.url("/api/v1/users/bob/friends"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"friends": ["alice"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let bob = server.token("bob").await;
+    let bob_sse = server.open("/v1/sse", &bob).await;
+    assert_eq!(bob_sse.status(), 200);
+    let alice = server.token("alice").await;
+    for path in [
+        "/v1/sse?cursor=5",
+        "/v1/iframe?cursor=5",
+        "/v1/longpoll?cursor=5",
+        "/v1/poll?cursor=5",
+    ] {
+        assert_eq!(server.get(path, &alice).await.0, 409, "{path}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pushed: Vec<Value> = server
+        .poll(&bob, 0)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "presence")
+        .collect();
+    assert_eq!(pushed, Vec::<Value>::new(), "alice never came online");
+}

@@ -41,8 +41,10 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
             "cb must match ^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$",
         ));
     }
+    // The cursor is checked (409) before the user counts as connected:
+    // a refused stream changes nothing, not even presence.
+    let mut subscription = Subscription::new(app.clone(), uid.clone(), cursor).await?;
     let connection = app.hub.connect(&uid, Transport::Iframe)?;
-    let mut subscription = Subscription::new(app.clone(), uid, cursor).await?;
     subscription.end_after(LIFETIME);
     let state = Document {
         sub: subscription,

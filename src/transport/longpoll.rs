@@ -21,13 +21,15 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     let timeout = poll
         .query
         .u64_in("timeout", 1..=110, app.config.longpoll_timeout)?;
-    // Counts toward the user's connection cap while it lasts (and keeps
-    // the user online); a newer connection may end it early.
-    let connection = app.hub.connect(&poll.uid, Transport::LongPoll)?;
     // Subscribe before reading so that an event made durable in between
     // still wakes us.
     let mut head = app.store.watch(&poll.uid).await?;
-    let mut page = poll.accept(app).await?;
+    let mut page = poll.read(app).await?;
+    // Counts toward the user's connection cap while it lasts (and keeps
+    // the user online); a newer connection may end it early. Taken before
+    // the ack: a long-poll refused for the cap acks nothing.
+    let connection = app.hub.connect(&poll.uid, Transport::LongPoll)?;
+    poll.settle(app).await?;
     if page.events.is_empty() {
         let _held = Held::new(app);
         tokio::select! {

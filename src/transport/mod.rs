@@ -36,7 +36,7 @@ pub struct PollRequest {
 
 impl PollRequest {
     /// Authenticates and parses `cursor` and `limit`. Changes nothing: see
-    /// [`PollRequest::accept`].
+    /// [`PollRequest::settle`].
     pub fn parse<B>(app: &App, req: &Request<B>) -> Result<PollRequest, Error> {
         let uid = app.auth.user(req)?;
         let query = Query::of(req);
@@ -50,20 +50,19 @@ impl PollRequest {
         })
     }
 
-    /// Reads the page after the cursor (409 if the cursor is beyond the
-    /// head), then, the request being valid, acks the cursor (passing
-    /// `cursor=N` on a poll acks N) and marks the user online. A refused
-    /// request gets here with nothing changed.
-    pub async fn accept(&self, app: &App) -> Result<Page, Error> {
-        let page = self.read(app).await?;
+    /// Acks the cursor (passing `cursor=N` on a poll acks N) and marks the
+    /// user online. Call it once the request can no longer be refused, so
+    /// that a refused one changes nothing.
+    pub async fn settle(&self, app: &App) -> Result<(), Error> {
         if self.cursor > 0 {
             crate::receipts::ack(app, &self.uid, self.cursor).await?;
         }
         app.presence.polled(&self.uid);
-        Ok(page)
+        Ok(())
     }
 
-    /// Reads the page after the cursor.
+    /// Reads the page after the cursor (409 if the cursor is beyond the
+    /// head).
     pub async fn read(&self, app: &App) -> Result<Page, Error> {
         read_after(app, &self.uid, self.cursor, self.limit).await
     }

@@ -11,6 +11,7 @@ use crate::hub::Transport;
 /// `GET /v1/poll?cursor=N&limit=L`
 pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     let poll = PollRequest::parse(app, &req)?;
-    let page = poll.accept(app).await?;
+    let page = poll.read(app).await?;
+    poll.settle(app).await?;
     Ok(page_response(app, Transport::Poll, &page))
 }

@@ -30,8 +30,10 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
         Some(value) => parse_u64("Last-Event-ID", value.to_str().unwrap_or("?"))?,
         None => Query::of(&req).u64("cursor")?.unwrap_or(0),
     };
+    // The cursor is checked (409) before the user counts as connected:
+    // a refused stream changes nothing, not even presence.
+    let subscription = Subscription::new(app.clone(), uid.clone(), cursor).await?;
     let connection = app.hub.connect(&uid, Transport::Sse)?;
-    let subscription = Subscription::new(app.clone(), uid, cursor).await?;
     let opening = Bytes::from(format!("retry: {RETRY_MS}\n: herald\n\n"));
     let frames = stream::unfold(
         (subscription, connection, Some(opening)),

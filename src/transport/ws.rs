@@ -67,8 +67,10 @@ pub async fn handle(
     app.cors.check_websocket_origin(&req)?;
     let uid = app.auth.user(&req)?;
     let cursor = Query::of(&req).u64("cursor")?.unwrap_or(0);
+    // The cursor is checked (409) before the user counts as connected:
+    // a refused stream changes nothing, not even presence.
+    let subscription = Subscription::new(app.clone(), uid.clone(), cursor).await?;
     let connection = app.hub.connect(&uid, Transport::Ws)?;
-    let subscription = Subscription::new(app.clone(), uid, cursor).await?;
 
     let upgrade = hyper::upgrade::on(&mut req);
     let app = app.clone();
