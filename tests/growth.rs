@@ -29,28 +29,13 @@ async fn stop(server: &mut Server) {
 }
 
 async fn put(server: &Server, path: &str, body: Value) {
-    let response = server
-        .http
-        .put(server.url(path))
-        .bearer_auth(API_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "PUT {path}");
+    assert_eq!(server.backend_put(path, body).await, 200, "PUT {path}");
 }
 
 async fn post(server: &Server, token: &str, path: &str, body: Value) -> Value {
-    let response = server
-        .http
-        .post(server.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "POST {path}");
-    response.json().await.unwrap()
+    let (status, answer) = server.post_as(token, path, body).await;
+    assert_eq!(status, 200, "POST {path}: {answer}");
+    answer
 }
 
 #[tokio::test]
@@ -116,14 +101,8 @@ async fn records_expire_and_memory_returns_to_what_is_in_use() {
         server.metric("herald_expired_records_total").await
     );
     // An expired message record: its read receipt can no longer be asked.
-    let response = server
-        .http
-        .post(server.url(&format!("/v1/messages/{}/read", dm_ids[0])))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 404);
+    let read = format!("/v1/messages/{}/read", dm_ids[0]);
+    assert_eq!(server.post_as(&bob, &read, Value::Null).await.0, 404);
     // msgids keep rising when the whole history expired.
     let next = post(
         &server,

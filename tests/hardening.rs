@@ -157,15 +157,8 @@ async fn a_refused_poll_long_poll_or_ack_changes_nothing() {
     let alice = server.token("alice").await;
     let bob = server.token("bob").await;
     for i in 0..3 {
-        let response = server
-            .http
-            .post(server.url("/v1/messages"))
-            .bearer_auth(&bob)
-            .json(&json!({"to": "alice", "body": i}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        let msg = json!({"to": "alice", "body": i});
+        assert_eq!(server.post_as(&bob, "/v1/messages", msg).await.0, 200);
     }
     for (path, status) in [
         ("/v1/poll?cursor=10", 409),
@@ -176,15 +169,8 @@ async fn a_refused_poll_long_poll_or_ack_changes_nothing() {
     ] {
         assert_eq!(server.get(path, &alice).await.0, status, "{path}");
     }
-    let response = server
-        .http
-        .post(server.url("/v1/ack"))
-        .bearer_auth(&alice)
-        .json(&json!({"seq": 10}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 409);
+    let (status, _) = server.post_as(&alice, "/v1/ack", json!({"seq": 10})).await;
+    assert_eq!(status, 409);
     let url = format!(
         "{}/v1/ws?token={alice}&cursor=3",
         server.base.replacen("http", "ws", 1)
@@ -206,24 +192,8 @@ async fn a_refused_poll_long_poll_or_ack_changes_nothing() {
     );
 
     // Nothing was acked, so bob has no delivered receipt.
-    let acked: Value = server
-        .http
-        .post(server.url("/v1/ack"))
-        .bearer_auth(&alice)
-        .json(&json!({"seq": 0}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, acked) = server.post_as(&alice, "/v1/ack", json!({"seq": 0})).await;
     assert_eq!(acked["acked"], 0);
-    server
-        .http
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(server.poll(&bob, 0).await, Vec::<Value>::new());
 }
 
@@ -620,26 +590,21 @@ async fn a_preflight_says_vary_origin_once() {
 #[tokio::test]
 async fn friends_members_and_counters_have_caps_and_a_refusal_stores_nothing() {
     let server = Server::start_with(&["--max-body", "1048576"]).await;
-    let put = |path: &str, body: Value| {
-        server
-            .http
-            .put(server.url(path))
-            .bearer_auth(API_KEY)
-            .json(&body)
-            .send()
-    };
     let many = |n: usize| (0..n).map(|i| format!("u{i}")).collect::<Vec<_>>();
-    let response = put(
-        "/api/v1/users/alice/friends",
-        json!({"friends": many(5001)}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status(), 400);
-    let response = put("/api/v1/groups/g/members", json!({"members": many(10_001)}))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
+    let friends = json!({"friends": many(5001)});
+    assert_eq!(
+        server
+            .backend_put("/api/v1/users/alice/friends", friends)
+            .await,
+        400
+    );
+    let members = json!({"members": many(10_001)});
+    assert_eq!(
+        server
+            .backend_put("/api/v1/groups/g/members", members)
+            .await,
+        400
+    );
     let alice = server.token("alice").await;
     assert_eq!(
         server.get("/v1/friends/presence", &alice).await.1["friends"],
@@ -675,15 +640,13 @@ async fn friends_members_and_counters_have_caps_and_a_refusal_stores_nothing() {
 #[tokio::test]
 async fn a_refused_stream_or_long_poll_does_not_make_its_user_flap_online() {
     let server = Server::start().await;
-    let response = server
-        .http
-        .put(server.url("/api/v1/users/bob/friends"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"friends": ["alice"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let friends = json!({"friends": ["alice"]});
+    assert_eq!(
+        server
+            .backend_put("/api/v1/users/bob/friends", friends)
+            .await,
+        200
+    );
     let bob = server.token("bob").await;
     let bob_sse = server.open("/v1/sse", &bob).await;
     assert_eq!(bob_sse.status(), 200);

@@ -178,42 +178,18 @@ async fn polling_with_a_cursor_acks_it() {
     server.publish(&["alice"], json!(1)).await;
     server.publish(&["alice"], json!(2)).await;
     server.poll(&token, 1).await;
-    let response = server
-        .http
-        .post(server.url("/v1/ack"))
-        .bearer_auth(&token)
-        .json(&json!({"seq": 0}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let ack = |seq: u64| server.post_as(&token, "/v1/ack", json!({ "seq": seq }));
+    let (status, body) = ack(0).await;
+    assert_eq!(status, 200);
     assert_eq!(body["acked"], 1, "an ack never moves backwards");
     // An ack beyond the newest event is refused and acks nothing (0.6; it
     // used to be capped at the head, acking events never read).
-    let response = server
-        .http
-        .post(server.url("/v1/ack"))
-        .bearer_auth(&token)
-        .json(&json!({"seq": 99}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 409);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["error"], "cursor_ahead");
-    let body: serde_json::Value = server
-        .http
-        .post(server.url("/v1/ack"))
-        .bearer_auth(&token)
-        .json(&json!({"seq": 2}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["acked"], 2);
+    let (status, body) = ack(99).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("cursor_ahead"))
+    );
+    assert_eq!(ack(2).await.1["acked"], 2);
 }
 
 #[tokio::test]

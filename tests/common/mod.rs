@@ -160,6 +160,41 @@ impl Server {
             .expect("backend request")
     }
 
+    /// Sends `method path` with a bearer credential (a client token or the
+    /// API key) and a JSON body.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &str,
+        body: Value,
+    ) -> reqwest::Response {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// POSTs JSON as a client; returns status and JSON (Null if none).
+    pub async fn post_as(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .send_json(reqwest::Method::POST, path, token, body)
+            .await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// PUTs JSON with the API key; returns the status.
+    pub async fn backend_put(&self, path: &str, body: Value) -> u16 {
+        let response = self
+            .send_json(reqwest::Method::PUT, path, API_KEY, body)
+            .await;
+        response.status().as_u16()
+    }
+
     /// Publishes a notice to `to`; returns the seqs by uid.
     pub async fn publish(&self, to: &[&str], data: Value) -> Value {
         let response = self
