@@ -50,20 +50,18 @@ impl Transport {
     }
 }
 
-/// One user's open connections.
-#[derive(Default)]
-struct Slots {
-    open: usize,
-    /// The long-polls among them, oldest first: (id, how to end it early).
-    longpolls: VecDeque<(u64, Arc<Notify>)>,
-}
+/// A user's long-polls, oldest first: (id, how to end it early).
+type LongPolls = VecDeque<(u64, Arc<Notify>)>;
 
-/// Open connections by user.
+/// Open connections by user. The count per user is [`Presence`]'s (which
+/// needs it for online state anyway); the hub adds the cap, the long-polls
+/// that may give up their slot, and the metrics.
 pub struct Hub {
     presence: Arc<Presence>,
     max_per_user: usize,
     metrics: Arc<Metrics>,
-    users: DashMap<Uid, Slots>,
+    /// Only users with a long-poll open have an entry.
+    longpolls: DashMap<Uid, LongPolls>,
     next_id: AtomicU64,
 }
 
@@ -73,7 +71,7 @@ impl Hub {
             presence,
             max_per_user: max_per_user.max(1),
             metrics,
-            users: DashMap::new(),
+            longpolls: DashMap::new(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -82,33 +80,39 @@ impl Hub {
     /// user's oldest long-poll (told to end through its
     /// [`Connection::evicted`]), or fails with 429 if there is none.
     pub fn connect(self: &Arc<Self>, uid: &Uid, transport: Transport) -> Result<Connection, Error> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let evicted = Arc::new(Notify::new());
-        {
-            let mut slots = self.users.entry(uid.clone()).or_default();
-            if slots.open < self.max_per_user {
-                slots.open += 1;
-            } else if let Some((_, oldest)) = slots.longpolls.pop_front() {
-                // Its slot is ours now; it finds itself gone from the list.
-                oldest.notify_one();
-                self.metrics.longpolls_evicted.inc();
-            } else {
+        if !self.presence.try_connect(uid, self.max_per_user) {
+            let oldest = self
+                .longpolls
+                .get_mut(uid)
+                .and_then(|mut held| held.pop_front());
+            let Some((_, end)) = oldest else {
                 return Err(Error::TooMany {
                     message: format!("{uid} already has {} open connections", self.max_per_user),
                     retry_after: 5,
                 });
-            }
-            if transport == Transport::LongPoll {
-                slots.longpolls.push_back((id, evicted.clone()));
-            }
+            };
+            // The count is one over the cap until the ended long-poll is
+            // gone, which is at once.
+            end.notify_one();
+            self.metrics.longpolls_evicted.inc();
+            self.presence.connect(uid);
         }
-        self.presence.connect(uid);
-        if transport != Transport::LongPoll {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Only a long-poll can be ended early; streams carry no signal.
+        let evicted = if transport == Transport::LongPoll {
+            let end = Arc::new(Notify::new());
+            self.longpolls
+                .entry(uid.clone())
+                .or_default()
+                .push_back((id, end.clone()));
+            Some(end)
+        } else {
             self.metrics
                 .connections
                 .get_or_create(&transport.label())
                 .inc();
-        }
+            None
+        };
         Ok(Connection {
             hub: self.clone(),
             uid: uid.clone(),
@@ -116,25 +120,6 @@ impl Hub {
             id,
             evicted,
         })
-    }
-
-    /// Releases the slot of connection `id` of `uid`, unless a newer
-    /// connection took it over.
-    fn release(&self, uid: &Uid, id: u64, transport: Transport) {
-        self.users.remove_if_mut(uid, |_, slots| {
-            let taken_over = transport == Transport::LongPoll
-                && match slots.longpolls.iter().position(|(held, _)| *held == id) {
-                    Some(at) => {
-                        slots.longpolls.remove(at);
-                        false
-                    }
-                    None => true,
-                };
-            if !taken_over {
-                slots.open -= 1;
-            }
-            slots.open == 0
-        });
     }
 
     /// Counts events and bytes sent on `transport`.
@@ -149,11 +134,6 @@ impl Hub {
             .get_or_create(&label)
             .inc_by(bytes as u64);
     }
-
-    /// Open connections of `uid` (streams and long-polls).
-    pub fn open_of(&self, uid: &Uid) -> usize {
-        self.users.get(uid).map_or(0, |slots| slots.open)
-    }
 }
 
 /// One open connection; unregisters itself when dropped.
@@ -162,7 +142,7 @@ pub struct Connection {
     uid: Uid,
     transport: Transport,
     id: u64,
-    evicted: Arc<Notify>,
+    evicted: Option<Arc<Notify>>,
 }
 
 impl Connection {
@@ -182,14 +162,20 @@ impl Connection {
     /// Resolves when a newer connection of the same user took this
     /// long-poll's slot: answer it now.
     pub async fn evicted(&self) {
-        self.evicted.notified().await;
+        match &self.evicted {
+            Some(evicted) => evicted.notified().await,
+            None => std::future::pending().await,
+        }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.hub.release(&self.uid, self.id, self.transport);
-        if self.transport == Transport::LongPoll {
+        if self.evicted.is_some() {
+            self.hub.longpolls.remove_if_mut(&self.uid, |_, held| {
+                held.retain(|(id, _)| *id != self.id);
+                held.is_empty()
+            });
             // Restart the grace period first so the user does not flap
             // offline between two long-polls.
             self.hub.presence.polled(&self.uid);

@@ -43,7 +43,7 @@ pub struct Presence {
     store: Arc<dyn Store>,
     friends: Arc<Friends>,
     metrics: Arc<Metrics>,
-    /// Open streams per user.
+    /// Open connections (streams and long-polls) per user.
     connections: DashMap<Uid, usize>,
     /// When each recent poller last polled.
     polled: DashMap<Uid, Instant>,
@@ -76,7 +76,22 @@ impl Presence {
         })
     }
 
-    /// Registers a connection of `uid` (a stream or a held long-poll).
+    /// Registers a connection of `uid` (a stream or a long-poll) unless it
+    /// already has `max`.
+    pub fn try_connect(&self, uid: &Uid, max: usize) -> bool {
+        {
+            let mut count = self.connections.entry(uid.clone()).or_insert(0);
+            if *count >= max {
+                return false;
+            }
+            *count += 1;
+        }
+        self.refresh(uid);
+        true
+    }
+
+    /// Registers a connection of `uid` whatever it already has (one that
+    /// takes the place of a connection about to go).
     pub fn connect(&self, uid: &Uid) {
         *self.connections.entry(uid.clone()).or_insert(0) += 1;
         self.refresh(uid);
