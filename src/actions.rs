@@ -9,10 +9,10 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::error::Error;
 use crate::groups::Gid;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
-use crate::http::Error;
 use crate::uid::Uid;
 use crate::{messages, notices, presence, receipts};
 

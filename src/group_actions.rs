@@ -9,9 +9,9 @@ use serde_json::json;
 
 use crate::actions::member_of;
 use crate::app::App;
+use crate::error::Error;
 use crate::http::reply::{json, list_after, Response};
 use crate::http::request::{json_body, parse_u64, Query};
-use crate::http::Error;
 use crate::uid::Uid;
 
 /// A group message as a client sends it (HTTP body or WebSocket frame).

@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::app::App;
+use crate::error::Error;
 use crate::groups::Gid;
-use crate::http::Error;
 use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
 

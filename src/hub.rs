@@ -19,7 +19,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
-use crate::http::Error;
+use crate::error::Error;
 use crate::metrics::{Label, Metrics};
 use crate::presence::Presence;
 use crate::uid::Uid;

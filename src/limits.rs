@@ -9,7 +9,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::http::Error;
+use crate::error::Error;
 use crate::uid::Uid;
 
 /// A token bucket per user: `per_second` sends, bursts of twice that.

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::App;
-use crate::http::Error;
+use crate::error::Error;
 use crate::receipts::{record_key, MessageRecord};
 use crate::store::{Append, Once};
 use crate::uid::Uid;

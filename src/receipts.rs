@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::App;
-use crate::http::Error;
+use crate::error::Error;
 use crate::store::{Append, PageLimit};
 use crate::uid::Uid;
 

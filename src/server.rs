@@ -17,8 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use self::direct::{Head, Rewind};
 use crate::app::App;
-use crate::http;
 use crate::metrics::Label;
+use crate::routes;
 
 mod direct;
 
@@ -156,7 +156,7 @@ async fn serve_hyper(app: Arc<App>, io: Rewind) {
     let conn_app = app.clone();
     let service = service_fn(move |req| {
         let app = conn_app.clone();
-        async move { Ok::<_, std::convert::Infallible>(http::handle(&app, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(routes::handle(&app, req).await) }
     });
     // The header-read timeout runs while hyper waits for a request head:
     // on a kept-alive connection between requests too, so an idle or

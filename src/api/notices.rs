@@ -5,9 +5,9 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::error::Error;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
-use crate::http::Error;
 use crate::notices::{news_key, valid_counter_name, valid_date, Change, CounterError};
 use crate::uid::Uid;
 

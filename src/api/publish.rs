@@ -8,9 +8,9 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::error::Error;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
-use crate::http::Error;
 use crate::store::Append;
 use crate::uid::Uid;
 

@@ -5,11 +5,11 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::error::Error;
 use crate::friends::MAX_FRIENDS;
 use crate::groups::{Gid, MAX_MEMBERS};
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
-use crate::http::Error;
 use crate::uid::Uid;
 
 #[derive(Deserialize)]

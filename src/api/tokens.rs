@@ -7,10 +7,10 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::error::Error;
 use crate::http::auth::MAX_TOKEN_TTL;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
-use crate::http::Error;
 use crate::uid::Uid;
 
 #[derive(Deserialize)]

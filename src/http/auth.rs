@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::request::Query;
-use super::Error;
+use crate::error::Error;
 use crate::store::now_ms;
 use crate::uid::Uid;
 

@@ -9,7 +9,7 @@ use hyper::header::{
 use hyper::{Request, StatusCode};
 
 use super::reply::{empty, Response};
-use super::Error;
+use crate::error::Error;
 
 /// The allowed browser origins.
 pub struct Cors {

@@ -11,7 +11,7 @@ use hyper::header::CONTENT_LENGTH;
 use hyper::Request;
 use serde::de::DeserializeOwned;
 
-use super::Error;
+use crate::error::Error;
 
 /// Reads the body of `req` (at most `limit` bytes) as JSON of type `T`.
 ///

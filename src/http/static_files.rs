@@ -5,7 +5,7 @@ use std::path::{Component, Path};
 use hyper::StatusCode;
 
 use super::reply::{bytes, Response};
-use super::Error;
+use crate::error::Error;
 
 /// Serves `path` from `root`; `/` is `index.html`. Paths that would leave
 /// `root` or name hidden files are 404s.

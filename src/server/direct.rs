@@ -123,7 +123,9 @@ pub async fn serve(
     rest: Bytes,
 ) -> Option<Bytes> {
     let client_closes = header_has_close(request.headers().get(CONNECTION));
-    let (parts, body) = http::handle_stream(app, *request).await.into_parts();
+    let (parts, body) = crate::routes::handle_stream(app, *request)
+        .await
+        .into_parts();
     let length = body.size_hint().exact();
     let keep_alive =
         length.is_some() && !client_closes && !header_has_close(parts.headers.get(CONNECTION));

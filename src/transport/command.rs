@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::error::Error;
 use crate::group_actions;
-use crate::http::Error;
 use crate::messages;
 
 /// One client command.

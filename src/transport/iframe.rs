@@ -18,9 +18,9 @@ use hyper::{Request, StatusCode};
 
 use super::stream::{Next, Subscription};
 use crate::app::App;
+use crate::error::Error;
 use crate::http::reply::Response;
 use crate::http::request::Query;
-use crate::http::Error;
 use crate::hub::{Connection, Transport};
 use crate::store::event_seq;
 

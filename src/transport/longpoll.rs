@@ -10,8 +10,8 @@ use hyper::Request;
 
 use super::{page_response, PollRequest};
 use crate::app::App;
+use crate::error::Error;
 use crate::http::reply::Response;
-use crate::http::Error;
 use crate::hub::Transport;
 use crate::metrics::Label;
 

@@ -15,9 +15,9 @@ pub mod ws;
 use hyper::{Request, StatusCode};
 
 use crate::app::App;
+use crate::error::Error;
 use crate::http::reply::{raw_json, Response};
 use crate::http::request::Query;
-use crate::http::Error;
 use crate::hub::Transport;
 use crate::store::{event_seq, Page, PageLimit};
 use crate::uid::Uid;

@@ -4,8 +4,8 @@ use hyper::Request;
 
 use super::{page_response, PollRequest};
 use crate::app::App;
+use crate::error::Error;
 use crate::http::reply::Response;
-use crate::http::Error;
 use crate::hub::Transport;
 
 /// `GET /v1/poll?cursor=N&limit=L`

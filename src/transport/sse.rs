@@ -14,9 +14,9 @@ use serde::Deserialize;
 
 use super::stream::{Next, Subscription};
 use crate::app::App;
+use crate::error::Error;
 use crate::http::reply::Response;
 use crate::http::request::{parse_u64, Query};
-use crate::http::Error;
 use crate::hub::{Connection, Transport};
 
 /// How long the browser waits before reconnecting, in ms.

@@ -16,7 +16,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::read_after;
 use crate::app::App;
-use crate::http::Error;
+use crate::error::Error;
 use crate::uid::Uid;
 
 /// Events read per page.

@@ -29,9 +29,9 @@ use tokio_tungstenite::WebSocketStream;
 use super::command::{self, Command, Frame};
 use super::stream::{sent_in_time, EndReason, Next, Subscription};
 use crate::app::App;
+use crate::error::Error;
 use crate::http::reply::{empty, Response};
 use crate::http::request::Query;
-use crate::http::Error;
 use crate::hub::{Connection, Transport};
 use crate::uid::Uid;
 
