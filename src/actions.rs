@@ -1,7 +1,6 @@
 //! Client actions over HTTP, for transports without an upstream channel.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -10,7 +9,6 @@ use serde::Deserialize;
 
 use crate::app::App;
 use crate::error::Error;
-use crate::groups::Gid;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
 use crate::uid::Uid;
@@ -118,24 +116,11 @@ pub async fn group_presence(
     gid: &str,
 ) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let (gid, members) = member_of(app, gid, &uid)?;
+    let (gid, members) = app.groups.member_of(gid, &uid)?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "gid": gid, "members": statuses(app, members.iter()) }),
     ))
-}
-
-/// The group `gid` and its members, if `uid` is one of them.
-pub fn member_of(app: &App, gid: &str, uid: &Uid) -> Result<(Gid, Arc<HashSet<Uid>>), Error> {
-    let gid = Gid::parse(gid).map_err(|e| Error::bad("bad_gid", e.to_string()))?;
-    let members = app
-        .groups
-        .members(&gid)
-        .ok_or_else(|| Error::NotFound(format!("no group {gid}")))?;
-    if !members.contains(uid) {
-        return Err(Error::Forbidden(format!("{uid} is not a member of {gid}")));
-    }
-    Ok((gid, members))
 }
 
 /// Message ids of a read mark: `{"msg_id": N}` or `{"ids": [N, …]}`.

@@ -34,7 +34,7 @@ pub struct App {
     /// How fast each user may send messages and status changes.
     pub sends: SendLimit,
     pub counters: Counters,
-    pub group_log: GroupLog,
+    pub group_log: Arc<GroupLog>,
     pub group_reads: Arc<GroupReads>,
     pub broadcasts: Arc<Broadcasts>,
     pub metrics: Arc<Metrics>,

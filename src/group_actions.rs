@@ -7,7 +7,6 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::actions::member_of;
 use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::{json, list_after, Response};
@@ -24,7 +23,7 @@ pub struct Outgoing {
 
 /// Posts `msg` to `gid` from `from` (a member); returns the msgid.
 pub async fn post(app: &App, gid: &str, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
-    let (gid, members) = member_of(app, gid, from)?;
+    let (gid, members) = app.groups.member_of(gid, from)?;
     crate::messages::check(&msg.body, &msg.cid)?;
     app.sends.check(from)?;
     app.group_log
@@ -43,7 +42,7 @@ pub async fn post_message(app: &App, req: Request<Incoming>, gid: &str) -> Resul
 /// `GET /v1/groups/{gid}/messages?after=M&limit=L` → `{"messages":[…],"cursor":K}`.
 pub async fn history(app: &App, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let (gid, _) = member_of(app, gid, &uid)?;
+    let (gid, _) = app.groups.member_of(gid, &uid)?;
     let query = Query::of(&req);
     let after = query.u64("after")?.unwrap_or(0);
     let limit = query.u64_in("limit", 1..=1000, 100)? as usize;
@@ -59,8 +58,8 @@ struct ReadMark {
 
 /// Marks `gid` read up to `msgid` for `uid`; returns the last read msgid.
 pub async fn mark_read(app: &Arc<App>, gid: &str, uid: &Uid, msgid: u64) -> Result<u64, Error> {
-    let (gid, _) = member_of(app, gid, uid)?;
-    app.group_reads.mark(app, &gid, uid, msgid).await
+    let (gid, _) = app.groups.member_of(gid, uid)?;
+    app.group_reads.mark(&gid, uid, msgid).await
 }
 
 /// `POST /v1/groups/{gid}/read {"msgid":M}` → `{"last_read"}`.
@@ -75,7 +74,7 @@ pub async fn read(app: &Arc<App>, req: Request<Incoming>, gid: &str) -> Result<R
 /// unread counts and the readers.
 pub async fn receipts(app: &App, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let (gid, members) = member_of(app, gid, &uid)?;
+    let (gid, members) = app.groups.member_of(gid, &uid)?;
     let query = Query::of(&req);
     let msgids = query
         .get("msgids")
@@ -86,7 +85,7 @@ pub async fn receipts(app: &App, req: Request<Incoming>, gid: &str) -> Result<Re
     if msgids.is_empty() || msgids.len() > 100 {
         return Err(Error::bad("bad_msgids", "give 1 to 100 msgids"));
     }
-    let receipts = app.group_reads.receipts(app, &gid, &members, &msgids)?;
+    let receipts = app.group_reads.receipts(&gid, &members, &msgids)?;
     let list: Vec<_> = receipts
         .iter()
         .map(|r| json!({"msgid": r.msgid, "read": r.readers.len(), "unread": r.unread, "readers": r.readers}))

@@ -18,9 +18,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::app::App;
 use crate::error::Error;
+use crate::group_log::GroupLog;
 use crate::groups::Gid;
+use crate::groups::Groups;
+use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
 
@@ -63,6 +66,11 @@ impl Cursor {
 /// whose push is done and over.
 pub struct GroupReads {
     me: Weak<GroupReads>,
+    store: Arc<dyn Store>,
+    log: Arc<GroupLog>,
+    groups: Arc<Groups>,
+    presence: Arc<Presence>,
+    metrics: Arc<Metrics>,
     last_read: DashMap<(Gid, Uid), Cursor>,
     pending: DashMap<(Uid, Gid), Pending>,
 }
@@ -78,25 +86,35 @@ fn read_key(gid: &Gid, uid: &Uid) -> String {
 }
 
 /// `uid`'s read cursor in `gid` as stored (0 if none).
-fn stored(app: &App, gid: &Gid, uid: &Uid) -> Result<u64, StoreError> {
-    Ok(app
-        .store
+fn stored(store: &dyn Store, gid: &Gid, uid: &Uid) -> Result<u64, StoreError> {
+    Ok(store
         .kv_get(&read_key(gid, uid))?
         .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
         .unwrap_or(0))
 }
 
 impl GroupReads {
-    pub fn new() -> Arc<GroupReads> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        log: Arc<GroupLog>,
+        groups: Arc<Groups>,
+        presence: Arc<Presence>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<GroupReads> {
         Arc::new_cyclic(|me| GroupReads {
             me: me.clone(),
+            store,
+            log,
+            groups,
+            presence,
+            metrics,
             last_read: DashMap::new(),
             pending: DashMap::new(),
         })
     }
 
     /// `uid`'s last read msgid in `gid`.
-    pub fn last_read(&self, app: &App, gid: &Gid, uid: &Uid) -> Result<u64, StoreError> {
+    pub fn last_read(&self, gid: &Gid, uid: &Uid) -> Result<u64, StoreError> {
         let key = (gid.clone(), uid.clone());
         if let Some(cursor) = self.last_read.get(&key) {
             cursor.used.store(true, Ordering::Relaxed);
@@ -105,20 +123,14 @@ impl GroupReads {
         let cursor = self
             .last_read
             .entry(key)
-            .or_try_insert_with(|| stored(app, gid, uid).map(Cursor::new))?;
+            .or_try_insert_with(|| stored(self.store.as_ref(), gid, uid).map(Cursor::new))?;
         Ok(cursor.last_read)
     }
 
     /// Marks everything ≤ `msgid` read for `uid` (capped at the newest
     /// message; never backwards) and returns the last read msgid.
-    pub async fn mark(
-        &self,
-        app: &Arc<App>,
-        gid: &Gid,
-        uid: &Uid,
-        msgid: u64,
-    ) -> Result<u64, Error> {
-        let newest = app.group_log.newest(gid).await?;
+    pub async fn mark(&self, gid: &Gid, uid: &Uid, msgid: u64) -> Result<u64, Error> {
+        let newest = self.log.newest(gid).await?;
         let target = msgid.min(newest);
         let raised = {
             // A cursor not in the cache is read from the store under the
@@ -127,7 +139,7 @@ impl GroupReads {
             let mut cursor = self
                 .last_read
                 .entry((gid.clone(), uid.clone()))
-                .or_try_insert_with(|| stored(app, gid, uid).map(Cursor::new))?;
+                .or_try_insert_with(|| stored(self.store.as_ref(), gid, uid).map(Cursor::new))?;
             *cursor.used.get_mut() = true;
             let from = cursor.last_read;
             if target > from {
@@ -135,43 +147,38 @@ impl GroupReads {
                 // Written under the entry's lock, so concurrent marks reach
                 // the store in the order they raise the cursor: a slower,
                 // lower one can never land last.
-                app.store
+                self.store
                     .kv_stage(&read_key(gid, uid), target.to_string().into_bytes())?;
             }
             (from, cursor.last_read)
         };
         // Answer only once the cursor answered with is durable (a concurrent
         // mark may have staged it).
-        app.store.sync().await?;
+        self.store.sync().await?;
         if raised.1 <= raised.0 {
             return Ok(raised.1);
         }
         // Whose messages just got a reader: their senders' receipts changed.
         let start = raised.0;
-        for raw in app
-            .group_log
+        for raw in self
+            .log
             .history(gid, start, (raised.1 - start).min(1000) as usize)?
         {
             let Ok(message) = serde_json::from_slice::<Stored>(&raw) else {
                 continue;
             };
             if &message.from != uid {
-                self.changed(app, message.from, gid.clone(), message.msgid);
+                self.changed(message.from, gid.clone(), message.msgid);
             }
         }
         Ok(raised.1)
     }
 
     /// Drops the read cursors of members who left `gid`.
-    pub fn forget(
-        &self,
-        store: &Arc<dyn Store>,
-        gid: &Gid,
-        left: &[&Uid],
-    ) -> Result<(), StoreError> {
+    pub fn forget(&self, gid: &Gid, left: &[&Uid]) -> Result<(), StoreError> {
         for uid in left {
             self.last_read.remove(&(gid.clone(), (*uid).clone()));
-            store.kv_stage_remove(&read_key(gid, uid))?;
+            self.store.kv_stage_remove(&read_key(gid, uid))?;
         }
         Ok(())
     }
@@ -192,19 +199,18 @@ impl GroupReads {
     /// Receipts of `msgids` of `gid`, whose members are `members`.
     pub fn receipts(
         &self,
-        app: &App,
         gid: &Gid,
         members: &HashSet<Uid>,
         msgids: &[u64],
     ) -> Result<Vec<Receipt>, Error> {
         let mut cursors = BTreeMap::new();
         for member in members {
-            cursors.insert(member.clone(), self.last_read(app, gid, member)?);
+            cursors.insert(member.clone(), self.last_read(gid, member)?);
         }
         let mut receipts = Vec::new();
         for &msgid in msgids {
-            let raw = app
-                .group_log
+            let raw = self
+                .log
                 .get(gid, msgid)?
                 .ok_or_else(|| Error::NotFound(format!("no message {msgid} in {gid}")))?;
             let message: Stored = serde_json::from_slice(&raw)
@@ -229,7 +235,7 @@ impl GroupReads {
 
     /// Notes that receipts of `sender`'s `msgid` changed; pushes now or at
     /// the end of the sender's window.
-    fn changed(&self, app: &Arc<App>, sender: Uid, gid: Gid, msgid: u64) {
+    fn changed(&self, sender: Uid, gid: Gid, msgid: u64) {
         let key = (sender, gid);
         let mut pending = self.pending.entry(key.clone()).or_default();
         pending.msgids.insert(msgid);
@@ -243,11 +249,11 @@ impl GroupReads {
             .unwrap_or_default();
         drop(pending);
         let me = self.me.clone();
-        let app = Arc::downgrade(app);
+
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            if let (Some(me), Some(app)) = (me.upgrade(), app.upgrade()) {
-                if let Err(e) = me.push(&app, key).await {
+            if let Some(me) = me.upgrade() {
+                if let Err(e) = me.push(key).await {
                     tracing::warn!("group receipt push failed: {e}");
                 }
             }
@@ -256,7 +262,7 @@ impl GroupReads {
 
     /// Pushes one `group_receipt` event with the counts of every pending
     /// message, if the sender is online.
-    async fn push(&self, app: &App, key: (Uid, Gid)) -> Result<(), Error> {
+    async fn push(&self, key: (Uid, Gid)) -> Result<(), Error> {
         let msgids: Vec<u64> = match self.pending.get_mut(&key) {
             Some(mut p) => {
                 p.scheduled = false;
@@ -266,13 +272,13 @@ impl GroupReads {
             None => return Ok(()),
         };
         let (sender, gid) = key;
-        if msgids.is_empty() || !app.presence.is_online(&sender) {
+        if msgids.is_empty() || !self.presence.is_online(&sender) {
             return Ok(()); // an offline sender pulls its receipts at login
         }
-        let Some(members) = app.groups.members(&gid) else {
+        let Some(members) = self.groups.members(&gid) else {
             return Ok(());
         };
-        let receipts = self.receipts(app, &gid, &members, &msgids)?;
+        let receipts = self.receipts(&gid, &members, &msgids)?;
         let newest = receipts
             .last()
             .map(|r| (r.msgid, r.readers.len(), r.unread));
@@ -285,10 +291,10 @@ impl GroupReads {
             .collect();
         let data =
             json!({"gid": gid, "msgid": msgid, "read": read, "unread": unread, "receipts": all});
-        app.store
+        self.store
             .append(vec![Append::new(sender, "group_receipt", &data)])
             .await?;
-        app.metrics.group_receipts_pushed.inc();
+        self.metrics.group_receipts_pushed.inc();
         Ok(())
     }
 }

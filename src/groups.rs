@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::error::Error;
 use crate::store::{Store, StoreError};
 use crate::uid::Uid;
 
@@ -69,6 +70,20 @@ impl Groups {
             members.insert(gid.clone(), (version, set.clone()));
         }
         Ok(set)
+    }
+
+    /// The group `gid` (a raw id from a request) and its members, if `uid`
+    /// is one of them: 400 for a malformed id, 404 for no such group, 403
+    /// for a non-member.
+    pub fn member_of(&self, gid: &str, uid: &Uid) -> Result<(Gid, Members), Error> {
+        let gid = Gid::parse(gid).map_err(|e| Error::bad("bad_gid", e.to_string()))?;
+        let members = self
+            .members(&gid)
+            .ok_or_else(|| Error::NotFound(format!("no group {gid}")))?;
+        if !members.contains(uid) {
+            return Err(Error::Forbidden(format!("{uid} is not a member of {gid}")));
+        }
+        Ok((gid, members))
     }
 
     /// The members of `gid`, if the group exists.

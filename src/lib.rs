@@ -121,8 +121,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     if demo {
         seed_demo_world(&friends, &groups).await?;
     }
-    let group_log =
-        group_log::GroupLog::new(store.clone(), config.history_ttl(), config.record_ttl());
+    let group_log = Arc::new(group_log::GroupLog::new(
+        store.clone(),
+        config.history_ttl(),
+        config.record_ttl(),
+    ));
     let recovered = group_log.recover(&groups).await?;
     if recovered > 0 {
         tracing::warn!("finished {recovered} group posts that a crash interrupted");
@@ -133,6 +136,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         metrics.clone(),
         config.presence_grace(),
         Duration::from_millis(config.presence_window_ms),
+    );
+    let group_reads = group_reads::GroupReads::new(
+        store.clone(),
+        group_log.clone(),
+        groups.clone(),
+        presence.clone(),
+        metrics.clone(),
     );
     let app = Arc::new(App {
         auth: Auth::new(secret.as_bytes(), api_key),
@@ -148,7 +158,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         sends: limits::SendLimit::new(config.send_rate),
         counters: notices::Counters::new(store.clone()),
         group_log,
-        group_reads: group_reads::GroupReads::new(),
+        group_reads,
         broadcasts: broadcasts::Broadcasts::start(store.clone(), metrics.clone())?,
         store: store.clone(),
         metrics,
