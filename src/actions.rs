@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
 use crate::uid::Uid;
-use crate::{messages, notices, presence, receipts};
+use crate::{messages, notices, presence};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +24,7 @@ struct AckRequest {
 pub async fn ack(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
     let body: AckRequest = json_body(req, app.config.max_body).await?;
-    let acked = receipts::ack(app, &uid, body.seq).await?;
+    let acked = app.receipts.ack(&uid, body.seq).await?;
     app.store.sync().await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "acked": acked })))
 }
@@ -33,7 +33,7 @@ pub async fn ack(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
 pub async fn send_message(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let from = app.auth.user(&req)?;
     let msg: messages::Outgoing = json_body(req, app.config.max_body).await?;
-    let id = messages::send(app, &from, msg).await?;
+    let id = app.messages.send(&from, msg).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "id": id })))
 }
 
@@ -148,7 +148,7 @@ pub fn read_ids(frame: &serde_json::Value) -> Result<Vec<u64>, Error> {
 pub async fn message_read(app: &App, req: Request<Incoming>, id: &str) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
     let id = crate::http::request::parse_u64("message id", id)?;
-    receipts::mark_read(app, &uid, &[id]).await?;
+    app.receipts.mark_read(&uid, &[id]).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "read": [id] })))
 }
 

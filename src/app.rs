@@ -15,9 +15,11 @@ use crate::http::auth::Auth;
 use crate::http::cors::Cors;
 use crate::hub::Hub;
 use crate::limits::SendLimit;
+use crate::messages::Messages;
 use crate::metrics::Metrics;
 use crate::notices::Counters;
 use crate::presence::Presence;
+use crate::receipts::Receipts;
 use crate::store::Store;
 
 /// Everything a request handler may use. One per server, behind an `Arc`.
@@ -32,7 +34,9 @@ pub struct App {
     pub friends: Arc<Friends>,
     pub groups: Arc<Groups>,
     /// How fast each user may send messages and status changes.
-    pub sends: SendLimit,
+    pub sends: Arc<SendLimit>,
+    pub messages: Messages,
+    pub receipts: Receipts,
     pub counters: Counters,
     pub group_log: Arc<GroupLog>,
     pub group_reads: Arc<GroupReads>,

@@ -144,6 +144,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         presence.clone(),
         metrics.clone(),
     );
+    let sends = Arc::new(limits::SendLimit::new(config.send_rate));
     let app = Arc::new(App {
         auth: Auth::new(secret.as_bytes(), api_key),
         cors: Cors::new(&config.allow_origins),
@@ -155,7 +156,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         presence,
         friends,
         groups,
-        sends: limits::SendLimit::new(config.send_rate),
+        messages: messages::Messages::new(store.clone(), sends.clone(), config.record_ttl()),
+        receipts: receipts::Receipts::new(store.clone(), config.max_page_bytes()),
+        sends,
         counters: notices::Counters::new(store.clone()),
         group_log,
         group_reads,

@@ -4,10 +4,13 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::App;
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::error::Error;
+use crate::limits::SendLimit;
 use crate::receipts::{record_key, MessageRecord};
-use crate::store::{Append, Once};
+use crate::store::{Append, Once, Store};
 use crate::uid::Uid;
 
 /// A direct message as a client sends it (HTTP body or WebSocket frame).
@@ -36,45 +39,63 @@ pub fn check(body: &serde_json::Value, cid: &Option<String>) -> Result<(), Error
     Ok(())
 }
 
-/// Sends `msg` from `from`; resolves with the message id once durable. A
-/// repeated `cid` from the same sender returns the first id and appends
-/// nothing. Counts against the sender's send limit (429 past it).
-pub async fn send(app: &App, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
-    check(&msg.body, &msg.cid)?;
-    app.sends.check(from)?;
-    let id = app.store.next_id()?;
-    // The record read receipts are checked against, written before the
-    // event: the commit that makes the event durable (and visible) covers
-    // it too, so no delivered message lacks one, for one flush.
-    let record = serde_json::to_vec(&MessageRecord {
-        from: from.clone(),
-        to: msg.to.clone(),
-    })
-    .map_err(|e| Error::Internal(e.to_string()))?;
-    app.store.expire(&record_key(id), app.config.record_ttl())?;
-    app.store.kv_stage(&record_key(id), record)?;
-    let event = Append::new(
-        msg.to.clone(),
-        "msg",
-        &json!({"id": id, "from": from, "to": msg.to, "body": msg.body, "cid": msg.cid}),
-    );
-    match &msg.cid {
-        None => {
-            app.store.append(vec![event]).await?;
-            Ok(id)
+/// Direct messages: the store they go to, the send limit they count
+/// against, and how long their records are kept.
+pub struct Messages {
+    store: Arc<dyn Store>,
+    sends: Arc<SendLimit>,
+    record_ttl: Duration,
+}
+
+impl Messages {
+    pub fn new(store: Arc<dyn Store>, sends: Arc<SendLimit>, record_ttl: Duration) -> Messages {
+        Messages {
+            store,
+            sends,
+            record_ttl,
         }
-        // uids cannot contain NUL, so `from NUL cid` is unambiguous.
-        Some(cid) => match app
-            .store
-            .append_once(&format!("msg\0{from}\0{cid}"), id, event)
-            .await?
-        {
-            Once::Appended { .. } => Ok(id),
-            Once::Duplicate { tag } => {
-                // The retry's own record is for a message never sent.
-                app.store.kv_stage_remove(&record_key(id))?;
-                Ok(tag)
+    }
+
+    /// Sends `msg` from `from`; resolves with the message id once durable. A
+    /// repeated `cid` from the same sender returns the first id and appends
+    /// nothing. Counts against the sender's send limit (429 past it).
+    pub async fn send(&self, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
+        check(&msg.body, &msg.cid)?;
+        self.sends.check(from)?;
+        let id = self.store.next_id()?;
+        // The record read receipts are checked against, written before the
+        // event: the commit that makes the event durable (and visible) covers
+        // it too, so no delivered message lacks one, for one flush.
+        let record = serde_json::to_vec(&MessageRecord {
+            from: from.clone(),
+            to: msg.to.clone(),
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        self.store.expire(&record_key(id), self.record_ttl)?;
+        self.store.kv_stage(&record_key(id), record)?;
+        let event = Append::new(
+            msg.to.clone(),
+            "msg",
+            &json!({"id": id, "from": from, "to": msg.to, "body": msg.body, "cid": msg.cid}),
+        );
+        match &msg.cid {
+            None => {
+                self.store.append(vec![event]).await?;
+                Ok(id)
             }
-        },
+            // uids cannot contain NUL, so `from NUL cid` is unambiguous.
+            Some(cid) => match self
+                .store
+                .append_once(&format!("msg\0{from}\0{cid}"), id, event)
+                .await?
+            {
+                Once::Appended { .. } => Ok(id),
+                Once::Duplicate { tag } => {
+                    // The retry's own record is for a message never sent.
+                    self.store.kv_stage_remove(&record_key(id))?;
+                    Ok(tag)
+                }
+            },
+        }
     }
 }

@@ -55,7 +55,7 @@ impl PollRequest {
     /// that a refused one changes nothing.
     pub async fn settle(&self, app: &App) -> Result<(), Error> {
         if self.cursor > 0 {
-            crate::receipts::ack(app, &self.uid, self.cursor).await?;
+            app.receipts.ack(&self.uid, self.cursor).await?;
         }
         app.presence.polled(&self.uid);
         Ok(())

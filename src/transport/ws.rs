@@ -233,13 +233,13 @@ impl Session {
     async fn execute(&self, command: Command) -> Result<Value, Error> {
         let (app, uid) = (&self.app, self.uid());
         Ok(match command {
-            Command::Ack { seq } => json!({ "acked": crate::receipts::ack(app, uid, seq).await? }),
-            Command::Send(msg) => json!({ "msg_id": crate::messages::send(app, uid, msg).await? }),
+            Command::Ack { seq } => json!({ "acked": app.receipts.ack(uid, seq).await? }),
+            Command::Send(msg) => json!({ "msg_id": app.messages.send(uid, msg).await? }),
             Command::Status(status) => {
                 json!({ "status": crate::actions::set_status(app, uid, &status)? })
             }
             Command::Read(ids) => {
-                crate::receipts::mark_read(app, uid, &ids).await?;
+                app.receipts.mark_read(uid, &ids).await?;
                 json!({ "read": ids })
             }
             Command::GroupSend { gid, msg } => {
