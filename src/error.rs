@@ -49,6 +49,16 @@ impl Error {
         Error::BadRequest(code, message.into())
     }
 
+    /// The 409 of a cursor (or ack) beyond the newest event `head`: the
+    /// client remembers a queue this server never had, and should resume
+    /// from `head`.
+    pub fn cursor_ahead(cursor: u64, head: u64) -> Error {
+        Error::Conflict(
+            "cursor_ahead",
+            format!("cursor {cursor} is beyond the newest event {head}; resume from {head}"),
+        )
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Error::BadRequest(code, _) | Error::Conflict(code, _) => code,

@@ -13,6 +13,7 @@ pub mod api;
 pub mod app;
 pub mod broadcasts;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod friends;
 pub mod group_actions;

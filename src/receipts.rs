@@ -60,7 +60,7 @@ impl Receipts {
     pub async fn ack(&self, uid: &Uid, seq: u64) -> Result<u64, Error> {
         let head = *self.store.watch(uid).await?.borrow();
         if seq > head {
-            return Err(crate::transport::cursor_ahead(seq, head));
+            return Err(Error::cursor_ahead(seq, head));
         }
         let (before, after) = self.store.ack(uid, seq).await?;
         if after > before {

@@ -101,6 +101,14 @@ impl Query {
     }
 }
 
+/// Whether a comma-separated header value (`Connection`, `Upgrade`) lists
+/// `token`, case-insensitively.
+pub fn header_has(value: Option<&hyper::header::HeaderValue>, token: &str) -> bool {
+    value
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
 /// Parses a decimal u64, naming the parameter in the error.
 pub fn parse_u64(name: &'static str, value: &str) -> Result<u64, Error> {
     let digits =

@@ -28,8 +28,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::app::App;
+use crate::deadline::sent_in_time;
 use crate::http;
-use crate::transport::stream::sent_in_time;
+use crate::http::request::header_has;
 
 /// The largest request head read here; a longer one goes to hyper, which
 /// answers it with its own limits.
@@ -122,13 +123,13 @@ pub async fn serve(
     request: Box<Request<()>>,
     rest: Bytes,
 ) -> Option<Bytes> {
-    let client_closes = header_has_close(request.headers().get(CONNECTION));
+    let client_closes = header_has(request.headers().get(CONNECTION), "close");
     let (parts, body) = crate::routes::handle_stream(app, *request)
         .await
         .into_parts();
     let length = body.size_hint().exact();
     let keep_alive =
-        length.is_some() && !client_closes && !header_has_close(parts.headers.get(CONNECTION));
+        length.is_some() && !client_closes && !header_has(parts.headers.get(CONNECTION), "close");
 
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -206,12 +207,6 @@ async fn stream_body(stream: &mut TcpStream, mut body: http::reply::Body, limit:
             }
         }
     }
-}
-
-fn header_has_close(value: Option<&hyper::header::HeaderValue>) -> bool {
-    value
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
 }
 
 /// A socket with bytes already read from it put back in front, so that hyper

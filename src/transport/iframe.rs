@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream;
-use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Request, StatusCode};
+use hyper::Request;
 
-use super::stream::{Next, Subscription};
+use super::stream_response;
+use super::subscription::{Next, StreamRequest, Subscription};
 use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::Response;
@@ -31,20 +30,15 @@ const PADDING: usize = 2048;
 
 /// `GET /v1/iframe?cursor=N&cb=NAME`
 pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Error> {
-    let uid = app.auth.user(&req)?;
-    let query = Query::of(&req);
-    let cursor = query.u64("cursor")?.unwrap_or(0);
-    let callback = query.get("cb").unwrap_or("herald").to_owned();
+    let stream = StreamRequest::parse(app, &req, Transport::Iframe)?;
+    let callback = Query::of(&req).get("cb").unwrap_or("herald").to_owned();
     if !valid_callback(&callback) {
         return Err(Error::bad(
             "bad_callback",
             "cb must match ^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$",
         ));
     }
-    // The cursor is checked (409) before the user counts as connected:
-    // a refused stream changes nothing, not even presence.
-    let mut subscription = Subscription::new(app.clone(), uid.clone(), cursor).await?;
-    let connection = app.hub.connect(&uid, Transport::Iframe)?;
+    let (mut subscription, connection) = stream.open(app).await?;
     subscription.end_after(LIFETIME);
     let state = Document {
         sub: subscription,
@@ -60,19 +54,11 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
         doc.sent += chunk.len();
         Some((Ok::<_, Infallible>(Frame::data(chunk)), doc))
     });
-    let mut response = hyper::Response::new(StreamBody::new(frames).boxed_unsync());
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store"),
-    );
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    Ok(stream_response(
+        frames,
+        "text/html; charset=utf-8",
+        "no-cache, no-store",
+    ))
 }
 
 /// `^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$`: a JavaScript name path, nothing that

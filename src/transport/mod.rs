@@ -9,7 +9,7 @@ pub mod iframe;
 pub mod longpoll;
 pub mod poll;
 pub mod sse;
-pub mod stream;
+pub mod subscription;
 pub mod ws;
 
 use hyper::{Request, StatusCode};
@@ -68,15 +68,6 @@ impl PollRequest {
     }
 }
 
-/// The 409 of a cursor (or ack) beyond the newest event `head`: the client
-/// remembers a queue this server never had, and should resume from `head`.
-pub fn cursor_ahead(cursor: u64, head: u64) -> Error {
-    Error::Conflict(
-        "cursor_ahead",
-        format!("cursor {cursor} is beyond the newest event {head}; resume from {head}"),
-    )
-}
-
 /// Reads events after `cursor`, group-message references expanded, at most
 /// `limit` events and about `--max-page-bytes` (at least one event); a
 /// cursor beyond the queue's head is a 409 so that the client resets
@@ -88,7 +79,7 @@ pub async fn read_after(app: &App, uid: &Uid, cursor: u64, events: usize) -> Res
     };
     let mut page = app.store.read(uid, cursor, limit).await?;
     if cursor > page.head {
-        return Err(cursor_ahead(cursor, page.head));
+        return Err(Error::cursor_ahead(cursor, page.head));
     }
     // References grow into whole messages here: the budget holds after.
     if crate::group_log::expand(&app.group_log, &mut page.events, limit)? {
@@ -99,6 +90,28 @@ pub async fn read_after(app: &App, uid: &Uid, cursor: u64, events: usize) -> Res
             .ok_or_else(|| Error::Internal("an event without a seq".into()))?;
     }
     Ok(page)
+}
+
+/// The response of a stream (SSE, iframe): `frames` as a chunked body
+/// that no cache or proxy buffer holds back.
+pub fn stream_response<S>(
+    frames: S,
+    content_type: &'static str,
+    cache_control: &'static str,
+) -> Response
+where
+    S: futures::Stream<Item = Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+    let mut response = hyper::Response::new(StreamBody::new(frames).boxed_unsync());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
 }
 
 /// `{"events":[…],"cursor":M}` (plus `"hints"` when there are pull

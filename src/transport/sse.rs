@@ -6,17 +6,15 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::stream;
-use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Request, StatusCode};
+use hyper::Request;
 use serde::Deserialize;
 
-use super::stream::{Next, Subscription};
+use super::stream_response;
+use super::subscription::{Next, StreamRequest, Subscription};
 use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::Response;
-use crate::http::request::{parse_u64, Query};
 use crate::hub::{Connection, Transport};
 
 /// How long the browser waits before reconnecting, in ms.
@@ -25,15 +23,9 @@ const RETRY_MS: u32 = 1000;
 /// `GET /v1/sse?cursor=N` (or `Last-Event-ID: N`, which wins: it is what
 /// EventSource sends when it reconnects to the same URL).
 pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Error> {
-    let uid = app.auth.user(&req)?;
-    let cursor = match req.headers().get("last-event-id") {
-        Some(value) => parse_u64("Last-Event-ID", value.to_str().unwrap_or("?"))?,
-        None => Query::of(&req).u64("cursor")?.unwrap_or(0),
-    };
-    // The cursor is checked (409) before the user counts as connected:
-    // a refused stream changes nothing, not even presence.
-    let subscription = Subscription::new(app.clone(), uid.clone(), cursor).await?;
-    let connection = app.hub.connect(&uid, Transport::Sse)?;
+    let (subscription, connection) = StreamRequest::parse(app, &req, Transport::Sse)?
+        .open(app)
+        .await?;
     let opening = Bytes::from(format!("retry: {RETRY_MS}\n: herald\n\n"));
     let frames = stream::unfold(
         (subscription, connection, Some(opening)),
@@ -45,16 +37,11 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
             Some((Ok::<_, Infallible>(Frame::data(chunk)), (sub, conn, None)))
         },
     );
-    let mut response = hyper::Response::new(StreamBody::new(frames).boxed_unsync());
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    Ok(stream_response(
+        frames,
+        "text/event-stream; charset=utf-8",
+        "no-cache",
+    ))
 }
 
 /// The next chunk to write, or `None` to end the stream.

@@ -27,11 +27,12 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::command::{self, Command, Frame};
-use super::stream::{sent_in_time, EndReason, Next, Subscription};
+use super::subscription::{EndReason, Next, StreamRequest, Subscription};
 use crate::app::App;
+use crate::deadline::sent_in_time;
 use crate::error::Error;
 use crate::http::reply::{empty, Response};
-use crate::http::request::Query;
+use crate::http::request::header_has;
 use crate::hub::{Connection, Transport};
 use crate::uid::Uid;
 
@@ -65,12 +66,9 @@ pub async fn handle(
         ));
     }
     app.cors.check_websocket_origin(&req)?;
-    let uid = app.auth.user(&req)?;
-    let cursor = Query::of(&req).u64("cursor")?.unwrap_or(0);
-    // The cursor is checked (409) before the user counts as connected:
-    // a refused stream changes nothing, not even presence.
-    let subscription = Subscription::new(app.clone(), uid.clone(), cursor).await?;
-    let connection = app.hub.connect(&uid, Transport::Ws)?;
+    let (subscription, connection) = StreamRequest::parse(app, &req, Transport::Ws)?
+        .open(app)
+        .await?;
 
     let upgrade = hyper::upgrade::on(&mut req);
     let app = app.clone();
@@ -112,12 +110,6 @@ pub async fn handle(
         HeaderValue::from_str(&accept).map_err(|e| Error::Internal(e.to_string()))?,
     );
     Ok(response)
-}
-
-fn header_has(value: Option<&HeaderValue>, token: &str) -> bool {
-    value
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 struct Session {

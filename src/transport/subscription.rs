@@ -17,7 +17,10 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::read_after;
 use crate::app::App;
 use crate::error::Error;
+use crate::http::request::{parse_u64, Query};
+use crate::hub::{Connection, Transport};
 use crate::uid::Uid;
+use hyper::Request;
 
 /// Events read per page.
 const PAGE: usize = 100;
@@ -36,6 +39,49 @@ pub enum Next {
 pub enum EndReason {
     ShuttingDown,
     Expired,
+}
+
+/// A stream request, parsed: who, and after which event. Nothing has
+/// changed yet; [`StreamRequest::open`] starts the stream.
+pub struct StreamRequest {
+    pub uid: Uid,
+    pub cursor: u64,
+    transport: Transport,
+}
+
+impl StreamRequest {
+    /// Authenticates and takes the cursor: `cursor=N`, or for SSE the
+    /// `Last-Event-ID` header, which wins (EventSource sends it when it
+    /// reconnects to the same URL).
+    pub fn parse<B>(
+        app: &App,
+        req: &Request<B>,
+        transport: Transport,
+    ) -> Result<StreamRequest, Error> {
+        let uid = app.auth.user(req)?;
+        let last_event_id = req
+            .headers()
+            .get("last-event-id")
+            .filter(|_| transport == Transport::Sse);
+        let cursor = match last_event_id {
+            Some(value) => parse_u64("Last-Event-ID", value.to_str().unwrap_or("?"))?,
+            None => Query::of(req).u64("cursor")?.unwrap_or(0),
+        };
+        Ok(StreamRequest {
+            uid,
+            cursor,
+            transport,
+        })
+    }
+
+    /// Starts the stream: the cursor is checked against the queue (409)
+    /// before the user counts as connected (the per-user cap, presence),
+    /// so a refused stream changes nothing.
+    pub async fn open(self, app: &Arc<App>) -> Result<(Subscription, Connection), Error> {
+        let subscription = Subscription::new(app.clone(), self.uid.clone(), self.cursor).await?;
+        let connection = app.hub.connect(&self.uid, self.transport)?;
+        Ok((subscription, connection))
+    }
 }
 
 /// A cursor on one user's queue that waits for what comes after it.
@@ -154,14 +200,4 @@ impl Subscription {
             }
         }
     }
-}
-
-/// Whether `write` finished without error within `limit`: a client that
-/// takes no data for that long is stalled or gone, and its stream ends
-/// (`--send-timeout-ms`).
-pub async fn sent_in_time<E>(
-    limit: Duration,
-    write: impl std::future::Future<Output = Result<(), E>>,
-) -> bool {
-    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
 }
