@@ -106,7 +106,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         once_ttl: config.record_ttl(),
         ..SledOptions::default()
     };
-    let store: Arc<dyn Store> = Arc::new(
+    let sled = Arc::new(
         SledStore::open(&config.data, options, metrics.clone()).map_err(|source| {
             StartError::Store {
                 path: config.data.clone(),
@@ -114,6 +114,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             }
         })?,
     );
+    let store: Arc<dyn Store> = sled.clone();
     let max_connections = connection_budget();
     println!("connection limit: {max_connections} (file descriptor limit minus {RESERVED_FDS})");
 
@@ -171,7 +172,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         tasks: tokio_util::task::TaskTracker::new(),
         config,
     });
-    let trimmer = tokio::spawn(trim_periodically(app.clone()));
+    let trimmer = tokio::spawn(trim_periodically(app.clone(), sled));
     let sweeper = tokio::spawn(sweep_presence(app.clone()));
     println!("listening on http://{local}");
     server::serve(listener, app, max_connections).await;
@@ -247,16 +248,15 @@ async fn sweep_presence(app: Arc<App>) {
 /// Applies retention and forgets what idle users left in memory (queue
 /// state, counters, full send buckets) every `--trim-interval-ms`, off the
 /// async workers.
-async fn trim_periodically(app: Arc<App>) {
+async fn trim_periodically(app: Arc<App>, sled: Arc<SledStore>) {
     let mut every =
         tokio::time::interval(Duration::from_millis(app.config.trim_interval_ms.max(10)));
     every.tick().await;
     loop {
         every.tick().await;
-        let app = app.clone();
+        let (app, sled) = (app.clone(), sled.clone());
         let pass = move || {
-            let trimmed = app.store.trim(app.config.retention());
-            app.store.forget_idle();
+            let trimmed = sled.maintain(app.config.retention());
             app.sends.forget_idle();
             let metrics = &app.metrics;
             metrics.set_entries("counters", app.counters.forget_idle());

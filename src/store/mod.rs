@@ -3,7 +3,8 @@
 //! Transports and IM features only see the [`Store`] trait: append events
 //! (answered once they are durable), read the events after a cursor, ack,
 //! and watch a user's durable head to be woken when something new can be
-//! read. `sled.rs` implements it on an embedded sled database with group
+//! read. Housekeeping (retention, dropping idle state) is each
+//! implementation's own business: see `SledStore::maintain`. `sled.rs` implements it on an embedded sled database with group
 //! commit; a Redis implementation can be added beside it without touching
 //! the transports.
 
@@ -116,12 +117,6 @@ pub enum StoreError {
     Closed,
 }
 
-impl From<::sled::Error> for StoreError {
-    fn from(e: ::sled::Error) -> Self {
-        StoreError::Io(e.to_string())
-    }
-}
-
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Io(e.to_string())
@@ -202,22 +197,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every key starting with `prefix`, with its value.
     fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
-    /// The user's acked seq.
-    async fn acked(&self, uid: &Uid) -> Result<u64, StoreError>;
-
     /// A receiver of the user's durable head: it changes whenever a new event
     /// of this user can be read.
     async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError>;
 
     /// Resolves once everything written before the call is durable.
     async fn sync(&self) -> Result<(), StoreError>;
-
-    /// Drops events that fell out of `retention` and records whose
-    /// [`Store::expire`] deadline passed; returns how many events.
-    fn trim(&self, retention: Retention) -> Result<u64, StoreError>;
-
-    /// Drops the in-memory state of queues that nobody used since the last
-    /// call and nobody waits on; it is reloaded from the store when needed.
-    /// Keeps memory proportional to active users, not to all users ever.
-    fn forget_idle(&self);
 }

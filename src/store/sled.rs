@@ -64,6 +64,12 @@ impl Default for SledOptions {
     }
 }
 
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
 /// The sled-backed [`Store`].
 pub struct SledStore {
     db: sled::Db,
@@ -157,6 +163,18 @@ impl SledStore {
             #[cfg(test)]
             fail_appends: AtomicBool::new(false),
         })
+    }
+
+    /// One maintenance pass, run every `--trim-interval-ms` off the async
+    /// workers: removes the records whose deadline passed, applies
+    /// `retention` to the next slice of users, and drops the in-memory
+    /// state of queues nobody used since the last pass (it is reloaded when
+    /// needed). Returns how many events retention dropped.
+    pub fn maintain(&self, retention: Retention) -> Result<u64, StoreError> {
+        self.expire_due()?;
+        let trimmed = self.trim_slice_of_users(retention)?;
+        self.forget_idle_queues();
+        Ok(trimmed)
     }
 
     /// From now on every append fails (`true`) or works again.
@@ -528,25 +546,12 @@ impl Store for SledStore {
             .collect()
     }
 
-    async fn acked(&self, uid: &Uid) -> Result<u64, StoreError> {
-        Ok(self.queue(uid)?.state().acked)
-    }
-
     async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError> {
         Ok(self.queue(uid)?.durable.subscribe())
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
         self.wait_durable(Vec::new()).await
-    }
-
-    fn trim(&self, retention: Retention) -> Result<u64, StoreError> {
-        self.expire_due()?;
-        self.trim_slice_of_users(retention)
-    }
-
-    fn forget_idle(&self) {
-        self.forget_idle_queues();
     }
 }
 

@@ -138,16 +138,16 @@ mod tests {
         };
         // Seven users with three events each; a pass visits three users and
         // drops two events of each.
-        assert_eq!(store.trim(keep_one).unwrap(), 6);
-        assert_eq!(store.trim(keep_one).unwrap(), 6);
-        assert_eq!(store.trim(keep_one).unwrap(), 2, "the seventh user");
+        assert_eq!(store.maintain(keep_one).unwrap(), 6);
+        assert_eq!(store.maintain(keep_one).unwrap(), 6);
+        assert_eq!(store.maintain(keep_one).unwrap(), 2, "the seventh user");
         assert_eq!(
-            store.trim(keep_one).unwrap(),
+            store.maintain(keep_one).unwrap(),
             0,
             "started over: all trimmed"
         );
         publish_to_all().await.unwrap();
-        let passes: Vec<u64> = (0..3).map(|_| store.trim(keep_one).unwrap()).collect();
+        let passes: Vec<u64> = (0..3).map(|_| store.maintain(keep_one).unwrap()).collect();
         assert_eq!(passes.iter().sum::<u64>(), 7, "{passes:?}");
         for user in &users {
             let limit = crate::store::PageLimit {
