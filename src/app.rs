@@ -5,21 +5,21 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broadcasts::Broadcasts;
+use crate::chat::broadcasts::Broadcasts;
+use crate::chat::friends::Friends;
+use crate::chat::group_log::GroupLog;
+use crate::chat::group_reads::GroupReads;
+use crate::chat::groups::Groups;
+use crate::chat::limits::SendLimit;
+use crate::chat::messages::Messages;
+use crate::chat::notices::Counters;
+use crate::chat::presence::Presence;
+use crate::chat::receipts::Receipts;
 use crate::config::Config;
-use crate::friends::Friends;
-use crate::group_log::GroupLog;
-use crate::group_reads::GroupReads;
-use crate::groups::Groups;
 use crate::http::auth::Auth;
 use crate::http::cors::Cors;
 use crate::hub::Hub;
-use crate::limits::SendLimit;
-use crate::messages::Messages;
 use crate::metrics::Metrics;
-use crate::notices::Counters;
-use crate::presence::Presence;
-use crate::receipts::Receipts;
 use crate::store::Store;
 
 /// Everything a request handler may use. One per server, behind an `Arc`.

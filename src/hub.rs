@@ -19,9 +19,9 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
+use crate::chat::presence::Presence;
 use crate::error::Error;
 use crate::metrics::{Label, Metrics};
-use crate::presence::Presence;
 use crate::uid::Uid;
 
 /// The transports, as named in metrics labels.

@@ -1,33 +1,33 @@
 //! herald: a realtime push server for web chat and notification frontends.
 //!
-//! Every web transport (short polling, long polling, and later iframe
-//! streaming, SSE and WebSocket) reads ONE durable per-user event queue, so
-//! a browser resumes exactly where it left off and loses nothing.
+//! Every web transport (short polling, long polling, iframe streaming, SSE
+//! and WebSocket) reads ONE durable per-user event queue, so a browser
+//! resumes exactly where it left off and loses nothing.
 //!
-//! Wiring: [`config::Config`] → a [`store::Store`] → the shared [`app::App`]
-//! → [`server::serve`], which routes through [`http`] to the handlers in
-//! [`transport`], [`actions`] and [`api`].
+//! The layers, each calling only those below it:
+//!
+//! ```text
+//! server        accept loop, connection limits, direct stream framing
+//! routes        method + path → handler, CORS
+//! transport     poll, long-poll, iframe, SSE, WebSocket (over a Subscription)
+//! actions, api  client actions, backend API
+//! app           the services of one running server, wired by `run`
+//! chat, hub     the chat domain; who is connected
+//! http          errors at the edge, replies, requests, auth, CORS (a toolkit)
+//! store         the durable per-user queue and records (sled)
+//! error, metrics, uid, config, deadline
+//! ```
 
 pub mod actions;
 pub mod api;
 pub mod app;
-pub mod broadcasts;
+pub mod chat;
 pub mod config;
 pub mod deadline;
 pub mod error;
-pub mod friends;
-pub mod group_actions;
-pub mod group_log;
-pub mod group_reads;
-pub mod groups;
 pub mod http;
 pub mod hub;
-pub mod limits;
-pub mod messages;
 pub mod metrics;
-pub mod notices;
-pub mod presence;
-pub mod receipts;
 pub mod routes;
 pub mod server;
 pub mod store;
@@ -43,14 +43,14 @@ use tokio::net::TcpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::chat::friends::Friends;
+use crate::chat::groups::Groups;
+use crate::chat::presence::Presence;
 use crate::config::Config;
-use crate::friends::Friends;
-use crate::groups::Groups;
 use crate::http::auth::Auth;
 use crate::http::cors::Cors;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::presence::Presence;
 use crate::store::sled::SledOptions;
 use crate::store::{SledStore, Store};
 
@@ -123,7 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     if demo {
         seed_demo_world(&friends, &groups).await?;
     }
-    let group_log = Arc::new(group_log::GroupLog::new(
+    let group_log = Arc::new(chat::group_log::GroupLog::new(
         store.clone(),
         config.history_ttl(),
         config.record_ttl(),
@@ -139,14 +139,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         config.presence_grace(),
         Duration::from_millis(config.presence_window_ms),
     );
-    let group_reads = group_reads::GroupReads::new(
+    let group_reads = chat::group_reads::GroupReads::new(
         store.clone(),
         group_log.clone(),
         groups.clone(),
         presence.clone(),
         metrics.clone(),
     );
-    let sends = Arc::new(limits::SendLimit::new(config.send_rate));
+    let sends = Arc::new(chat::limits::SendLimit::new(config.send_rate));
     let app = Arc::new(App {
         auth: Auth::new(secret.as_bytes(), api_key),
         cors: Cors::new(&config.allow_origins),
@@ -158,13 +158,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         presence,
         friends,
         groups,
-        messages: messages::Messages::new(store.clone(), sends.clone(), config.record_ttl()),
-        receipts: receipts::Receipts::new(store.clone(), config.max_page_bytes()),
+        messages: chat::messages::Messages::new(store.clone(), sends.clone(), config.record_ttl()),
+        receipts: chat::receipts::Receipts::new(store.clone(), config.max_page_bytes()),
         sends,
-        counters: notices::Counters::new(store.clone()),
+        counters: chat::notices::Counters::new(store.clone()),
         group_log,
         group_reads,
-        broadcasts: broadcasts::Broadcasts::start(store.clone(), metrics.clone())?,
+        broadcasts: chat::broadcasts::Broadcasts::start(store.clone(), metrics.clone())?,
         store: store.clone(),
         metrics,
         demo,

@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::{bytes, json, Response};
 use crate::http::static_files;
-use crate::{actions, api, group_actions, transport};
+use crate::{actions, api, transport};
 
 /// Answers one request; never fails: errors become their JSON response.
 pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Response {
@@ -151,20 +151,20 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
         ["v1", "groups", gid, "messages"] => {
             let gid = gid.to_string();
             match method {
-                Method::POST => group_actions::post_message(app, req, &gid).await,
-                Method::GET => group_actions::history(app, req, &gid).await,
+                Method::POST => actions::groups::post_message(app, req, &gid).await,
+                Method::GET => actions::groups::history(app, req, &gid).await,
                 _ => Err(Error::MethodNotAllowed("GET, POST")),
             }
         }
         ["v1", "groups", gid, "read"] => {
             allow(&method, "POST")?;
             let gid = gid.to_string();
-            group_actions::read(app, req, &gid).await
+            actions::groups::read(app, req, &gid).await
         }
         ["v1", "groups", gid, "receipts"] => {
             allow(&method, "GET")?;
             let gid = gid.to_string();
-            group_actions::receipts(app, req, &gid).await
+            actions::groups::receipts(app, req, &gid).await
         }
         ["v1", "groups", gid, "presence"] => {
             allow(&method, "GET")?;

@@ -4,7 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// A user id: 1–64 characters of `[A-Za-z0-9_.@-]` (SPEC §1).
+/// A user id: 1–64 characters of `[A-Za-z0-9_.@-]`; anything else is
+/// refused with 400.
 ///
 /// Constructed only through [`Uid::parse`], so holding one proves it is valid.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

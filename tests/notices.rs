@@ -106,7 +106,7 @@ async fn bad_counter_changes_are_rejected() {
 }
 
 fn today() -> String {
-    herald::notices::today()
+    herald::chat::notices::today()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

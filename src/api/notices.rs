@@ -5,10 +5,10 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::chat::notices::{news_key, valid_counter_name, valid_date, Change, CounterError};
 use crate::error::Error;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
-use crate::notices::{news_key, valid_counter_name, valid_date, Change, CounterError};
 use crate::uid::Uid;
 
 #[derive(Deserialize)]

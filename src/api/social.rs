@@ -5,9 +5,9 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::chat::friends::MAX_FRIENDS;
+use crate::chat::groups::{Gid, MAX_MEMBERS};
 use crate::error::Error;
-use crate::friends::MAX_FRIENDS;
-use crate::groups::{Gid, MAX_MEMBERS};
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
 use crate::uid::Uid;

@@ -4,7 +4,7 @@
 //! a [`Waiter`] to this thread. The thread takes every waiter queued so far,
 //! runs one `sled::Db::flush` plus an `fdatasync` of sled's log file (sled
 //! 0.34's flush ends in `sync_file_range`, which survives kill -9 but not a
-//! power cut; see shared/STORAGE-NOTES.md), then raises each user's durable
+//! power cut), then raises each user's durable
 //! mark and answers the waiters. Everything that arrived during a flush is
 //! served by the next one, so under load one fsync covers thousands of
 //! appends, and an idle server flushes as soon as a single append waits.

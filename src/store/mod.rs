@@ -77,7 +77,8 @@ pub struct Page {
     pub head: u64,
 }
 
-/// How long events are kept (SPEC §1 "Retention").
+/// How long events are kept: acked ones for a while (another tab may still
+/// resume), any of them up to a count and an age.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
     /// Acked events are kept this long so another tab can still resume.

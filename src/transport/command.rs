@@ -6,9 +6,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::actions::groups;
+use crate::chat::messages;
 use crate::error::Error;
-use crate::group_actions;
-use crate::messages;
 
 /// One client command.
 #[derive(Debug)]
@@ -22,10 +22,7 @@ pub enum Command {
     /// `{"op":"read","msg_id":N}` or `{"op":"read","ids":[…]}`
     Read(Vec<u64>),
     /// `{"op":"group_send","gid","body","cid"}`
-    GroupSend {
-        gid: String,
-        msg: group_actions::Outgoing,
-    },
+    GroupSend { gid: String, msg: groups::Outgoing },
     /// `{"op":"group_read","gid","msgid"}`
     GroupRead { gid: String, msgid: u64 },
 }
@@ -53,7 +50,7 @@ struct GroupSend {
     #[serde(default)]
     gid: String,
     #[serde(flatten)]
-    msg: group_actions::Outgoing,
+    msg: groups::Outgoing,
 }
 
 #[derive(Deserialize)]

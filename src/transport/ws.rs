@@ -5,7 +5,8 @@
 //! One task per socket drives both directions with `select!`: the queue
 //! subscription, incoming frames, and a protocol ping every 25 s (a peer
 //! silent for two pings is dropped). Buffers are a few KiB, not
-//! tungstenite's 128 KiB defaults (see shared/PERF-NOTES.md).
+//! tungstenite's defaults of 128 KiB, which every idle connection would
+//! otherwise hold.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -235,10 +236,10 @@ impl Session {
                 json!({ "read": ids })
             }
             Command::GroupSend { gid, msg } => {
-                json!({ "msgid": crate::group_actions::post(app, &gid, uid, msg).await? })
+                json!({ "msgid": crate::actions::groups::post(app, &gid, uid, msg).await? })
             }
             Command::GroupRead { gid, msgid } => {
-                json!({ "last_read": crate::group_actions::mark_read(app, &gid, uid, msgid).await? })
+                json!({ "last_read": crate::actions::groups::mark_read(app, &gid, uid, msgid).await? })
             }
         })
     }

@@ -1,4 +1,8 @@
-//! Client actions over HTTP, for transports without an upstream channel.
+//! Client actions over HTTP, for transports without an upstream channel
+//! (the WebSocket runs the same ones as commands); `groups` holds those of
+//! group chat.
+
+pub mod groups;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,11 +12,11 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::chat::{messages, notices, presence};
 use crate::error::Error;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
 use crate::uid::Uid;
-use crate::{messages, notices, presence};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -50,7 +50,7 @@ impl Groups {
 
     /// Sets the members of `gid` (durable when this returns) and returns
     /// them. Concurrent sets reach memory in the order they reach the store,
-    /// as in [`crate::friends::Friends::set`].
+    /// as in [`crate::chat::friends::Friends::set`].
     pub async fn set_members(&self, gid: &Gid, list: Vec<Uid>) -> Result<Members, StoreError> {
         let set: HashSet<Uid> = list.into_iter().collect();
         let mut sorted: Vec<&Uid> = set.iter().collect();

@@ -24,7 +24,7 @@ pub struct Outgoing {
 /// Posts `msg` to `gid` from `from` (a member); returns the msgid.
 pub async fn post(app: &App, gid: &str, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
     let (gid, members) = app.groups.member_of(gid, from)?;
-    crate::messages::check(&msg.body, &msg.cid)?;
+    crate::chat::messages::check(&msg.body, &msg.cid)?;
     app.sends.check(from)?;
     app.group_log
         .post(&gid, from, msg.body, msg.cid, &members)

@@ -23,7 +23,7 @@ use dashmap::DashMap;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::friends::Friends;
+use crate::chat::friends::Friends;
 use crate::metrics::Metrics;
 use crate::store::{Append, Store};
 use crate::uid::Uid;

@@ -7,9 +7,9 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::chat::limits::SendLimit;
+use crate::chat::receipts::{record_key, MessageRecord};
 use crate::error::Error;
-use crate::limits::SendLimit;
-use crate::receipts::{record_key, MessageRecord};
 use crate::store::{Append, Once, Store};
 use crate::uid::Uid;
 

@@ -23,8 +23,8 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::chat::groups::{Gid, Groups};
 use crate::error::Error;
-use crate::groups::{Gid, Groups};
 use crate::store::{event_json, now_ms, Append, PageLimit, Store, StoreError};
 use crate::uid::Uid;
 

@@ -18,12 +18,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::chat::group_log::GroupLog;
+use crate::chat::groups::Gid;
+use crate::chat::groups::Groups;
+use crate::chat::presence::Presence;
 use crate::error::Error;
-use crate::group_log::GroupLog;
-use crate::groups::Gid;
-use crate::groups::Groups;
 use crate::metrics::Metrics;
-use crate::presence::Presence;
 use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
 

@@ -1,0 +1,17 @@
+//! The chat domain: what herald knows about users and their conversations,
+//! apart from how it is carried. Direct messages and their receipts, groups
+//! with their log and read cursors, friends and presence, counters and the
+//! daily news, broadcasts, and the per-user send limit. Each is a service
+//! with its own dependencies (the store, metrics, each other); none knows
+//! HTTP or the transports.
+
+pub mod broadcasts;
+pub mod friends;
+pub mod group_log;
+pub mod group_reads;
+pub mod groups;
+pub mod limits;
+pub mod messages;
+pub mod notices;
+pub mod presence;
+pub mod receipts;
