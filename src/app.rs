@@ -1,6 +1,8 @@
 //! The shared state of a running server, handed to every handler.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,7 +22,8 @@ use crate::http::auth::Auth;
 use crate::http::cors::Cors;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::sled::{SledOptions, SledStore};
+use crate::store::{self, Store};
 
 /// Everything a request handler may use. One per server, behind an `Arc`.
 pub struct App {
@@ -49,4 +52,105 @@ pub struct App {
     /// Tasks that outlive their request (WebSocket sessions after the
     /// upgrade): shutdown waits for them as for connections.
     pub tasks: TaskTracker,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("cannot open the store in {}: {source}", path.display())]
+    Store {
+        path: std::path::PathBuf,
+        source: store::StoreError,
+    },
+    #[error("cannot load the stored state: {0}")]
+    Load(#[from] store::StoreError),
+}
+
+impl App {
+    /// Opens the store in `config.data`, loads what the services keep in
+    /// memory, finishes what a crash interrupted, and wires every service.
+    /// Returns the sled store too, for its maintenance pass.
+    pub async fn open(
+        config: Config,
+        auth: Auth,
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<App>, Arc<SledStore>), StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let options = SledOptions {
+            cache_bytes: config.cache_mb << 20,
+            linger: Duration::from_micros(config.commit_linger_us),
+            once_ttl: config.record_ttl(),
+            ..SledOptions::default()
+        };
+        let sled = Arc::new(
+            SledStore::open(&config.data, options, metrics.clone()).map_err(|source| {
+                StartError::Store {
+                    path: config.data.clone(),
+                    source,
+                }
+            })?,
+        );
+        let store: Arc<dyn Store> = sled.clone();
+
+        let friends = Arc::new(Friends::load(store.clone())?);
+        let groups = Arc::new(Groups::load(store.clone())?);
+        let group_log = Arc::new(crate::chat::group_log::GroupLog::new(
+            store.clone(),
+            config.history_ttl(),
+            config.record_ttl(),
+        ));
+        let recovered = group_log.recover(&groups).await?;
+        if recovered > 0 {
+            tracing::warn!("finished {recovered} group posts that a crash interrupted");
+        }
+        let presence = Presence::new(
+            store.clone(),
+            friends.clone(),
+            metrics.clone(),
+            config.presence_grace(),
+            Duration::from_millis(config.presence_window_ms),
+        );
+        let group_reads = crate::chat::group_reads::GroupReads::new(
+            store.clone(),
+            group_log.clone(),
+            groups.clone(),
+            presence.clone(),
+            metrics.clone(),
+        );
+        let sends = Arc::new(crate::chat::limits::SendLimit::new(config.send_rate));
+        let app = Arc::new(App {
+            auth,
+            cors: Cors::new(&config.allow_origins),
+            hub: Arc::new(Hub::new(
+                config.max_user_connections,
+                metrics.clone(),
+                presence.clone(),
+            )),
+            presence,
+            friends,
+            groups,
+            messages: crate::chat::messages::Messages::new(
+                store.clone(),
+                sends.clone(),
+                config.record_ttl(),
+            ),
+            receipts: crate::chat::receipts::Receipts::new(store.clone(), config.max_page_bytes()),
+            sends,
+            counters: crate::chat::notices::Counters::new(store.clone()),
+            group_log,
+            group_reads,
+            broadcasts: crate::chat::broadcasts::Broadcasts::start(store.clone(), metrics.clone())?,
+            store: store.clone(),
+            metrics,
+            demo: config.demo_mode(),
+            shutdown: shutdown.clone(),
+            tasks: tokio_util::task::TaskTracker::new(),
+            config,
+        });
+        Ok((app, sled))
+    }
 }

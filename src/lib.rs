@@ -45,30 +45,11 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::chat::friends::Friends;
 use crate::chat::groups::Groups;
-use crate::chat::presence::Presence;
 use crate::config::Config;
 use crate::http::auth::Auth;
-use crate::http::cors::Cors;
-use crate::hub::Hub;
-use crate::metrics::Metrics;
-use crate::store::sled::SledOptions;
-use crate::store::{SledStore, Store};
+use crate::store::SledStore;
 
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("{0}")]
-    Config(String),
-    #[error("cannot listen on {0}: {1}")]
-    Listen(SocketAddr, std::io::Error),
-    #[error("cannot open the store in {}: {source}", path.display())]
-    Store {
-        path: std::path::PathBuf,
-        source: store::StoreError,
-    },
-    #[error("cannot load the stored state: {0}")]
-    Load(#[from] store::StoreError),
-}
+pub use crate::app::StartError;
 
 /// File descriptors kept aside for the store and other files.
 const RESERVED_FDS: u64 = 64;
@@ -99,81 +80,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let local = listener
         .local_addr()
         .map_err(|e| StartError::Listen(config.listen, e))?;
-    let metrics = Arc::new(Metrics::new());
-    let options = SledOptions {
-        cache_bytes: config.cache_mb << 20,
-        linger: Duration::from_micros(config.commit_linger_us),
-        once_ttl: config.record_ttl(),
-        ..SledOptions::default()
-    };
-    let sled = Arc::new(
-        SledStore::open(&config.data, options, metrics.clone()).map_err(|source| {
-            StartError::Store {
-                path: config.data.clone(),
-                source,
-            }
-        })?,
-    );
-    let store: Arc<dyn Store> = sled.clone();
     let max_connections = connection_budget();
     println!("connection limit: {max_connections} (file descriptor limit minus {RESERVED_FDS})");
-
-    let friends = Arc::new(Friends::load(store.clone())?);
-    let groups = Arc::new(Groups::load(store.clone())?);
+    let auth = Auth::new(secret.as_bytes(), api_key);
+    let (app, sled) = App::open(config, auth, shutdown.clone()).await?;
     if demo {
-        seed_demo_world(&friends, &groups).await?;
+        seed_demo_world(&app.friends, &app.groups).await?;
     }
-    let group_log = Arc::new(chat::group_log::GroupLog::new(
-        store.clone(),
-        config.history_ttl(),
-        config.record_ttl(),
-    ));
-    let recovered = group_log.recover(&groups).await?;
-    if recovered > 0 {
-        tracing::warn!("finished {recovered} group posts that a crash interrupted");
-    }
-    let presence = Presence::new(
-        store.clone(),
-        friends.clone(),
-        metrics.clone(),
-        config.presence_grace(),
-        Duration::from_millis(config.presence_window_ms),
-    );
-    let group_reads = chat::group_reads::GroupReads::new(
-        store.clone(),
-        group_log.clone(),
-        groups.clone(),
-        presence.clone(),
-        metrics.clone(),
-    );
-    let sends = Arc::new(chat::limits::SendLimit::new(config.send_rate));
-    let app = Arc::new(App {
-        auth: Auth::new(secret.as_bytes(), api_key),
-        cors: Cors::new(&config.allow_origins),
-        hub: Arc::new(Hub::new(
-            config.max_user_connections,
-            metrics.clone(),
-            presence.clone(),
-        )),
-        presence,
-        friends,
-        groups,
-        messages: chat::messages::Messages::new(store.clone(), sends.clone(), config.record_ttl()),
-        receipts: chat::receipts::Receipts::new(store.clone(), config.max_page_bytes()),
-        sends,
-        counters: chat::notices::Counters::new(store.clone()),
-        group_log,
-        group_reads,
-        broadcasts: chat::broadcasts::Broadcasts::start(store.clone(), metrics.clone())?,
-        store: store.clone(),
-        metrics,
-        demo,
-        shutdown: shutdown.clone(),
-        tasks: tokio_util::task::TaskTracker::new(),
-        config,
-    });
     let trimmer = tokio::spawn(trim_periodically(app.clone(), sled));
     let sweeper = tokio::spawn(sweep_presence(app.clone()));
+    let store = app.store.clone();
     println!("listening on http://{local}");
     server::serve(listener, app, max_connections).await;
     trimmer.abort();
