@@ -154,3 +154,30 @@ impl App {
         Ok((app, sled))
     }
 }
+
+/// An [`App`] on a fresh store in `dir`, for in-process tests; `flags` are
+/// added to the command line.
+#[cfg(test)]
+pub(crate) async fn test_app(dir: &std::path::Path, flags: &[&str]) -> Arc<App> {
+    use clap::Parser;
+    let data = dir.join("data");
+    let mut args = vec![
+        "herald",
+        "--secret",
+        "test-secret-0123456789abcdefghij",
+        "--api-key",
+        "test-api-key-012",
+        "--data",
+        data.to_str().expect("a UTF-8 temp dir"),
+    ];
+    args.extend_from_slice(flags);
+    let config = Config::parse_from(args);
+    let auth = Auth::new(
+        b"test-secret-0123456789abcdefghij",
+        "test-api-key-012".into(),
+    );
+    App::open(config, auth, CancellationToken::new())
+        .await
+        .expect("open the app")
+        .0
+}

@@ -298,3 +298,60 @@ impl GroupReads {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn read_cursors_never_go_back_and_receipts_are_derived_from_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = crate::app::test_app(dir.path(), &[]).await;
+        let uid = |u: &str| Uid::parse(u).unwrap();
+        let (gid, alice, bob, carol) = (uid("g"), uid("alice"), uid("bob"), uid("carol"));
+        let members = app
+            .groups
+            .set_members(&gid, vec![alice.clone(), bob.clone(), carol.clone()])
+            .await
+            .unwrap();
+        for i in 0..3 {
+            app.group_log
+                .post(&gid, &alice, serde_json::json!(i), None, &members)
+                .await
+                .unwrap();
+        }
+        let reads = &app.group_reads;
+        assert_eq!(reads.mark(&gid, &bob, 2).await.unwrap(), 2);
+        assert_eq!(
+            reads.mark(&gid, &bob, 1).await.unwrap(),
+            2,
+            "never backwards"
+        );
+        assert_eq!(
+            reads.mark(&gid, &carol, 99).await.unwrap(),
+            3,
+            "capped at the newest"
+        );
+
+        let receipts = reads.receipts(&gid, &members, &[1, 3]).unwrap();
+        let counts: Vec<(u64, usize, usize)> = receipts
+            .iter()
+            .map(|r| (r.msgid, r.readers.len(), r.unread))
+            .collect();
+        assert_eq!(
+            counts,
+            vec![(1, 2, 0), (3, 1, 1)],
+            "the sender is neither reader nor unread"
+        );
+
+        // Swept out of memory, a cursor comes back from the store as high.
+        assert_eq!(reads.forget_idle().0, 3);
+        assert_eq!(reads.forget_idle().0, 0);
+        assert_eq!(reads.last_read(&gid, &bob).unwrap(), 2);
+        assert_eq!(reads.mark(&gid, &bob, 1).await.unwrap(), 2);
+
+        // Leaving the group drops the cursor.
+        reads.forget(&gid, &[&bob]).unwrap();
+        assert_eq!(reads.last_read(&gid, &bob).unwrap(), 0);
+    }
+}

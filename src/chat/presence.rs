@@ -240,3 +240,44 @@ impl Presence {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::store::PageLimit;
+    use crate::uid::Uid;
+
+    #[tokio::test]
+    async fn a_flapping_user_reaches_reverse_friends_as_one_push_and_one_trailing_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = crate::app::test_app(dir.path(), &["--presence-window-ms", "200"]).await;
+        let (alice, bob) = (Uid::parse("alice").unwrap(), Uid::parse("bob").unwrap());
+        app.friends.set(&bob, vec![alice.clone()]).await.unwrap();
+        app.presence.connect(&bob);
+        for _ in 0..10 {
+            app.presence.connect(&alice);
+            app.presence.disconnect(&alice);
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        app.store.sync().await.unwrap();
+        let limit = PageLimit {
+            events: 100,
+            bytes: 1 << 20,
+        };
+        let page = app.store.read(&bob, 0, limit).await.unwrap();
+        let statuses: Vec<String> = page
+            .events
+            .iter()
+            .map(|e| serde_json::from_slice::<serde_json::Value>(e).unwrap())
+            .filter(|e| e["type"] == "presence" && e["data"]["uid"] == "alice")
+            .map(|e| e["data"]["status"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            statuses,
+            vec!["online", "offline"],
+            "the first at once, the last state after the window"
+        );
+        assert_eq!(app.presence.visible(&alice), "offline");
+    }
+}

@@ -201,3 +201,93 @@ impl Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::{event_seq, Append};
+
+    async fn publish(app: &App, uid: &Uid, count: usize) {
+        let batch = (0..count)
+            .map(|i| Append::new(uid.clone(), "notice", &i))
+            .collect();
+        app.store.append(batch).await.unwrap();
+    }
+
+    fn seqs(events: &[Bytes]) -> Vec<u64> {
+        events.iter().map(|e| event_seq(e).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn pages_the_backlog_in_order_then_wakes_for_what_comes_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = crate::app::test_app(dir.path(), &[]).await;
+        let uid = Uid::parse("alice").unwrap();
+        publish(&app, &uid, 250).await;
+        let mut sub = Subscription::new(app.clone(), uid.clone(), 0)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for expected in [100, 100, 50] {
+            let Next::Events(events) = sub.next().await.unwrap() else {
+                panic!("a page of events");
+            };
+            assert_eq!(events.len(), expected);
+            got.extend(seqs(&events));
+        }
+        assert_eq!(got, (1..=250).collect::<Vec<_>>());
+        // Nothing more: next() waits until an event is durable.
+        let waiting = tokio::time::timeout(Duration::from_millis(100), sub.next()).await;
+        assert!(waiting.is_err(), "nothing to hand out yet");
+        publish(&app, &uid, 1).await;
+        let Next::Events(events) = sub.next().await.unwrap() else {
+            panic!("the new event");
+        };
+        assert_eq!(seqs(&events), vec![251]);
+        // Rewound, it hands out again what was not sent.
+        sub.rewind(249);
+        let Next::Events(events) = sub.next().await.unwrap() else {
+            panic!("the events after the rewind");
+        };
+        assert_eq!(seqs(&events), vec![250, 251]);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_beyond_the_head_is_refused_and_a_page_keeps_its_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = crate::app::test_app(dir.path(), &["--max-page-bytes", "4096"]).await;
+        let uid = Uid::parse("bob").unwrap();
+        assert!(Subscription::new(app.clone(), uid.clone(), 1)
+            .await
+            .is_err());
+        let big = "x".repeat(1500);
+        let batch = (0..6)
+            .map(|_| Append::new(uid.clone(), "notice", &big))
+            .collect();
+        app.store.append(batch).await.unwrap();
+        let mut sub = Subscription::new(app.clone(), uid, 0).await.unwrap();
+        let Next::Events(events) = sub.next().await.unwrap() else {
+            panic!("a page");
+        };
+        assert_eq!(seqs(&events), vec![1, 2]);
+        assert!(events.iter().map(|e| e.len()).sum::<usize>() <= 4096);
+        assert_eq!(sub.cursor(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_subscription_sends_a_heartbeat_and_ends_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = crate::app::test_app(dir.path(), &["--heartbeat-ms", "100"]).await;
+        let mut sub = Subscription::new(app.clone(), Uid::parse("carol").unwrap(), 0)
+            .await
+            .unwrap();
+        assert!(matches!(sub.next().await.unwrap(), Next::Heartbeat));
+        app.shutdown.cancel();
+        assert!(matches!(
+            sub.next().await.unwrap(),
+            Next::End(EndReason::ShuttingDown)
+        ));
+    }
+}
