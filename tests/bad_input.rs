@@ -62,13 +62,13 @@ async fn bad_publish_bodies_are_rejected_and_append_nothing() {
     expect_error(publish_raw(&server, &big).await, 413, "body_too_large").await;
     let too_many: Vec<String> = (0..10_001).map(|i| format!("u{i}")).collect();
     let response = server
-        .http
-        .post(server.url("/api/v1/publish"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"to": too_many}))
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            "/api/v1/publish",
+            Some(API_KEY),
+            Some(json!({"to": too_many})),
+        )
+        .await;
     expect_error(response, 413, "body_too_large").await;
     let huge = format!(r#"{{"to":["alice"],"data":"{}"}}"#, "x".repeat(2 << 20));
     match server
@@ -137,13 +137,7 @@ async fn bad_cursors_limits_and_timeouts_are_400() {
         ("/v1/longpoll?timeout=ten", "bad_timeout"),
     ];
     for (path, code) in cases {
-        let response = server
-            .http
-            .get(server.url(path))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let response = server.call("GET", path, Some(&token), None).await;
         expect_error(response, 400, code).await;
     }
     let response = server.open("/v1/poll?cursor=5", &token).await;
@@ -156,51 +150,21 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
     let token = server.token("alice").await;
     let response = server.open("/v1/nope", &token).await;
     expect_error(response, 404, "not_found").await;
-    let response = server
-        .http
-        .get(server.url("/api/v1/nope"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.call("GET", "/api/v1/nope", None, None).await;
     expect_error(response, 404, "not_found").await;
-    let response = server
-        .http
-        .get(server.url("/no/such/file.html"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.call("GET", "/no/such/file.html", None, None).await;
     expect_error(response, 404, "not_found").await;
-    let response = server
-        .http
-        .get(server.url("/../Cargo.toml"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.call("GET", "/../Cargo.toml", None, None).await;
     assert_eq!(response.status(), 404);
-    let response = server
-        .http
-        .get(server.url("/%2e%2e/Cargo.toml"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.call("GET", "/%2e%2e/Cargo.toml", None, None).await;
     assert_eq!(response.status(), 404);
 
-    let response = server
-        .http
-        .post(server.url("/v1/poll"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = server.call("POST", "/v1/poll", Some(&token), None).await;
     assert_eq!(response.headers()["allow"], "GET");
     expect_error(response, 405, "method_not_allowed").await;
     let response = server
-        .http
-        .get(server.url("/api/v1/publish"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
+        .call("GET", "/api/v1/publish", Some(API_KEY), None)
+        .await;
     assert_eq!(response.headers()["allow"], "POST");
     expect_error(response, 405, "method_not_allowed").await;
     let response = server.http.delete(server.url("/")).send().await.unwrap();
@@ -226,12 +190,7 @@ fn now_s() -> u64 {
 #[tokio::test]
 async fn missing_bad_and_expired_tokens_are_401() {
     let server = Server::start().await;
-    let response = server
-        .http
-        .get(server.url("/v1/poll"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.call("GET", "/v1/poll", None, None).await;
     expect_error(response, 401, "unauthorized").await;
     let bad_tokens = [
         "garbage".to_owned(),
@@ -240,30 +199,18 @@ async fn missing_bad_and_expired_tokens_are_401() {
         token_signed(SECRET, "bad uid!", now_s() + 3600),
     ];
     for token in &bad_tokens {
-        let response = server
-            .http
-            .get(server.url("/v1/poll"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let response = server.call("GET", "/v1/poll", Some(token), None).await;
         expect_error(response, 401, "unauthorized").await;
         let response = server
-            .http
-            .get(server.url(&format!("/v1/longpoll?token={token}")))
-            .send()
-            .await
-            .unwrap();
+            .call("GET", &format!("/v1/longpoll?token={token}"), None, None)
+            .await;
         expect_error(response, 401, "unauthorized").await;
     }
     // A valid token in the query string works (EventSource cannot send headers).
     let good = token_signed(SECRET, "alice", now_s() + 3600);
     let response = server
-        .http
-        .get(server.url(&format!("/v1/poll?token={good}")))
-        .send()
-        .await
-        .unwrap();
+        .call("GET", &format!("/v1/poll?token={good}"), None, None)
+        .await;
     assert_eq!(response.status(), 200);
     // A token only grants its own uid: alice's token reads alice's queue.
     server.publish(&["bob"], json!("for bob")).await;
@@ -293,13 +240,13 @@ async fn backend_routes_need_the_api_key() {
     // A client token is not an API key.
     let token = server.token("alice").await;
     let response = server
-        .http
-        .post(server.url("/api/v1/publish"))
-        .bearer_auth(token)
-        .json(&json!({"to": ["alice"]}))
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            "/api/v1/publish",
+            Some(&token),
+            Some(json!({"to": ["alice"]})),
+        )
+        .await;
     expect_error(response, 401, "unauthorized").await;
     for (body, code) in [
         (json!({"uid": "alice", "ttl_s": 0}), "bad_ttl"),
@@ -316,12 +263,13 @@ async fn backend_routes_need_the_api_key() {
 async fn demo_login_exists_only_in_demo_mode() {
     let server = Server::start().await;
     let response = server
-        .http
-        .post(server.url("/v1/demo/login"))
-        .json(&json!({"uid": "alice"}))
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            "/v1/demo/login",
+            None,
+            Some(json!({"uid": "alice"})),
+        )
+        .await;
     expect_error(response, 404, "not_found").await;
 
     let demo = Server::try_start_raw(&[])
@@ -329,12 +277,13 @@ async fn demo_login_exists_only_in_demo_mode() {
         .expect("demo mode starts on loopback");
     assert!(demo.output.lock().unwrap().contains("demo mode"));
     let response = demo
-        .http
-        .post(demo.url("/v1/demo/login"))
-        .json(&json!({"uid": "alice"}))
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            "/v1/demo/login",
+            None,
+            Some(json!({"uid": "alice"})),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let token = response.json::<Value>().await.unwrap()["token"]
         .as_str()
@@ -342,12 +291,13 @@ async fn demo_login_exists_only_in_demo_mode() {
         .to_owned();
     assert_eq!(demo.get("/v1/poll", &token).await.0, 200);
     let response = demo
-        .http
-        .post(demo.url("/v1/demo/login"))
-        .json(&json!({"uid": "<script>"}))
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            "/v1/demo/login",
+            None,
+            Some(json!({"uid": "<script>"})),
+        )
+        .await;
     expect_error(response, 400, "bad_json").await;
 }
 
@@ -429,13 +379,13 @@ async fn a_flooding_sender_gets_429_and_its_excess_is_not_sent() {
     assert_eq!(reply["id"], 7);
     assert_eq!(reply["error"], "too_many_requests");
     let status = server
-        .http
-        .put(server.url("/v1/status"))
-        .bearer_auth(&alice)
-        .json(&json!({"status": "busy"}))
-        .send()
+        .call(
+            "PUT",
+            "/v1/status",
+            Some(&alice),
+            Some(json!({"status": "busy"})),
+        )
         .await
-        .unwrap()
         .status();
     assert_eq!(status, 429);
 

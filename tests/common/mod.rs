@@ -178,6 +178,26 @@ impl Server {
             .expect("request")
     }
 
+    /// `method path`, with a bearer credential (token or API key) and a
+    /// JSON body when given.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request")
+    }
+
     /// POSTs JSON as a client; returns status and JSON (Null if none).
     pub async fn post_as(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
         let response = self
