@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use herald::config::Config;
 use herald::metrics::Metrics;
 use herald::store::sled::SledOptions;
-use herald::store::{Append, SledStore, Store};
+use herald::store::{Append, EventQueue, SledStore};
 use herald::uid::Uid;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};

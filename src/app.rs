@@ -96,8 +96,8 @@ impl App {
         );
         let store: Arc<dyn Store> = sled.clone();
 
-        let friends = Arc::new(Friends::load(store.clone())?);
-        let groups = Arc::new(Groups::load(store.clone())?);
+        let friends = Arc::new(Friends::load(store.clone()).await?);
+        let groups = Arc::new(Groups::load(store.clone()).await?);
         let group_log = Arc::new(crate::chat::group_log::GroupLog::new(
             store.clone(),
             config.history_ttl(),
@@ -143,7 +143,8 @@ impl App {
             counters: crate::chat::notices::Counters::new(store.clone()),
             group_log,
             group_reads,
-            broadcasts: crate::chat::broadcasts::Broadcasts::start(store.clone(), metrics.clone())?,
+            broadcasts: crate::chat::broadcasts::Broadcasts::start(store.clone(), metrics.clone())
+                .await?,
             store: store.clone(),
             metrics,
             demo: config.demo_mode(),

@@ -46,7 +46,7 @@ pub async fn history(app: &App, req: Request<Incoming>, gid: &str) -> Result<Res
     let query = Query::of(&req);
     let after = query.u64("after")?.unwrap_or(0);
     let limit = query.u64_in("limit", 1..=1000, 100)? as usize;
-    let messages = app.group_log.history(&gid, after, limit)?;
+    let messages = app.group_log.history(&gid, after, limit).await?;
     Ok(list_after("messages", &messages, "msgid", after))
 }
 
@@ -85,7 +85,7 @@ pub async fn receipts(app: &App, req: Request<Incoming>, gid: &str) -> Result<Re
     if msgids.is_empty() || msgids.len() > 100 {
         return Err(Error::bad("bad_msgids", "give 1 to 100 msgids"));
     }
-    let receipts = app.group_reads.receipts(&gid, &members, &msgids)?;
+    let receipts = app.group_reads.receipts(&gid, &members, &msgids).await?;
     let list: Vec<_> = receipts
         .iter()
         .map(|r| json!({"msgid": r.msgid, "read": r.readers.len(), "unread": r.unread, "readers": r.readers}))

@@ -172,11 +172,11 @@ pub async fn counters(app: &App, req: Request<Incoming>) -> Result<Response, Err
 pub async fn news(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
     let today = notices::today();
-    let Some(news) = app.store.kv_get(&notices::news_key(&today))? else {
+    let Some(news) = app.store.kv_get(&notices::news_key(&today)).await? else {
         return Ok(crate::http::reply::empty(StatusCode::NO_CONTENT));
     };
     let seen_key = notices::news_seen_key(&uid);
-    let seen = app.store.kv_get(&seen_key)?;
+    let seen = app.store.kv_get(&seen_key).await?;
     if seen.as_deref() == Some(today.as_bytes()) {
         return Ok(crate::http::reply::empty(StatusCode::NO_CONTENT));
     }
@@ -197,7 +197,7 @@ pub async fn broadcasts(app: &App, req: Request<Incoming>) -> Result<Response, E
     let query = crate::http::request::Query::of(&req);
     let after = query.u64("after")?.unwrap_or(0);
     let limit = query.u64_in("limit", 1..=100, 20)? as usize;
-    let list = app.broadcasts.after(after, limit)?;
+    let list = app.broadcasts.after(after, limit).await?;
     Ok(crate::http::reply::list_after(
         "broadcasts",
         &list,

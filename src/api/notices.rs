@@ -123,7 +123,7 @@ pub async fn broadcast(app: &App, req: Request<Incoming>) -> Result<Response, Er
                 })?;
             let recipients = app.presence.online_users();
             let count = recipients.len();
-            let bid = app.broadcasts.push(body.body, rate, recipients)?;
+            let bid = app.broadcasts.push(body.body, rate, recipients).await?;
             Ok(json(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({"bid": bid, "mode": "push", "recipients": count, "rate": rate.get()}),

@@ -58,7 +58,7 @@ pub async fn put_members(app: &App, req: Request<Incoming>, gid: &str) -> Result
     // Those who left lose their read cursor (a rejoin starts unread).
     if let Some(before) = before {
         let left: Vec<&Uid> = before.difference(&members).collect();
-        app.group_reads.forget(&gid, &left)?;
+        app.group_reads.forget(&gid, &left).await?;
     }
     let count = members.len();
     Ok(json(

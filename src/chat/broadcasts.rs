@@ -43,12 +43,13 @@ pub struct Broadcasts {
 
 impl Broadcasts {
     /// Loads the newest pull broadcast and starts the push worker.
-    pub fn start(
+    pub async fn start(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Broadcasts>, StoreError> {
         let newest = store
-            .kv_last(PREFIX)?
+            .kv_last(PREFIX)
+            .await?
             .and_then(|(k, _)| k[PREFIX.len()..].parse().ok())
             .unwrap_or(0);
         let (jobs, queue) = mpsc::unbounded_channel();
@@ -64,13 +65,13 @@ impl Broadcasts {
 
     /// Queues a push broadcast of `body` to `recipients` at `rate` per
     /// second; returns its id.
-    pub fn push(
+    pub async fn push(
         &self,
         body: serde_json::Value,
         rate: NonZeroU32,
         recipients: Vec<Uid>,
     ) -> Result<u64, StoreError> {
-        let bid = self.store.next_id()?;
+        let bid = self.store.next_id().await?;
         self.metrics
             .broadcast_pending
             .inc_by(recipients.len() as i64);
@@ -87,7 +88,7 @@ impl Broadcasts {
 
     /// Stores a pull broadcast; the hints point to it once it is durable.
     pub async fn store_for_pull(&self, body: serde_json::Value) -> Result<u64, StoreError> {
-        let bid = self.store.next_id()?;
+        let bid = self.store.next_id().await?;
         let record = json!({"bid": bid, "body": body, "ts": now_ms()});
         self.store
             .kv_put(&key(bid), record.to_string().into_bytes())
@@ -97,7 +98,7 @@ impl Broadcasts {
     }
 
     /// Pull broadcasts after `after`, oldest first.
-    pub fn after(&self, after: u64, limit: usize) -> Result<Vec<Bytes>, StoreError> {
+    pub async fn after(&self, after: u64, limit: usize) -> Result<Vec<Bytes>, StoreError> {
         let start = if after == 0 {
             PREFIX.to_owned()
         } else {
@@ -105,7 +106,8 @@ impl Broadcasts {
         };
         Ok(self
             .store
-            .kv_range(PREFIX, &start, limit)?
+            .kv_range(PREFIX, &start, limit)
+            .await?
             .into_iter()
             .map(|(_, v)| Bytes::from(v))
             .collect())

@@ -5,7 +5,7 @@
 //! both indexes are rebuilt from it at start.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crate::store::{Store, StoreError};
 use crate::uid::Uid;
@@ -28,18 +28,18 @@ pub struct Friends {
     graph: RwLock<Graph>,
     store: Arc<dyn Store>,
     /// Numbers the writes in the order they reach the store.
-    writes: Mutex<u64>,
+    writes: tokio::sync::Mutex<u64>,
 }
 
 impl Friends {
     /// Loads every friend list from `store`.
-    pub fn load(store: Arc<dyn Store>) -> Result<Friends, StoreError> {
+    pub async fn load(store: Arc<dyn Store>) -> Result<Friends, StoreError> {
         let friends = Friends {
             graph: RwLock::default(),
             store: store.clone(),
-            writes: Mutex::new(0),
+            writes: tokio::sync::Mutex::new(0),
         };
-        for (key, value) in store.kv_scan(PREFIX)? {
+        for (key, value) in store.kv_scan(PREFIX).await? {
             let (Ok(uid), Ok(list)) = (
                 Uid::parse(&key[PREFIX.len()..]),
                 serde_json::from_slice::<Vec<Uid>>(&value),
@@ -64,8 +64,8 @@ impl Friends {
         list.retain(|f| f != uid);
         let json = serde_json::to_vec(&list).map_err(|e| StoreError::Io(e.to_string()))?;
         let version = {
-            let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-            self.store.kv_stage(&format!("{PREFIX}{uid}"), json)?;
+            let mut writes = self.writes.lock().await;
+            self.store.kv_stage(&format!("{PREFIX}{uid}"), json).await?;
             *writes += 1;
             *writes
         };

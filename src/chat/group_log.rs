@@ -83,7 +83,7 @@ impl GroupLog {
     /// Appends the references of posts a crash interrupted (see the module
     /// comment), to the groups' current members.
     pub async fn recover(&self, groups: &Groups) -> Result<usize, StoreError> {
-        let pending = self.store.kv_scan(PENDING)?;
+        let pending = self.store.kv_scan(PENDING).await?;
         for (key, _) in &pending {
             let parsed = key[PENDING.len()..]
                 .rsplit_once('/')
@@ -93,7 +93,7 @@ impl GroupLog {
                     self.append_refs(&gid, msgid, &members).await?;
                 }
             }
-            self.store.kv_stage_remove(key)?;
+            self.store.kv_stage_remove(key).await?;
         }
         self.store.sync().await?;
         Ok(pending.len())
@@ -109,20 +109,21 @@ impl GroupLog {
     pub async fn newest(&self, gid: &Gid) -> Result<u64, StoreError> {
         let lock = self.last.entry(gid.clone()).or_default().clone();
         let mut last = lock.lock().await;
-        self.loaded(gid, &mut last)
+        self.loaded(gid, &mut last).await
     }
 
-    fn loaded(&self, gid: &Gid, last: &mut Option<u64>) -> Result<u64, StoreError> {
+    async fn loaded(&self, gid: &Gid, last: &mut Option<u64>) -> Result<u64, StoreError> {
         if let Some(n) = *last {
             return Ok(n);
         }
         let recorded = self
             .store
-            .kv_get(&next_key(gid))?
+            .kv_get(&next_key(gid))
+            .await?
             .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
             .unwrap_or(0);
         // Groups written by herald 0.5 have no `gnext` record.
-        let in_log = match self.store.kv_last(&log_prefix(gid))? {
+        let in_log = match self.store.kv_last(&log_prefix(gid)).await? {
             Some((key, _)) => key
                 .rsplit('/')
                 .next()
@@ -149,7 +150,7 @@ impl GroupLog {
         let mut last = lock.lock().await;
         let cid_key = cid.as_ref().map(|cid| format!("gcid/{gid}/{from}\0{cid}"));
         if let Some(key) = &cid_key {
-            if let Some(raw) = self.store.kv_get(key)? {
+            if let Some(raw) = self.store.kv_get(key).await? {
                 let record: CidRecord = serde_json::from_slice(&raw)
                     .map_err(|e| Error::Internal(format!("cid record: {e}")))?;
                 if !record.refs {
@@ -159,18 +160,18 @@ impl GroupLog {
                 return Ok(record.msgid);
             }
         }
-        let msgid = self.loaded(gid, &mut last)? + 1;
+        let msgid = self.loaded(gid, &mut last).await? + 1;
         let message = json!({"gid": gid, "msgid": msgid, "from": from, "body": body, "cid": cid, "ts": now_ms()});
         let log = log_key(gid, msgid);
         let pending = pending_key(gid, msgid);
-        self.store.expire(&log, self.history_ttl)?;
+        self.store.expire(&log, self.history_ttl).await?;
         let mut writes = vec![
             (log, message.to_string().into_bytes()),
             (next_key(gid), msgid.to_string().into_bytes()),
             (pending.clone(), Vec::new()),
         ];
         if let Some(key) = &cid_key {
-            self.store.expire(key, self.cid_ttl)?;
+            self.store.expire(key, self.cid_ttl).await?;
             writes.push((key.clone(), to_json(&CidRecord { msgid, refs: true })?));
         }
         self.store.kv_put_all(writes).await?;
@@ -178,7 +179,7 @@ impl GroupLog {
         self.append_refs(gid, msgid, members).await?;
         // Durable with the next commit; a crash before it re-sends the
         // references at start.
-        self.store.kv_stage_remove(&pending)?;
+        self.store.kv_stage_remove(&pending).await?;
         Ok(msgid)
     }
 
@@ -215,7 +216,12 @@ impl GroupLog {
     }
 
     /// Up to `limit` messages of `gid` after `after`, oldest first.
-    pub fn history(&self, gid: &Gid, after: u64, limit: usize) -> Result<Vec<Bytes>, StoreError> {
+    pub async fn history(
+        &self,
+        gid: &Gid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
         let start = if after == 0 {
             log_prefix(gid)
         } else {
@@ -223,15 +229,16 @@ impl GroupLog {
         };
         Ok(self
             .store
-            .kv_range(&log_prefix(gid), &start, limit)?
+            .kv_range(&log_prefix(gid), &start, limit)
+            .await?
             .into_iter()
             .map(|(_, v)| Bytes::from(v))
             .collect())
     }
 
     /// One message of `gid`.
-    pub fn get(&self, gid: &Gid, msgid: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.kv_get(&log_key(gid, msgid))
+    pub async fn get(&self, gid: &Gid, msgid: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.kv_get(&log_key(gid, msgid)).await
     }
 }
 
@@ -257,14 +264,14 @@ struct RefData {
 /// events (`data` = the stored message), in order, and drops the events
 /// past `limit`'s byte budget (never the first). Other events pass as they
 /// are. Returns whether events were dropped.
-pub fn expand(
+pub async fn expand(
     log: &GroupLog,
     events: &mut Vec<Bytes>,
     limit: PageLimit,
 ) -> Result<bool, StoreError> {
     let mut bytes = 0;
     for at in 0..events.len() {
-        expand_one(log, &mut events[at])?;
+        expand_one(log, &mut events[at]).await?;
         let len = events[at].len();
         if !limit.fits(at, bytes, len) {
             events.truncate(at);
@@ -275,7 +282,7 @@ pub fn expand(
     Ok(false)
 }
 
-fn expand_one(log: &GroupLog, event: &mut Bytes) -> Result<(), StoreError> {
+async fn expand_one(log: &GroupLog, event: &mut Bytes) -> Result<(), StoreError> {
     let head = &event[..event.len().min(48)];
     if !head.windows(19).any(|w| w == br#""type":"group_msg","#) {
         return Ok(());
@@ -286,7 +293,7 @@ fn expand_one(log: &GroupLog, event: &mut Bytes) -> Result<(), StoreError> {
     if reference.data.from.is_some() {
         return Ok(()); // already a full message
     }
-    if let Some(message) = log.get(&reference.data.gid, reference.data.msgid)? {
+    if let Some(message) = log.get(&reference.data.gid, reference.data.msgid).await? {
         let message = String::from_utf8_lossy(&message);
         *event = Bytes::from(event_json(
             reference.seq,

@@ -86,9 +86,10 @@ fn read_key(gid: &Gid, uid: &Uid) -> String {
 }
 
 /// `uid`'s read cursor in `gid` as stored (0 if none).
-fn stored(store: &dyn Store, gid: &Gid, uid: &Uid) -> Result<u64, StoreError> {
+async fn stored(store: &dyn Store, gid: &Gid, uid: &Uid) -> Result<u64, StoreError> {
     Ok(store
-        .kv_get(&read_key(gid, uid))?
+        .kv_get(&read_key(gid, uid))
+        .await?
         .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
         .unwrap_or(0))
 }
@@ -114,17 +115,26 @@ impl GroupReads {
     }
 
     /// `uid`'s last read msgid in `gid`.
-    pub fn last_read(&self, gid: &Gid, uid: &Uid) -> Result<u64, StoreError> {
+    pub async fn last_read(&self, gid: &Gid, uid: &Uid) -> Result<u64, StoreError> {
         let key = (gid.clone(), uid.clone());
         if let Some(cursor) = self.last_read.get(&key) {
             cursor.used.store(true, Ordering::Relaxed);
             return Ok(cursor.last_read);
         }
-        let cursor = self
+        let stored = stored(self.store.as_ref(), gid, uid).await?;
+        Ok(self.remember(key, stored))
+    }
+
+    /// Caches `key`'s cursor as at least `value` (a concurrent mark may
+    /// have cached a higher one); returns the cached cursor.
+    fn remember(&self, key: (Gid, Uid), value: u64) -> u64 {
+        let mut cursor = self
             .last_read
             .entry(key)
-            .or_try_insert_with(|| stored(self.store.as_ref(), gid, uid).map(Cursor::new))?;
-        Ok(cursor.last_read)
+            .or_insert_with(|| Cursor::new(value));
+        cursor.last_read = cursor.last_read.max(value);
+        *cursor.used.get_mut() = true;
+        cursor.last_read
     }
 
     /// Marks everything ≤ `msgid` read for `uid` (capped at the newest
@@ -132,38 +142,24 @@ impl GroupReads {
     pub async fn mark(&self, gid: &Gid, uid: &Uid, msgid: u64) -> Result<u64, Error> {
         let newest = self.log.newest(gid).await?;
         let target = msgid.min(newest);
-        let raised = {
-            // A cursor not in the cache is read from the store under the
-            // entry's lock, where every staged mark is already visible: a
-            // cursor the sweep dropped comes back as high as it was.
-            let mut cursor = self
-                .last_read
-                .entry((gid.clone(), uid.clone()))
-                .or_try_insert_with(|| stored(self.store.as_ref(), gid, uid).map(Cursor::new))?;
-            *cursor.used.get_mut() = true;
-            let from = cursor.last_read;
-            if target > from {
-                cursor.last_read = target;
-                // Written under the entry's lock, so concurrent marks reach
-                // the store in the order they raise the cursor: a slower,
-                // lower one can never land last.
-                self.store
-                    .kv_stage(&read_key(gid, uid), target.to_string().into_bytes())?;
-            }
-            (from, cursor.last_read)
+        let before = self.last_read(gid, uid).await?;
+        let after = if target > before {
+            // The store keeps the highest of all raises, whatever order
+            // concurrent marks (or nodes) reach it in; the cache follows.
+            let stored = self.store.kv_raise(&read_key(gid, uid), target).await?;
+            self.remember((gid.clone(), uid.clone()), stored)
+        } else {
+            before
         };
         // Answer only once the cursor answered with is durable (a concurrent
-        // mark may have staged it).
+        // mark may have raised it).
         self.store.sync().await?;
-        if raised.1 <= raised.0 {
-            return Ok(raised.1);
+        if after <= before {
+            return Ok(after);
         }
         // Whose messages just got a reader: their senders' receipts changed.
-        let start = raised.0;
-        for raw in self
-            .log
-            .history(gid, start, (raised.1 - start).min(1000) as usize)?
-        {
+        let limit = (after - before).min(1000) as usize;
+        for raw in self.log.history(gid, before, limit).await? {
             let Ok(message) = serde_json::from_slice::<Stored>(&raw) else {
                 continue;
             };
@@ -171,14 +167,14 @@ impl GroupReads {
                 self.changed(message.from, gid.clone(), message.msgid);
             }
         }
-        Ok(raised.1)
+        Ok(after)
     }
 
     /// Drops the read cursors of members who left `gid`.
-    pub fn forget(&self, gid: &Gid, left: &[&Uid]) -> Result<(), StoreError> {
+    pub async fn forget(&self, gid: &Gid, left: &[&Uid]) -> Result<(), StoreError> {
         for uid in left {
             self.last_read.remove(&(gid.clone(), (*uid).clone()));
-            self.store.kv_stage_remove(&read_key(gid, uid))?;
+            self.store.kv_stage_remove(&read_key(gid, uid)).await?;
         }
         Ok(())
     }
@@ -197,7 +193,7 @@ impl GroupReads {
     }
 
     /// Receipts of `msgids` of `gid`, whose members are `members`.
-    pub fn receipts(
+    pub async fn receipts(
         &self,
         gid: &Gid,
         members: &HashSet<Uid>,
@@ -205,13 +201,14 @@ impl GroupReads {
     ) -> Result<Vec<Receipt>, Error> {
         let mut cursors = BTreeMap::new();
         for member in members {
-            cursors.insert(member.clone(), self.last_read(gid, member)?);
+            cursors.insert(member.clone(), self.last_read(gid, member).await?);
         }
         let mut receipts = Vec::new();
         for &msgid in msgids {
             let raw = self
                 .log
-                .get(gid, msgid)?
+                .get(gid, msgid)
+                .await?
                 .ok_or_else(|| Error::NotFound(format!("no message {msgid} in {gid}")))?;
             let message: Stored = serde_json::from_slice(&raw)
                 .map_err(|e| Error::Internal(format!("group message: {e}")))?;
@@ -278,7 +275,7 @@ impl GroupReads {
         let Some(members) = self.groups.members(&gid) else {
             return Ok(());
         };
-        let receipts = self.receipts(&gid, &members, &msgids)?;
+        let receipts = self.receipts(&gid, &members, &msgids).await?;
         let newest = receipts
             .last()
             .map(|r| (r.msgid, r.readers.len(), r.unread));
@@ -333,7 +330,7 @@ mod tests {
             "capped at the newest"
         );
 
-        let receipts = reads.receipts(&gid, &members, &[1, 3]).unwrap();
+        let receipts = reads.receipts(&gid, &members, &[1, 3]).await.unwrap();
         let counts: Vec<(u64, usize, usize)> = receipts
             .iter()
             .map(|r| (r.msgid, r.readers.len(), r.unread))
@@ -347,11 +344,11 @@ mod tests {
         // Swept out of memory, a cursor comes back from the store as high.
         assert_eq!(reads.forget_idle().0, 3);
         assert_eq!(reads.forget_idle().0, 0);
-        assert_eq!(reads.last_read(&gid, &bob).unwrap(), 2);
+        assert_eq!(reads.last_read(&gid, &bob).await.unwrap(), 2);
         assert_eq!(reads.mark(&gid, &bob, 1).await.unwrap(), 2);
 
         // Leaving the group drops the cursor.
-        reads.forget(&gid, &[&bob]).unwrap();
-        assert_eq!(reads.last_read(&gid, &bob).unwrap(), 0);
+        reads.forget(&gid, &[&bob]).await.unwrap();
+        assert_eq!(reads.last_read(&gid, &bob).await.unwrap(), 0);
     }
 }

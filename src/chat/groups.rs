@@ -2,7 +2,7 @@
 //! (`group/{gid}` → JSON array of uids) and kept in memory.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crate::error::Error;
 use crate::store::{Store, StoreError};
@@ -25,13 +25,13 @@ pub struct Groups {
     members: RwLock<HashMap<Gid, (u64, Members)>>,
     store: Arc<dyn Store>,
     /// Numbers the writes in the order they reach the store.
-    writes: Mutex<u64>,
+    writes: tokio::sync::Mutex<u64>,
 }
 
 impl Groups {
-    pub fn load(store: Arc<dyn Store>) -> Result<Groups, StoreError> {
+    pub async fn load(store: Arc<dyn Store>) -> Result<Groups, StoreError> {
         let mut members = HashMap::new();
-        for (key, value) in store.kv_scan(PREFIX)? {
+        for (key, value) in store.kv_scan(PREFIX).await? {
             let (Ok(gid), Ok(list)) = (
                 Gid::parse(&key[PREFIX.len()..]),
                 serde_json::from_slice::<Vec<Uid>>(&value),
@@ -44,7 +44,7 @@ impl Groups {
         Ok(Groups {
             members: RwLock::new(members),
             store,
-            writes: Mutex::new(0),
+            writes: tokio::sync::Mutex::new(0),
         })
     }
 
@@ -57,8 +57,8 @@ impl Groups {
         sorted.sort();
         let json = serde_json::to_vec(&sorted).map_err(|e| StoreError::Io(e.to_string()))?;
         let version = {
-            let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-            self.store.kv_stage(&format!("{PREFIX}{gid}"), json)?;
+            let mut writes = self.writes.lock().await;
+            self.store.kv_stage(&format!("{PREFIX}{gid}"), json).await?;
             *writes += 1;
             *writes
         };

@@ -62,7 +62,7 @@ impl Messages {
     pub async fn send(&self, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
         check(&msg.body, &msg.cid)?;
         self.sends.check(from)?;
-        let id = self.store.next_id()?;
+        let id = self.store.next_id().await?;
         // The record read receipts are checked against, written before the
         // event: the commit that makes the event durable (and visible) covers
         // it too, so no delivered message lacks one, for one flush.
@@ -71,8 +71,8 @@ impl Messages {
             to: msg.to.clone(),
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
-        self.store.expire(&record_key(id), self.record_ttl)?;
-        self.store.kv_stage(&record_key(id), record)?;
+        self.store.expire(&record_key(id), self.record_ttl).await?;
+        self.store.kv_stage(&record_key(id), record).await?;
         let event = Append::new(
             msg.to.clone(),
             "msg",
@@ -92,7 +92,7 @@ impl Messages {
                 Once::Appended { .. } => Ok(id),
                 Once::Duplicate { tag } => {
                     // The retry's own record is for a message never sent.
-                    self.store.kv_stage_remove(&record_key(id))?;
+                    self.store.kv_stage_remove(&record_key(id)).await?;
                     Ok(tag)
                 }
             },

@@ -62,13 +62,13 @@ impl Counters {
     }
 
     /// `uid`'s counters, from memory or loaded from the store.
-    fn of(&self, uid: &Uid) -> Result<UserCounters, StoreError> {
+    async fn of(&self, uid: &Uid) -> Result<UserCounters, StoreError> {
         if let Some(values) = self.values.get(uid) {
             return Ok(values.clone());
         }
         let prefix = format!("{COUNTER_PREFIX}{uid}/");
         let mut loaded = BTreeMap::new();
-        for (key, value) in self.store.kv_scan(&prefix)? {
+        for (key, value) in self.store.kv_scan(&prefix).await? {
             if let Ok(value) = serde_json::from_slice::<i64>(&value) {
                 loaded.insert(key[prefix.len()..].to_owned(), value);
             }
@@ -83,13 +83,13 @@ impl Counters {
 
     /// Every counter of `uid`.
     pub async fn all(&self, uid: &Uid) -> Result<BTreeMap<String, i64>, StoreError> {
-        Ok(self.of(uid)?.lock().await.clone())
+        Ok(self.of(uid).await?.lock().await.clone())
     }
 
     /// Applies `change` to `uid`'s counter `name` and pushes the new total
     /// as a `counter` event; returns the total once durable.
     pub async fn change(&self, uid: &Uid, name: &str, change: Change) -> Result<i64, CounterError> {
-        let values = self.of(uid)?;
+        let values = self.of(uid).await?;
         let mut values = values.lock().await;
         if !values.contains_key(name) && values.len() >= MAX_COUNTERS {
             return Err(CounterError::TooMany);
@@ -101,14 +101,20 @@ impl Counters {
         };
         // The total and its event become durable in one commit.
         let key = format!("{COUNTER_PREFIX}{uid}/{name}");
-        self.store.kv_stage(&key, new.to_string().into_bytes())?;
+        self.store
+            .kv_stage(&key, new.to_string().into_bytes())
+            .await?;
         let event = Append::new(uid.clone(), "counter", &json!({"name": name, "value": new}));
         if let Err(e) = self.store.append(vec![event]).await {
             // Refused means unchanged: the old total goes back, so that a
             // retry of the same delta counts once.
             let _ = match values.get(name) {
-                Some(old) => self.store.kv_stage(&key, old.to_string().into_bytes()),
-                None => self.store.kv_stage_remove(&key),
+                Some(old) => {
+                    self.store
+                        .kv_stage(&key, old.to_string().into_bytes())
+                        .await
+                }
+                None => self.store.kv_stage_remove(&key).await,
             };
             return Err(e.into());
         }
@@ -210,6 +216,7 @@ mod tests {
     #[tokio::test]
     async fn a_change_whose_append_fails_leaves_nothing_behind() {
         use crate::store::sled::{SledOptions, SledStore};
+        use crate::store::{EventQueue, Records};
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let sled = Arc::new(SledStore::open(dir.path(), SledOptions::default(), metrics).unwrap());
@@ -240,10 +247,10 @@ mod tests {
         );
         sled.sync().await.unwrap();
         assert_eq!(
-            sled.kv_get("counter/alice/unread").unwrap(),
+            sled.kv_get("counter/alice/unread").await.unwrap(),
             Some(b"1".to_vec())
         );
-        assert_eq!(sled.kv_get("counter/alice/new").unwrap(), None);
+        assert_eq!(sled.kv_get("counter/alice/new").await.unwrap(), None);
         assert_eq!(
             counters
                 .change(&uid, "unread", Change::Delta(1))

@@ -78,7 +78,8 @@ impl Receipts {
         for &id in ids {
             let raw = self
                 .store
-                .kv_get(&record_key(id))?
+                .kv_get(&record_key(id))
+                .await?
                 .ok_or_else(|| Error::NotFound(format!("no message {id}")))?;
             let record: MessageRecord = serde_json::from_slice(&raw)
                 .map_err(|e| Error::Internal(format!("message record {id}: {e}")))?;

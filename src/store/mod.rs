@@ -124,9 +124,9 @@ impl From<std::io::Error> for StoreError {
     }
 }
 
-/// The per-user queue every transport reads.
+/// The per-user event queue every transport reads.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait EventQueue: Send + Sync + 'static {
     /// Appends every event of `batch` to its user's queue and resolves, with
     /// the seqs given in the same order, only once all of them are durable.
     async fn append(&self, batch: Vec<Append>) -> Result<Vec<u64>, StoreError>;
@@ -138,7 +138,7 @@ pub trait Store: Send + Sync + 'static {
     async fn append_once(&self, key: &str, tag: u64, append: Append) -> Result<Once, StoreError>;
 
     /// A new id, unique across restarts (message ids).
-    fn next_id(&self) -> Result<u64, StoreError>;
+    async fn next_id(&self) -> Result<u64, StoreError>;
 
     /// Reads the durable events with seq > `after`, as many as `limit`
     /// allows.
@@ -146,42 +146,49 @@ pub trait Store: Send + Sync + 'static {
 
     /// Raises the user's acked seq to `seq` (capped at the durable head) and
     /// returns the acked seq before and after. Durable with the next commit;
-    /// use [`Store::sync`] to wait for it.
+    /// use [`EventQueue::sync`] to wait for it.
     async fn ack(&self, uid: &Uid, seq: u64) -> Result<(u64, u64), StoreError>;
 
-    /// Stores `value` under `key` (friend lists, group members, message
-    /// records); resolves once durable.
+    /// A receiver of the user's durable head: it changes whenever a new event
+    /// of this user can be read.
+    async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError>;
+
+    /// Resolves once everything written before the call (events and
+    /// records) is durable.
+    async fn sync(&self) -> Result<(), StoreError>;
+}
+
+/// The small records of the chat features (friend lists, group members and
+/// logs, message records, counters, read cursors, news), by string key.
+/// A staged write is durable with the next commit, which every later
+/// append and [`EventQueue::sync`] waits for.
+#[async_trait]
+pub trait Records: Send + Sync + 'static {
+    /// Stores `value` under `key`; resolves once durable.
     async fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
 
-    /// Stores `value` under `key` without waiting: it becomes durable with
-    /// the next commit, which every later append waits for. For a record
-    /// that must be durable by the time an event appended after it is.
-    fn kv_stage(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
+    /// Stores `value` under `key` without waiting for durability. For a
+    /// record that must be durable by the time an event appended after it
+    /// is.
+    async fn kv_stage(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
 
-    /// Removes `key` without waiting: durable with the next commit.
-    fn kv_stage_remove(&self, key: &str) -> Result<(), StoreError>;
+    /// Removes `key` without waiting for durability.
+    async fn kv_stage_remove(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Raises the decimal number under `key` to at least `value`
+    /// (atomically, so concurrent raises never lower it) without waiting
+    /// for durability; returns the number now stored.
+    async fn kv_raise(&self, key: &str, value: u64) -> Result<u64, StoreError>;
 
     /// Has `key` removed once `after` has passed (by the maintenance pass,
     /// within a trim interval of that). Call it BEFORE writing the record:
     /// a crash in between then leaves at worst a deadline for nothing, never
     /// a record without one.
-    fn expire(&self, key: &str, after: Duration) -> Result<(), StoreError>;
+    async fn expire(&self, key: &str, after: Duration) -> Result<(), StoreError>;
 
     /// Stores every pair atomically (all or none, also across a crash);
     /// resolves once durable.
     async fn kv_put_all(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError>;
-
-    /// Up to `limit` pairs with keys starting with `prefix` and greater than
-    /// `after`, in key order.
-    fn kv_range(
-        &self,
-        prefix: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-
-    /// The greatest key starting with `prefix`, with its value.
-    fn kv_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError>;
 
     /// Sets `key` to `new` only if its value is `old` (`None` = absent);
     /// resolves once durable with whether it was set.
@@ -193,15 +200,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// The value under `key`.
-    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` pairs with keys starting with `prefix` and greater than
+    /// `after`, in key order.
+    async fn kv_range(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// The greatest key starting with `prefix`, with its value.
+    async fn kv_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError>;
 
     /// Every key starting with `prefix`, with its value.
-    fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-
-    /// A receiver of the user's durable head: it changes whenever a new event
-    /// of this user can be read.
-    async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError>;
-
-    /// Resolves once everything written before the call is durable.
-    async fn sync(&self) -> Result<(), StoreError>;
+    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
+
+/// Both halves, for the services that append events with their records
+/// (messages, counters, group posts). Every store implements it.
+pub trait Store: EventQueue + Records {}
+
+impl<T: EventQueue + Records> Store for T {}

@@ -34,7 +34,7 @@ use tokio::sync::{oneshot, watch};
 use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
 use super::user_queue::{QueueState, UserQueue};
-use super::{Append, Once, Page, PageLimit, Retention, Store, StoreError};
+use super::{Append, EventQueue, Once, Page, PageLimit, Records, Retention, StoreError};
 use crate::metrics::Metrics;
 use crate::uid::Uid;
 
@@ -384,7 +384,7 @@ impl SledStore {
 }
 
 #[async_trait]
-impl Store for SledStore {
+impl EventQueue for SledStore {
     async fn append(&self, batch: Vec<Append>) -> Result<Vec<u64>, StoreError> {
         #[cfg(test)]
         if self.fail_appends.load(Ordering::Relaxed) {
@@ -429,7 +429,7 @@ impl Store for SledStore {
         Ok(outcome)
     }
 
-    fn next_id(&self) -> Result<u64, StoreError> {
+    async fn next_id(&self) -> Result<u64, StoreError> {
         // generate_id starts at 0 and persists its high-water mark, so ids
         // stay unique across crashes; 0 is skipped to keep ids positive.
         Ok(self.db.generate_id()? + 1)
@@ -456,23 +456,43 @@ impl Store for SledStore {
         Ok((before, st.acked))
     }
 
+    async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError> {
+        Ok(self.queue(uid)?.durable.subscribe())
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.wait_durable(Vec::new()).await
+    }
+}
+
+#[async_trait]
+impl Records for SledStore {
     async fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.kv.insert(key, value)?;
         self.wait_durable(Vec::new()).await
     }
 
-    fn kv_stage(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+    async fn kv_stage(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.kv.insert(key, value)?;
         Ok(())
     }
 
-    fn kv_stage_remove(&self, key: &str) -> Result<(), StoreError> {
+    async fn kv_stage_remove(&self, key: &str) -> Result<(), StoreError> {
         self.kv.remove(key)?;
         Ok(())
     }
 
-    fn expire(&self, key: &str, after: Duration) -> Result<(), StoreError> {
+    async fn expire(&self, key: &str, after: Duration) -> Result<(), StoreError> {
         self.index_expiry(expiry::KV, key.as_bytes(), after)
+    }
+
+    async fn kv_put_all(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in pairs {
+            batch.insert(key.as_bytes(), value);
+        }
+        self.kv.apply_batch(batch)?;
+        self.wait_durable(Vec::new()).await
     }
 
     async fn kv_swap(
@@ -487,16 +507,11 @@ impl Store for SledStore {
         Ok(swapped)
     }
 
-    async fn kv_put_all(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (key, value) in pairs {
-            batch.insert(key.as_bytes(), value);
-        }
-        self.kv.apply_batch(batch)?;
-        self.wait_durable(Vec::new()).await
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.kv.get(key)?.map(|v| v.to_vec()))
     }
 
-    fn kv_range(
+    async fn kv_range(
         &self,
         prefix: &str,
         after: &str,
@@ -522,7 +537,7 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn kv_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    async fn kv_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
         match self.kv.scan_prefix(prefix).next_back() {
             Some(item) => {
                 let (k, v) = item?;
@@ -532,11 +547,7 @@ impl Store for SledStore {
         }
     }
 
-    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.kv.get(key)?.map(|v| v.to_vec()))
-    }
-
-    fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.kv
             .scan_prefix(prefix)
             .map(|item| {
@@ -546,12 +557,15 @@ impl Store for SledStore {
             .collect()
     }
 
-    async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError> {
-        Ok(self.queue(uid)?.durable.subscribe())
-    }
-
-    async fn sync(&self) -> Result<(), StoreError> {
-        self.wait_durable(Vec::new()).await
+    async fn kv_raise(&self, key: &str, value: u64) -> Result<u64, StoreError> {
+        let parse = |v: Option<&[u8]>| {
+            v.and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let now = self.kv.update_and_fetch(key, |old| {
+            Some(parse(old).max(value).to_string().into_bytes())
+        })?;
+        Ok(parse(now.as_deref()))
     }
 }
 

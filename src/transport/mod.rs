@@ -82,7 +82,7 @@ pub async fn read_after(app: &App, uid: &Uid, cursor: u64, events: usize) -> Res
         return Err(Error::cursor_ahead(cursor, page.head));
     }
     // References grow into whole messages here: the budget holds after.
-    if crate::chat::group_log::expand(&app.group_log, &mut page.events, limit)? {
+    if crate::chat::group_log::expand(&app.group_log, &mut page.events, limit).await? {
         page.cursor = page
             .events
             .last()

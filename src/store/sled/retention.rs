@@ -108,7 +108,7 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use crate::store::sled::SledOptions;
-    use crate::store::{Append, Store};
+    use crate::store::{Append, EventQueue};
 
     #[tokio::test]
     async fn retention_visits_users_in_slices_then_starts_over() {
