@@ -16,6 +16,21 @@ pub fn event_seq(json: &[u8]) -> Option<u64> {
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
+/// The seq and type of an event written by [`event_json`], read from its
+/// fixed prefix `{"seq":N,"type":"T",` without parsing the rest; `None`
+/// for a type that needed escaping.
+pub fn event_head(json: &[u8]) -> Option<(u64, &str)> {
+    let seq = event_seq(json)?;
+    let after_seq = &json[br#"{"seq":"#.len()..];
+    let digits = after_seq.iter().position(|b| !b.is_ascii_digit())?;
+    let kind = after_seq[digits..].strip_prefix(br#","type":""#)?;
+    let end = kind.iter().position(|&b| b == b'"' || b == b'\\')?;
+    if kind[end] != b'"' {
+        return None;
+    }
+    Some((seq, std::str::from_utf8(&kind[..end]).ok()?))
+}
+
 /// The `gap` event a reader gets when its cursor points below what is
 /// retained: events `from..=to` are gone, resynchronise.
 pub fn gap_event(from: u64, to: u64, ts: u64) -> Bytes {

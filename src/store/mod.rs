@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::uid::Uid;
 
-pub use self::event::{event_json, event_seq, gap_event, now_ms};
+pub use self::event::{event_head, event_json, event_seq, gap_event, now_ms};
 pub use self::sled::SledStore;
 
 /// One event to append to one user's queue.

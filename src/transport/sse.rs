@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::Response;
 use crate::hub::{Connection, Transport};
+use crate::store::event_head;
 
 /// How long the browser waits before reconnecting, in ms.
 const RETRY_MS: u32 = 1000;
@@ -77,15 +78,24 @@ fn frame_events(events: &[Bytes]) -> Bytes {
     let size: usize = events.iter().map(|e| e.len() + 48).sum();
     let mut out = BytesMut::with_capacity(size);
     for event in events {
-        // Stored events are compact JSON: a single data line.
-        let Ok(head) = serde_json::from_slice::<EventHead>(event) else {
-            continue;
+        // Stored events are compact JSON (a single data line) that start
+        // with their seq and type: read from the prefix, not re-parsed.
+        let parsed;
+        let (seq, kind) = match event_head(event) {
+            Some(head) => head,
+            None => {
+                let Ok(head) = serde_json::from_slice::<EventHead>(event) else {
+                    continue;
+                };
+                parsed = head;
+                (parsed.seq, parsed.kind.as_ref())
+            }
         };
-        out.put_slice(format!("id: {}\n", head.seq).as_bytes());
+        out.put_slice(format!("id: {seq}\n").as_bytes());
         // Types are checked at publish; a line break could still never
         // start a field of its own here.
-        if !head.kind.contains(['\r', '\n']) {
-            out.put_slice(format!("event: {}\n", head.kind).as_bytes());
+        if !kind.contains(['\r', '\n']) {
+            out.put_slice(format!("event: {kind}\n").as_bytes());
         }
         out.put_slice(b"data: ");
         out.put_slice(event);
@@ -121,6 +131,10 @@ mod tests {
             let id = format!("id: {seq}");
             prop_assert_eq!(ids, vec![id.as_str()]);
             prop_assert_eq!(datas.len(), 1);
+            if !kind.contains(['\r', '\n']) {
+                let event_line = format!("event: {kind}");
+                prop_assert!(lines.contains(&event_line.as_str()));
+            }
             let back: serde_json::Value = serde_json::from_str(&datas[0]["data: ".len()..]).unwrap();
             prop_assert_eq!(&back["data"]["text"], &serde_json::json!(text));
         }
