@@ -12,7 +12,7 @@ use crate::chat::friends::Friends;
 use crate::chat::group_log::GroupLog;
 use crate::chat::group_reads::GroupReads;
 use crate::chat::groups::Groups;
-use crate::chat::limits::SendLimit;
+use crate::chat::limits::{SendBudget, SendLimit};
 use crate::chat::messages::Messages;
 use crate::chat::notices::Counters;
 use crate::chat::presence::Presence;
@@ -37,7 +37,7 @@ pub struct App {
     pub friends: Arc<Friends>,
     pub groups: Arc<Groups>,
     /// How fast each user may send messages and status changes.
-    pub sends: Arc<SendLimit>,
+    pub sends: Arc<dyn SendBudget>,
     pub messages: Messages,
     pub receipts: Receipts,
     pub counters: Counters,
@@ -111,7 +111,9 @@ impl App {
             store.clone(),
             friends.clone(),
             metrics.clone(),
-            config.presence_grace(),
+            Arc::new(crate::chat::online::LocalDirectory::new(
+                config.presence_grace(),
+            )),
             Duration::from_millis(config.presence_window_ms),
         );
         let group_reads = crate::chat::group_reads::GroupReads::new(
@@ -121,7 +123,7 @@ impl App {
             presence.clone(),
             metrics.clone(),
         );
-        let sends = Arc::new(crate::chat::limits::SendLimit::new(config.send_rate));
+        let sends: Arc<dyn SendBudget> = Arc::new(SendLimit::new(config.send_rate));
         let app = Arc::new(App {
             auth,
             cors: Cors::new(&config.allow_origins),
@@ -143,8 +145,12 @@ impl App {
             counters: crate::chat::notices::Counters::new(store.clone()),
             group_log,
             group_reads,
-            broadcasts: crate::chat::broadcasts::Broadcasts::start(store.clone(), metrics.clone())
-                .await?,
+            broadcasts: crate::chat::broadcasts::Broadcasts::start(
+                store.clone(),
+                metrics.clone(),
+                Arc::new(crate::chat::broadcasts::LocalPacer::default()),
+            )
+            .await?,
             store: store.clone(),
             metrics,
             demo: config.demo_mode(),

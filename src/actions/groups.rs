@@ -25,7 +25,7 @@ pub struct Outgoing {
 pub async fn post(app: &App, gid: &str, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
     let (gid, members) = app.groups.member_of(gid, from)?;
     crate::chat::messages::check(&msg.body, &msg.cid)?;
-    app.sends.check(from)?;
+    app.sends.take(from).await?;
     app.group_log
         .post(&gid, from, msg.body, msg.cid, &members)
         .await

@@ -61,7 +61,7 @@ pub async fn demo_login(app: &App, req: Request<Incoming>) -> Result<Response, E
 }
 
 /// Sets `uid`'s chosen status; returns it.
-pub fn set_status(app: &App, uid: &Uid, status: &str) -> Result<&'static str, Error> {
+pub async fn set_status(app: &App, uid: &Uid, status: &str) -> Result<&'static str, Error> {
     let status = presence::STATUSES
         .into_iter()
         .find(|s| *s == status)
@@ -71,7 +71,7 @@ pub fn set_status(app: &App, uid: &Uid, status: &str) -> Result<&'static str, Er
                 "status must be one of online, busy, dnd, invisible",
             )
         })?;
-    app.sends.check(uid)?;
+    app.sends.take(uid).await?;
     app.presence.set_status(uid, status);
     Ok(status)
 }
@@ -86,7 +86,7 @@ struct StatusRequest {
 pub async fn put_status(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
     let body: StatusRequest = json_body(req, app.config.max_body).await?;
-    let status = set_status(app, &uid, &body.status)?;
+    let status = set_status(app, &uid, &body.status).await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "status": status }),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use governor::{Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -46,6 +46,7 @@ impl Broadcasts {
     pub async fn start(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
+        pacer: Arc<dyn Pacer>,
     ) -> Result<Arc<Broadcasts>, StoreError> {
         let newest = store
             .kv_last(PREFIX)
@@ -59,7 +60,7 @@ impl Broadcasts {
             newest_pull: AtomicU64::new(newest),
             jobs,
         });
-        tokio::spawn(push_worker(queue, store, metrics));
+        tokio::spawn(push_worker(queue, store, metrics, pacer));
         Ok(broadcasts)
     }
 
@@ -122,21 +123,52 @@ impl Broadcasts {
     }
 }
 
+/// The pace of push broadcasts. Shared by every node of a deployment (the
+/// rate asked for is the whole deployment's); [`LocalPacer`] is the
+/// single-process implementation.
+#[async_trait::async_trait]
+pub trait Pacer: Send + Sync + 'static {
+    /// Waits until `n` more deliveries of broadcast `bid` fit its `rate`
+    /// per second (`n` is at most a twentieth of a second's worth, or 1).
+    async fn admit(&self, bid: u64, rate: NonZeroU32, n: NonZeroU32);
+}
+
+/// A token bucket in this process for the broadcast being pushed (they go
+/// out one after another).
+#[derive(Default)]
+pub struct LocalPacer {
+    current: tokio::sync::Mutex<Option<(u64, DefaultDirectRateLimiter)>>,
+}
+
+#[async_trait::async_trait]
+impl Pacer for LocalPacer {
+    async fn admit(&self, bid: u64, rate: NonZeroU32, n: NonZeroU32) {
+        let mut current = self.current.lock().await;
+        if current.as_ref().is_none_or(|(b, _)| *b != bid) {
+            let burst = n.max(NonZeroU32::new(rate.get() / 20).unwrap_or(NonZeroU32::MIN));
+            let limiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
+            *current = Some((bid, limiter));
+        }
+        if let Some((_, limiter)) = current.as_ref() {
+            // Cannot fail: n never exceeds the burst.
+            let _ = limiter.until_n_ready(n).await;
+        }
+    }
+}
+
 async fn push_worker(
     mut queue: mpsc::UnboundedReceiver<PushJob>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    pacer: Arc<dyn Pacer>,
 ) {
     while let Some(job) = queue.recv().await {
-        // Appends go out in chunks of 1/20 s worth of tokens.
-        let chunk = NonZeroU32::new((job.rate.get() / 20).max(1)).unwrap_or(NonZeroU32::MIN);
-        let limiter = RateLimiter::direct(Quota::per_second(job.rate).allow_burst(chunk));
+        // Appends go out in chunks of 1/20 s worth of deliveries.
+        let chunk = (job.rate.get() / 20).max(1) as usize;
         let data = json!({"bid": job.bid, "body": job.body});
-        for group in job.recipients.chunks(chunk.get() as usize) {
+        for group in job.recipients.chunks(chunk) {
             let n = NonZeroU32::new(group.len() as u32).unwrap_or(NonZeroU32::MIN);
-            if limiter.until_n_ready(n).await.is_err() {
-                break; // cannot happen: chunks never exceed the burst
-            }
+            pacer.admit(job.bid, job.rate, n).await;
             let batch = group
                 .iter()
                 .map(|u| Append::new(u.clone(), "broadcast", &data))

@@ -12,7 +12,21 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use crate::error::Error;
 use crate::uid::Uid;
 
-/// A token bucket per user: `per_second` sends, bursts of twice that.
+/// How many sends each user has left. Shared by every node of a
+/// deployment (a user's budget is the same whichever node they send
+/// through); [`SendLimit`] is the single-process implementation.
+#[async_trait::async_trait]
+pub trait SendBudget: Send + Sync + 'static {
+    /// Takes one send from `uid`'s budget, or fails with 429 and how long
+    /// to wait. Call it after the request is known to be valid.
+    async fn take(&self, uid: &Uid) -> Result<(), Error>;
+
+    /// Forgets the budgets of users who are back to a full one.
+    fn forget_idle(&self);
+}
+
+/// A token bucket per user in this process: `per_second` sends, bursts of
+/// twice that.
 pub struct SendLimit {
     limiter: Option<DefaultKeyedRateLimiter<Uid>>,
     per_second: u32,
@@ -30,10 +44,11 @@ impl SendLimit {
             per_second,
         }
     }
+}
 
-    /// Takes one send from `uid`'s bucket, or fails with 429 and how long
-    /// to wait. Call it after the request is known to be valid.
-    pub fn check(&self, uid: &Uid) -> Result<(), Error> {
+#[async_trait::async_trait]
+impl SendBudget for SendLimit {
+    async fn take(&self, uid: &Uid) -> Result<(), Error> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
@@ -49,8 +64,7 @@ impl SendLimit {
         })
     }
 
-    /// Forgets the buckets of users who are back to a full one.
-    pub fn forget_idle(&self) {
+    fn forget_idle(&self) {
         if let Some(limiter) = &self.limiter {
             limiter.retain_recent();
             limiter.shrink_to_fit();

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::chat::limits::SendLimit;
+use crate::chat::limits::SendBudget;
 use crate::chat::receipts::{record_key, MessageRecord};
 use crate::error::Error;
 use crate::store::{Append, Once, Store};
@@ -43,12 +43,16 @@ pub fn check(body: &serde_json::Value, cid: &Option<String>) -> Result<(), Error
 /// against, and how long their records are kept.
 pub struct Messages {
     store: Arc<dyn Store>,
-    sends: Arc<SendLimit>,
+    sends: Arc<dyn SendBudget>,
     record_ttl: Duration,
 }
 
 impl Messages {
-    pub fn new(store: Arc<dyn Store>, sends: Arc<SendLimit>, record_ttl: Duration) -> Messages {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sends: Arc<dyn SendBudget>,
+        record_ttl: Duration,
+    ) -> Messages {
         Messages {
             store,
             sends,
@@ -61,7 +65,7 @@ impl Messages {
     /// nothing. Counts against the sender's send limit (429 past it).
     pub async fn send(&self, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
         check(&msg.body, &msg.cid)?;
-        self.sends.check(from)?;
+        self.sends.take(from).await?;
         let id = self.store.next_id().await?;
         // The record read receipts are checked against, written before the
         // event: the commit that makes the event durable (and visible) covers

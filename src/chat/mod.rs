@@ -13,5 +13,6 @@ pub mod groups;
 pub mod limits;
 pub mod messages;
 pub mod notices;
+pub mod online;
 pub mod presence;
 pub mod receipts;

@@ -24,6 +24,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::chat::friends::Friends;
+use crate::chat::online::OnlineDirectory;
 use crate::metrics::Metrics;
 use crate::store::{Append, Store};
 use crate::uid::Uid;
@@ -43,14 +44,10 @@ pub struct Presence {
     store: Arc<dyn Store>,
     friends: Arc<Friends>,
     metrics: Arc<Metrics>,
-    /// Open connections (streams and long-polls) per user.
-    connections: DashMap<Uid, usize>,
-    /// When each recent poller last polled.
-    polled: DashMap<Uid, Instant>,
-    /// Chosen statuses other than the default `online`.
-    chosen: DashMap<Uid, &'static str>,
+    /// Who is online (shared by the nodes of a cluster).
+    directory: Arc<dyn OnlineDirectory>,
+    /// The last push per user: the coalescing window (per node).
     pushed: DashMap<Uid, Pushed>,
-    grace: Duration,
     window: Duration,
 }
 
@@ -59,7 +56,7 @@ impl Presence {
         store: Arc<dyn Store>,
         friends: Arc<Friends>,
         metrics: Arc<Metrics>,
-        grace: Duration,
+        directory: Arc<dyn OnlineDirectory>,
         window: Duration,
     ) -> Arc<Presence> {
         Arc::new_cyclic(|me| Presence {
@@ -67,11 +64,8 @@ impl Presence {
             store,
             friends,
             metrics,
-            connections: DashMap::new(),
-            polled: DashMap::new(),
-            chosen: DashMap::new(),
+            directory,
             pushed: DashMap::new(),
-            grace,
             window,
         })
     }
@@ -79,74 +73,51 @@ impl Presence {
     /// Registers a connection of `uid` (a stream or a long-poll) unless it
     /// already has `max`.
     pub fn try_connect(&self, uid: &Uid, max: usize) -> bool {
-        {
-            let mut count = self.connections.entry(uid.clone()).or_insert(0);
-            if *count >= max {
-                return false;
-            }
-            *count += 1;
+        let connected = self.directory.try_connect(uid, max);
+        if connected {
+            self.refresh(uid);
         }
-        self.refresh(uid);
-        true
+        connected
     }
 
     /// Registers a connection of `uid` whatever it already has (one that
     /// takes the place of a connection about to go).
     pub fn connect(&self, uid: &Uid) {
-        *self.connections.entry(uid.clone()).or_insert(0) += 1;
+        self.directory.connect(uid);
         self.refresh(uid);
     }
 
-    /// Unregisters a stream of `uid`.
+    /// Unregisters a connection of `uid`.
     pub fn disconnect(&self, uid: &Uid) {
-        self.connections.remove_if_mut(uid, |_, count| {
-            *count -= 1;
-            *count == 0
-        });
+        self.directory.disconnect(uid);
         self.refresh(uid);
     }
 
     /// Records a poll or long-poll of `uid` (online for the grace period).
     pub fn polled(&self, uid: &Uid) {
-        self.polled.insert(uid.clone(), Instant::now());
+        self.directory.polled(uid);
         self.refresh(uid);
     }
 
     /// Sets the status `uid` chose (one of [`STATUSES`]).
     pub fn set_status(&self, uid: &Uid, status: &'static str) {
-        if status == "online" {
-            self.chosen.remove(uid);
-        } else {
-            self.chosen.insert(uid.clone(), status);
-        }
+        self.directory.choose(uid, status);
         self.refresh(uid);
     }
 
-    /// Open streams of `uid`.
+    /// Open connections of `uid` on this node.
     pub fn connections_of(&self, uid: &Uid) -> usize {
-        self.connections.get(uid).map(|c| *c).unwrap_or(0)
+        self.directory.connections_of(uid)
     }
 
     /// Whether `uid` is connected or polled within the grace period.
     pub fn is_online(&self, uid: &Uid) -> bool {
-        self.connections_of(uid) > 0
-            || self
-                .polled
-                .get(uid)
-                .is_some_and(|at| at.elapsed() < self.grace)
+        self.directory.is_online(uid)
     }
 
     /// Every user online now.
     pub fn online_users(&self) -> Vec<Uid> {
-        let mut users: std::collections::BTreeSet<Uid> =
-            self.connections.iter().map(|e| e.key().clone()).collect();
-        users.extend(
-            self.polled
-                .iter()
-                .filter(|e| e.value().elapsed() < self.grace)
-                .map(|e| e.key().clone()),
-        );
-        users.into_iter().collect()
+        self.directory.online_users()
     }
 
     /// What others see of `uid`.
@@ -154,7 +125,7 @@ impl Presence {
         if !self.is_online(uid) {
             return "offline";
         }
-        match self.chosen.get(uid).map(|s| *s) {
+        match self.directory.chosen(uid) {
             Some("invisible") => "offline",
             Some(status) => status,
             None => "online",
@@ -164,15 +135,7 @@ impl Presence {
     /// Forgets pollers whose grace ran out, publishing their going offline,
     /// and the push state of users long offline. Called periodically.
     pub fn sweep(&self) {
-        let expired: Vec<Uid> = self
-            .polled
-            .iter()
-            .filter(|e| e.value().elapsed() >= self.grace)
-            .map(|e| e.key().clone())
-            .collect();
-        for uid in expired {
-            self.polled
-                .remove_if(&uid, |_, at| at.elapsed() >= self.grace);
+        for uid in self.directory.expire_pollers() {
             self.refresh(&uid);
         }
         // An offline user pushed longer than a window ago is what a missing

@@ -229,7 +229,7 @@ impl Session {
             Command::Ack { seq } => json!({ "acked": app.receipts.ack(uid, seq).await? }),
             Command::Send(msg) => json!({ "msg_id": app.messages.send(uid, msg).await? }),
             Command::Status(status) => {
-                json!({ "status": crate::actions::set_status(app, uid, &status)? })
+                json!({ "status": crate::actions::set_status(app, uid, &status).await? })
             }
             Command::Read(ids) => {
                 app.receipts.mark_read(uid, &ids).await?;
