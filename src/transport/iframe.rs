@@ -5,22 +5,20 @@
 //! The document ends after a bounded time or size (its DOM keeps every
 //! script), with a last call telling the page to reopen it from its cursor.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream;
-use hyper::body::Frame;
 use hyper::Request;
 
+use super::framer::{frames, Framer, Written};
 use super::stream_response;
-use super::subscription::{Next, StreamRequest, Subscription};
+use super::subscription::{StreamRequest, Subscription};
 use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::Response;
 use crate::http::request::Query;
-use crate::hub::{Connection, Transport};
+use crate::hub::Transport;
 use crate::store::event_seq;
 
 /// The longest an iframe document stays open.
@@ -40,20 +38,13 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
     }
     let (mut subscription, connection) = stream.open(app).await?;
     subscription.end_after(LIFETIME);
-    let state = Document {
-        sub: subscription,
-        conn: connection,
+    let document = Document {
         callback,
         sent: 0,
         events: 0,
         budget: app.config.max_page_bytes(),
-        stage: Stage::Opening,
     };
-    let frames = stream::unfold(state, |mut doc| async move {
-        let chunk = doc.next_chunk().await?;
-        doc.sent += chunk.len();
-        Some((Ok::<_, Infallible>(Frame::data(chunk)), doc))
-    });
+    let frames = frames(subscription, connection, document);
     Ok(stream_response(
         frames,
         "text/html; charset=utf-8",
@@ -92,17 +83,8 @@ pub fn script_safe_json(json: &[u8]) -> String {
     out
 }
 
-enum Stage {
-    Opening,
-    Streaming,
-    /// The budget is spent: the next chunk closes the document.
-    Full,
-    Done,
-}
-
+/// One document: its callback and what it has written so far.
 struct Document {
-    sub: Subscription,
-    conn: Connection,
     callback: String,
     /// Bytes written so far.
     sent: usize,
@@ -111,39 +93,20 @@ struct Document {
     /// Bytes after which the document ends (`--max-page-bytes`; escaping
     /// counted), though never before its first event.
     budget: usize,
-    stage: Stage,
 }
 
-impl Document {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
-        match self.stage {
-            Stage::Opening => {
-                self.stage = Stage::Streaming;
-                return Some(self.opening());
-            }
-            Stage::Done => return None,
-            Stage::Full => return Some(self.closing()),
-            Stage::Streaming => {}
-        }
-        if self.sent >= self.budget {
-            return Some(self.closing());
-        }
-        let start = self.sub.cursor();
-        match self.sub.next().await {
-            Ok(Next::Events(events)) => Some(self.scripts(start, &events)),
-            Ok(Next::Heartbeat) => Some(self.call(&self.sub.heartbeat_json())),
-            Ok(Next::End(_)) => Some(self.closing()),
-            Err(e) => {
-                tracing::warn!("iframe stream of {} ended: {e}", self.conn.uid());
-                Some(self.closing())
-            }
-        }
+impl Framer for Document {
+    fn opening(&mut self) -> Bytes {
+        let mut doc = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>herald</title></head><body>\n<!--");
+        doc.push_str(&" ".repeat(PADDING));
+        doc.push_str("-->\n");
+        self.written(Bytes::from(doc))
     }
 
     /// One script calling the page with each event of a page, as many as
     /// fit the document's budget once escaped; the rest are left to the
     /// next document (the subscription is rewound to the last one written).
-    fn scripts(&mut self, start: u64, events: &[Bytes]) -> Bytes {
+    fn events(&mut self, sub: &mut Subscription, start: u64, events: &[Bytes]) -> Written {
         let mut chunk = String::from("<script>");
         let mut cursor = start;
         let mut written = 0;
@@ -158,39 +121,44 @@ impl Document {
             cursor = event_seq(event).unwrap_or(cursor);
         }
         if written < events.len() {
-            self.sub.rewind(cursor);
-            self.stage = Stage::Full;
+            sub.rewind(cursor);
         }
         self.events += written;
-        if written == 0 {
-            return self.closing();
-        }
         chunk.push_str("</script>\n");
-        self.conn.sent(written, chunk.len());
-        Bytes::from(chunk)
+        let chunk = self.written(Bytes::from(chunk));
+        Written {
+            chunk,
+            events: written,
+            last: written < events.len() || self.sent >= self.budget,
+        }
     }
 
-    fn opening(&self) -> Bytes {
-        let mut doc = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>herald</title></head><body>\n<!--");
-        doc.push_str(&" ".repeat(PADDING));
-        doc.push_str("-->\n");
-        Bytes::from(doc)
+    fn heartbeat(&mut self, sub: &Subscription) -> Bytes {
+        let call = self.call(&sub.heartbeat_json());
+        self.written(call)
     }
 
-    /// The last chunk: tells the page where to reopen from, ends the document.
-    fn closing(&mut self) -> Bytes {
-        self.stage = Stage::Done;
-        let end = format!(r#"{{"type":"reconnect","cursor":{}}}"#, self.sub.cursor());
+    /// Tells the page where to reopen from, ends the document.
+    fn end(&mut self, sub: &Subscription) -> Option<Bytes> {
+        let end = format!(r#"{{"type":"reconnect","cursor":{}}}"#, sub.cursor());
         let mut chunk = String::from_utf8_lossy(&self.call(&end)).into_owned();
         chunk.push_str("</body></html>\n");
-        Bytes::from(chunk)
+        Some(self.written(Bytes::from(chunk)))
     }
+}
 
+impl Document {
     fn call(&self, json: &str) -> Bytes {
         Bytes::from(format!(
             "<script>parent.{}({});</script>\n",
             self.callback, json
         ))
+    }
+
+    /// Counts `chunk` as written.
+    fn written(&mut self, chunk: Bytes) -> Bytes {
+        self.sent += chunk.len();
+        chunk
     }
 }
 

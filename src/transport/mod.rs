@@ -5,6 +5,7 @@
 //! frame what they send.
 
 pub mod command;
+pub mod framer;
 pub mod iframe;
 pub mod longpoll;
 pub mod poll;

@@ -1,21 +1,19 @@
 //! Server-Sent Events: `text/event-stream`, one `id:`/`event:`/`data:`
 //! block per event, resumable with `Last-Event-ID`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::stream;
-use hyper::body::Frame;
 use hyper::Request;
 use serde::Deserialize;
 
+use super::framer::{frames, Framer, Written};
 use super::stream_response;
-use super::subscription::{Next, StreamRequest, Subscription};
+use super::subscription::{StreamRequest, Subscription};
 use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::Response;
-use crate::hub::{Connection, Transport};
+use crate::hub::Transport;
 use crate::store::event_head;
 
 /// How long the browser waits before reconnecting, in ms.
@@ -27,17 +25,7 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
     let (subscription, connection) = StreamRequest::parse(app, &req, Transport::Sse)?
         .open(app)
         .await?;
-    let opening = Bytes::from(format!("retry: {RETRY_MS}\n: herald\n\n"));
-    let frames = stream::unfold(
-        (subscription, connection, Some(opening)),
-        |(mut sub, conn, opening)| async move {
-            let chunk = match opening {
-                Some(opening) => opening,
-                None => next_chunk(&mut sub, &conn).await?,
-            };
-            Some((Ok::<_, Infallible>(Frame::data(chunk)), (sub, conn, None)))
-        },
-    );
+    let frames = frames(subscription, connection, SseFramer);
     Ok(stream_response(
         frames,
         "text/event-stream; charset=utf-8",
@@ -45,24 +33,33 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
     ))
 }
 
-/// The next chunk to write, or `None` to end the stream.
-async fn next_chunk(sub: &mut Subscription, conn: &Connection) -> Option<Bytes> {
-    match sub.next().await {
-        Ok(Next::Events(events)) => {
-            let chunk = frame_events(&events);
-            conn.sent(events.len(), chunk.len());
-            Some(chunk)
+/// SSE: `retry:` first, an `id`/`event`/`data` block per event, a comment
+/// or an `hb` event as keepalive; the stream just ends.
+struct SseFramer;
+
+impl Framer for SseFramer {
+    fn opening(&mut self) -> Bytes {
+        Bytes::from(format!("retry: {RETRY_MS}\n: herald\n\n"))
+    }
+
+    fn events(&mut self, _: &mut Subscription, _: u64, events: &[Bytes]) -> Written {
+        Written {
+            chunk: frame_events(events),
+            events: events.len(),
+            last: false,
         }
-        // A keepalive; with pull hints it is an `hb` event without an id.
-        Ok(Next::Heartbeat) => Some(match sub.hints() {
+    }
+
+    // A keepalive; with pull hints it is an `hb` event without an id.
+    fn heartbeat(&mut self, sub: &Subscription) -> Bytes {
+        match sub.hints() {
             Some(_) => Bytes::from(format!("event: hb\ndata: {}\n\n", sub.heartbeat_json())),
             None => Bytes::from_static(b": hb\n\n"),
-        }),
-        Ok(Next::End(_)) => None,
-        Err(e) => {
-            tracing::warn!("sse stream of {} ended: {e}", conn.uid());
-            None
         }
+    }
+
+    fn end(&mut self, _: &Subscription) -> Option<Bytes> {
+        None
     }
 }
 
