@@ -23,7 +23,7 @@ use crate::http::cors::Cors;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::sled::{SledOptions, SledStore};
-use crate::store::{self, Store};
+use crate::store::{self, Records, Store, StoreError};
 
 /// Everything a request handler may use. One per server, behind an `Arc`.
 pub struct App {
@@ -96,6 +96,7 @@ impl App {
         );
         let store: Arc<dyn Store> = sled.clone();
 
+        index_legacy_records(&sled, &config).await?;
         let friends = Arc::new(Friends::load(store.clone()).await?);
         let groups = Arc::new(Groups::load(store.clone()).await?);
         let group_log = Arc::new(crate::chat::group_log::GroupLog::new(
@@ -160,6 +161,34 @@ impl App {
         });
         Ok((app, sled))
     }
+}
+
+/// The key that says every record has had its retention deadline.
+const RECORDS_INDEXED: &str = "herald/records-have-deadlines";
+
+/// Gives the records that herald 0.5 wrote without a retention deadline
+/// (message records, cids, group messages) one from now, once per store,
+/// so that a store carried over from 0.5 stops growing too.
+async fn index_legacy_records(sled: &SledStore, config: &Config) -> Result<(), StoreError> {
+    if sled.kv_get(RECORDS_INDEXED).await?.is_some() {
+        return Ok(());
+    }
+    let mut indexed = sled.index_every_once_key()?;
+    for (prefix, ttl) in [
+        ("msg/", config.record_ttl()),
+        ("gcid/", config.record_ttl()),
+        ("glog/", config.history_ttl()),
+    ] {
+        for (key, _) in sled.kv_scan(prefix).await? {
+            sled.expire(&key, ttl).await?;
+            indexed += 1;
+        }
+    }
+    sled.kv_put(RECORDS_INDEXED, b"1".to_vec()).await?;
+    if indexed > 0 {
+        tracing::info!("gave {indexed} records written by herald 0.5 their retention deadline");
+    }
+    Ok(())
 }
 
 /// An [`App`] on a fresh store in `dir`, for in-process tests; `flags` are

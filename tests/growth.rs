@@ -259,3 +259,36 @@ async fn concurrent_social_graph_writes_leave_memory_equal_to_the_store() {
         );
     }
 }
+
+#[tokio::test]
+async fn records_a_0_5_store_kept_without_deadline_get_one_at_start() {
+    let mut server =
+        Server::start_with(&["--queue-max-age", "1", "--trim-interval-ms", "100"]).await;
+    stop(&mut server).await;
+    {
+        // What herald 0.5 left: records with no deadline, and no marker.
+        let db = open_store(&server.data);
+        let kv = db.open_tree("kv").unwrap();
+        kv.insert("msg/7", r#"{"from":"alice","to":"bob"}"#)
+            .unwrap();
+        kv.insert("gcid/g/alice\0c1", r#"{"msgid":1,"refs":true}"#)
+            .unwrap();
+        kv.remove("herald/records-have-deadlines").unwrap();
+        db.open_tree("once")
+            .unwrap()
+            .insert("msg\0alice\0c1", &7u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    server.restart().await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            server.metric("herald_expired_records_total").await >= 3.0
+        })
+        .await
+    );
+    stop(&mut server).await;
+    let db = open_store(&server.data);
+    assert_eq!(count(&db, "kv", "msg/") + count(&db, "kv", "gcid/"), 0);
+    assert_eq!(count(&db, "once", ""), 0);
+}

@@ -33,6 +33,17 @@ impl SledStore {
         Ok(())
     }
 
+    /// Gives every idempotency key a deadline of `ttl` from now: for keys
+    /// written before they had one (herald 0.5). Returns how many.
+    pub fn index_every_once_key(&self) -> Result<usize, StoreError> {
+        let mut indexed = 0;
+        for key in self.once.iter().keys() {
+            self.index_expiry(ONCE, &key?, self.once_ttl)?;
+            indexed += 1;
+        }
+        Ok(indexed)
+    }
+
     /// Removes the records whose deadline passed (at most [`PASS`]).
     pub(super) fn expire_due(&self) -> Result<u64, StoreError> {
         let now = now_ms().to_be_bytes();
