@@ -124,7 +124,9 @@ pub async fn serve(
     rest: Bytes,
 ) -> Option<Bytes> {
     let client_closes = header_has(request.headers().get(CONNECTION), "close");
-    let (parts, body) = crate::routes::handle_stream(app, *request)
+    // Boxed: the connection's task lives as long as the stream and would
+    // otherwise keep room for the handler's state after it has answered.
+    let (parts, body) = Box::pin(crate::routes::handle_stream(app, *request))
         .await
         .into_parts();
     let length = body.size_hint().exact();
