@@ -6,7 +6,7 @@
 //! client for each. By hand:
 //!
 //! ```text
-//! bench_connections idle  --pid PID --proto herald-sse|herald-ws|nchan-sse|nchan-ws|socketio-ws --addr 127.0.0.1:PORT [--count N] [--secret S]
+//! bench_connections idle  --pid PID --proto herald-sse|herald-ws|herald-longpoll|nchan-sse|nchan-ws|nchan-longpoll|socketio-ws --addr 127.0.0.1:PORT [--count N] [--secret S]
 //! bench_connections fanout --proto herald-ws|nchan-ws|socketio-ws --addr 127.0.0.1:PORT [--secret S --api-key K] [--count N]
 //! bench_connections fsync --dir DIR     (the disk's fdatasync p50/p99, printed beside the fan-out)
 //! ```
@@ -122,11 +122,22 @@ async fn open(args: &Args, i: usize) -> std::io::Result<Idle> {
     let path = match args.proto.as_str() {
         "herald-sse" => format!("/v1/sse?token={}", token(&args.secret, &format!("u{i}"))),
         "herald-ws" => format!("/v1/ws?token={}", token(&args.secret, &format!("u{i}"))),
+        "herald-longpoll" => format!(
+            "/v1/longpoll?timeout=100&token={}",
+            token(&args.secret, &format!("u{i}"))
+        ),
         "nchan-sse" | "nchan-ws" if args.shared_channel => "/sub/fanout".into(),
-        "nchan-sse" | "nchan-ws" => format!("/sub/c{i}"),
+        "nchan-sse" | "nchan-ws" | "nchan-longpoll" => format!("/sub/c{i}"),
         "socketio-ws" => "/socket.io/?EIO=4&transport=websocket".into(),
         other => panic!("unknown --proto {other}"),
     };
+    if args.proto.ends_with("-longpoll") {
+        // Held until an event or the timeout: no answer to wait for. A
+        // keep-alive HTTP/1.1 request, as a browser's long-poll is.
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        return Ok(Idle::Tcp(stream));
+    }
     if args.proto.ends_with("-sse") {
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");

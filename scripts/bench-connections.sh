@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Connection benchmark: server memory per idle SSE / WebSocket connection
-# for herald, nchan (nginx module) and socket.io, measured the same way in
+# and per held long-poll for herald, nchan (nginx module) and socket.io,
+# measured the same way in
 # one run, plus a 10 000-way WebSocket fan-out of each. Each server gets core
 # 0, the Rust load client (examples/bench_connections.rs) core 1; the last
 # fan-out run gives herald both cores.
@@ -60,11 +61,14 @@ echo "== disk: $(taskset -c 1 "$CLIENT" fsync --dir "$WORK")"
 echo "== idle connections ($COUNT each; server RSS growth / connections)"
 herald; idle --proto herald-sse --addr 127.0.0.1:18080; stop
 herald; idle --proto herald-ws --addr 127.0.0.1:18080; stop
+herald; idle --proto herald-longpoll --addr 127.0.0.1:18080; stop
 if have_nchan; then
     start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
     idle --proto nchan-sse --addr 127.0.0.1:18081; stop
     start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
     idle --proto nchan-ws --addr 127.0.0.1:18081; stop
+    start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
+    idle --proto nchan-longpoll --addr 127.0.0.1:18081; stop
 else echo "nchan: skipped (not installed)"; fi
 if have_socketio; then
     start 18082 node bench/peers/socketio-server.js 18082
@@ -75,9 +79,10 @@ per() { awk -v p="$1" '$1 == p { for (i = 1; i <= NF; i++) if ($i == "B") print 
 # "herald H vs PEER P = Rx", or that the peer did not run.
 ratio() { awk -v h="$2" -v n="$3" -v peer="$1" -v unit="$4" 'BEGIN {
     if (n == "") printf "%s not run", peer; else printf "herald %.0f %s vs %s %.0f %s = %.2fx", h, unit, peer, n, unit, h / n }'; }
-[ -n "$(per herald-sse)" ] && [ -n "$(per herald-ws)" ] || { echo "herald idle figures missing" >&2; exit 1; }
+[ -n "$(per herald-sse)" ] && [ -n "$(per herald-ws)" ] && [ -n "$(per herald-longpoll)" ] || { echo "herald idle figures missing" >&2; exit 1; }
 echo "== ratios (herald / peer, lower is better for herald)"
 echo "SSE per connection: $(ratio nchan "$(per herald-sse)" "$(per nchan-sse)" B)"
+echo "held long-poll per request: $(ratio nchan "$(per herald-longpoll)" "$(per nchan-longpoll)" B)"
 echo "WebSocket per connection: $(ratio nchan "$(per herald-ws)" "$(per nchan-ws)" B), $(ratio socket.io "$(per herald-ws)" "$(per socketio-ws)" B)"
 
 echo "== fan-out: one publish to $COUNT WebSocket subscribers (median of 5 rounds)"
