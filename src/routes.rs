@@ -30,17 +30,19 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Response {
     client_response(app, origin, result)
 }
 
-/// Answers a `GET /v1/sse` or `GET /v1/iframe` whose head the server parsed
+/// Answers a `GET /v1/sse`, `/v1/iframe` or `/v1/longpoll` whose head the server parsed
 /// itself (see `server::direct`): the same handlers and headers as
 /// [`handle`] gives them.
 pub async fn handle_stream(app: &Arc<App>, req: Request<()>) -> Response {
     let origin = origin_of(&req);
     let result = if app.shutdown.is_cancelled() {
         Err(Error::ShuttingDown)
-    } else if req.uri().path() == "/v1/sse" {
-        transport::sse::handle(app, req).await
     } else {
-        transport::iframe::handle(app, req).await
+        match req.uri().path() {
+            "/v1/sse" => transport::sse::handle(app, req).await,
+            "/v1/longpoll" => transport::longpoll::handle(app, req).await,
+            _ => transport::iframe::handle(app, req).await,
+        }
     };
     client_response(app, origin, result)
 }

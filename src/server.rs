@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -127,24 +128,27 @@ impl Drop for AddressSlot {
     }
 }
 
-/// Serves one connection: its first request directly if it opens a stream
-/// (see [`direct`]), the rest with hyper.
+/// Serves one connection: its requests directly while they are streams or
+/// long-polls (see [`direct`]), the rest with hyper.
 async fn serve_connection(app: Arc<App>, mut stream: TcpStream) {
-    let head = tokio::select! {
-        head = tokio::time::timeout(app.config.idle_timeout(), direct::read_head(&mut stream)) => {
-            head.unwrap_or(Head::Gone)
-        }
-        _ = app.shutdown.cancelled() => return,
-    };
-    let prefix = match head {
-        Head::Gone => return,
-        Head::Other(prefix) => prefix,
-        Head::Stream { request, rest } => {
-            match direct::serve(&app, &mut stream, request, rest).await {
-                Some(rest) => rest,
-                None => return,
+    let mut read = Bytes::new();
+    let prefix = loop {
+        let head = tokio::select! {
+            head = tokio::time::timeout(app.config.idle_timeout(), direct::read_head(&mut stream, read)) => {
+                head.unwrap_or(Head::Gone)
             }
-        }
+            _ = app.shutdown.cancelled() => return,
+        };
+        read = match head {
+            Head::Gone => return,
+            Head::Other(prefix) => break prefix,
+            Head::Stream { request, rest } => {
+                match direct::serve(&app, &mut stream, request, rest).await {
+                    Some(rest) => rest,
+                    None => return,
+                }
+            }
+        };
     };
     // Boxed: hyper's connection state is large, and a stream served
     // directly should not carry room for it in its task.

@@ -328,3 +328,66 @@ async fn shutdown_ends_a_direct_stream_with_its_last_chunk() {
     }
     assert!(raw.closes().await);
 }
+
+#[tokio::test]
+async fn long_polls_are_served_directly_kept_alive_and_pipelined() {
+    let server = Server::start().await;
+    let token = server.token("lp").await;
+    let mut raw = Raw::open(&server).await;
+    // Held, then answered by a publish; the connection stays open.
+    raw.send(&get(&format!(
+        "/v1/longpoll?cursor=0&timeout=20&token={token}"
+    )))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server.metric("herald_longpolls_held").await == 1.0
+        })
+        .await
+    );
+    server.publish(&["lp"], json!("one")).await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    assert!(!head.headers.contains_key("connection"), "kept alive");
+    let body = raw.json_body(&head).await;
+    assert_eq!(
+        (
+            body["cursor"].as_u64(),
+            seqs(body["events"].as_array().unwrap())
+        ),
+        (Some(1), vec![1])
+    );
+    // Two pipelined requests on the same connection: both answered, in order.
+    server.publish(&["lp"], json!("two")).await;
+    raw.send(&format!(
+        "{}{}",
+        get(&format!("/v1/longpoll?cursor=1&timeout=20&token={token}")),
+        get("/healthz")
+    ))
+    .await;
+    let head = raw.head().await;
+    let body = raw.json_body(&head).await;
+    assert_eq!(seqs(body["events"].as_array().unwrap()), vec![2]);
+    let head = raw.head().await;
+    assert_eq!(raw.json_body(&head).await, json!({"status": "ok"}));
+    // A client that goes away during the hold releases it at once.
+    let mut gone = Raw::open(&server).await;
+    gone.send(&get(&format!(
+        "/v1/longpoll?cursor=2&timeout=60&token={token}"
+    )))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server.metric("herald_longpolls_held").await == 1.0
+        })
+        .await
+    );
+    drop(gone);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server.metric("herald_longpolls_held").await == 0.0
+        })
+        .await,
+        "the held long-poll of a closed connection is released"
+    );
+}

@@ -36,7 +36,7 @@ use crate::http::request::header_has;
 /// answers it with its own limits.
 const MAX_HEAD: usize = 16 << 10;
 /// The request lines served here (the path must then be exactly one of them).
-const STREAM_REQUESTS: [&[u8]; 2] = [b"GET /v1/sse", b"GET /v1/iframe"];
+const STREAM_REQUESTS: [&[u8]; 3] = [b"GET /v1/sse", b"GET /v1/iframe", b"GET /v1/longpoll"];
 
 /// What the first bytes of a connection turned out to be.
 pub enum Head {
@@ -51,17 +51,22 @@ pub enum Head {
     Gone,
 }
 
-/// Reads the start of a connection until it is clear whether its first
-/// request is a stream (then until its head is complete).
-pub async fn read_head(stream: &mut TcpStream) -> Head {
-    let mut buf = BytesMut::with_capacity(1024);
+/// Reads the next request of a connection (after the bytes already read,
+/// `prefix`) until it is clear whether it is served here (then until its
+/// head is complete).
+pub async fn read_head(stream: &mut TcpStream, prefix: Bytes) -> Head {
+    let mut buf = BytesMut::from(prefix);
+    let mut read_more = buf.is_empty();
     loop {
-        buf.reserve(1024);
-        match stream.read_buf(&mut buf).await {
-            Ok(0) | Err(_) if buf.is_empty() => return Head::Gone,
-            Ok(0) | Err(_) => return Head::Other(buf.freeze()),
-            Ok(_) => {}
+        if read_more {
+            buf.reserve(1024);
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) if buf.is_empty() => return Head::Gone,
+                Ok(0) | Err(_) => return Head::Other(buf.freeze()),
+                Ok(_) => {}
+            }
         }
+        read_more = true;
         let could_be_stream = STREAM_REQUESTS.iter().any(|line| {
             let n = line.len().min(buf.len());
             buf[..n] == line[..n]
@@ -89,13 +94,13 @@ pub async fn read_head(stream: &mut TcpStream) -> Head {
 }
 
 /// The request as an `http::Request` if it is one served here: a bodiless
-/// HTTP/1.1 GET of exactly `/v1/sse` or `/v1/iframe`.
+/// HTTP/1.1 GET of exactly `/v1/sse`, `/v1/iframe` or `/v1/longpoll`.
 fn stream_request(parsed: &httparse::Request) -> Option<Request<()>> {
     let target = parsed.path?;
     let path = target.split('?').next()?;
     if parsed.method != Some("GET")
         || parsed.version != Some(1)
-        || !matches!(path, "/v1/sse" | "/v1/iframe")
+        || !matches!(path, "/v1/sse" | "/v1/iframe" | "/v1/longpoll")
     {
         return None;
     }
@@ -116,7 +121,8 @@ fn stream_request(parsed: &httparse::Request) -> Option<Request<()>> {
 }
 
 /// Answers `request` on `stream`. Returns the bytes that followed it if the
-/// connection should go on (with hyper), `None` if it is done.
+/// connection goes on (a kept-alive answer of known length, such as a
+/// long-poll's), `None` if it is done.
 pub async fn serve(
     app: &Arc<App>,
     stream: &mut TcpStream,
@@ -124,11 +130,19 @@ pub async fn serve(
     rest: Bytes,
 ) -> Option<Bytes> {
     let client_closes = header_has(request.headers().get(CONNECTION), "close");
-    // Boxed: the connection's task lives as long as the stream and would
-    // otherwise keep room for the handler's state after it has answered.
-    let (parts, body) = Box::pin(crate::routes::handle_stream(app, *request))
-        .await
-        .into_parts();
+    let mut rest = BytesMut::from(rest);
+    // Boxed: the connection's task lives as long as the connection and
+    // would otherwise keep room for the handler's state after it answered.
+    // Meanwhile the socket is read: a client that goes away ends the
+    // request (a held long-poll releases its slot and presence at once),
+    // and what it pipelines is kept for the next request.
+    let handling = Box::pin(crate::routes::handle_stream(app, *request));
+    let response = tokio::select! {
+        response = handling => response,
+        () = read_while_waiting(stream, &mut rest) => return None,
+    };
+    let (parts, body) = response.into_parts();
+    let rest = rest.freeze();
     let length = body.size_hint().exact();
     let keep_alive =
         length.is_some() && !client_closes && !header_has(parts.headers.get(CONNECTION), "close");
@@ -160,8 +174,9 @@ pub async fn serve(
         // An error (or any answer of known length): write it whole.
         let Ok(whole) = body.collect().await;
         out.extend_from_slice(&whole.to_bytes());
-        let written = stream.write_all(&out).await.is_ok();
-        return if written && keep_alive {
+        let written = sent_in_time(app.config.send_timeout(), stream.write_all(&out)).await;
+        drop(out);
+        return if written && keep_alive && !app.shutdown.is_cancelled() {
             Some(rest)
         } else {
             let _ = stream.shutdown().await;
@@ -175,6 +190,20 @@ pub async fn serve(
     stream_body(stream, body, app.config.send_timeout()).await;
     let _ = stream.shutdown().await;
     None
+}
+
+/// Reads what the client sends while its request is handled into `extra`
+/// (at most a head's worth; then it waits); returns when the client closed
+/// or failed.
+async fn read_while_waiting(stream: &mut TcpStream, extra: &mut BytesMut) {
+    let mut scratch = [0u8; 256];
+    while extra.len() < MAX_HEAD {
+        match stream.read(&mut scratch).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => extra.extend_from_slice(&scratch[..n]),
+        }
+    }
+    std::future::pending().await
 }
 
 /// Writes `body` as chunks until it ends, the client goes away, or a chunk

@@ -32,7 +32,6 @@ pub struct PollRequest {
     pub uid: Uid,
     pub cursor: u64,
     pub limit: usize,
-    pub query: Query,
 }
 
 impl PollRequest {
@@ -43,12 +42,7 @@ impl PollRequest {
         let query = Query::of(req);
         let cursor = query.u64("cursor")?.unwrap_or(0);
         let limit = query.u64_in("limit", 1..=MAX_LIMIT, DEFAULT_LIMIT)? as usize;
-        Ok(PollRequest {
-            uid,
-            cursor,
-            limit,
-            query,
-        })
+        Ok(PollRequest { uid, cursor, limit })
     }
 
     /// Acks the cursor (passing `cursor=N` on a poll acks N) and marks the
