@@ -1,5 +1,5 @@
-//! A connection that opens with `GET /v1/sse` or `GET /v1/iframe` is framed
-//! by herald itself (hyper's per-connection buffers would triple an idle
+//! A connection whose requests are `GET /v1/sse`, `/v1/iframe` or
+//! `/v1/longpoll` is framed by herald itself (hyper's per-connection buffers would triple an idle
 //! stream's memory); everything else, and the rest of a connection after an
 //! error answer, is hyper's. These tests speak raw HTTP/1.1 to check that
 //! framing, the hand-over to hyper, and that both paths answer alike.

@@ -1,16 +1,19 @@
-//! A compact HTTP/1.1 path for connections that open with a stream request.
+//! A compact HTTP/1.1 path for the requests that wait: streams and
+//! long-polls.
 //!
 //! hyper keeps an 8 KiB read buffer and an 8 KiB header buffer for the whole
-//! life of a connection: two thirds of an idle SSE connection's memory. So a
-//! connection whose first request is `GET /v1/sse` or `GET /v1/iframe` (what
-//! EventSource and the iframe transport send on a fresh connection, and what
-//! their reconnects send) is served here instead: the head is parsed with
-//! httparse, answered by the same handler as through hyper
-//! ([`http::handle_stream`]), and the response is framed by hand, chunked,
-//! with `connection: close`. Everything else (other requests, HTTP/1.0,
-//! requests with a body, heads too large or malformed) goes to hyper with
-//! the bytes already read put back in front ([`Rewind`]), and so does the
-//! rest of a connection after an error answer, which keeps it alive.
+//! life of a connection: two thirds of an idle SSE connection's memory, and
+//! most of a held long-poll's. So while a connection's requests are
+//! `GET /v1/sse`, `GET /v1/iframe` or `GET /v1/longpoll` (what EventSource,
+//! the iframe transport and a long-poller send, again and again), they are
+//! served here: each head is parsed with httparse and answered by the same
+//! handler as through hyper ([`crate::routes::handle_stream`]); a stream
+//! is framed by hand, chunked, with `connection: close`; a long-poll's
+//! answer has a length and the connection stays alive for the next one,
+//! with any pipelined bytes kept. The first other request (HTTP/1.0, a
+//! body, another path, a head too large or malformed) hands the rest of the
+//! connection to hyper with the bytes already read put back in front
+//! ([`Rewind`]).
 
 use std::future::Future;
 use std::io;
