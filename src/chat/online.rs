@@ -40,8 +40,7 @@ pub trait OnlineDirectory: Send + Sync + 'static {
     fn chosen(&self, uid: &Uid) -> Option<&'static str>;
     /// Sets the status `uid` chose; `online` clears it.
     fn choose(&self, uid: &Uid, status: &'static str);
-    /// Open connections of `uid` here.
-    fn connections_of(&self, uid: &Uid) -> usize;
+
     /// Whether `uid` is connected or polled within the grace period.
     fn is_online(&self, uid: &Uid) -> bool;
     /// Every user online now.
@@ -110,12 +109,8 @@ impl OnlineDirectory for LocalDirectory {
         }
     }
 
-    fn connections_of(&self, uid: &Uid) -> usize {
-        self.connections.get(uid).map(|c| *c).unwrap_or(0)
-    }
-
     fn is_online(&self, uid: &Uid) -> bool {
-        self.connections_of(uid) > 0
+        self.connections.contains_key(uid)
             || self
                 .polled
                 .get(uid)

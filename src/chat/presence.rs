@@ -5,8 +5,9 @@
 //! long-poll of theirs arrived within the grace period (so a long-poller
 //! does not flap between requests). Their visible status is the status they
 //! chose (`online`, `busy`, `dnd`) while online, and `offline` when they are
-//! not or chose `invisible`. Everything here is in memory: after a restart
-//! everyone starts offline and comes back as they reconnect.
+//! not or chose `invisible`. Who is online is kept by an
+//! [`OnlineDirectory`] (in memory for one process: after a restart
+//! everyone starts offline and comes back as they reconnect).
 //!
 //! A visible change is pushed as a `presence` event to every ONLINE user
 //! who has added this user (the reverse friends), never to offline users
@@ -103,11 +104,6 @@ impl Presence {
     pub fn set_status(&self, uid: &Uid, status: &'static str) {
         self.directory.choose(uid, status);
         self.refresh(uid);
-    }
-
-    /// Open connections of `uid` on this node.
-    pub fn connections_of(&self, uid: &Uid) -> usize {
-        self.directory.connections_of(uid)
     }
 
     /// Whether `uid` is connected or polled within the grace period.

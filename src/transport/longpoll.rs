@@ -1,5 +1,6 @@
 //! Long polling: the request is held until an event is durable after the
-//! cursor, the timeout passes (an empty 200), or the server shuts down.
+//! cursor, the timeout passes (an empty 200), a newer connection of the
+//! same user needs its slot (an empty 200 too), or the server shuts down.
 //!
 //! No polling loop: the handler waits on the user's durable-head watch,
 //! which the group-commit thread raises right after the flush.
