@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use dashmap::DashMap;
 use hyper::header::AUTHORIZATION;
 use hyper::Request;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -28,7 +29,14 @@ pub struct Auth {
     decoding: DecodingKey,
     validation: Validation,
     api_key: String,
+    /// Tokens already verified, with their uid and `exp`: a poller sends
+    /// the same token with every request, and checking its signature and
+    /// claims again each time is most of a short poll's cost.
+    verified: DashMap<Box<str>, (Uid, u64)>,
 }
+
+/// Most verified tokens remembered; past it the memory starts over.
+const VERIFIED_CAP: usize = 100_000;
 
 impl Auth {
     pub fn new(secret: &[u8], api_key: String) -> Auth {
@@ -40,6 +48,7 @@ impl Auth {
             decoding: DecodingKey::from_secret(secret),
             validation,
             api_key,
+            verified: DashMap::new(),
         }
     }
 
@@ -68,10 +77,26 @@ impl Auth {
 
     /// The uid `token` was minted for, if it is valid and unexpired.
     pub fn verify(&self, token: &str) -> Result<Uid, Error> {
+        let now = now_ms() / 1000;
+        if let Some(known) = self.verified.get(token) {
+            let (uid, exp) = known.value();
+            if now < *exp {
+                return Ok(uid.clone());
+            }
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| Error::Unauthorized(format!("invalid token: {e}")))?;
-        Uid::parse(&data.claims.sub)
-            .map_err(|_| Error::Unauthorized("invalid token: bad sub".into()))
+        let uid = Uid::parse(&data.claims.sub)
+            .map_err(|_| Error::Unauthorized("invalid token: bad sub".into()))?;
+        if self.verified.len() >= VERIFIED_CAP {
+            self.verified.retain(|_, (_, exp)| now < *exp);
+            if self.verified.len() >= VERIFIED_CAP {
+                self.verified.clear();
+            }
+        }
+        self.verified
+            .insert(token.into(), (uid.clone(), data.claims.exp));
+        Ok(uid)
     }
 
     /// Checks a backend request's API key.
@@ -98,4 +123,25 @@ fn bearer<B>(req: &Request<B>) -> Option<String> {
 /// many leading bytes matched.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_forged_one_is_refused() {
+        let auth = Auth::new(
+            b"test-secret-0123456789abcdefghij",
+            "test-api-key-012".into(),
+        );
+        let uid = Uid::parse("alice").unwrap();
+        let token = auth.mint(&uid, Duration::from_secs(1)).unwrap();
+        assert_eq!(auth.verify(&token).unwrap(), uid);
+        assert_eq!(auth.verify(&token).unwrap(), uid, "from memory");
+        let forged = format!("{}x", token);
+        assert!(auth.verify(&forged).is_err());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(auth.verify(&token).is_err(), "expired, though remembered");
+    }
 }
