@@ -58,11 +58,11 @@ impl Receipts {
     /// beyond the newest event is refused (409 `cursor_ahead`) and acks
     /// nothing: the client remembers a queue this server does not have.
     pub async fn ack(&self, uid: &Uid, seq: u64) -> Result<u64, Error> {
-        let head = *self.store.watch(uid).await?.borrow();
-        if seq > head {
-            return Err(Error::cursor_ahead(seq, head));
+        let acked = self.store.ack(uid, seq).await?;
+        if seq > acked.head {
+            return Err(Error::cursor_ahead(seq, acked.head));
         }
-        let (before, after) = self.store.ack(uid, seq).await?;
+        let (before, after) = (acked.before, acked.after);
         if after > before {
             let senders = self.senders_between(uid, before, after).await?;
             self.send_receipts(uid, "delivered", senders).await?;

@@ -99,6 +99,16 @@ impl Default for Retention {
     }
 }
 
+/// What [`EventQueue::ack`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// The acked seq before and after the call.
+    pub before: u64,
+    pub after: u64,
+    /// The durable head; a `seq` beyond it acked nothing.
+    pub head: u64,
+}
+
 /// What [`Store::append_once`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Once {
@@ -144,10 +154,10 @@ pub trait EventQueue: Send + Sync + 'static {
     /// allows.
     async fn read(&self, uid: &Uid, after: u64, limit: PageLimit) -> Result<Page, StoreError>;
 
-    /// Raises the user's acked seq to `seq` (capped at the durable head) and
-    /// returns the acked seq before and after. Durable with the next commit;
+    /// Raises the user's acked seq to `seq`, unless `seq` is beyond the
+    /// durable head (then nothing changes). Durable with the next commit;
     /// use [`EventQueue::sync`] to wait for it.
-    async fn ack(&self, uid: &Uid, seq: u64) -> Result<(u64, u64), StoreError>;
+    async fn ack(&self, uid: &Uid, seq: u64) -> Result<Acked, StoreError>;
 
     /// A receiver of the user's durable head: it changes whenever a new event
     /// of this user can be read.

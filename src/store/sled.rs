@@ -34,7 +34,7 @@ use tokio::sync::{oneshot, watch};
 use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
 use super::user_queue::{QueueState, UserQueue};
-use super::{Append, EventQueue, Once, Page, PageLimit, Retention, StoreError};
+use super::{Acked, Append, EventQueue, Once, Page, PageLimit, Retention, StoreError};
 use crate::metrics::Metrics;
 use crate::uid::Uid;
 
@@ -444,16 +444,20 @@ impl EventQueue for SledStore {
         }
     }
 
-    async fn ack(&self, uid: &Uid, seq: u64) -> Result<(u64, u64), StoreError> {
+    async fn ack(&self, uid: &Uid, seq: u64) -> Result<Acked, StoreError> {
         let q = self.queue(uid)?;
-        let seq = seq.min(q.head());
+        let head = q.head();
         let mut st = q.state();
         let before = st.acked;
-        if seq > before {
+        if seq > before && seq <= head {
             st.acked = seq;
             self.write_meta(&q, &st)?;
         }
-        Ok((before, st.acked))
+        Ok(Acked {
+            before,
+            after: st.acked,
+            head,
+        })
     }
 
     async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError> {
