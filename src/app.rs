@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::chat::broadcasts::Broadcasts;
+use crate::chat::broadcasts::{Broadcasts, LocalPacer};
 use crate::chat::friends::Friends;
 use crate::chat::group_log::GroupLog;
 use crate::chat::group_reads::GroupReads;
@@ -15,6 +15,7 @@ use crate::chat::groups::Groups;
 use crate::chat::limits::{SendBudget, SendLimit};
 use crate::chat::messages::Messages;
 use crate::chat::notices::Counters;
+use crate::chat::online::LocalDirectory;
 use crate::chat::presence::Presence;
 use crate::chat::receipts::Receipts;
 use crate::config::Config;
@@ -99,7 +100,7 @@ impl App {
         index_legacy_records(&sled, &config).await?;
         let friends = Arc::new(Friends::load(store.clone()).await?);
         let groups = Arc::new(Groups::load(store.clone()).await?);
-        let group_log = Arc::new(crate::chat::group_log::GroupLog::new(
+        let group_log = Arc::new(GroupLog::new(
             store.clone(),
             config.history_ttl(),
             config.record_ttl(),
@@ -112,12 +113,10 @@ impl App {
             store.clone(),
             friends.clone(),
             metrics.clone(),
-            Arc::new(crate::chat::online::LocalDirectory::new(
-                config.presence_grace(),
-            )),
+            Arc::new(LocalDirectory::new(config.presence_grace())),
             Duration::from_millis(config.presence_window_ms),
         );
-        let group_reads = crate::chat::group_reads::GroupReads::new(
+        let group_reads = GroupReads::new(
             store.clone(),
             group_log.clone(),
             groups.clone(),
@@ -136,27 +135,23 @@ impl App {
             presence,
             friends,
             groups,
-            messages: crate::chat::messages::Messages::new(
-                store.clone(),
-                sends.clone(),
-                config.record_ttl(),
-            ),
-            receipts: crate::chat::receipts::Receipts::new(store.clone(), config.max_page_bytes()),
+            messages: Messages::new(store.clone(), sends.clone(), config.record_ttl()),
+            receipts: Receipts::new(store.clone(), config.max_page_bytes()),
             sends,
-            counters: crate::chat::notices::Counters::new(store.clone()),
+            counters: Counters::new(store.clone()),
             group_log,
             group_reads,
-            broadcasts: crate::chat::broadcasts::Broadcasts::start(
+            broadcasts: Broadcasts::start(
                 store.clone(),
                 metrics.clone(),
-                Arc::new(crate::chat::broadcasts::LocalPacer::default()),
+                Arc::new(LocalPacer::default()),
             )
             .await?,
             store: store.clone(),
             metrics,
             demo: config.demo_mode(),
             shutdown: shutdown.clone(),
-            tasks: tokio_util::task::TaskTracker::new(),
+            tasks: TaskTracker::new(),
             config,
         });
         Ok((app, sled))
