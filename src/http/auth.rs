@@ -64,15 +64,17 @@ impl Auth {
 
     /// The uid a client request is authenticated as: its token comes from
     /// `Authorization: Bearer` or, for transports that cannot send headers,
-    /// from `?token=`.
+    /// from `?token=`. The token is remembered once verified: the same
+    /// client sends it with every request.
     pub fn user<B>(&self, req: &Request<B>) -> Result<Uid, Error> {
-        let query = Query::of(req);
-        let token = bearer(req)
-            .or_else(|| query.get("token").map(str::to_owned))
-            .ok_or_else(|| {
-                Error::Unauthorized("a token is required (Authorization: Bearer or ?token=)".into())
-            })?;
-        self.verify(&token)
+        self.verify(&token_of(req)?)
+    }
+
+    /// Like [`Auth::user`], for a request made once per connection (a
+    /// stream): its token is checked and not remembered, which would cost
+    /// every open stream a few hundred bytes for nothing.
+    pub fn stream_user<B>(&self, req: &Request<B>) -> Result<Uid, Error> {
+        self.decode(&token_of(req)?).map(|(uid, _)| uid)
     }
 
     /// The uid `token` was minted for, if it is valid and unexpired.
@@ -84,19 +86,24 @@ impl Auth {
                 return Ok(uid.clone());
             }
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| Error::Unauthorized(format!("invalid token: {e}")))?;
-        let uid = Uid::parse(&data.claims.sub)
-            .map_err(|_| Error::Unauthorized("invalid token: bad sub".into()))?;
+        let (uid, exp) = self.decode(token)?;
         if self.verified.len() >= VERIFIED_CAP {
             self.verified.retain(|_, (_, exp)| now < *exp);
             if self.verified.len() >= VERIFIED_CAP {
                 self.verified.clear();
             }
         }
-        self.verified
-            .insert(token.into(), (uid.clone(), data.claims.exp));
+        self.verified.insert(token.into(), (uid.clone(), exp));
         Ok(uid)
+    }
+
+    /// Checks `token`'s signature and claims: its uid and `exp`.
+    fn decode(&self, token: &str) -> Result<(Uid, u64), Error> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| Error::Unauthorized(format!("invalid token: {e}")))?;
+        let uid = Uid::parse(&data.claims.sub)
+            .map_err(|_| Error::Unauthorized("invalid token: bad sub".into()))?;
+        Ok((uid, data.claims.exp))
     }
 
     /// Checks a backend request's API key.
@@ -109,6 +116,16 @@ impl Auth {
             )),
         }
     }
+}
+
+/// A client request's token: `Authorization: Bearer`, or `?token=` for
+/// transports that cannot send headers.
+fn token_of<B>(req: &Request<B>) -> Result<String, Error> {
+    bearer(req)
+        .or_else(|| Query::of(req).get("token").map(str::to_owned))
+        .ok_or_else(|| {
+            Error::Unauthorized("a token is required (Authorization: Bearer or ?token=)".into())
+        })
 }
 
 fn bearer<B>(req: &Request<B>) -> Option<String> {

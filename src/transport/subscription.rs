@@ -58,7 +58,7 @@ impl StreamRequest {
         req: &Request<B>,
         transport: Transport,
     ) -> Result<StreamRequest, Error> {
-        let uid = app.auth.user(req)?;
+        let uid = app.auth.stream_user(req)?;
         let last_event_id = req
             .headers()
             .get("last-event-id")
