@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Runs every herald test and installs what they need (safe to run again):
 # unit and integration tests (real herald processes on 127.0.0.1, real
-# HTTP/SSE/WebSocket clients), smoke runs of the benchmarks, then the
+# HTTP/SSE/WebSocket clients; the cluster tests with their own
+# redis-server), smoke runs of the benchmarks, then the
 # real-browser tests (Debian's chromium driven by playwright-core against
 # the real server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+apt_install() {
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+# The cluster tests start their own redis-server on a free port.
+command -v redis-server >/dev/null || apt_install redis-server
 
 echo "== cargo test (unit + integration, real servers on 127.0.0.1)"
 cargo test --all-targets --locked
@@ -15,11 +24,7 @@ BENCH_SCALE=0.02 cargo run --locked --quiet --example bench_queue
 BENCH_SMOKE=1 ./scripts/bench-connections.sh
 
 echo "== browser tests (headless chromium)"
-export DEBIAN_FRONTEND=noninteractive
-if [ ! -x /usr/lib/chromium/chromium ]; then
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends chromium >/dev/null
-fi
+[ -x /usr/lib/chromium/chromium ] || apt_install chromium
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 cargo build --locked --bin herald

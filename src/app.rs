@@ -7,15 +7,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::chat::broadcasts::{Broadcasts, LocalPacer};
+use crate::chat::broadcasts::{Broadcasts, LocalPacer, Pacer, SharedPacer};
 use crate::chat::friends::Friends;
 use crate::chat::group_log::GroupLog;
 use crate::chat::group_reads::GroupReads;
 use crate::chat::groups::Groups;
-use crate::chat::limits::{SendBudget, SendLimit};
+use crate::chat::limits::{SendBudget, SendLimit, SharedSendLimit};
 use crate::chat::messages::Messages;
 use crate::chat::notices::Counters;
-use crate::chat::online::LocalDirectory;
+use crate::chat::online::{LocalDirectory, OnlineDirectory, RedisDirectory};
 use crate::chat::presence::Presence;
 use crate::chat::receipts::Receipts;
 use crate::config::Config;
@@ -23,13 +23,61 @@ use crate::http::auth::Auth;
 use crate::http::cors::Cors;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::{self, Records, Store, StoreError};
+
+/// The store a server runs on, for what only its implementation knows
+/// (maintenance, its persistence setting).
+#[derive(Clone)]
+pub enum Backend {
+    Sled(Arc<SledStore>),
+    Redis(Arc<RedisStore>),
+}
+
+impl Backend {
+    /// The store as every service sees it.
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sled(sled) => sled.clone(),
+            Backend::Redis(redis) => redis.clone(),
+        }
+    }
+
+    /// One maintenance pass (see `SledStore::maintain`; Redis trims on
+    /// append and expires idle queues itself, so only records with a
+    /// deadline and the local waiter registry are left). Returns how many
+    /// events or records it removed.
+    pub async fn maintain(&self, retention: store::Retention) -> Result<u64, StoreError> {
+        match self {
+            Backend::Sled(sled) => {
+                let sled = sled.clone();
+                tokio::task::spawn_blocking(move || sled.maintain(retention))
+                    .await
+                    .map_err(|e| StoreError::Io(e.to_string()))?
+            }
+            Backend::Redis(redis) => {
+                redis.forget_idle();
+                redis.expire_due().await
+            }
+        }
+    }
+
+    /// How durable an acknowledged write is, for `/healthz`.
+    pub fn durability(&self) -> String {
+        match self {
+            Backend::Sled(_) => "fsync (sled, group commit)".into(),
+            Backend::Redis(redis) => format!("redis {}", redis.persistence()),
+        }
+    }
+}
 
 /// Everything a request handler may use. One per server, behind an `Arc`.
 pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
+    /// The same store, by implementation.
+    pub backend: Backend,
     pub auth: Auth,
     pub cors: Cors,
     /// Who is connected, on which transport.
@@ -72,32 +120,20 @@ pub enum StartError {
 }
 
 impl App {
-    /// Opens the store in `config.data`, loads what the services keep in
-    /// memory, finishes what a crash interrupted, and wires every service.
-    /// Returns the sled store too, for its maintenance pass.
+    /// Opens the store (sled in `config.data`, or Redis), loads what the
+    /// services keep in memory, finishes what a crash interrupted, and
+    /// wires every service.
     pub async fn open(
         config: Config,
         auth: Auth,
         shutdown: CancellationToken,
-    ) -> Result<(Arc<App>, Arc<SledStore>), StartError> {
+    ) -> Result<Arc<App>, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let options = SledOptions {
-            cache_bytes: config.cache_mb << 20,
-            linger: Duration::from_micros(config.commit_linger_us),
-            once_ttl: config.record_ttl(),
-            ..SledOptions::default()
-        };
-        let sled = Arc::new(
-            SledStore::open(&config.data, options, metrics.clone()).map_err(|source| {
-                StartError::Store {
-                    path: config.data.clone(),
-                    source,
-                }
-            })?,
-        );
-        let store: Arc<dyn Store> = sled.clone();
-
-        index_legacy_records(&sled, &config).await?;
+        let backend = open_backend(&config, &metrics).await?;
+        let store = backend.store();
+        if let Backend::Sled(sled) = &backend {
+            index_legacy_records(sled, &config).await?;
+        }
         let friends = Arc::new(Friends::load(store.clone()).await?);
         let groups = Arc::new(Groups::load(store.clone()).await?);
         let group_log = Arc::new(GroupLog::new(
@@ -109,11 +145,32 @@ impl App {
         if recovered > 0 {
             tracing::warn!("finished {recovered} group posts that a crash interrupted");
         }
+        // What a cluster shares in Redis; one process keeps it in memory.
+        let (directory, sends, pacer): (
+            Arc<dyn OnlineDirectory>,
+            Arc<dyn SendBudget>,
+            Arc<dyn Pacer>,
+        ) = match &backend {
+            Backend::Redis(redis) => (
+                Arc::new(RedisDirectory::new(
+                    redis.clone(),
+                    config.presence_grace(),
+                    config.node_lease(),
+                )),
+                Arc::new(SharedSendLimit::new(redis.clone(), config.send_rate)),
+                Arc::new(SharedPacer::new(redis.clone())),
+            ),
+            Backend::Sled(_) => (
+                Arc::new(LocalDirectory::new(config.presence_grace())),
+                Arc::new(SendLimit::new(config.send_rate)),
+                Arc::new(LocalPacer::default()),
+            ),
+        };
         let presence = Presence::new(
             store.clone(),
             friends.clone(),
             metrics.clone(),
-            Arc::new(LocalDirectory::new(config.presence_grace())),
+            directory,
             Duration::from_millis(config.presence_window_ms),
         );
         let group_reads = GroupReads::new(
@@ -123,7 +180,6 @@ impl App {
             presence.clone(),
             metrics.clone(),
         );
-        let sends: Arc<dyn SendBudget> = Arc::new(SendLimit::new(config.send_rate));
         let app = Arc::new(App {
             auth,
             cors: Cors::new(&config.allow_origins),
@@ -141,21 +197,85 @@ impl App {
             counters: Counters::new(store.clone()),
             group_log,
             group_reads,
-            broadcasts: Broadcasts::start(
-                store.clone(),
-                metrics.clone(),
-                Arc::new(LocalPacer::default()),
-            )
-            .await?,
+            broadcasts: Broadcasts::start(store.clone(), metrics.clone(), pacer).await?,
             store: store.clone(),
+            backend,
             metrics,
             demo: config.demo_mode(),
             shutdown: shutdown.clone(),
             tasks: TaskTracker::new(),
             config,
         });
-        Ok((app, sled))
+        if app.store.shared() {
+            tokio::spawn(follow_changes(Arc::downgrade(&app)));
+        }
+        Ok(app)
     }
+}
+
+/// In a cluster: rereads what another node announced as changed (friend
+/// lists, group members, the newest pull broadcast), or everything after
+/// the announcements may have been missed.
+async fn follow_changes(app: std::sync::Weak<App>) {
+    let Some(mut changes) = app.upgrade().map(|app| app.store.changes()) else {
+        return;
+    };
+    loop {
+        let change = match changes.recv().await {
+            Ok(change) => change,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => String::new(),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(app) = app.upgrade() else { return };
+        let reloaded = async {
+            let uid = |s: &str| crate::uid::Uid::parse(s).ok();
+            if change.is_empty() {
+                app.friends.reload_all().await?;
+                app.groups.reload_all().await?;
+                app.broadcasts.reload().await?;
+            } else if let Some(user) = change.strip_prefix("friends/").and_then(uid) {
+                app.friends.reload(&user).await?;
+            } else if let Some(gid) = change.strip_prefix("group/").and_then(uid) {
+                app.groups.reload(&gid).await?;
+            } else if change == Broadcasts::RECORDS {
+                app.broadcasts.reload().await?;
+            }
+            Ok::<_, StoreError>(())
+        };
+        if let Err(e) = reloaded.await {
+            tracing::warn!("could not reread {change:?} after another node changed it: {e}");
+        }
+    }
+}
+
+/// The store `config` asks for.
+async fn open_backend(config: &Config, metrics: &Arc<Metrics>) -> Result<Backend, StartError> {
+    if let Some(url) = config.redis_url() {
+        let options = RedisOptions {
+            max_events: config.retention().max_events,
+            queue_ttl: config.retention().max_age,
+            once_ttl: config.record_ttl(),
+            durability: config.redis_durability,
+        };
+        return match RedisStore::connect(url, options).await {
+            Ok(redis) => Ok(Backend::Redis(redis)),
+            Err(StoreError::Refused(reason)) => Err(StartError::Config(reason)),
+            Err(e) => Err(StartError::Load(e)),
+        };
+    }
+    let options = SledOptions {
+        cache_bytes: config.cache_mb << 20,
+        linger: Duration::from_micros(config.commit_linger_us),
+        once_ttl: config.record_ttl(),
+        ..SledOptions::default()
+    };
+    let sled = SledStore::open(&config.data, options, metrics.clone()).map_err(|source| {
+        StartError::Store {
+            path: config.data.clone(),
+            source,
+        }
+    })?;
+    Ok(Backend::Sled(Arc::new(sled)))
 }
 
 /// The key that says every record has had its retention deadline.
@@ -210,5 +330,4 @@ pub(crate) async fn test_app(dir: &std::path::Path, flags: &[&str]) -> Arc<App> 
     App::open(config, auth, CancellationToken::new())
         .await
         .expect("open the app")
-        .0
 }

@@ -46,9 +46,27 @@ pub struct Config {
     )]
     pub allow_origins: Vec<String>,
 
-    /// Queue store: `sled` (embedded, in --data).
+    /// Queue store: `sled` (embedded, in --data), or `redis://HOST:PORT[/DB]`
+    /// to share one Redis with other herald nodes (a cluster).
     #[arg(long, env = "HERALD_STORE", default_value = "sled")]
     pub store: String,
+
+    /// With a Redis store: `fsync` refuses to start unless Redis runs
+    /// `appendonly yes` + `appendfsync always` (nothing acknowledged is lost
+    /// if Redis is killed); `async` accepts any setting and says so.
+    #[arg(
+        long,
+        env = "HERALD_REDIS_DURABILITY",
+        value_enum,
+        default_value = "fsync"
+    )]
+    pub redis_durability: crate::store::redis::Durability,
+
+    /// With a Redis store: how long, in seconds, a node that stops
+    /// refreshing its users (killed) keeps them online. It refreshes every
+    /// third of this.
+    #[arg(long, env = "HERALD_NODE_LEASE_S", default_value_t = 15)]
+    pub node_lease_s: u64,
 
     /// Directory of the static files served at `/`.
     #[arg(long, env = "HERALD_STATIC", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/static"))]
@@ -173,10 +191,24 @@ impl Config {
         if !self.demo_mode() && self.api_key.is_none() {
             return Err("--api-key (HERALD_API_KEY) is required outside demo mode".into());
         }
-        if self.store != "sled" {
-            return Err(format!("unknown --store {:?}; supported: sled", self.store));
+        if self.redis_url().is_none() && self.store != "sled" {
+            return Err(format!(
+                "unknown --store {:?}; supported: sled, redis://HOST:PORT[/DB]",
+                self.store
+            ));
         }
         Ok(())
+    }
+
+    /// The Redis URL of `--store`, if it names one.
+    pub fn redis_url(&self) -> Option<&str> {
+        let url = self.store.as_str();
+        url.starts_with("redis://").then_some(url)
+    }
+
+    /// See `--node-lease-s`.
+    pub fn node_lease(&self) -> Duration {
+        Duration::from_secs(self.node_lease_s.max(3))
     }
 
     /// See `--idle-timeout-ms`.

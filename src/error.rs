@@ -38,7 +38,7 @@ pub enum Error {
     /// A bug or an unexpected failure outside the store (500).
     #[error("{0}")]
     Internal(String),
-    /// The store failed (500, or 503 when it is closing).
+    /// The store failed (500, or 503 when it is closing or unreachable).
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -70,7 +70,8 @@ impl Error {
             Error::TooMany { .. } => "too_many_requests",
             Error::ShuttingDown | Error::Store(StoreError::Closed) => "shutting_down",
             Error::Internal(_) => "internal",
-            Error::Store(StoreError::Io(_)) => "storage_error",
+            Error::Store(StoreError::Io(_) | StoreError::Refused(_)) => "storage_error",
+            Error::Store(StoreError::Unavailable(_)) => "store_unavailable",
         }
     }
 }

@@ -14,7 +14,8 @@
 //! app           the services of one running server, wired by `run`
 //! chat, hub     the chat domain; who is connected
 //! http          errors at the edge, replies, requests, auth, CORS (a toolkit)
-//! store         the durable per-user queue and records (sled)
+//! store         the durable per-user queue and records (sled, or Redis
+//!               shared by the nodes of a cluster)
 //! error, metrics, uid, config, deadline
 //! ```
 
@@ -47,7 +48,6 @@ use crate::chat::friends::Friends;
 use crate::chat::groups::Groups;
 use crate::config::Config;
 use crate::http::auth::Auth;
-use crate::store::SledStore;
 
 pub use crate::app::StartError;
 
@@ -83,11 +83,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let max_connections = connection_budget();
     println!("connection limit: {max_connections} (file descriptor limit minus {RESERVED_FDS})");
     let auth = Auth::new(secret.as_bytes(), api_key);
-    let (app, sled) = App::open(config, auth, shutdown.clone()).await?;
+    let app = App::open(config, auth, shutdown.clone()).await?;
     if demo {
         seed_demo_world(&app.friends, &app.groups).await?;
     }
-    let trimmer = tokio::spawn(trim_periodically(app.clone(), sled));
+    let trimmer = tokio::spawn(trim_periodically(app.clone()));
     let sweeper = tokio::spawn(sweep_presence(app.clone()));
     let store = app.store.clone();
     println!("listening on http://{local}");
@@ -164,15 +164,19 @@ async fn sweep_presence(app: Arc<App>) {
 /// Applies retention and forgets what idle users left in memory (queue
 /// state, counters, full send buckets) every `--trim-interval-ms`, off the
 /// async workers.
-async fn trim_periodically(app: Arc<App>, sled: Arc<SledStore>) {
+async fn trim_periodically(app: Arc<App>) {
     let mut every =
         tokio::time::interval(Duration::from_millis(app.config.trim_interval_ms.max(10)));
     every.tick().await;
     loop {
         every.tick().await;
-        let (app, sled) = (app.clone(), sled.clone());
-        let pass = move || {
-            let trimmed = sled.maintain(app.config.retention());
+        match app.backend.maintain(app.config.retention()).await {
+            Ok(n) if n > 0 => tracing::debug!("retention dropped {n} events or records"),
+            Err(e) => tracing::warn!("retention failed: {e}"),
+            _ => {}
+        }
+        let app = app.clone();
+        let forget = move || {
             app.sends.forget_idle();
             let metrics = &app.metrics;
             metrics.set_entries("counters", app.counters.forget_idle());
@@ -180,12 +184,7 @@ async fn trim_periodically(app: Arc<App>, sled: Arc<SledStore>) {
             let (cursors, windows) = app.group_reads.forget_idle();
             metrics.set_entries("group_read_cursors", cursors);
             metrics.set_entries("receipt_windows", windows);
-            trimmed
         };
-        match tokio::task::spawn_blocking(pass).await {
-            Ok(Ok(n)) if n > 0 => tracing::debug!("retention dropped {n} events"),
-            Ok(Err(e)) => tracing::warn!("retention failed: {e}"),
-            _ => {}
-        }
+        let _ = tokio::task::spawn_blocking(forget).await;
     }
 }

@@ -80,7 +80,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
     match segments.as_slice() {
         ["healthz"] => {
             allow(&method, "GET, HEAD")?;
-            Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok", "durability": app.backend.durability()}),
+            ))
         }
         ["metrics"] => {
             allow(&method, "GET")?;

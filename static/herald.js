@@ -11,7 +11,7 @@
 // frontend".
 
 const STREAM_TYPES = ["notice", "msg", "group_msg", "presence", "receipt", "group_receipt",
-  "counter", "broadcast", "gap", "hb"];
+  "counter", "broadcast", "gap", "hb", "hello"];
 const TRANSPORTS = ["ws", "sse", "iframe", "longpoll", "poll"];
 let iframeCallbacks = 0;
 
@@ -36,6 +36,9 @@ export class Herald {
     this.types = STREAM_TYPES.concat(o.types || []);
     this.handlers = new Map();
     this.cursor = Number(sessionStorage.getItem(this.storageKey) || 0);
+    // The history the cursor belongs to; a server whose queue was recreated
+    // answers a stale one with a gap (see resync).
+    this.epoch = sessionStorage.getItem(this.storageKey + ":epoch") || "";
     this.seenMsgids = new Set();
     this.running = false;
     this.attempt = 0;
@@ -71,7 +74,15 @@ export class Herald {
   deliver(event, bytes) {
     this.stats.bytes += bytes || 0;
     if (event.type === "hb") { this.emit(event); return; }
-    if (event.type === "reconnect") return;
+    if (event.type === "hello" || event.type === "reconnect") { this.setEpoch(event.epoch); return; }
+    if (event.type === "gap" && event.data && event.data.epoch) {
+      // The queue was recreated: its history starts again at seq 1.
+      this.cursor = 0;
+      sessionStorage.setItem(this.storageKey, "0");
+      this.setEpoch(event.data.epoch);
+      this.emit(event);
+      return;
+    }
     if (typeof event.seq !== "number" || event.seq <= this.cursor) return; // seen already
     this.cursor = event.seq;
     sessionStorage.setItem(this.storageKey, String(this.cursor));
@@ -84,6 +95,17 @@ export class Herald {
       this.seenMsgids.add(key);
     }
     this.emit(event);
+  }
+
+  setEpoch(epoch) {
+    if (!epoch || epoch === this.epoch) return;
+    this.epoch = epoch;
+    sessionStorage.setItem(this.storageKey + ":epoch", epoch);
+  }
+
+  /** `cursor=N&epoch=E`: where to resume, in which history. */
+  position() {
+    return `cursor=${this.cursor}` + (this.epoch ? `&epoch=${encodeURIComponent(this.epoch)}` : "");
   }
 
   emit(event) {
@@ -150,7 +172,7 @@ export class Herald {
       let response;
       try {
         this.stats.requests += 1;
-        response = await fetch(`${this.url}/v1/${kind}?cursor=${this.cursor}${q}`,
+        response = await fetch(`${this.url}/v1/${kind}?${this.position()}${q}`,
           { headers: { authorization: "Bearer " + this.token }, signal });
       } catch (e) {
         if (!signal.aborted) this.failed(e, { opened });
@@ -165,6 +187,7 @@ export class Herald {
       if (body.events.length) this.stats.usefulRequests += 1;
       this.stats.bytes += text.length;
       for (const event of body.events) this.deliver(event, 0);
+      this.setEpoch(body.epoch);
       if (body.hints) this.emit({ type: "hb", hints: body.hints });
       if (kind === "poll" && !body.events.length) {
         await new Promise((resolve) => { this.pollTimer = setTimeout(resolve, this.pollInterval); });
@@ -176,12 +199,15 @@ export class Herald {
   resetCursor() {
     this.cursor = 0;
     sessionStorage.setItem(this.storageKey, "0");
+    this.epoch = "";
+    sessionStorage.removeItem(this.storageKey + ":epoch");
     this.emit({ type: "gap", data: { reset: true } });
   }
 
   open_sse() {
     this.stats.requests += 1;
-    const es = new EventSource(`${this.url}/v1/sse?cursor=${this.cursor}&token=${encodeURIComponent(this.token)}`);
+    // Its event ids are `seq:epoch`, sent back as Last-Event-ID on reconnects.
+    const es = new EventSource(`${this.url}/v1/sse?${this.position()}&token=${encodeURIComponent(this.token)}`);
     this.es = es;
     let opened = false;
     es.onopen = () => { opened = true; this.opened(); };
@@ -202,12 +228,12 @@ export class Herald {
     let opened = false;
     window[name] = (event) => {
       if (!opened) { opened = true; this.opened(); }
-      if (event.type === "reconnect") { this.teardown(); this.connect(); return; }
       this.deliver(event, JSON.stringify(event).length);
+      if (event.type === "reconnect") { this.teardown(); this.connect(); }
     };
     // The document ends (load) when the server closes it: reopen from the cursor.
     frame.onload = () => { if (this.iframe === frame) this.failed(new Error("iframe ended"), { opened }); };
-    frame.src = `${this.url}/v1/iframe?cursor=${this.cursor}&cb=${name}&token=${encodeURIComponent(this.token)}`;
+    frame.src = `${this.url}/v1/iframe?${this.position()}&cb=${name}&token=${encodeURIComponent(this.token)}`;
     this.iframe = frame;
     document.body.appendChild(frame);
   }
@@ -215,7 +241,7 @@ export class Herald {
   open_ws() {
     this.stats.requests += 1;
     const url = this.url.replace(/^http/, "ws");
-    const ws = new WebSocket(`${url}/v1/ws?cursor=${this.cursor}&token=${encodeURIComponent(this.token)}`);
+    const ws = new WebSocket(`${url}/v1/ws?${this.position()}&token=${encodeURIComponent(this.token)}`);
     this.ws = ws;
     this.replies = new Map();
     let opened = false;

@@ -32,7 +32,7 @@ async fn poll_returns_events_in_order_after_the_cursor() {
     assert_eq!(body["cursor"], 3);
 
     let (_, body) = server.get("/v1/poll?cursor=5", &token).await;
-    assert_eq!(body, json!({"events": [], "cursor": 5}));
+    assert_eq!((&body["events"], &body["cursor"]), (&json!([]), &json!(5)));
 }
 
 #[tokio::test]
@@ -55,7 +55,7 @@ async fn long_poll_times_out_with_an_empty_result() {
     let (status, body) = server.get("/v1/longpoll?cursor=0&timeout=1", &token).await;
     let took = started.elapsed();
     assert_eq!(status, 200);
-    assert_eq!(body, json!({"events": [], "cursor": 0}));
+    assert_eq!((&body["events"], &body["cursor"]), (&json!([]), &json!(0)));
     assert!(
         took >= Duration::from_millis(950),
         "returned after {took:?}"

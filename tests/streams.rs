@@ -13,6 +13,14 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The queue events among `events` (not a stream's `hello`).
+fn queue(events: Vec<Value>) -> Vec<Value> {
+    events
+        .into_iter()
+        .filter(|e| e.get("seq").is_some())
+        .collect()
+}
+
 /// Reads from a streaming response until `done` says so or 10 s pass.
 async fn read_stream(response: reqwest::Response, mut done: impl FnMut(&str) -> bool) -> String {
     let mut stream = response.bytes_stream();
@@ -56,15 +64,19 @@ async fn sse_replays_the_backlog_then_delivers_live_events() {
                 .unwrap();
         })
     };
-    let text = read_stream(response, |t| t.contains("id: 3\n")).await;
+    let text = read_stream(response, |t| t.contains("id: 3:")).await;
     publisher.await.unwrap();
     assert!(text.starts_with("retry: "), "{text}");
+    let mut buf = text.clone();
+    let events = sse_events(&mut buf);
+    // The stream opens with its epoch; every id is `seq:epoch`.
+    assert_eq!(events[0]["type"], "hello");
+    let epoch = events[0]["epoch"].as_str().expect("an epoch");
     assert!(
-        text.contains("id: 1\nevent: notice\ndata: {\"seq\":1,"),
+        text.contains(&format!("id: 1:{epoch}\nevent: notice\ndata: {{\"seq\":1,")),
         "{text}"
     );
-    let mut buf = text.clone();
-    assert_eq!(seqs(&sse_events(&mut buf)), vec![1, 2, 3]);
+    assert_eq!(seqs(&queue(events)), vec![1, 2, 3]);
 }
 
 #[tokio::test]
@@ -83,8 +95,30 @@ async fn sse_resumes_after_last_event_id() {
         .send()
         .await
         .unwrap();
-    let mut text = read_stream(response, |t| t.contains("id: 4\n")).await;
-    assert_eq!(seqs(&sse_events(&mut text)), vec![3, 4]);
+    let mut text = read_stream(response, |t| t.contains("id: 4:")).await;
+    let events = sse_events(&mut text);
+    let epoch = events[0]["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(seqs(&queue(events)), vec![3, 4]);
+
+    // The `seq:epoch` form EventSource sends back: the same resume...
+    let resume = |id: String| {
+        server
+            .http
+            .get(server.url("/v1/sse"))
+            .bearer_auth(&token)
+            .header("Last-Event-ID", id)
+            .send()
+    };
+    let response = resume(format!("3:{epoch}")).await.unwrap();
+    let mut text = read_stream(response, |t| t.contains("id: 4:")).await;
+    assert_eq!(seqs(&queue(sse_events(&mut text))), vec![4]);
+    // ...and with the epoch of another history, a gap and a fresh start.
+    let response = resume("3:elsewhere".into()).await.unwrap();
+    let mut text = read_stream(response, |t| t.contains("id: 4:")).await;
+    let events = queue(sse_events(&mut text));
+    assert_eq!(events[0]["type"], "gap");
+    assert_eq!(events[0]["data"]["epoch"], epoch.as_str());
+    assert_eq!(seqs(&events[1..]), vec![1, 2, 3, 4]);
 
     let response = server
         .http
@@ -113,21 +147,24 @@ async fn iframe_pads_validates_the_callback_and_escapes_script_endings() {
         response.headers()["content-type"],
         "text/html; charset=utf-8"
     );
-    let html = read_stream(response, |t| t.contains("</script>")).await;
+    let html = read_stream(response, |t| t.matches("</script>").count() >= 2).await;
     let first_script = html.find("<script>").expect("a script");
     assert!(
         first_script >= 2048,
         "only {first_script} bytes before the first script"
     );
+    // The first call says hello with the epoch.
+    let calls = iframe_calls(&html, "herald.deliver");
+    assert_eq!(calls[0]["type"], "hello");
     // Exactly one script element opened and closed: the payload did not end it.
-    let script = &html[first_script..];
+    let second = first_script + 8 + html[first_script + 8..].find("<script>").unwrap();
+    let script = &html[second..];
     let script = &script[..script.find("</script>").unwrap() + 9];
     assert_eq!(script.matches("<script>").count(), 1);
     assert!(!script[8..script.len() - 9].contains('<'));
     assert!(!script.contains('\u{2028}'));
-    let calls = iframe_calls(&html, "herald.deliver");
     assert_eq!(
-        calls[0]["data"]["body"], hostile,
+        calls[1]["data"]["body"], hostile,
         "the escaped JSON decodes to the original"
     );
 
@@ -198,7 +235,10 @@ async fn sse_heartbeat_comes_only_after_an_interval_of_silence() {
     .expect("a heartbeat after the events");
     publisher.await.unwrap();
     let mut buf = text.clone();
-    assert_eq!(seqs(&sse_events(&mut buf)), (1..=12).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(&queue(sse_events(&mut buf))),
+        (1..=12).collect::<Vec<_>>()
+    );
     assert_eq!(text.matches(": hb").count(), 1, "{text}");
     assert!(silence >= Duration::from_millis(350), "{silence:?}");
 }
@@ -212,10 +252,14 @@ async fn ws_connect(
         "{}/v1/ws?cursor={cursor}&token={token}",
         server.base.replacen("http", "ws", 1)
     );
-    tokio_tungstenite::connect_async(url)
+    let mut ws = tokio_tungstenite::connect_async(url)
         .await
         .expect("ws connect")
-        .0
+        .0;
+    let hello = ws_next_json(&mut ws).await;
+    assert_eq!(hello["type"], "hello", "{hello}");
+    assert!(hello["epoch"].as_str().is_some_and(|e| !e.is_empty()));
+    ws
 }
 
 /// The code of the close frame the server sends within 10 s.

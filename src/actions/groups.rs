@@ -23,7 +23,7 @@ pub struct Outgoing {
 
 /// Posts `msg` to `gid` from `from` (a member); returns the msgid.
 pub async fn post(app: &App, gid: &str, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
-    let (gid, members) = app.groups.member_of(gid, from)?;
+    let (gid, members) = app.groups.member_of(gid, from).await?;
     crate::chat::messages::check(&msg.body, &msg.cid)?;
     app.sends.take(from).await?;
     app.group_log
@@ -42,7 +42,7 @@ pub async fn post_message(app: &App, req: Request<Incoming>, gid: &str) -> Resul
 /// `GET /v1/groups/{gid}/messages?after=M&limit=L` → `{"messages":[…],"cursor":K}`.
 pub async fn history(app: &App, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let (gid, _) = app.groups.member_of(gid, &uid)?;
+    let (gid, _) = app.groups.member_of(gid, &uid).await?;
     let query = Query::of(&req);
     let after = query.u64("after")?.unwrap_or(0);
     let limit = query.u64_in("limit", 1..=1000, 100)? as usize;
@@ -58,7 +58,7 @@ struct ReadMark {
 
 /// Marks `gid` read up to `msgid` for `uid`; returns the last read msgid.
 pub async fn mark_read(app: &Arc<App>, gid: &str, uid: &Uid, msgid: u64) -> Result<u64, Error> {
-    let (gid, _) = app.groups.member_of(gid, uid)?;
+    let (gid, _) = app.groups.member_of(gid, uid).await?;
     app.group_reads.mark(&gid, uid, msgid).await
 }
 
@@ -74,7 +74,7 @@ pub async fn read(app: &Arc<App>, req: Request<Incoming>, gid: &str) -> Result<R
 /// unread counts and the readers.
 pub async fn receipts(app: &App, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let (gid, members) = app.groups.member_of(gid, &uid)?;
+    let (gid, members) = app.groups.member_of(gid, &uid).await?;
     let query = Query::of(&req);
     let msgids = query
         .get("msgids")

@@ -72,7 +72,7 @@ pub async fn set_status(app: &App, uid: &Uid, status: &str) -> Result<&'static s
             )
         })?;
     app.sends.take(uid).await?;
-    app.presence.set_status(uid, status);
+    app.presence.set_status(uid, status).await?;
     Ok(status)
 }
 
@@ -94,21 +94,24 @@ pub async fn put_status(app: &App, req: Request<Incoming>) -> Result<Response, E
 }
 
 /// The visible statuses of `uids`, counted as pulled.
-fn statuses<'a>(app: &App, uids: impl Iterator<Item = &'a Uid>) -> BTreeMap<&'a str, &'static str> {
-    let map: BTreeMap<&str, &str> = uids
-        .map(|u| (u.as_str(), app.presence.visible(u)))
+async fn statuses(app: &App, uids: Vec<Uid>) -> Result<BTreeMap<String, &'static str>, Error> {
+    let visible = app.presence.visible(&uids).await?;
+    let map: BTreeMap<String, &str> = uids
+        .iter()
+        .map(|u| u.as_str().to_owned())
+        .zip(visible)
         .collect();
     app.metrics.presence_pulled.inc_by(map.len() as u64);
-    map
+    Ok(map)
 }
 
 /// `GET /v1/friends/presence` → `{"friends": {uid: status}}` (login pull).
 pub async fn friends_presence(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let friends = app.friends.of(&uid);
+    let friends = statuses(app, app.friends.of(&uid)).await?;
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "friends": statuses(app, friends.iter()) }),
+        &serde_json::json!({ "friends": friends }),
     ))
 }
 
@@ -120,10 +123,11 @@ pub async fn group_presence(
     gid: &str,
 ) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let (gid, members) = app.groups.member_of(gid, &uid)?;
+    let (gid, members) = app.groups.member_of(gid, &uid).await?;
+    let members = statuses(app, members.iter().cloned().collect()).await?;
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "gid": gid, "members": statuses(app, members.iter()) }),
+        &serde_json::json!({ "gid": gid, "members": members }),
     ))
 }
 

@@ -121,7 +121,7 @@ pub async fn broadcast(app: &App, req: Request<Incoming>) -> Result<Response, Er
                         format!("rate must be 1 to {MAX_RATE} per second"),
                     )
                 })?;
-            let recipients = app.presence.online_users();
+            let recipients = app.presence.online_users().await?;
             let count = recipients.len();
             let bid = app.broadcasts.push(body.body, rate, recipients).await?;
             Ok(json(

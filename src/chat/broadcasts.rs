@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::store::{now_ms, Append, Store, StoreError};
+use crate::store::{now_ms, Append, RedisStore, Store, StoreError};
 use crate::uid::Uid;
 
 const PREFIX: &str = "bcast/";
@@ -95,8 +95,26 @@ impl Broadcasts {
             .kv_put(&key(bid), record.to_string().into_bytes())
             .await?;
         self.newest_pull.fetch_max(bid, Ordering::SeqCst);
+        self.store.announce(PREFIX).await?;
         Ok(bid)
     }
+
+    /// Rereads the newest pull broadcast (another node of a cluster stored
+    /// one).
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        if let Some(newest) = self
+            .store
+            .kv_last(PREFIX)
+            .await?
+            .and_then(|(k, _)| k[PREFIX.len()..].parse().ok())
+        {
+            self.newest_pull.fetch_max(newest, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// The prefix of the records [`Broadcasts::reload`] reads.
+    pub const RECORDS: &'static str = PREFIX;
 
     /// Pull broadcasts after `after`, oldest first.
     pub async fn after(&self, after: u64, limit: usize) -> Result<Vec<Bytes>, StoreError> {
@@ -152,6 +170,39 @@ impl Pacer for LocalPacer {
         if let Some((_, limiter)) = current.as_ref() {
             // Cannot fail: n never exceeds the burst.
             let _ = limiter.until_n_ready(n).await;
+        }
+    }
+}
+
+/// The pace of a cluster: one token bucket per broadcast in Redis, so the
+/// rate asked for is the whole cluster's.
+pub struct SharedPacer {
+    store: Arc<RedisStore>,
+}
+
+impl SharedPacer {
+    pub fn new(store: Arc<RedisStore>) -> SharedPacer {
+        SharedPacer { store }
+    }
+}
+
+#[async_trait::async_trait]
+impl Pacer for SharedPacer {
+    async fn admit(&self, bid: u64, rate: NonZeroU32, n: NonZeroU32) {
+        let burst = n.get().max(rate.get() / 20);
+        loop {
+            match self
+                .store
+                .rate_take(&format!("bcast:{bid}"), rate.get(), burst, n.get())
+                .await
+            {
+                Ok(wait) if wait.is_zero() => return,
+                Ok(wait) => tokio::time::sleep(wait).await,
+                Err(e) => {
+                    tracing::warn!("broadcast {bid} waits for the store: {e}");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
         }
     }
 }

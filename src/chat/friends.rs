@@ -71,7 +71,31 @@ impl Friends {
         };
         self.store.sync().await?;
         self.replace(uid.clone(), list.clone(), version);
+        self.store.announce(&format!("{PREFIX}{uid}")).await?;
         Ok(list)
+    }
+
+    /// Rereads whom `uid` has added from the store (another node of a
+    /// cluster changed it).
+    pub async fn reload(&self, uid: &Uid) -> Result<(), StoreError> {
+        let mut writes = self.writes.lock().await;
+        let value = self.store.kv_get(&format!("{PREFIX}{uid}")).await?;
+        let list = value
+            .and_then(|v| serde_json::from_slice::<Vec<Uid>>(&v).ok())
+            .unwrap_or_default();
+        *writes += 1;
+        self.replace(uid.clone(), list, *writes);
+        Ok(())
+    }
+
+    /// Rereads every friend list from the store.
+    pub async fn reload_all(&self) -> Result<(), StoreError> {
+        for (key, _) in self.store.kv_scan(PREFIX).await? {
+            if let Ok(uid) = Uid::parse(&key[PREFIX.len()..]) {
+                self.reload(&uid).await?;
+            }
+        }
+        Ok(())
     }
 
     fn replace(&self, uid: Uid, list: Vec<Uid>, version: u64) {

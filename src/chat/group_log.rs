@@ -109,6 +109,9 @@ impl GroupLog {
     pub async fn newest(&self, gid: &Gid) -> Result<u64, StoreError> {
         let lock = self.last.entry(gid.clone()).or_default().clone();
         let mut last = lock.lock().await;
+        if self.store.shared() {
+            *last = None; // another node may have posted
+        }
         self.loaded(gid, &mut last).await
     }
 
@@ -148,6 +151,12 @@ impl GroupLog {
     ) -> Result<u64, Error> {
         let lock = self.last.entry(gid.clone()).or_default().clone();
         let mut last = lock.lock().await;
+        // In a cluster the lock spans every node, and the newest msgid is
+        // read again under it.
+        let _lease = self.store.lock(&format!("glog/{gid}")).await?;
+        if self.store.shared() {
+            *last = None;
+        }
         let cid_key = cid.as_ref().map(|cid| format!("gcid/{gid}/{from}\0{cid}"));
         if let Some(key) = &cid_key {
             if let Some(raw) = self.store.kv_get(key).await? {

@@ -269,7 +269,7 @@ impl GroupReads {
             None => return Ok(()),
         };
         let (sender, gid) = key;
-        if msgids.is_empty() || !self.presence.is_online(&sender) {
+        if msgids.is_empty() || !self.presence.is_online(&sender).await? {
             return Ok(()); // an offline sender pulls its receipts at login
         }
         let Some(members) = self.groups.members(&gid) else {

@@ -64,19 +64,56 @@ impl Groups {
         };
         self.store.sync().await?;
         let set = Arc::new(set);
-        let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
-        let newer = members.get(gid).is_some_and(|(v, _)| *v > version);
-        if !newer {
-            members.insert(gid.clone(), (version, set.clone()));
-        }
+        self.keep(gid, version, Some(set.clone()));
+        self.store.announce(&format!("{PREFIX}{gid}")).await?;
         Ok(set)
+    }
+
+    /// Takes `set` into memory unless a newer write is there already.
+    fn keep(&self, gid: &Gid, version: u64, set: Option<Members>) {
+        let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
+        if members.get(gid).is_some_and(|(v, _)| *v > version) {
+            return;
+        }
+        match set {
+            Some(set) => members.insert(gid.clone(), (version, set)),
+            None => members.remove(gid),
+        };
+    }
+
+    /// Rereads the members of `gid` from the store (another node of a
+    /// cluster changed them).
+    pub async fn reload(&self, gid: &Gid) -> Result<(), StoreError> {
+        let mut writes = self.writes.lock().await;
+        let value = self.store.kv_get(&format!("{PREFIX}{gid}")).await?;
+        let set = value
+            .and_then(|v| serde_json::from_slice::<Vec<Uid>>(&v).ok())
+            .map(|list| Arc::new(list.into_iter().collect()));
+        *writes += 1;
+        self.keep(gid, *writes, set);
+        Ok(())
+    }
+
+    /// Rereads every group from the store.
+    pub async fn reload_all(&self) -> Result<(), StoreError> {
+        for (key, _) in self.store.kv_scan(PREFIX).await? {
+            if let Ok(gid) = Gid::parse(&key[PREFIX.len()..]) {
+                self.reload(&gid).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The group `gid` (a raw id from a request) and its members, if `uid`
     /// is one of them: 400 for a malformed id, 404 for no such group, 403
-    /// for a non-member.
-    pub fn member_of(&self, gid: &str, uid: &Uid) -> Result<(Gid, Members), Error> {
+    /// for a non-member. In a cluster a miss is checked against the store
+    /// first: another node may have just added the group or the member.
+    pub async fn member_of(&self, gid: &str, uid: &Uid) -> Result<(Gid, Members), Error> {
         let gid = Gid::parse(gid).map_err(|e| Error::bad("bad_gid", e.to_string()))?;
+        let known = self.members(&gid).is_some_and(|m| m.contains(uid));
+        if !known && self.store.shared() {
+            self.reload(&gid).await?;
+        }
         let members = self
             .members(&gid)
             .ok_or_else(|| Error::NotFound(format!("no group {gid}")))?;

@@ -10,6 +10,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::Error;
+use crate::store::RedisStore;
 use crate::uid::Uid;
 
 /// How many sends each user has left. Shared by every node of a
@@ -75,4 +76,46 @@ impl SendBudget for SendLimit {
 /// `wait` rounded up to whole seconds, at least 1 (`Retry-After`).
 fn whole_seconds(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// The same budget shared by every node of a cluster: a token bucket per
+/// user in Redis (`per_second` sends, bursts of twice that).
+pub struct SharedSendLimit {
+    store: std::sync::Arc<RedisStore>,
+    per_second: u32,
+}
+
+impl SharedSendLimit {
+    /// `per_second` = 0: no limit.
+    pub fn new(store: std::sync::Arc<RedisStore>, per_second: u32) -> SharedSendLimit {
+        SharedSendLimit { store, per_second }
+    }
+}
+
+#[async_trait::async_trait]
+impl SendBudget for SharedSendLimit {
+    async fn take(&self, uid: &Uid) -> Result<(), Error> {
+        if self.per_second == 0 {
+            return Ok(());
+        }
+        let burst = self.per_second.saturating_mul(2);
+        let wait = self
+            .store
+            .rate_take(&format!("send:{uid}"), self.per_second, burst, 1)
+            .await?;
+        if wait.is_zero() {
+            return Ok(());
+        }
+        Err(Error::TooMany {
+            message: format!(
+                "{uid} is sending too fast: at most {} messages or status changes per second",
+                self.per_second
+            ),
+            retry_after: whole_seconds(wait),
+        })
+    }
+
+    fn forget_idle(&self) {
+        // The buckets expire in Redis by themselves.
+    }
 }

@@ -66,13 +66,7 @@ impl Counters {
         if let Some(values) = self.values.get(uid) {
             return Ok(values.clone());
         }
-        let prefix = format!("{COUNTER_PREFIX}{uid}/");
-        let mut loaded = BTreeMap::new();
-        for (key, value) in self.store.kv_scan(&prefix).await? {
-            if let Ok(value) = serde_json::from_slice::<i64>(&value) {
-                loaded.insert(key[prefix.len()..].to_owned(), value);
-            }
-        }
+        let loaded = self.load(uid).await?;
         // A concurrent first use may have won: it loaded the same values.
         let entry = self
             .values
@@ -83,7 +77,23 @@ impl Counters {
 
     /// Every counter of `uid`.
     pub async fn all(&self, uid: &Uid) -> Result<BTreeMap<String, i64>, StoreError> {
-        Ok(self.of(uid).await?.lock().await.clone())
+        let values = self.of(uid).await?;
+        let mut values = values.lock().await;
+        if self.store.shared() {
+            *values = self.load(uid).await?;
+        }
+        Ok(values.clone())
+    }
+
+    async fn load(&self, uid: &Uid) -> Result<BTreeMap<String, i64>, StoreError> {
+        let prefix = format!("{COUNTER_PREFIX}{uid}/");
+        let mut loaded = BTreeMap::new();
+        for (key, value) in self.store.kv_scan(&prefix).await? {
+            if let Ok(value) = serde_json::from_slice::<i64>(&value) {
+                loaded.insert(key[prefix.len()..].to_owned(), value);
+            }
+        }
+        Ok(loaded)
     }
 
     /// Applies `change` to `uid`'s counter `name` and pushes the new total
@@ -91,6 +101,12 @@ impl Counters {
     pub async fn change(&self, uid: &Uid, name: &str, change: Change) -> Result<i64, CounterError> {
         let values = self.of(uid).await?;
         let mut values = values.lock().await;
+        // In a cluster the lock spans every node, and what another node
+        // changed is read again under it.
+        let _lease = self.store.lock(&format!("{COUNTER_PREFIX}{uid}")).await?;
+        if self.store.shared() {
+            *values = self.load(uid).await?;
+        }
         if !values.contains_key(name) && values.len() >= MAX_COUNTERS {
             return Err(CounterError::TooMany);
         }

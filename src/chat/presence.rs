@@ -16,7 +16,12 @@
 //! once, later ones within the window collapse into one trailing push of
 //! the status current at its end, so a flapping connection cannot storm
 //! anyone.
+//!
+//! In a cluster the directory is shared: each change is published to it,
+//! and the one node whose publication changed the visible status pushes
+//! it (the window then applies per node).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -27,7 +32,7 @@ use tokio::time::Instant;
 use crate::chat::friends::Friends;
 use crate::chat::online::OnlineDirectory;
 use crate::metrics::Metrics;
-use crate::store::{Append, Store};
+use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
 
 /// A status a client may choose.
@@ -50,6 +55,17 @@ pub struct Presence {
     /// The last push per user: the coalescing window (per node).
     pushed: DashMap<Uid, Pushed>,
     window: Duration,
+    /// A cluster sweep is running (they take a round trip; one at a time).
+    sweeping: AtomicBool,
+}
+
+/// What others see of a user who is `online` (anywhere) with `chosen`.
+fn shown(online: bool, chosen: Option<&'static str>) -> &'static str {
+    match (online, chosen) {
+        (false, _) | (true, Some("invisible")) => "offline",
+        (true, Some(status)) => status,
+        (true, None) => "online",
+    }
 }
 
 impl Presence {
@@ -68,6 +84,7 @@ impl Presence {
             directory,
             pushed: DashMap::new(),
             window,
+            sweeping: AtomicBool::new(false),
         })
     }
 
@@ -101,38 +118,59 @@ impl Presence {
     }
 
     /// Sets the status `uid` chose (one of [`STATUSES`]).
-    pub fn set_status(&self, uid: &Uid, status: &'static str) {
+    pub async fn set_status(&self, uid: &Uid, status: &'static str) -> Result<(), StoreError> {
         self.directory.choose(uid, status);
-        self.refresh(uid);
+        if self.directory.shared() {
+            // Recorded before the answer: every node sees it from now on.
+            if let Some(visible) = self.directory.publish(uid, Some(status)).await? {
+                self.push(uid.clone(), visible);
+            }
+        } else {
+            self.refresh(uid);
+        }
+        Ok(())
     }
 
-    /// Whether `uid` is connected or polled within the grace period.
-    pub fn is_online(&self, uid: &Uid) -> bool {
-        self.directory.is_online(uid)
+    /// Whether `uid` is connected (anywhere) or polled within the grace
+    /// period.
+    pub async fn is_online(&self, uid: &Uid) -> Result<bool, StoreError> {
+        let states = self.directory.states(std::slice::from_ref(uid)).await?;
+        Ok(states.first().is_some_and(|(online, _)| *online))
     }
 
     /// Every user online now.
-    pub fn online_users(&self) -> Vec<Uid> {
-        self.directory.online_users()
+    pub async fn online_users(&self) -> Result<Vec<Uid>, StoreError> {
+        self.directory.online_users().await
     }
 
-    /// What others see of `uid`.
-    pub fn visible(&self, uid: &Uid) -> &'static str {
-        if !self.is_online(uid) {
-            return "offline";
-        }
-        match self.directory.chosen(uid) {
-            Some("invisible") => "offline",
-            Some(status) => status,
-            None => "online",
-        }
+    /// What others see of each of `uids`.
+    pub async fn visible(&self, uids: &[Uid]) -> Result<Vec<&'static str>, StoreError> {
+        let states = self.directory.states(uids).await?;
+        Ok(states.into_iter().map(|(o, c)| shown(o, c)).collect())
     }
 
     /// Forgets pollers whose grace ran out, publishing their going offline,
-    /// and the push state of users long offline. Called periodically.
+    /// and the push state of users long offline. In a cluster it also
+    /// renews this node's leases and takes the users of dead nodes
+    /// offline. Called periodically.
     pub fn sweep(&self) {
         for uid in self.directory.expire_pollers() {
             self.refresh(&uid);
+        }
+        if self.directory.shared() && !self.sweeping.swap(true, Ordering::AcqRel) {
+            let me = self.me.clone();
+            tokio::spawn(async move {
+                let Some(me) = me.upgrade() else { return };
+                match me.directory.maintain().await {
+                    Ok(changes) => {
+                        for (uid, status) in changes {
+                            me.push(uid, status);
+                        }
+                    }
+                    Err(e) => tracing::warn!("presence upkeep failed: {e}"),
+                }
+                me.sweeping.store(false, Ordering::Release);
+            });
         }
         // An offline user pushed longer than a window ago is what a missing
         // entry means too: keep entries for the users who are around.
@@ -142,7 +180,11 @@ impl Presence {
 
     /// Pushes `uid`'s visible status if it changed, throttled per user.
     fn refresh(&self, uid: &Uid) {
-        let status = self.visible(uid);
+        if self.directory.shared() {
+            return self.publish_throttled(uid);
+        }
+        let (online, chosen) = self.directory.here(uid);
+        let status = shown(online, chosen);
         let mut pushed = self.pushed.entry(uid.clone()).or_insert(Pushed {
             status: "offline",
             at: Instant::now() - self.window,
@@ -173,26 +215,77 @@ impl Presence {
         }
     }
 
-    /// Appends a `presence` event to every online reverse friend of `uid`.
-    fn push(&self, uid: Uid, status: &'static str) {
-        let online: Vec<Uid> = self
-            .friends
-            .reverse_of(&uid)
-            .into_iter()
-            .filter(|f| self.is_online(f))
-            .collect();
-        self.metrics.presence_fanout.observe(online.len() as f64);
-        if online.is_empty() {
+    /// In a cluster: publishes `uid`'s state on this node at most once per
+    /// window (a later change waits for the window's end, when the state
+    /// then current is published), and pushes what the publication changed.
+    fn publish_throttled(&self, uid: &Uid) {
+        let mut pushed = self.pushed.entry(uid.clone()).or_insert(Pushed {
+            status: "offline",
+            at: Instant::now() - self.window,
+            trailing: false,
+        });
+        if pushed.trailing {
             return;
         }
-        self.metrics.presence_pushed.inc_by(online.len() as u64);
-        let data = json!({"uid": uid, "status": status});
-        let batch = online
-            .into_iter()
-            .map(|f| Append::new(f, "presence", &data))
-            .collect();
-        let store = self.store.clone();
+        let since = pushed.at.elapsed();
+        let me = self.me.clone();
+        let uid = uid.clone();
+        if since >= self.window {
+            pushed.at = Instant::now();
+            drop(pushed);
+            tokio::spawn(async move {
+                let Some(me) = me.upgrade() else { return };
+                match me.directory.publish(&uid, None).await {
+                    Ok(Some(status)) => me.push(uid, status),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("presence of {uid} not published: {e}"),
+                }
+            });
+        } else {
+            pushed.trailing = true;
+            drop(pushed);
+            let wait = self.window - since;
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if let Some(me) = me.upgrade() {
+                    if let Some(mut pushed) = me.pushed.get_mut(&uid) {
+                        pushed.trailing = false;
+                    }
+                    me.publish_throttled(&uid);
+                }
+            });
+        }
+    }
+
+    /// Appends a `presence` event to every online reverse friend of `uid`.
+    fn push(&self, uid: Uid, status: &'static str) {
+        let friends = self.friends.reverse_of(&uid);
+        let (store, directory, metrics) = (
+            self.store.clone(),
+            self.directory.clone(),
+            self.metrics.clone(),
+        );
         tokio::spawn(async move {
+            let states = match directory.states(&friends).await {
+                Ok(states) => states,
+                Err(e) => return tracing::warn!("presence of {uid} not pushed: {e}"),
+            };
+            let online: Vec<Uid> = friends
+                .into_iter()
+                .zip(states)
+                .filter(|(_, (online, _))| *online)
+                .map(|(f, _)| f)
+                .collect();
+            metrics.presence_fanout.observe(online.len() as f64);
+            if online.is_empty() {
+                return;
+            }
+            metrics.presence_pushed.inc_by(online.len() as u64);
+            let data = json!({"uid": uid, "status": status});
+            let batch = online
+                .into_iter()
+                .map(|f| Append::new(f, "presence", &data))
+                .collect();
             if let Err(e) = store.append(batch).await {
                 tracing::warn!("presence of {uid} not pushed: {e}");
             }
@@ -237,6 +330,6 @@ mod tests {
             vec!["online", "offline"],
             "the first at once, the last state after the window"
         );
-        assert_eq!(app.presence.visible(&alice), "offline");
+        assert_eq!(app.presence.visible(&[alice]).await.unwrap(), ["offline"]);
     }
 }

@@ -19,10 +19,10 @@ impl Error {
             Error::Conflict(..) => StatusCode::CONFLICT,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::ShuttingDown | Error::Store(StoreError::Closed) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Error::Internal(_) | Error::Store(StoreError::Io(_)) => {
+            Error::ShuttingDown
+            | Error::Store(StoreError::Closed)
+            | Error::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) | Error::Store(StoreError::Io(_) | StoreError::Refused(_)) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }
@@ -44,7 +44,7 @@ impl Error {
             Error::TooMany { retry_after, .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            Error::ShuttingDown => {
+            Error::ShuttingDown | Error::Store(StoreError::Unavailable(_)) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // The rest of the body may be unread: the connection cannot be

@@ -10,6 +10,7 @@
 
 mod commit;
 mod event;
+pub mod redis;
 pub mod sled;
 mod user_queue;
 
@@ -18,12 +19,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::uid::Uid;
 
 pub use self::event::{event_head, event_json, event_seq, gap_event, now_ms};
+pub use self::redis::RedisStore;
 pub use self::sled::SledStore;
+
+/// The identity of a queue's history: a short string that changes when a
+/// queue is recreated (its store wiped, or a Redis queue expired), so a
+/// client holding a cursor of the old history learns that it is stale.
+pub type Epoch = std::sync::Arc<str>;
 
 /// One event to append to one user's queue.
 #[derive(Debug, Clone)]
@@ -66,7 +73,7 @@ impl PageLimit {
 }
 
 /// The answer to "events after my cursor".
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Page {
     /// Complete event JSON objects, in seq order (a `gap` event first when the
     /// cursor pointed below what is retained).
@@ -75,6 +82,8 @@ pub struct Page {
     pub cursor: u64,
     /// The user's durable head when the page was read.
     pub head: u64,
+    /// The epoch of the queue read.
+    pub epoch: Epoch,
 }
 
 /// How long events are kept: acked ones for a while (another tab may still
@@ -126,6 +135,12 @@ pub enum StoreError {
     Io(String),
     #[error("the store is shutting down")]
     Closed,
+    /// The store cannot be reached now (Redis down): retry shortly.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store's settings are not what herald needs (at start).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<std::io::Error> for StoreError {
@@ -226,6 +241,55 @@ pub trait Records: Send + Sync + 'static {
 
     /// Every key starting with `prefix`, with its value.
     async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Whether other processes write to this store too (a cluster): then
+    /// what a service keeps in memory may be stale, and it serialises
+    /// read-modify-write cycles with [`Records::lock`].
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Holds the lock `name` across every process of the store until the
+    /// lease is dropped. A single-process store needs none (its callers
+    /// serialise in memory) and hands out an empty lease.
+    async fn lock(&self, _name: &str) -> Result<Lease, StoreError> {
+        Ok(Lease::none())
+    }
+
+    /// Tells every process of the store that the records named by `change`
+    /// changed (see [`Records::changes`]).
+    async fn announce(&self, _change: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The changes announced by any process; an empty string means some
+    /// may have been missed (reload everything).
+    fn changes(&self) -> broadcast::Receiver<String> {
+        broadcast::channel(1).1
+    }
+}
+
+/// A held [`Records::lock`]; released when dropped.
+pub struct Lease(Option<Box<dyn FnOnce() + Send>>);
+
+impl Lease {
+    /// A lease that releases by calling `release`.
+    pub fn new(release: impl FnOnce() + Send + 'static) -> Lease {
+        Lease(Some(Box::new(release)))
+    }
+
+    /// A lease with nothing to release.
+    pub fn none() -> Lease {
+        Lease(None)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.take() {
+            release();
+        }
+    }
 }
 
 /// Both halves, for the services that append events with their records

@@ -34,7 +34,7 @@ use tokio::sync::{oneshot, watch};
 use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
 use super::user_queue::{QueueState, UserQueue};
-use super::{Acked, Append, EventQueue, Once, Page, PageLimit, Retention, StoreError};
+use super::{Acked, Append, Epoch, EventQueue, Once, Page, PageLimit, Retention, StoreError};
 use crate::metrics::Metrics;
 use crate::uid::Uid;
 
@@ -84,6 +84,8 @@ pub struct SledStore {
     commit: GroupCommit,
     metrics: Arc<Metrics>,
     trim_slice: usize,
+    /// Made when the store was created: a recreated store has another.
+    epoch: Epoch,
     /// The meta key the last retention pass stopped at (`None`: start over).
     trim_from: Mutex<Option<sled::IVec>>,
     /// Makes every append fail, for the tests of what a failed append
@@ -98,6 +100,9 @@ struct Meta {
     acked: u64,
     trimmed: u64,
 }
+
+/// The kv key of the store's epoch.
+const EPOCH_KEY: &str = "herald/epoch";
 
 /// Appends of one batch are committed in chunks of this many, so the first
 /// recipients of a large publish are served while the rest is written.
@@ -146,12 +151,23 @@ impl SledStore {
         let log = OpenOptions::new().read(true).open(dir.join("db"))?;
         log.sync_data()?;
         let commit = GroupCommit::start(db.clone(), log, options.linger, metrics.clone())?;
+        let kv = db.open_tree("kv")?;
+        let epoch = match kv.get(EPOCH_KEY)? {
+            Some(epoch) => String::from_utf8_lossy(&epoch).into_owned(),
+            None => {
+                let epoch = format!("{:012x}", rand::random::<u64>() >> 16);
+                kv.insert(EPOCH_KEY, epoch.as_bytes())?;
+                db.flush()?;
+                epoch
+            }
+        };
         Ok(SledStore {
+            epoch: Epoch::from(epoch.as_str()),
             users: db.open_tree("users")?,
             meta: db.open_tree("meta")?,
             events: db.open_tree("events")?,
             once: db.open_tree("once")?,
-            kv: db.open_tree("kv")?,
+            kv,
             expiry: db.open_tree("expiry")?,
             once_ttl: options.once_ttl,
             db,
@@ -345,6 +361,7 @@ impl SledStore {
                         events,
                         cursor,
                         head,
+                        epoch: self.epoch.clone(),
                     }));
                 }
             }
@@ -354,6 +371,7 @@ impl SledStore {
             events: Vec::new(),
             cursor: after,
             head,
+            epoch: self.epoch.clone(),
         };
         let mut from = after;
         let mut bytes = 0;

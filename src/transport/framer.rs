@@ -23,8 +23,8 @@ pub struct Written {
 
 /// How a text stream writes what its subscription hands out.
 pub trait Framer: Send + 'static {
-    /// The first chunk.
-    fn opening(&mut self) -> Bytes;
+    /// The first chunk (with the `hello` of [`Subscription::hello_json`]).
+    fn opening(&mut self, sub: &Subscription) -> Bytes;
     /// A page of events; `start` is the cursor before it. A framer that
     /// writes fewer events than it got rewinds `sub` to the last one written.
     fn events(&mut self, sub: &mut Subscription, start: u64, events: &[Bytes]) -> Written;
@@ -53,7 +53,7 @@ impl<F: Framer> Framing<F> {
         match self.stage {
             Stage::Opening => {
                 self.stage = Stage::Streaming;
-                return Some(self.framer.opening());
+                return Some(self.framer.opening(&self.sub));
             }
             Stage::Ending => return self.end(),
             Stage::Done => return None,

@@ -96,10 +96,11 @@ struct Document {
 }
 
 impl Framer for Document {
-    fn opening(&mut self) -> Bytes {
+    fn opening(&mut self, sub: &Subscription) -> Bytes {
         let mut doc = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>herald</title></head><body>\n<!--");
         doc.push_str(&" ".repeat(PADDING));
         doc.push_str("-->\n");
+        doc.push_str(&String::from_utf8_lossy(&self.call(&sub.hello_json())));
         self.written(Bytes::from(doc))
     }
 
@@ -140,7 +141,11 @@ impl Framer for Document {
 
     /// Tells the page where to reopen from, ends the document.
     fn end(&mut self, sub: &Subscription) -> Option<Bytes> {
-        let end = format!(r#"{{"type":"reconnect","cursor":{}}}"#, sub.cursor());
+        let end = format!(
+            r#"{{"type":"reconnect","cursor":{},"epoch":"{}"}}"#,
+            sub.cursor(),
+            sub.epoch()
+        );
         let mut chunk = String::from_utf8_lossy(&self.call(&end)).into_owned();
         chunk.push_str("</body></html>\n");
         Some(self.written(Bytes::from(chunk)))

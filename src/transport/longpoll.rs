@@ -32,7 +32,7 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     // the user online); a newer connection may end it early. Taken before
     // the ack: a long-poll refused for the cap acks nothing.
     let connection = app.hub.connect(&poll.uid, Transport::LongPoll)?;
-    poll.settle(app).await?;
+    poll.settle(app, &page).await?;
     if page.events.is_empty() {
         let _held = Held::new(app);
         tokio::select! {

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::http::reply::{raw_json, Response};
 use crate::http::request::Query;
 use crate::hub::Transport;
-use crate::store::{event_seq, Page, PageLimit};
+use crate::store::{event_json, event_seq, now_ms, Page, PageLimit};
 use crate::uid::Uid;
 
 /// Default and largest page size of a poll.
@@ -32,6 +32,22 @@ pub struct PollRequest {
     pub uid: Uid,
     pub cursor: u64,
     pub limit: usize,
+    /// The epoch the cursor belongs to, if the client sent one.
+    pub epoch: Option<String>,
+}
+
+/// The `epoch` a client sent back: what a page or stream gave it.
+pub fn parse_epoch(raw: Option<&str>) -> Result<Option<String>, Error> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(e) if e.len() <= 32 && e.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Ok(Some(e.to_owned()))
+        }
+        Some(_) => Err(Error::bad(
+            "bad_epoch",
+            "epoch must be the 1-32 letters and digits a page or stream gave",
+        )),
+    }
 }
 
 impl PollRequest {
@@ -42,14 +58,22 @@ impl PollRequest {
         let query = Query::of(req);
         let cursor = query.u64("cursor")?.unwrap_or(0);
         let limit = query.u64_in("limit", 1..=MAX_LIMIT, DEFAULT_LIMIT)? as usize;
-        Ok(PollRequest { uid, cursor, limit })
+        let epoch = parse_epoch(query.get("epoch"))?;
+        Ok(PollRequest {
+            uid,
+            cursor,
+            limit,
+            epoch,
+        })
     }
 
     /// Acks the cursor (passing `cursor=N` on a poll acks N) and marks the
     /// user online. Call it once the request can no longer be refused, so
-    /// that a refused one changes nothing.
-    pub async fn settle(&self, app: &App) -> Result<(), Error> {
-        if self.cursor > 0 {
+    /// that a refused one changes nothing. A cursor of another epoch than
+    /// `page`'s acks nothing: it counts events of a history that is gone.
+    pub async fn settle(&self, app: &App, page: &Page) -> Result<(), Error> {
+        let same_history = self.epoch.as_deref().is_none_or(|e| *e == *page.epoch);
+        if self.cursor > 0 && same_history {
             app.receipts.ack(&self.uid, self.cursor).await?;
         }
         app.presence.polled(&self.uid);
@@ -59,7 +83,14 @@ impl PollRequest {
     /// Reads the page after the cursor (409 if the cursor is beyond the
     /// head).
     pub async fn read(&self, app: &App) -> Result<Page, Error> {
-        read_after(app, &self.uid, self.cursor, self.limit).await
+        read_after(
+            app,
+            &self.uid,
+            self.cursor,
+            self.limit,
+            self.epoch.as_deref(),
+        )
+        .await
     }
 }
 
@@ -67,13 +98,29 @@ impl PollRequest {
 /// `limit` events and about `--max-page-bytes` (at least one event); a
 /// cursor beyond the queue's head is a 409 so that the client resets
 /// instead of waiting forever.
-pub async fn read_after(app: &App, uid: &Uid, cursor: u64, events: usize) -> Result<Page, Error> {
+///
+/// A cursor of another `epoch` than the queue's belongs to a history that
+/// is gone (the store was wiped or recreated): the page then starts with a
+/// `gap` event of seq 0 that names the new epoch, followed by the queue
+/// from its start.
+pub async fn read_after(
+    app: &App,
+    uid: &Uid,
+    cursor: u64,
+    events: usize,
+    epoch: Option<&str>,
+) -> Result<Page, Error> {
     let limit = PageLimit {
         events,
         bytes: app.config.max_page_bytes(),
     };
     let mut page = app.store.read(uid, cursor, limit).await?;
-    if cursor > page.head {
+    if epoch.is_some_and(|e| *e != *page.epoch) {
+        page = app.store.read(uid, 0, limit).await?;
+        let data = serde_json::json!({"from": 1, "to": cursor, "epoch": &*page.epoch});
+        let gap = event_json(0, "gap", now_ms(), &data.to_string());
+        page.events.insert(0, bytes::Bytes::from(gap));
+    } else if cursor > page.head {
         return Err(Error::cursor_ahead(cursor, page.head));
     }
     // References grow into whole messages here: the budget holds after.
@@ -109,8 +156,8 @@ where
     response
 }
 
-/// `{"events":[…],"cursor":M}` (plus `"hints"` when there are pull
-/// hints), written from the stored event JSON as is.
+/// `{"events":[…],"cursor":M,"epoch":E}` (plus `"hints"` when there are
+/// pull hints), written from the stored event JSON as is.
 pub fn page_response(app: &App, transport: Transport, page: &Page) -> Response {
     let size: usize = page.events.iter().map(|e| e.len() + 1).sum();
     let mut body = Vec::with_capacity(size + 40);
@@ -121,7 +168,9 @@ pub fn page_response(app: &App, transport: Transport, page: &Page) -> Response {
         }
         body.extend_from_slice(event);
     }
-    body.extend_from_slice(format!("],\"cursor\":{}", page.cursor).as_bytes());
+    body.extend_from_slice(
+        format!("],\"cursor\":{},\"epoch\":\"{}\"", page.cursor, page.epoch).as_bytes(),
+    );
     if let Some(hints) = app.broadcasts.hints() {
         body.extend_from_slice(format!(",\"hints\":{hints}").as_bytes());
     }

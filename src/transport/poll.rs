@@ -12,6 +12,6 @@ use crate::hub::Transport;
 pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     let poll = PollRequest::parse(app, &req)?;
     let page = poll.read(app).await?;
-    poll.settle(app).await?;
+    poll.settle(app, &page).await?;
     Ok(page_response(app, Transport::Poll, &page))
 }

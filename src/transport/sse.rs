@@ -38,13 +38,16 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
 struct SseFramer;
 
 impl Framer for SseFramer {
-    fn opening(&mut self) -> Bytes {
-        Bytes::from(format!("retry: {RETRY_MS}\n: herald\n\n"))
+    fn opening(&mut self, sub: &Subscription) -> Bytes {
+        Bytes::from(format!(
+            "retry: {RETRY_MS}\n: herald\n\nevent: hello\ndata: {}\n\n",
+            sub.hello_json()
+        ))
     }
 
-    fn events(&mut self, _: &mut Subscription, _: u64, events: &[Bytes]) -> Written {
+    fn events(&mut self, sub: &mut Subscription, _: u64, events: &[Bytes]) -> Written {
         Written {
-            chunk: frame_events(events),
+            chunk: frame_events(events, sub.epoch()),
             events: events.len(),
             last: false,
         }
@@ -70,8 +73,9 @@ struct EventHead<'a> {
     kind: std::borrow::Cow<'a, str>,
 }
 
-/// All events of a page as one chunk (one write for the whole page).
-fn frame_events(events: &[Bytes]) -> Bytes {
+/// All events of a page as one chunk (one write for the whole page). Each
+/// `id:` is `SEQ:EPOCH`, which EventSource sends back as `Last-Event-ID`.
+fn frame_events(events: &[Bytes], epoch: &str) -> Bytes {
     let size: usize = events.iter().map(|e| e.len() + 48).sum();
     let mut out = BytesMut::with_capacity(size);
     for event in events {
@@ -88,7 +92,7 @@ fn frame_events(events: &[Bytes]) -> Bytes {
                 (parsed.seq, parsed.kind.as_ref())
             }
         };
-        out.put_slice(format!("id: {seq}\n").as_bytes());
+        out.put_slice(format!("id: {seq}:{epoch}\n").as_bytes());
         // Types are checked at publish; a line break could still never
         // start a field of its own here.
         if !kind.contains(['\r', '\n']) {
@@ -117,7 +121,7 @@ mod tests {
         ) {
             let data = serde_json::to_string(&serde_json::json!({"text": text})).unwrap();
             let event = Bytes::from(event_json(seq, &kind, 1, &data));
-            let framed = frame_events(std::slice::from_ref(&event));
+            let framed = frame_events(std::slice::from_ref(&event), "e1");
             let framed = std::str::from_utf8(&framed).unwrap();
             prop_assert!(framed.ends_with("\n\n"));
             let block = &framed[..framed.len() - 2];
@@ -125,7 +129,7 @@ mod tests {
             let lines: Vec<&str> = block.split('\n').collect();
             let ids: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("id:")).collect();
             let datas: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("data:")).collect();
-            let id = format!("id: {seq}");
+            let id = format!("id: {seq}:e1");
             prop_assert_eq!(ids, vec![id.as_str()]);
             prop_assert_eq!(datas.len(), 1);
             if !kind.contains(['\r', '\n']) {

@@ -14,11 +14,12 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::read_after;
+use super::{parse_epoch, read_after};
 use crate::app::App;
 use crate::error::Error;
 use crate::http::request::{parse_u64, Query};
 use crate::hub::{Connection, Transport};
+use crate::store::{Epoch, StoreError};
 use crate::uid::Uid;
 use hyper::Request;
 
@@ -46,13 +47,15 @@ pub enum EndReason {
 pub struct StreamRequest {
     pub uid: Uid,
     pub cursor: u64,
+    /// The epoch of the cursor, if the client sent one.
+    pub epoch: Option<String>,
     transport: Transport,
 }
 
 impl StreamRequest {
-    /// Authenticates and takes the cursor: `cursor=N`, or for SSE the
-    /// `Last-Event-ID` header, which wins (EventSource sends it when it
-    /// reconnects to the same URL).
+    /// Authenticates and takes the cursor: `cursor=N&epoch=E`, or for SSE
+    /// the `Last-Event-ID` header `N:E` (or `N`), which wins (EventSource
+    /// sends it when it reconnects to the same URL).
     pub fn parse<B>(
         app: &App,
         req: &Request<B>,
@@ -63,13 +66,25 @@ impl StreamRequest {
             .headers()
             .get("last-event-id")
             .filter(|_| transport == Transport::Sse);
-        let cursor = match last_event_id {
-            Some(value) => parse_u64("Last-Event-ID", value.to_str().unwrap_or("?"))?,
-            None => Query::of(req).u64("cursor")?.unwrap_or(0),
+        let query = Query::of(req);
+        let (cursor, epoch) = match last_event_id {
+            Some(value) => {
+                let value = value.to_str().unwrap_or("?");
+                let (seq, epoch) = match value.split_once(':') {
+                    Some((seq, epoch)) => (seq, Some(epoch)),
+                    None => (value, query.get("epoch")),
+                };
+                (parse_u64("Last-Event-ID", seq)?, parse_epoch(epoch)?)
+            }
+            None => (
+                query.u64("cursor")?.unwrap_or(0),
+                parse_epoch(query.get("epoch"))?,
+            ),
         };
         Ok(StreamRequest {
             uid,
             cursor,
+            epoch,
             transport,
         })
     }
@@ -78,7 +93,8 @@ impl StreamRequest {
     /// before the user counts as connected (the per-user cap, presence),
     /// so a refused stream changes nothing.
     pub async fn open(self, app: &Arc<App>) -> Result<(Subscription, Connection), Error> {
-        let subscription = Subscription::new(app.clone(), self.uid.clone(), self.cursor).await?;
+        let subscription =
+            Subscription::new(app.clone(), self.uid.clone(), self.cursor, self.epoch).await?;
         let connection = app.hub.connect(&self.uid, self.transport)?;
         Ok((subscription, connection))
     }
@@ -89,7 +105,14 @@ pub struct Subscription {
     app: Arc<App>,
     uid: Uid,
     cursor: u64,
+    /// The epoch of the queue this cursor belongs to; `None` until known.
+    epoch: Option<Epoch>,
+    /// The first page, read when the stream opened.
+    first: Option<Vec<Bytes>>,
     head: watch::Receiver<u64>,
+    /// The head moved (or the store came back): read even if it is not
+    /// beyond the cursor, since a recreated queue starts again at 1.
+    recheck: bool,
     heartbeat: Interval,
     every: Duration,
     /// When events were last handed out: a heartbeat is due only after
@@ -102,15 +125,22 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Follows `uid`'s queue from `cursor`; fails with 409 if the cursor is
-    /// beyond the queue head.
-    pub async fn new(app: Arc<App>, uid: Uid, cursor: u64) -> Result<Subscription, Error> {
+    /// Follows `uid`'s queue from `cursor` of `epoch`; fails with 409 if
+    /// the cursor is beyond the queue head. A cursor of another epoch
+    /// starts over with a `gap` (see [`read_after`]).
+    pub async fn new(
+        app: Arc<App>,
+        uid: Uid,
+        mut cursor: u64,
+        epoch: Option<String>,
+    ) -> Result<Subscription, Error> {
         let head = app.store.watch(&uid).await?;
-        let newest = *head.borrow();
-        if cursor > newest {
-            // read_after gives the same 409 as the polls.
-            read_after(&app, &uid, cursor, 1).await?;
-        }
+        // The first page tells the epoch (and gives the 409 of the polls).
+        let page = Box::pin(read_after(&app, &uid, cursor, PAGE, epoch.as_deref())).await?;
+        let first = (!page.events.is_empty()).then(|| {
+            cursor = page.cursor;
+            page.events
+        });
         // How often an idle stream sends a keepalive (15 s by default).
         let every = Duration::from_millis(app.config.heartbeat_ms.max(100));
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
@@ -120,7 +150,10 @@ impl Subscription {
             app,
             uid,
             cursor,
+            epoch: Some(page.epoch),
+            first,
             head,
+            recheck: false,
             heartbeat,
             every,
             last_sent: Instant::now(),
@@ -152,6 +185,17 @@ impl Subscription {
         self.cursor
     }
 
+    /// The epoch of the queue followed.
+    pub fn epoch(&self) -> &str {
+        self.epoch.as_deref().unwrap_or("")
+    }
+
+    /// The `hello` pseudo-event a stream opens with: the epoch to send back
+    /// with a cursor when reconnecting.
+    pub fn hello_json(&self) -> String {
+        format!(r#"{{"type":"hello","epoch":"{}"}}"#, self.epoch())
+    }
+
     /// Takes back the events after `cursor` that were handed out but not
     /// sent (they come again with the next page, or from this cursor on
     /// the client's next connection).
@@ -160,24 +204,53 @@ impl Subscription {
     }
 
     /// Waits for the next page of events, a heartbeat, or the end.
-    /// Cancel-safe: dropping the future loses nothing.
+    /// Cancel-safe: dropping the future loses nothing. While the store is
+    /// unavailable the stream stays open (with heartbeats) and reads again
+    /// every second until it is back.
     pub async fn next(&mut self) -> Result<Next, Error> {
+        if let Some(events) = self.first.take() {
+            self.last_sent = Instant::now();
+            return Ok(Next::Events(events));
+        }
         loop {
             if self.app.shutdown.is_cancelled() {
                 return Ok(Next::End(EndReason::ShuttingDown));
             }
             let head = *self.head.borrow_and_update();
-            if head > self.cursor {
+            if head > self.cursor || std::mem::take(&mut self.recheck) {
                 // Boxed: an idle stream's state would otherwise carry room
                 // for a whole read (store and group-log futures) between
                 // pages (measured: ~600 B per idle SSE connection).
-                let page = Box::pin(read_after(&self.app, &self.uid, self.cursor, PAGE)).await?;
-                if !page.events.is_empty() {
-                    self.cursor = page.cursor;
-                    self.last_sent = Instant::now();
-                    return Ok(Next::Events(page.events));
+                let read = read_after(
+                    &self.app,
+                    &self.uid,
+                    self.cursor,
+                    PAGE,
+                    self.epoch.as_deref(),
+                );
+                match Box::pin(read).await {
+                    Ok(page) => {
+                        self.epoch = Some(page.epoch);
+                        if !page.events.is_empty() {
+                            self.cursor = page.cursor;
+                            self.last_sent = Instant::now();
+                            return Ok(Next::Events(page.events));
+                        }
+                    }
+                    Err(Error::Store(StoreError::Unavailable(e))) => {
+                        tracing::debug!("stream of {} waits for the store: {e}", self.uid);
+                        self.recheck = true;
+                    }
+                    Err(e) => return Err(e),
                 }
             }
+            let retry = async {
+                if self.recheck {
+                    tokio::time::sleep(Duration::from_secs(1)).await
+                } else {
+                    std::future::pending().await
+                }
+            };
             // Only streams with a lifetime arm a timer for it.
             let expiry = async {
                 match self.ends_at {
@@ -190,7 +263,9 @@ impl Subscription {
                     if changed.is_err() {
                         return Ok(Next::End(EndReason::ShuttingDown));
                     }
+                    self.recheck = true;
                 }
+                _ = retry => {}
                 _ = self.heartbeat.tick() => {
                     let due = self.last_sent + self.every;
                     if due <= Instant::now() {
@@ -229,7 +304,7 @@ mod tests {
         let app = crate::app::test_app(dir.path(), &[]).await;
         let uid = Uid::parse("alice").unwrap();
         publish(&app, &uid, 250).await;
-        let mut sub = Subscription::new(app.clone(), uid.clone(), 0)
+        let mut sub = Subscription::new(app.clone(), uid.clone(), 0, None)
             .await
             .unwrap();
         let mut got = Vec::new();
@@ -262,7 +337,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let app = crate::app::test_app(dir.path(), &["--max-page-bytes", "4096"]).await;
         let uid = Uid::parse("bob").unwrap();
-        assert!(Subscription::new(app.clone(), uid.clone(), 1)
+        assert!(Subscription::new(app.clone(), uid.clone(), 1, None)
             .await
             .is_err());
         let big = "x".repeat(1500);
@@ -270,7 +345,7 @@ mod tests {
             .map(|_| Append::new(uid.clone(), "notice", &big))
             .collect();
         app.store.append(batch).await.unwrap();
-        let mut sub = Subscription::new(app.clone(), uid, 0).await.unwrap();
+        let mut sub = Subscription::new(app.clone(), uid, 0, None).await.unwrap();
         let Next::Events(events) = sub.next().await.unwrap() else {
             panic!("a page");
         };
@@ -283,7 +358,7 @@ mod tests {
     async fn an_idle_subscription_sends_a_heartbeat_and_ends_at_shutdown() {
         let dir = tempfile::tempdir().unwrap();
         let app = crate::app::test_app(dir.path(), &["--heartbeat-ms", "100"]).await;
-        let mut sub = Subscription::new(app.clone(), Uid::parse("carol").unwrap(), 0)
+        let mut sub = Subscription::new(app.clone(), Uid::parse("carol").unwrap(), 0, None)
             .await
             .unwrap();
         assert!(matches!(sub.next().await.unwrap(), Next::Heartbeat));

@@ -132,6 +132,10 @@ impl Session {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         let limit = self.app.config.send_timeout();
+        let hello = Message::text(self.sub.hello_json());
+        if !sent_in_time(limit, sink.send(hello)).await {
+            return;
+        }
         let close = loop {
             tokio::select! {
                 incoming = stream.next() => {

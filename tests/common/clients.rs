@@ -90,8 +90,12 @@ pub async fn read_once(
             let mut buf = String::new();
             while let Some(Ok(chunk)) = stream.next().await {
                 buf.push_str(&String::from_utf8_lossy(&chunk));
-                let events = if transport == "sse" {
+                let events: Vec<Value> = if transport == "sse" {
+                    // Queue events only: not the `hello` a stream opens with.
                     sse_events(&mut buf)
+                        .into_iter()
+                        .filter(|e| e.get("seq").is_some())
+                        .collect()
                 } else {
                     let Some(cut) = buf.rfind("</script>") else {
                         continue;

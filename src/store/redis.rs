@@ -1,0 +1,915 @@
+//! The shared store of a cluster: user queues and records on Redis, so that
+//! any herald node can serve any request of any user.
+//!
+//! Layout (per-user keys hash-tagged by user):
+//! - `h:{u:UID}:m` HASH: `s` last seq, `e` epoch, `a` acked seq;
+//! - `h:{u:UID}:q` STREAM: entry id `<seq>-0`, field `j` = the event JSON;
+//! - `h:once:KEY` STRING with a TTL: an idempotency key and its tag;
+//! - `h:{kv}:v` HASH key → value, `h:{kv}:i` ZSET (scores 0) of the keys
+//!   for ordered prefix ranges, `h:{kv}:x` ZSET key → deadline (ms);
+//! - `h:ids`: the counter behind [`EventQueue::next_id`].
+//!
+//! Every write is one Lua script or one `MULTI`, answered by Redis only
+//! after its AOF is fsynced when Redis runs `appendfsync always` (checked at
+//! start, see [`Durability`]): so a write is durable when it resolves, and
+//! Redis's own event loop is the group commit. An append also PUBLISHes
+//! `UID SEQ` on one of [`PARTITIONS`] wake channels, which every node
+//! subscribes to once ([`Wakes`]): a long-poll held on node B wakes when
+//! node C appends.
+//!
+//! A queue that lost its meta hash (Redis data wiped, or the queue expired
+//! after `--queue-max-age` idle) restarts at seq 1 under a new epoch, and
+//! readers whose epoch differs get a `gap` instead of silence.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use dashmap::DashMap;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{PushInfo, PushKind, Script, Value};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::event::{gap_event, now_ms};
+use super::{Acked, Append, Epoch, EventQueue, Lease, Once, Page, PageLimit, Records, StoreError};
+use crate::uid::Uid;
+
+/// How many wake channels appends are spread over.
+pub const PARTITIONS: u32 = 16;
+
+/// What herald requires of Redis's persistence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Refuse to start unless Redis runs `appendonly yes` and
+    /// `appendfsync always`: an acknowledged write survives a kill -9 of
+    /// Redis.
+    Fsync,
+    /// Accept any persistence setting (and say so): Redis may lose the
+    /// last second of acknowledged writes.
+    Async,
+}
+
+/// Tuning of the Redis store.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Most events kept per user (`MAXLEN ~`).
+    pub max_events: u64,
+    /// How long an idle queue is kept.
+    pub queue_ttl: Duration,
+    /// How long an idempotency key is kept.
+    pub once_ttl: Duration,
+    pub durability: Durability,
+}
+
+/// The Redis-backed store.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    scripts: Scripts,
+    wakes: Arc<Wakes>,
+    options: RedisOptions,
+    /// What [`Durability`] found at start, for `/healthz`.
+    persistence: String,
+}
+
+struct Scripts {
+    append: Script,
+    read: Script,
+    ack: Script,
+    kv: Script,
+    release: Script,
+    presence: Script,
+    rate: Script,
+}
+
+/// The local waiters of every user, woken by appends on any node.
+struct Wakes {
+    heads: DashMap<Uid, watch::Sender<u64>>,
+    /// Records announced as changed by any node (see
+    /// [`Records::announce`]).
+    changes: broadcast::Sender<String>,
+}
+
+const KV_VALUES: &str = "h:{kv}:v";
+const KV_INDEX: &str = "h:{kv}:i";
+const KV_DEADLINES: &str = "h:{kv}:x";
+const CHANGES: &str = "h:changes";
+
+fn meta_key(uid: &Uid) -> String {
+    format!("h:{{u:{uid}}}:m")
+}
+
+fn stream_key(uid: &Uid) -> String {
+    format!("h:{{u:{uid}}}:q")
+}
+
+/// The wake channel of `uid` (FNV-1a of the uid, so every node agrees).
+fn wake_channel(uid: &Uid) -> String {
+    let hash = uid.as_str().bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("h:wake:{}", hash % PARTITIONS)
+}
+
+/// A fresh epoch: 12 characters of base 36.
+fn new_epoch() -> String {
+    let mut n: u64 = rand::random();
+    let mut out = String::with_capacity(12);
+    for _ in 0..12 {
+        out.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    out
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_unrecoverable_error()
+        {
+            StoreError::Unavailable(format!("redis: {e}"))
+        } else {
+            StoreError::Io(format!("redis: {e}"))
+        }
+    }
+}
+
+fn bad_reply(what: &str) -> StoreError {
+    StoreError::Io(format!("unexpected redis reply to {what}"))
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+fn array(v: Value) -> Option<Vec<Value>> {
+    match v {
+        Value::Array(items) | Value::Set(items) => Some(items),
+        _ => None,
+    }
+}
+
+/// `[k1, v1, k2, v2, ...]` as pairs.
+fn pairs(v: Value) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let items = array(v).ok_or_else(|| bad_reply("kv"))?;
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut it = items.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        let k = bytes(k).ok_or_else(|| bad_reply("kv"))?;
+        let v = bytes(v).unwrap_or_default();
+        out.push((String::from_utf8_lossy(&k).into_owned(), v));
+    }
+    Ok(out)
+}
+
+impl RedisStore {
+    /// Connects to Redis at `url`, checks its persistence against
+    /// `options.durability`, and subscribes to the wake channels.
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<Arc<RedisStore>, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Io(format!("bad redis url {url}: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let mut conn = client
+            .get_connection_manager_with_config(config.clone())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot reach redis at {url}: {e}")))?;
+        let persistence = check_persistence(&mut conn, options.durability).await?;
+
+        let (changes, _) = broadcast::channel(1024);
+        let wakes = Arc::new(Wakes {
+            heads: DashMap::new(),
+            changes,
+        });
+        let store = Arc::new(RedisStore {
+            conn,
+            scripts: Scripts {
+                append: Script::new(include_str!("redis/append.lua")),
+                read: Script::new(include_str!("redis/read.lua")),
+                ack: Script::new(include_str!("redis/ack.lua")),
+                kv: Script::new(include_str!("redis/kv.lua")),
+                presence: Script::new(include_str!("redis/presence.lua")),
+                rate: Script::new(include_str!("redis/rate.lua")),
+                release: Script::new(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+                ),
+            },
+            wakes: wakes.clone(),
+            options,
+            persistence,
+        });
+
+        // The wake subscription: RESP3 pushes, resubscribed by the manager
+        // after every reconnect.
+        let info = client.get_connection_info().clone().set_redis_settings(
+            client
+                .get_connection_info()
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3),
+        );
+        let (pushes, received) = mpsc::unbounded_channel();
+        let pubsub_client = redis::Client::open(info).map_err(StoreError::from)?;
+        let mut pubsub = pubsub_client
+            .get_connection_manager_with_config(
+                config
+                    .set_push_sender(pushes)
+                    .set_automatic_resubscription(),
+            )
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot reach redis at {url}: {e}")))?;
+        let mut channels: Vec<String> = (0..PARTITIONS).map(|p| format!("h:wake:{p}")).collect();
+        channels.push(CHANGES.to_owned());
+        pubsub.subscribe(&channels).await?;
+        tokio::spawn(wake_loop(received, Arc::downgrade(&store)));
+        tokio::spawn(keep_subscribed(pubsub, Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    /// What Redis said about its persistence, for `/healthz`.
+    pub fn persistence(&self) -> &str {
+        &self.persistence
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Removes the records whose deadline passed (at most 1000 per call);
+    /// returns how many. Any node may run it: the script is atomic.
+    pub async fn expire_due(&self) -> Result<u64, StoreError> {
+        let removed: i64 = self
+            .scripts
+            .kv
+            .key(KV_VALUES)
+            .key(KV_INDEX)
+            .key(KV_DEADLINES)
+            .arg("expire_due")
+            .arg(now_ms())
+            .arg(1000)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(removed as u64)
+    }
+
+    /// Drops the local waiter registry entries nobody waits on; returns how
+    /// many remain.
+    pub fn forget_idle(&self) -> usize {
+        self.wakes.heads.retain(|_, head| head.receiver_count() > 0);
+        self.wakes.heads.len()
+    }
+
+    async fn presence_op(&self, args: &[&str]) -> Result<Value, StoreError> {
+        let mut call = self.scripts.presence.prepare_invoke();
+        call.key("h:alive").key("h:status").key("h:shown");
+        for a in args {
+            call.arg(*a);
+        }
+        Ok(call.invoke_async(&mut self.conn()).await?)
+    }
+
+    /// Records whether `uid` is online on `node` (`on`, `off` or `keep`)
+    /// for `lease`, and the status it chose if it changes; returns its
+    /// visible status cluster-wide, and whether this call is the one that
+    /// changed it (then the caller pushes it).
+    pub async fn presence_set(
+        &self,
+        uid: &Uid,
+        node: &str,
+        state: &str,
+        lease: Duration,
+        chosen: &str,
+    ) -> Result<(bool, String), StoreError> {
+        let lease = lease.as_millis().to_string();
+        let reply = self
+            .presence_op(&["set", uid.as_str(), node, state, &lease, chosen])
+            .await?;
+        let mut parts = array(reply)
+            .ok_or_else(|| bad_reply("presence"))?
+            .into_iter();
+        let changed = parts.next().and_then(|v| int(&v)) == Some(1);
+        let status = parts
+            .next()
+            .and_then(bytes)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .ok_or_else(|| bad_reply("presence"))?;
+        Ok((changed, status))
+    }
+
+    /// Renews `node`'s lease on each of `uids` (its online users).
+    pub async fn presence_refresh(
+        &self,
+        node: &str,
+        lease: Duration,
+        uids: &[Uid],
+    ) -> Result<(), StoreError> {
+        let lease = lease.as_millis().to_string();
+        for chunk in uids.chunks(1000) {
+            let mut args = vec!["refresh", node, &lease];
+            args.extend(chunk.iter().map(Uid::as_str));
+            self.presence_op(&args).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether each of `uids` is online on any node, and the status it chose.
+    pub async fn presence_states(
+        &self,
+        uids: &[Uid],
+    ) -> Result<Vec<(bool, Option<String>)>, StoreError> {
+        let mut out = Vec::with_capacity(uids.len());
+        for chunk in uids.chunks(1000) {
+            let mut args = vec!["states"];
+            args.extend(chunk.iter().map(Uid::as_str));
+            let reply = array(self.presence_op(&args).await?).ok_or_else(|| bad_reply("states"))?;
+            let mut it = reply.into_iter();
+            while let (Some(online), Some(chosen)) = (it.next(), it.next()) {
+                let chosen = bytes(chosen).filter(|c| !c.is_empty());
+                out.push((
+                    int(&online) == Some(1),
+                    chosen.map(|c| String::from_utf8_lossy(&c).into_owned()),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every user online on any node.
+    pub async fn presence_online(&self) -> Result<Vec<Uid>, StoreError> {
+        let reply = array(self.presence_op(&["online"]).await?).unwrap_or_default();
+        Ok(reply
+            .into_iter()
+            .filter_map(bytes)
+            .filter_map(|b| Uid::parse(&String::from_utf8_lossy(&b)).ok())
+            .collect())
+    }
+
+    /// Users whose nodes all stopped renewing them, with their new visible
+    /// status; each is returned to one caller only.
+    pub async fn presence_sweep(&self) -> Result<Vec<(Uid, String)>, StoreError> {
+        let reply = array(self.presence_op(&["sweep", "500"]).await?).unwrap_or_default();
+        let mut out = Vec::new();
+        let mut it = reply.into_iter();
+        while let (Some(uid), Some(status)) = (it.next(), it.next()) {
+            let (Some(uid), Some(status)) = (bytes(uid), bytes(status)) else {
+                continue;
+            };
+            if let Ok(uid) = Uid::parse(&String::from_utf8_lossy(&uid)) {
+                out.push((uid, String::from_utf8_lossy(&status).into_owned()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes `n` tokens from the shared bucket `name` that refills
+    /// `per_second` and holds `burst`; returns how long to wait if they
+    /// are not there (nothing is taken then).
+    pub async fn rate_take(
+        &self,
+        name: &str,
+        per_second: u32,
+        burst: u32,
+        n: u32,
+    ) -> Result<Duration, StoreError> {
+        let interval = 1000.0 / f64::from(per_second.max(1));
+        let wait: u64 = self
+            .scripts
+            .rate
+            .key(format!("h:rate:{name}"))
+            .arg(interval)
+            .arg(burst.max(n))
+            .arg(n)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(Duration::from_millis(wait))
+    }
+
+    async fn kv_op(&self, op: &str, args: &[&[u8]]) -> Result<Value, StoreError> {
+        let mut call = self.scripts.kv.prepare_invoke();
+        call.key(KV_VALUES).key(KV_INDEX).key(KV_DEADLINES).arg(op);
+        for a in args {
+            call.arg(*a);
+        }
+        Ok(call.invoke_async(&mut self.conn()).await?)
+    }
+
+    /// Appends `batch` (all users distinct or not; one script call per
+    /// chunk), optionally guarded by an idempotency key.
+    async fn append_script(
+        &self,
+        batch: &[Append],
+        once: Option<(&str, u64)>,
+    ) -> Result<Result<Vec<u64>, u64>, StoreError> {
+        let ts = now_ms();
+        let mut call = self.scripts.append.prepare_invoke();
+        let epoch = new_epoch();
+        call.arg(&epoch)
+            .arg(self.options.max_events.max(1))
+            .arg(self.options.queue_ttl.as_millis() as u64)
+            .arg(once.map_or("", |(k, _)| k))
+            .arg(once.map_or(0, |(_, t)| t))
+            .arg(self.options.once_ttl.as_millis() as u64);
+        for append in batch {
+            call.key(meta_key(&append.uid)).key(stream_key(&append.uid));
+            let kind = serde_json::to_string(&append.kind).unwrap_or_else(|_| "\"\"".into());
+            call.arg(wake_channel(&append.uid))
+                .arg(append.uid.as_str())
+                .arg(format!(
+                    r#","type":{kind},"ts":{ts},"data":{}}}"#,
+                    append.data.get()
+                ));
+        }
+        let reply: Vec<i64> = call.invoke_async(&mut self.conn()).await?;
+        if once.is_some() && reply.first() == Some(&-1) {
+            return Ok(Err(reply.get(1).copied().unwrap_or(0) as u64));
+        }
+        let seqs: Vec<u64> = reply.into_iter().map(|s| s as u64).collect();
+        // Local waiters need not wait for the publish to come back.
+        for (append, seq) in batch.iter().zip(&seqs) {
+            self.wakes.raise(&append.uid, *seq);
+        }
+        Ok(Ok(seqs))
+    }
+}
+
+/// Checks `CONFIG GET appendonly/appendfsync` against `durability`;
+/// returns a description of the setting.
+async fn check_persistence(
+    conn: &mut ConnectionManager,
+    durability: Durability,
+) -> Result<String, StoreError> {
+    let appendonly: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query_async(conn)
+        .await?;
+    let appendfsync: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendfsync")
+        .query_async(conn)
+        .await?;
+    let aof = appendonly.get(1).map(String::as_str).unwrap_or("?");
+    let fsync = appendfsync.get(1).map(String::as_str).unwrap_or("?");
+    let setting = format!("appendonly {aof}, appendfsync {fsync}");
+    let safe = aof == "yes" && fsync == "always";
+    match durability {
+        Durability::Fsync if !safe => Err(StoreError::Refused(format!(
+            "redis runs with {setting}; --redis-durability fsync needs appendonly yes and appendfsync always (or pass --redis-durability async to accept losing recent writes)"
+        ))),
+        Durability::Async if !safe => {
+            tracing::warn!(
+                "redis runs with {setting}: acknowledged events may be lost if redis dies (--redis-durability async)"
+            );
+            Ok(format!("async ({setting})"))
+        }
+        _ => Ok(format!("fsync ({setting})")),
+    }
+}
+
+impl Wakes {
+    /// Sets `uid`'s head to `seq` as Redis reported it: lower too, since a
+    /// queue recreated under a new epoch starts again at 1 (its waiters
+    /// re-read and find the new epoch).
+    fn set(&self, uid: &Uid, seq: u64) {
+        if let Some(head) = self.heads.get(uid) {
+            head.send_if_modified(|h| std::mem::replace(h, seq) != seq);
+        }
+    }
+
+    /// Raises `uid`'s head to `seq` (an append made here).
+    fn raise(&self, uid: &Uid, seq: u64) {
+        if let Some(head) = self.heads.get(uid) {
+            head.send_if_modified(|h| {
+                let raise = seq > *h;
+                if raise {
+                    *h = seq;
+                }
+                raise
+            });
+        }
+    }
+}
+
+/// Follows the wake channels: raises local heads, forwards record changes,
+/// and after a (re)subscription re-reads every local waiter's head, since
+/// wakes published while the subscription was down are gone.
+async fn wake_loop(
+    mut received: mpsc::UnboundedReceiver<PushInfo>,
+    store: std::sync::Weak<RedisStore>,
+) {
+    let mut subscribed = 0u32;
+    while let Some(push) = received.recv().await {
+        let Some(store) = store.upgrade() else { return };
+        match push.kind {
+            PushKind::Message => {
+                let mut data = push.data.into_iter();
+                let (Some(channel), Some(message)) = (data.next(), data.next()) else {
+                    continue;
+                };
+                let (Some(channel), Some(message)) = (bytes(channel), bytes(message)) else {
+                    continue;
+                };
+                let message = String::from_utf8_lossy(&message);
+                if channel == CHANGES.as_bytes() {
+                    let _ = store.wakes.changes.send(message.into_owned());
+                } else if let Some((uid, seq)) = message.split_once(' ') {
+                    if let (Ok(uid), Ok(seq)) = (Uid::parse(uid), seq.parse()) {
+                        store.wakes.set(&uid, seq);
+                    }
+                }
+            }
+            PushKind::Subscribe => {
+                // The changes channel comes last in every (re)subscription;
+                // the first one is the subscription made at start.
+                let channel = push.data.into_iter().next().and_then(bytes);
+                if channel.as_deref() == Some(CHANGES.as_bytes()) {
+                    subscribed += 1;
+                    if subscribed > 1 {
+                        tracing::info!("redis wake subscription back; re-reading every waiter");
+                        let _ = store.wakes.changes.send(String::new());
+                        tokio::spawn(refresh_heads(store.clone()));
+                    }
+                }
+            }
+            PushKind::Disconnection => {
+                tracing::warn!("redis wake subscription lost; resubscribing");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Pings the wake subscription every second: the connection manager only
+/// reconnects (and resubscribes) when a command fails, and nothing else is
+/// sent on this connection.
+async fn keep_subscribed(mut pubsub: ConnectionManager, store: std::sync::Weak<RedisStore>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if store.strong_count() == 0 {
+            return;
+        }
+        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut pubsub).await;
+        if let Err(e) = pong {
+            tracing::debug!("wake subscription ping: {e}");
+        }
+    }
+}
+
+/// Re-reads the head of every user with a local waiter, retrying until
+/// Redis answers.
+async fn refresh_heads(store: Arc<RedisStore>) {
+    let users: Vec<Uid> = store.wakes.heads.iter().map(|e| e.key().clone()).collect();
+    for chunk in users.chunks(500) {
+        loop {
+            let mut pipe = redis::pipe();
+            for uid in chunk {
+                pipe.hget(meta_key(uid), "s");
+            }
+            let heads: Result<Vec<Option<u64>>, _> = pipe.query_async(&mut store.conn()).await;
+            match heads {
+                Ok(heads) => {
+                    for (uid, head) in chunk.iter().zip(heads) {
+                        store.wakes.set(uid, head.unwrap_or(0));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!("re-reading heads after a resubscription: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventQueue for RedisStore {
+    async fn append(&self, batch: Vec<Append>) -> Result<Vec<u64>, StoreError> {
+        let mut seqs = Vec::with_capacity(batch.len());
+        // Chunks keep each script short: Redis runs one at a time.
+        for chunk in batch.chunks(256) {
+            match self.append_script(chunk, None).await? {
+                Ok(s) => seqs.extend(s),
+                Err(_) => return Err(bad_reply("append")),
+            }
+        }
+        Ok(seqs)
+    }
+
+    async fn append_once(&self, key: &str, tag: u64, append: Append) -> Result<Once, StoreError> {
+        let once_key = format!("h:once:{key}");
+        match self
+            .append_script(std::slice::from_ref(&append), Some((&once_key, tag)))
+            .await?
+        {
+            Ok(seqs) => Ok(Once::Appended {
+                seq: seqs.first().copied().ok_or_else(|| bad_reply("append"))?,
+            }),
+            Err(tag) => Ok(Once::Duplicate { tag }),
+        }
+    }
+
+    async fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(redis::cmd("INCR")
+            .arg("h:ids")
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    async fn read(&self, uid: &Uid, after: u64, limit: PageLimit) -> Result<Page, StoreError> {
+        let reply: Value = self
+            .scripts
+            .read
+            .key(meta_key(uid))
+            .key(stream_key(uid))
+            .arg(after)
+            .arg(limit.events.max(1))
+            .arg(new_epoch())
+            .arg(self.options.queue_ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn())
+            .await?;
+        let mut parts = array(reply).ok_or_else(|| bad_reply("read"))?.into_iter();
+        let (Some(epoch), Some(head), Some(first), Some(entries)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad_reply("read"));
+        };
+        let epoch = bytes(epoch).ok_or_else(|| bad_reply("read"))?;
+        let head = int(&head).unwrap_or(0) as u64;
+        let first = int(&first).unwrap_or(0) as u64;
+        let mut page = Page {
+            events: Vec::new(),
+            cursor: after,
+            head,
+            epoch: Epoch::from(String::from_utf8_lossy(&epoch).as_ref()),
+        };
+        let mut total = 0;
+        // Events before the oldest retained one (or all up to the head, if
+        // none is left) were trimmed.
+        let retained_from = if first == 0 { head + 1 } else { first };
+        if after < head && after + 1 < retained_from {
+            let gap = gap_event(after + 1, retained_from - 1, now_ms());
+            total += gap.len();
+            page.events.push(gap);
+            page.cursor = retained_from - 1;
+        }
+        for entry in array(entries).unwrap_or_default() {
+            let mut entry = array(entry).unwrap_or_default().into_iter();
+            let (Some(id), Some(fields)) = (entry.next(), entry.next()) else {
+                continue;
+            };
+            let id = bytes(id).unwrap_or_default();
+            let seq: u64 = std::str::from_utf8(&id)
+                .ok()
+                .and_then(|id| id.split('-').next()?.parse().ok())
+                .unwrap_or(0);
+            if seq <= page.cursor {
+                continue;
+            }
+            let Some(json) = array(fields)
+                .and_then(|f| f.into_iter().nth(1))
+                .and_then(bytes)
+            else {
+                continue;
+            };
+            if !limit.fits(page.events.len(), total, json.len()) {
+                break;
+            }
+            total += json.len();
+            page.cursor = seq;
+            page.events.push(Bytes::from(json));
+        }
+        Ok(page)
+    }
+
+    async fn ack(&self, uid: &Uid, seq: u64) -> Result<Acked, StoreError> {
+        let (before, after, head): (u64, u64, u64) = self
+            .scripts
+            .ack
+            .key(meta_key(uid))
+            .arg(seq)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(Acked {
+            before,
+            after,
+            head,
+        })
+    }
+
+    async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError> {
+        if let Some(head) = self.wakes.heads.get(uid) {
+            return Ok(head.subscribe());
+        }
+        // Registered before the head is read: an append in between raises
+        // the registered sender, and the read below only ever raises it.
+        let receiver = self
+            .wakes
+            .heads
+            .entry(uid.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        let head: Option<u64> = redis::cmd("HGET")
+            .arg(meta_key(uid))
+            .arg("s")
+            .query_async(&mut self.conn())
+            .await?;
+        self.wakes.raise(uid, head.unwrap_or(0));
+        Ok(receiver)
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        // Every write resolved only once Redis answered it, after its fsync.
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Records for RedisStore {
+    async fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.kv_op("put", &[key.as_bytes(), &value]).await?;
+        Ok(())
+    }
+
+    async fn kv_stage(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.kv_put(key, value).await
+    }
+
+    async fn kv_stage_remove(&self, key: &str) -> Result<(), StoreError> {
+        self.kv_op("del", &[key.as_bytes()]).await?;
+        Ok(())
+    }
+
+    async fn kv_raise(&self, key: &str, value: u64) -> Result<u64, StoreError> {
+        let now = self
+            .kv_op("raise", &[key.as_bytes(), value.to_string().as_bytes()])
+            .await?;
+        bytes(now)
+            .and_then(|b| String::from_utf8(b).ok()?.parse().ok())
+            .ok_or_else(|| bad_reply("raise"))
+    }
+
+    async fn expire(&self, key: &str, after: Duration) -> Result<(), StoreError> {
+        let deadline = now_ms() + after.as_millis() as u64;
+        let _: i64 = redis::cmd("ZADD")
+            .arg(KV_DEADLINES)
+            .arg(deadline)
+            .arg(key)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn kv_put_all(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        let mut args: Vec<&[u8]> = Vec::with_capacity(pairs.len() * 2);
+        for (k, v) in &pairs {
+            args.push(k.as_bytes());
+            args.push(v);
+        }
+        self.kv_op("put", &args).await?;
+        Ok(())
+    }
+
+    async fn kv_swap(
+        &self,
+        key: &str,
+        old: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let (present, expected) = match &old {
+            Some(v) => (&b"1"[..], v.as_slice()),
+            None => (&b"0"[..], &b""[..]),
+        };
+        let swapped = self
+            .kv_op("swap", &[key.as_bytes(), present, expected, &new])
+            .await?;
+        Ok(int(&swapped) == Some(1))
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(redis::cmd("HGET")
+            .arg(KV_VALUES)
+            .arg(key)
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    async fn kv_range(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let start = if after < prefix {
+            format!("[{prefix}")
+        } else {
+            format!("({after}")
+        };
+        let reply = self
+            .kv_op(
+                "range",
+                &[
+                    prefix.as_bytes(),
+                    start.as_bytes(),
+                    limit.to_string().as_bytes(),
+                ],
+            )
+            .await?;
+        let mut found = pairs(reply)?;
+        found.retain(|(k, _)| k.starts_with(prefix));
+        Ok(found)
+    }
+
+    async fn kv_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let reply = self.kv_op("last", &[prefix.as_bytes()]).await?;
+        Ok(pairs(reply)?.into_iter().next())
+    }
+
+    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self.kv_range(prefix, &after, 1000).await?;
+            let done = page.len() < 1000;
+            if let Some((last, _)) = page.last() {
+                after = last.clone();
+            }
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn announce(&self, change: &str) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(CHANGES)
+            .arg(change)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    fn changes(&self) -> broadcast::Receiver<String> {
+        self.wakes.changes.subscribe()
+    }
+
+    async fn lock(&self, name: &str) -> Result<Lease, StoreError> {
+        let key = format!("h:lock:{name}");
+        let token = new_epoch();
+        let mut wait = Duration::from_millis(1);
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            // A lease, so that a node killed while holding it blocks
+            // nobody for longer than this.
+            let set: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(10_000)
+                .query_async(&mut self.conn())
+                .await?;
+            if set.is_some() {
+                let (conn, release) = (self.conn(), self.scripts.release.clone());
+                return Ok(Lease::new(move || {
+                    tokio::spawn(async move {
+                        let mut conn = conn;
+                        let _: Result<i64, _> =
+                            release.key(key).arg(token).invoke_async(&mut conn).await;
+                    });
+                }));
+            }
+            if tokio::time::Instant::now() > give_up {
+                return Err(StoreError::Unavailable(format!(
+                    "lock {name} still held by another node after 10 s"
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(20));
+        }
+    }
+}

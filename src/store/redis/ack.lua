@@ -1,0 +1,10 @@
+-- Raises a user's acked seq, never beyond the head.
+-- KEYS[1] meta hash; ARGV[1] seq. Returns {before, after, head}.
+local head = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
+local before = tonumber(redis.call('HGET', KEYS[1], 'a') or '0')
+local seq = tonumber(ARGV[1])
+if seq > before and seq <= head then
+  redis.call('HSET', KEYS[1], 'a', seq)
+  return {before, seq, head}
+end
+return {before, before, head}

@@ -1,0 +1,109 @@
+-- Presence across nodes. Per user, h:{u:UID}:on maps each node that has
+-- the user online to a deadline (ms, Redis's clock); h:alive ranks users by
+-- their latest deadline; h:status holds chosen statuses other than online;
+-- h:shown the visible status last pushed to reverse friends, so that of
+-- all nodes exactly one pushes each change.
+-- KEYS[1] h:alive, KEYS[2] h:status, KEYS[3] h:shown
+-- ARGV[1] operation: 'set' (then uid, node, 'on'|'off'|'keep', lease ms,
+-- chosen status or ''), 'refresh' (node, lease ms, uids...), 'states'
+-- (uids...), 'sweep' (most users).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- Whether uid is online on any live node (dropping dead nodes' entries).
+local function alive(uid)
+  local key = 'h:{u:' .. uid .. '}:on'
+  local entries = redis.call('HGETALL', key)
+  local best = 0
+  for i = 1, #entries, 2 do
+    local deadline = tonumber(entries[i + 1])
+    if deadline > now then
+      if deadline > best then best = deadline end
+    else
+      redis.call('HDEL', key, entries[i])
+    end
+  end
+  if best > 0 then
+    redis.call('ZADD', KEYS[1], best, uid)
+  else
+    redis.call('ZREM', KEYS[1], uid)
+  end
+  return best > 0
+end
+
+local function visible(uid, online)
+  if not online then return 'offline' end
+  local chosen = redis.call('HGET', KEYS[2], uid)
+  if chosen == 'invisible' then return 'offline' end
+  return chosen or 'online'
+end
+
+-- The visible status of uid if it differs from the one last shown.
+local function changed(uid)
+  local now_visible = visible(uid, alive(uid))
+  local shown = redis.call('HGET', KEYS[3], uid) or 'offline'
+  if shown == now_visible then return false end
+  if now_visible == 'offline' then
+    redis.call('HDEL', KEYS[3], uid)
+  else
+    redis.call('HSET', KEYS[3], uid, now_visible)
+  end
+  return now_visible
+end
+
+local op = ARGV[1]
+if op == 'set' then
+  local uid, node, state, lease, chosen = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+  local key = 'h:{u:' .. uid .. '}:on'
+  if state == 'on' then
+    redis.call('HSET', key, node, now + lease)
+    redis.call('PEXPIRE', key, lease * 2)
+  elseif state == 'off' then
+    redis.call('HDEL', key, node)
+  end
+  if chosen == 'online' then
+    redis.call('HDEL', KEYS[2], uid)
+  elseif chosen ~= '' then
+    redis.call('HSET', KEYS[2], uid, chosen)
+  end
+  local status = changed(uid)
+  if status then return {1, status} end
+  return {0, visible(uid, alive(uid))}
+elseif op == 'refresh' then
+  local node, lease = ARGV[2], tonumber(ARGV[3])
+  for i = 4, #ARGV do
+    local key = 'h:{u:' .. ARGV[i] .. '}:on'
+    redis.call('HSET', key, node, now + lease)
+    redis.call('PEXPIRE', key, lease * 2)
+    redis.call('ZADD', KEYS[1], 'GT', now + lease, ARGV[i])
+  end
+  return #ARGV - 3
+elseif op == 'states' then
+  local out = {}
+  for i = 2, #ARGV do
+    local online = false
+    local entries = redis.call('HGETALL', 'h:{u:' .. ARGV[i] .. '}:on')
+    for j = 2, #entries, 2 do
+      if tonumber(entries[j]) > now then online = true end
+    end
+    out[#out + 1] = online and 1 or 0
+    out[#out + 1] = redis.call('HGET', KEYS[2], ARGV[i]) or ''
+  end
+  return out
+elseif op == 'online' then
+  return redis.call('ZRANGE', KEYS[1], now, '+inf', 'BYSCORE')
+elseif op == 'sweep' then
+  -- Users whose every node stopped refreshing them (killed): each change
+  -- is returned to exactly one caller, which pushes it.
+  local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, ARGV[2])
+  local out = {}
+  for _, uid in ipairs(due) do
+    local status = changed(uid)
+    if status then
+      out[#out + 1] = uid
+      out[#out + 1] = status
+    end
+  end
+  return out
+end
+return redis.error_reply('unknown presence operation ' .. op)

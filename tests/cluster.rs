@@ -1,0 +1,559 @@
+//! Cluster mode: three herald nodes on one Redis (started by each test on
+//! a free port, with fsync on every write), and clients whose requests go
+//! to a different node each time. Events, presence, groups and counters
+//! work whichever node a request lands on, and nothing acknowledged is
+//! lost when a node or Redis is killed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::clients::{follow, Base, TRANSPORTS};
+use common::redis::{nodes, Redis};
+use common::{eventually, seqs, Server, API_KEY};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+/// A base URL that moves to the next of `bases` every few milliseconds, so
+/// that consecutive requests of one client land on different nodes.
+fn rotating(bases: Vec<String>) -> (Base, tokio::task::JoinHandle<()>) {
+    let base: Base = Arc::new(Mutex::new(bases[0].clone()));
+    let turn = base.clone();
+    let rotator = tokio::spawn(async move {
+        for i in 1.. {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            *turn.lock().unwrap() = bases[i % bases.len()].clone();
+        }
+    });
+    (base, rotator)
+}
+
+fn bases(nodes: &[Server]) -> Vec<String> {
+    nodes.iter().map(|n| n.base.clone()).collect()
+}
+
+/// Publishes `{"p","n"}` to `uid` through `base` until `stop`, retrying
+/// what fails; returns the acknowledged seq of each.
+async fn publisher(
+    p: u64,
+    base: Base,
+    uid: &'static str,
+    stop: Arc<AtomicBool>,
+) -> BTreeMap<u64, (u64, u64)> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut acked = BTreeMap::new();
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let url = format!("{}/api/v1/publish", base.lock().unwrap());
+        let sent = http
+            .post(url)
+            .bearer_auth(API_KEY)
+            .json(&json!({"to": [uid], "data": {"p": p, "n": n}}))
+            .send()
+            .await;
+        let seq = match sent {
+            Ok(response) => response
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|b| b["seqs"][uid].as_u64()),
+            Err(_) => None,
+        };
+        match seq {
+            Some(seq) => {
+                assert!(
+                    acked.insert(seq, (p, n)).is_none(),
+                    "seq {seq} acknowledged twice"
+                );
+                n += 1;
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    acked
+}
+
+/// Every event of the owner of `token`, by short polls to `base`.
+async fn poll_all(base: &str, token: &str) -> Vec<Value> {
+    let http = reqwest::Client::new();
+    let mut all = Vec::new();
+    loop {
+        let cursor = all.last().map_or(0, |e: &Value| e["seq"].as_u64().unwrap());
+        let body: Value = http
+            .get(format!("{base}/v1/poll?cursor={cursor}&limit=1000"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let page = body["events"].as_array().cloned().unwrap_or_default();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+/// Runs 3 publishers and one consumer per transport on `uid` (every
+/// request to another of `bases`), runs `meanwhile` halfway, and checks
+/// that every consumer got every event once and in order, that seqs are
+/// gap-free, and that each acknowledged event is the one published.
+async fn publish_and_follow<Fut>(
+    bases: Vec<String>,
+    token: String,
+    uid: &'static str,
+    meanwhile: Fut,
+) where
+    Fut: std::future::Future<Output = ()>,
+{
+    let (base, rotator) = rotating(bases.clone());
+    let until = Arc::new(Mutex::new(0u64));
+    let consumers: Vec<_> = TRANSPORTS
+        .iter()
+        .map(|t| {
+            let (t, base, token, until) =
+                (t.to_string(), base.clone(), token.clone(), until.clone());
+            tokio::spawn(async move {
+                let events = follow(&t, base, token, until, Duration::from_secs(90)).await;
+                (t, events)
+            })
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishers: Vec<_> = (0..3)
+        .map(|p| tokio::spawn(publisher(p, base.clone(), uid, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    meanwhile.await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = BTreeMap::new();
+    for publisher in publishers {
+        acked.extend(publisher.await.unwrap());
+    }
+    let all = poll_all(&bases[0], &token).await;
+    let last = all.last().expect("events")["seq"].as_u64().unwrap();
+    assert_eq!(seqs(&all), (1..=last).collect::<Vec<_>>(), "seqs gap-free");
+    *until.lock().unwrap() = last;
+    assert!(acked.len() > 30, "only {} events published", acked.len());
+    for (seq, (p, n)) in &acked {
+        let data = &all[*seq as usize - 1]["data"];
+        assert_eq!(
+            (data["p"].as_u64(), data["n"].as_u64()),
+            (Some(*p), Some(*n)),
+            "seq {seq}"
+        );
+    }
+    for consumer in consumers {
+        let (transport, events) = consumer.await.unwrap();
+        assert_eq!(
+            seqs(&events),
+            (1..=last).collect::<Vec<_>>(),
+            "{transport}: not every event exactly once, in order"
+        );
+    }
+    rotator.abort();
+    eprintln!("{} events acknowledged, head {last}", acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_serves_any_request_on_every_transport() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3, &[]).await;
+    // The token of node A is good on B and C; a long-poll held on B is
+    // answered by a publish on C.
+    let alice = nodes[0].token("alice").await;
+    let held = {
+        let (http, url) = (
+            nodes[1].http.clone(),
+            nodes[1].url("/v1/longpoll?timeout=30"),
+        );
+        tokio::spawn(async move {
+            let response = http.get(url).bearer_auth(alice).send().await.unwrap();
+            response.json::<Value>().await.unwrap()
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            nodes[1].metric("herald_longpolls_held").await == 1.0
+        })
+        .await
+    );
+    nodes[2].publish(&["alice"], json!("from C")).await;
+    let body = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("the long-poll on B answered")
+        .unwrap();
+    assert_eq!(body["events"][0]["data"], "from C");
+    assert!(body["epoch"].as_str().is_some_and(|e| !e.is_empty()));
+
+    // Five transports following one queue, every request to another node.
+    let token = nodes[0].token("rotated").await;
+    publish_and_follow(bases(&nodes), token, "rotated", async {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_loses_nothing() {
+    let redis = Redis::start();
+    let mut nodes = nodes(&redis, 3, &[]).await;
+    let token = nodes[0].token("survivor").await;
+    // The rotation keeps the killed node: its requests fail and are retried.
+    let all = bases(&nodes);
+    let victim = &mut nodes[1];
+    publish_and_follow(all, token, "survivor", async move {
+        victim.kill9();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        victim.restart_same_port().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_loses_nothing_acknowledged_and_nodes_recover() {
+    let mut redis = Redis::start();
+    let nodes = nodes(&redis, 3, &[]).await;
+    let token = nodes[0].token("durable").await;
+    // A stream held across the outage resumes by itself.
+    let mut sse = nodes[2].open("/v1/sse", &token).await.bytes_stream();
+    let outage = async {
+        redis.kill9();
+        // Meanwhile requests are refused with 503 at once.
+        let started = std::time::Instant::now();
+        let response = nodes[1]
+            .backend_post("/api/v1/publish", json!({"to": ["durable"], "data": 0}))
+            .await;
+        assert_eq!(response.status(), 503);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "store_unavailable");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        redis.restart();
+    };
+    publish_and_follow(bases(&nodes), token.clone(), "durable", outage).await;
+    // The stream opened before the outage saw every event after it too.
+    let head = nodes[0].poll_all(&token).await.len() as u64;
+    let mut buf = String::new();
+    let mut seen = Vec::new();
+    let got_all = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(chunk)) = sse.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            seen.extend(common::clients::sse_events(&mut buf));
+            if seen.iter().any(|e| e["seq"].as_u64() == Some(head)) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(got_all.is_ok(), "the held SSE stream did not resume");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_long_polls_complete_after_the_wake_subscription_is_killed() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 2, &[]).await;
+    let users: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
+    let mut held = Vec::new();
+    for uid in &users {
+        let token = nodes[0].token(uid).await;
+        let (http, url) = (
+            nodes[0].http.clone(),
+            nodes[0].url("/v1/longpoll?timeout=30"),
+        );
+        held.push(tokio::spawn(async move {
+            let response = http.get(url).bearer_auth(token).send().await.unwrap();
+            response.json::<Value>().await.unwrap()
+        }));
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            nodes[0].metric("herald_longpolls_held").await == 20.0
+        })
+        .await
+    );
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(killed.trim().parse::<u32>().unwrap_or(0) >= 2, "{killed}");
+    let to: Vec<&str> = users.iter().map(String::as_str).collect();
+    nodes[1].publish(&to, json!("after the kill")).await;
+    for h in held {
+        let body = tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .expect("a held long-poll completed")
+            .unwrap();
+        assert_eq!(body["events"][0]["data"], "after the kill");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_redis_gives_clients_a_gap_by_epoch_not_silence() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 2, &[]).await;
+    let token = nodes[0].token("wiped").await;
+    for i in 0..5 {
+        nodes[0].publish(&["wiped"], json!(i)).await;
+    }
+    let (_, before) = nodes[1].get("/v1/poll?cursor=0", &token).await;
+    let old_epoch = before["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(before["cursor"], 5);
+    let mut sse = nodes[1]
+        .open(&format!("/v1/sse?cursor=5&epoch={old_epoch}"), &token)
+        .await
+        .bytes_stream();
+
+    redis.cli(&["FLUSHALL"]);
+    for i in 0..7 {
+        nodes[0]
+            .publish(&["wiped"], json!(format!("new {i}")))
+            .await;
+    }
+    // A poller that comes back with its cursor and epoch: a gap first,
+    // then the new history from seq 1 (not events 6 and 7 only).
+    let (status, after) = nodes[1]
+        .get(&format!("/v1/poll?cursor=5&epoch={old_epoch}"), &token)
+        .await;
+    assert_eq!(status, 200);
+    let events = after["events"].as_array().unwrap();
+    assert_eq!(events[0]["type"], "gap");
+    let new_epoch = after["epoch"].as_str().unwrap();
+    assert_ne!(new_epoch, old_epoch);
+    assert_eq!(events[0]["data"]["epoch"], new_epoch);
+    assert_eq!(seqs(&events[1..]), (1..=7).collect::<Vec<_>>());
+    // The held stream says so too.
+    let mut buf = String::new();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(chunk)) = sse.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            seen.extend(common::clients::sse_events(&mut buf));
+            if seen.iter().any(|e| e["data"] == "new 6") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the held stream saw the new history");
+    let gap = seen.iter().position(|e| e["type"] == "gap").expect("a gap");
+    assert_eq!(seen[gap]["data"]["epoch"], new_epoch);
+    assert_eq!(
+        seen[gap + 1..]
+            .iter()
+            .filter_map(|e| e["seq"].as_u64())
+            .collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+}
+
+/// The statuses of `about` pushed to the owner of `token`.
+async fn pushed_statuses(node: &Server, token: &str, about: &str) -> Vec<String> {
+    node.poll(token, 0)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "presence" && e["data"]["uid"] == about)
+        .map(|e| e["data"]["status"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_nodes_and_a_killed_node_takes_its_users_offline() {
+    let redis = Redis::start();
+    let mut nodes = nodes(
+        &redis,
+        3,
+        &["--node-lease-s", "3", "--presence-window-ms", "100"],
+    )
+    .await;
+    assert_eq!(
+        nodes[2]
+            .backend_put("/api/v1/users/bob/friends", json!({"friends": ["alice"]}))
+            .await,
+        200
+    );
+    let (alice, bob) = (nodes[0].token("alice").await, nodes[1].token("bob").await);
+    // bob is online on B (an open stream); alice comes online on A.
+    let _bob_online = nodes[1].open("/v1/sse", &bob).await;
+    let alice_stream = nodes[0].open("/v1/sse", &alice).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            pushed_statuses(&nodes[1], &bob, "alice").await == ["online"]
+        })
+        .await,
+        "bob on B sees alice on A come online"
+    );
+    // The login pull on C sees her too.
+    let (_, pulled) = nodes[2].get("/v1/friends/presence", &bob).await;
+    assert_eq!(pulled["friends"]["alice"], "online");
+    // A second connection on C changes nothing; closing both takes her
+    // offline once.
+    let alice_on_c = nodes[2].open("/v1/sse", &alice).await;
+    drop(alice_stream);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(alice_on_c);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            pushed_statuses(&nodes[1], &bob, "alice").await == ["online", "offline"]
+        })
+        .await,
+        "{:?}",
+        pushed_statuses(&nodes[1], &bob, "alice").await
+    );
+    // alice back on A, then A is killed: no cleanup by hand, she goes
+    // offline within the lease (3 s here).
+    let _alice_again = nodes[0].open("/v1/sse", &alice).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            pushed_statuses(&nodes[1], &bob, "alice").await.len() == 3
+        })
+        .await
+    );
+    nodes[0].kill9();
+    let killed_at = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            pushed_statuses(&nodes[1], &bob, "alice").await
+                == ["online", "offline", "online", "offline"]
+        })
+        .await,
+        "{:?}",
+        pushed_statuses(&nodes[1], &bob, "alice").await
+    );
+    assert!(killed_at.elapsed() < Duration::from_secs(8));
+    let (_, pulled) = nodes[2].get("/v1/friends/presence", &bob).await;
+    assert_eq!(pulled["friends"]["alice"], "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_receipts_and_counters_work_across_nodes() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3, &["--send-rate", "0"]).await;
+    assert_eq!(
+        nodes[1]
+            .backend_put(
+                "/api/v1/groups/g1/members",
+                json!({"members": ["ann", "ben", "cat"]})
+            )
+            .await,
+        200
+    );
+    let (ann, ben, cat) = (
+        nodes[0].token("ann").await,
+        nodes[1].token("ben").await,
+        nodes[2].token("cat").await,
+    );
+    // ann posts on A (the group was made on B); msgids rise across nodes.
+    let mut msgids = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (status, body) = node
+            .post_as(
+                &ann,
+                "/v1/groups/g1/messages",
+                json!({"body": format!("m{i}")}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        msgids.push(body["msgid"].as_u64().unwrap());
+    }
+    assert_eq!(msgids, vec![1, 2, 3]);
+    // Read on B and C.
+    for (node, token) in [(&nodes[1], &ben), (&nodes[2], &cat)] {
+        let bodies: Vec<Value> = node
+            .poll(token, 0)
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == "group_msg")
+            .map(|e| e["data"]["body"].clone())
+            .collect();
+        assert_eq!(bodies, vec![json!("m0"), json!("m1"), json!("m2")]);
+    }
+    // ann waits on C for receipts; ben reads on B, cat on A.
+    let _ann_online = nodes[2].open("/v1/sse", &ann).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (node, token) in [(&nodes[1], &ben), (&nodes[0], &cat)] {
+        let (status, _) = node
+            .post_as(token, "/v1/groups/g1/read", json!({"msgid": 3}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            nodes[2]
+                .poll(&ann, 0)
+                .await
+                .iter()
+                .filter(|e| e["type"] == "group_receipt")
+                .flat_map(|e| {
+                    e["data"]["receipts"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .any(|r| r["msgid"] == 3 && r["read"] == 2)
+        })
+        .await,
+        "ann got the receipt of both reads"
+    );
+
+    // 100 concurrent increments spread over the nodes: totals 1..100, in
+    // queue order.
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let node = &nodes[i % 3];
+            let (http, url) = (node.http.clone(), node.url("/api/v1/users/ann/counters"));
+            tokio::spawn(async move {
+                http.post(url)
+                    .bearer_auth(API_KEY)
+                    .json(&json!({"name": "unread", "delta": 1}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let totals: Vec<i64> = nodes[1]
+        .poll_all(&ann)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "counter")
+        .map(|e| e["data"]["value"].as_i64().unwrap())
+        .collect();
+    assert_eq!(totals, (1..=100).collect::<Vec<_>>());
+    let (_, counters) = nodes[2].get("/v1/counters", &ann).await;
+    assert_eq!(counters["counters"]["unread"], 100);
+}
+
+#[tokio::test]
+async fn fsync_durability_refuses_a_redis_without_it_and_async_says_so() {
+    let redis = Redis::start_with(false);
+    let url = redis.url();
+    let common = [
+        "--secret",
+        common::SECRET,
+        "--api-key",
+        API_KEY,
+        "--store",
+        url.as_str(),
+    ];
+    let refused = Server::try_start_raw(&common).await;
+    let output = refused.err().expect("refused to start");
+    assert!(output.contains("appendfsync always"), "{output}");
+
+    let mut args = common.to_vec();
+    args.extend(["--redis-durability", "async"]);
+    let server = Server::try_start_raw(&args).await.expect("starts");
+    let (_, health) = server.get("/healthz", "").await;
+    assert!(
+        health["durability"].as_str().unwrap().contains("async"),
+        "{health}"
+    );
+}
