@@ -13,8 +13,10 @@ apt_install() {
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
-# The cluster tests start their own redis-server on a free port.
+# The cluster tests start their own redis-server on a free port, and the
+# cluster browser test puts Debian's haproxy in front of three nodes.
 command -v redis-server >/dev/null || apt_install redis-server
+command -v haproxy >/dev/null || apt_install haproxy
 
 echo "== cargo test (unit + integration, real servers on 127.0.0.1)"
 cargo test --all-targets --locked
