@@ -6,7 +6,7 @@
 //! client for each. By hand:
 //!
 //! ```text
-//! bench_connections idle  --pid PID --proto herald-sse|herald-ws|herald-longpoll|nchan-sse|nchan-ws|nchan-longpoll|socketio-ws --addr 127.0.0.1:PORT [--count N] [--secret S]
+//! bench_connections idle  --pid PID --proto herald-sse|herald-ws|herald-longpoll|nchan-sse|nchan-ws|nchan-longpoll|socketio-ws --addr 127.0.0.1:PORT [--count N] [--secret S] [--hold-s S]
 //! bench_connections fanout --proto herald-ws|nchan-ws|socketio-ws --addr 127.0.0.1:PORT [--secret S --api-key K] [--count N]
 //! bench_connections fsync --dir DIR     (the disk's fdatasync p50/p99, printed beside the fan-out)
 //! ```
@@ -37,6 +37,9 @@ struct Args {
     shared_channel: bool,
     /// fsync: where to measure the disk.
     dir: std::path::PathBuf,
+    /// idle: how long the connections are held before the memory is read
+    /// (longer when several clients must hold theirs at once).
+    hold: Duration,
 }
 
 #[path = "support/disk.rs"]
@@ -55,6 +58,7 @@ fn parse_args() -> Args {
         api_key: "bench-api-key-0123".into(),
         shared_channel: false,
         dir: std::env::temp_dir(),
+        hold: Duration::from_secs(2),
     };
     while let (Some(flag), Some(value)) = (args.next(), args.next()) {
         match flag.as_str() {
@@ -65,6 +69,7 @@ fn parse_args() -> Args {
             "--secret" => parsed.secret = value,
             "--api-key" => parsed.api_key = value,
             "--dir" => parsed.dir = value.into(),
+            "--hold-s" => parsed.hold = Duration::from_secs(value.parse().expect("--hold-s")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -197,7 +202,7 @@ async fn idle(args: Args) {
             }
         }
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(args.hold).await;
     let after = rss_kib(args.pid);
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / conns.len().max(1) as f64;
     println!(

@@ -259,30 +259,36 @@ impl Presence {
 
     /// Appends a `presence` event to every online reverse friend of `uid`.
     fn push(&self, uid: Uid, status: &'static str) {
-        let friends = self.friends.reverse_of(&uid);
+        let mut friends = self.friends.reverse_of(&uid);
+        if !self.directory.shared() {
+            // This node knows: no task at all when nobody is to be told.
+            friends.retain(|f| self.directory.here(f).0);
+            if friends.is_empty() {
+                self.metrics.presence_fanout.observe(0.0);
+                return;
+            }
+        }
         let (store, directory, metrics) = (
             self.store.clone(),
             self.directory.clone(),
             self.metrics.clone(),
         );
         tokio::spawn(async move {
-            let states = match directory.states(&friends).await {
-                Ok(states) => states,
-                Err(e) => return tracing::warn!("presence of {uid} not pushed: {e}"),
-            };
-            let online: Vec<Uid> = friends
-                .into_iter()
-                .zip(states)
-                .filter(|(_, (online, _))| *online)
-                .map(|(f, _)| f)
-                .collect();
-            metrics.presence_fanout.observe(online.len() as f64);
-            if online.is_empty() {
+            if directory.shared() {
+                let states = match directory.states(&friends).await {
+                    Ok(states) => states,
+                    Err(e) => return tracing::warn!("presence of {uid} not pushed: {e}"),
+                };
+                let mut online = states.into_iter().map(|(online, _)| online);
+                friends.retain(|_| online.next().unwrap_or(false));
+            }
+            metrics.presence_fanout.observe(friends.len() as f64);
+            if friends.is_empty() {
                 return;
             }
-            metrics.presence_pushed.inc_by(online.len() as u64);
+            metrics.presence_pushed.inc_by(friends.len() as u64);
             let data = json!({"uid": uid, "status": status});
-            let batch = online
+            let batch = friends
                 .into_iter()
                 .map(|f| Append::new(f, "presence", &data))
                 .collect();

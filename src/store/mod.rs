@@ -27,10 +27,42 @@ pub use self::event::{event_head, event_json, event_seq, gap_event, now_ms};
 pub use self::redis::RedisStore;
 pub use self::sled::SledStore;
 
-/// The identity of a queue's history: a short string that changes when a
-/// queue is recreated (its store wiped, or a Redis queue expired), so a
-/// client holding a cursor of the old history learns that it is stale.
-pub type Epoch = std::sync::Arc<str>;
+/// The identity of a queue's history: it changes when a queue is recreated
+/// (its store wiped, or a Redis queue expired), so a client holding a
+/// cursor of the old history learns that it is stale. Clients see it as up
+/// to 13 base-36 digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch(std::num::NonZeroU64);
+
+impl Epoch {
+    /// A fresh random epoch.
+    pub fn random() -> Epoch {
+        Epoch(std::num::NonZeroU64::MIN.saturating_add(rand::random::<u64>() >> 1))
+    }
+
+    /// The epoch written as `text`, if it is one.
+    pub fn parse(text: &str) -> Option<Epoch> {
+        if text.is_empty() || text.len() > 13 {
+            return None;
+        }
+        let value = u64::from_str_radix(text, 36).ok()?;
+        std::num::NonZeroU64::new(value).map(Epoch)
+    }
+}
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut n = self.0.get();
+        let mut digits = [0u8; 13];
+        let mut at = digits.len();
+        while n > 0 {
+            at -= 1;
+            digits[at] = char::from_digit((n % 36) as u32, 36).map_or(b'0', |c| c as u8);
+            n /= 36;
+        }
+        f.write_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"))
+    }
+}
 
 /// One event to append to one user's queue.
 #[derive(Debug, Clone)]

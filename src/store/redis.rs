@@ -111,15 +111,9 @@ fn wake_channel(uid: &Uid) -> String {
     format!("h:wake:{}", hash % PARTITIONS)
 }
 
-/// A fresh epoch: 12 characters of base 36.
+/// A fresh epoch, as the scripts store it.
 fn new_epoch() -> String {
-    let mut n: u64 = rand::random();
-    let mut out = String::with_capacity(12);
-    for _ in 0..12 {
-        out.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
-        n /= 36;
-    }
-    out
+    Epoch::random().to_string()
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -653,14 +647,16 @@ impl EventQueue for RedisStore {
         else {
             return Err(bad_reply("read"));
         };
-        let epoch = bytes(epoch).ok_or_else(|| bad_reply("read"))?;
+        let epoch = bytes(epoch)
+            .and_then(|e| Epoch::parse(&String::from_utf8_lossy(&e)))
+            .ok_or_else(|| bad_reply("read"))?;
         let head = int(&head).unwrap_or(0) as u64;
         let first = int(&first).unwrap_or(0) as u64;
         let mut page = Page {
             events: Vec::new(),
             cursor: after,
             head,
-            epoch: Epoch::from(String::from_utf8_lossy(&epoch).as_ref()),
+            epoch,
         };
         let mut total = 0;
         // Events before the oldest retained one (or all up to the head, if
@@ -879,7 +875,7 @@ impl Records for RedisStore {
 
     async fn lock(&self, name: &str) -> Result<Lease, StoreError> {
         let key = format!("h:lock:{name}");
-        let token = new_epoch();
+        let token = format!("{:x}", rand::random::<u64>());
         let mut wait = Duration::from_millis(1);
         let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {

@@ -152,17 +152,18 @@ impl SledStore {
         log.sync_data()?;
         let commit = GroupCommit::start(db.clone(), log, options.linger, metrics.clone())?;
         let kv = db.open_tree("kv")?;
-        let epoch = match kv.get(EPOCH_KEY)? {
-            Some(epoch) => String::from_utf8_lossy(&epoch).into_owned(),
+        let stored = kv.get(EPOCH_KEY)?;
+        let epoch = match stored.and_then(|e| Epoch::parse(&String::from_utf8_lossy(&e))) {
+            Some(epoch) => epoch,
             None => {
-                let epoch = format!("{:012x}", rand::random::<u64>() >> 16);
-                kv.insert(EPOCH_KEY, epoch.as_bytes())?;
+                let epoch = Epoch::random();
+                kv.insert(EPOCH_KEY, epoch.to_string().as_bytes())?;
                 db.flush()?;
                 epoch
             }
         };
         Ok(SledStore {
-            epoch: Epoch::from(epoch.as_str()),
+            epoch,
             users: db.open_tree("users")?,
             meta: db.open_tree("meta")?,
             events: db.open_tree("events")?,
@@ -361,7 +362,7 @@ impl SledStore {
                         events,
                         cursor,
                         head,
-                        epoch: self.epoch.clone(),
+                        epoch: self.epoch,
                     }));
                 }
             }
@@ -371,7 +372,7 @@ impl SledStore {
             events: Vec::new(),
             cursor: after,
             head,
-            epoch: self.epoch.clone(),
+            epoch: self.epoch,
         };
         let mut from = after;
         let mut bytes = 0;

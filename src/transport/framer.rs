@@ -23,8 +23,11 @@ pub struct Written {
 
 /// How a text stream writes what its subscription hands out.
 pub trait Framer: Send + 'static {
-    /// The first chunk (with the `hello` of [`Subscription::hello_json`]).
-    fn opening(&mut self, sub: &Subscription) -> Bytes;
+    /// The first chunk.
+    fn opening(&mut self) -> Bytes;
+    /// The `hello` of [`Subscription::hello_json`], written before the
+    /// first page of events.
+    fn hello(&mut self, sub: &Subscription) -> Bytes;
     /// A page of events; `start` is the cursor before it. A framer that
     /// writes fewer events than it got rewinds `sub` to the last one written.
     fn events(&mut self, sub: &mut Subscription, start: u64, events: &[Bytes]) -> Written;
@@ -46,6 +49,7 @@ struct Framing<F> {
     conn: Connection,
     framer: F,
     stage: Stage,
+    greeted: bool,
 }
 
 impl<F: Framer> Framing<F> {
@@ -53,7 +57,7 @@ impl<F: Framer> Framing<F> {
         match self.stage {
             Stage::Opening => {
                 self.stage = Stage::Streaming;
-                return Some(self.framer.opening(&self.sub));
+                return Some(self.framer.opening());
             }
             Stage::Ending => return self.end(),
             Stage::Done => return None,
@@ -62,6 +66,10 @@ impl<F: Framer> Framing<F> {
         let start = self.sub.cursor();
         match self.sub.next().await {
             Ok(Next::Events(events)) => {
+                // The first page goes with the hello (written first, so an
+                // iframe document counts it in its budget).
+                let hello = (!std::mem::replace(&mut self.greeted, true))
+                    .then(|| self.framer.hello(&self.sub));
                 let written = self.framer.events(&mut self.sub, start, &events);
                 if written.last {
                     self.stage = Stage::Ending;
@@ -69,8 +77,12 @@ impl<F: Framer> Framing<F> {
                 if written.events == 0 {
                     return self.end();
                 }
-                self.conn.sent(written.events, written.chunk.len());
-                Some(written.chunk)
+                let chunk = match hello {
+                    Some(hello) => [hello, written.chunk].concat().into(),
+                    None => written.chunk,
+                };
+                self.conn.sent(written.events, chunk.len());
+                Some(chunk)
             }
             Ok(Next::Heartbeat) => Some(self.framer.heartbeat(&self.sub)),
             Ok(Next::End(_)) => self.end(),
@@ -103,6 +115,7 @@ pub fn frames<F: Framer>(
         conn,
         framer,
         stage: Stage::Opening,
+        greeted: false,
     };
     futures::stream::unfold(state, |mut state| async move {
         let chunk = state.next_chunk().await?;

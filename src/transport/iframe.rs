@@ -96,12 +96,16 @@ struct Document {
 }
 
 impl Framer for Document {
-    fn opening(&mut self, sub: &Subscription) -> Bytes {
+    fn opening(&mut self) -> Bytes {
         let mut doc = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>herald</title></head><body>\n<!--");
         doc.push_str(&" ".repeat(PADDING));
         doc.push_str("-->\n");
-        doc.push_str(&String::from_utf8_lossy(&self.call(&sub.hello_json())));
         self.written(Bytes::from(doc))
+    }
+
+    fn hello(&mut self, sub: &Subscription) -> Bytes {
+        let call = self.call(&sub.hello_json());
+        self.written(call)
     }
 
     /// One script calling the page with each event of a page, as many as
@@ -144,7 +148,7 @@ impl Framer for Document {
         let end = format!(
             r#"{{"type":"reconnect","cursor":{},"epoch":"{}"}}"#,
             sub.cursor(),
-            sub.epoch()
+            sub.epoch().map(|e| e.to_string()).unwrap_or_default()
         );
         let mut chunk = String::from_utf8_lossy(&self.call(&end)).into_owned();
         chunk.push_str("</body></html>\n");

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::http::reply::{raw_json, Response};
 use crate::http::request::Query;
 use crate::hub::Transport;
-use crate::store::{event_json, event_seq, now_ms, Page, PageLimit};
+use crate::store::{event_json, event_seq, now_ms, Epoch, Page, PageLimit};
 use crate::uid::Uid;
 
 /// Default and largest page size of a poll.
@@ -33,20 +33,19 @@ pub struct PollRequest {
     pub cursor: u64,
     pub limit: usize,
     /// The epoch the cursor belongs to, if the client sent one.
-    pub epoch: Option<String>,
+    pub epoch: Option<Epoch>,
 }
 
 /// The `epoch` a client sent back: what a page or stream gave it.
-pub fn parse_epoch(raw: Option<&str>) -> Result<Option<String>, Error> {
+pub fn parse_epoch(raw: Option<&str>) -> Result<Option<Epoch>, Error> {
     match raw {
         None | Some("") => Ok(None),
-        Some(e) if e.len() <= 32 && e.bytes().all(|b| b.is_ascii_alphanumeric()) => {
-            Ok(Some(e.to_owned()))
-        }
-        Some(_) => Err(Error::bad(
-            "bad_epoch",
-            "epoch must be the 1-32 letters and digits a page or stream gave",
-        )),
+        Some(text) => Epoch::parse(text).map(Some).ok_or_else(|| {
+            Error::bad(
+                "bad_epoch",
+                "epoch must be the 1-13 base-36 digits a page or stream gave",
+            )
+        }),
     }
 }
 
@@ -72,7 +71,7 @@ impl PollRequest {
     /// that a refused one changes nothing. A cursor of another epoch than
     /// `page`'s acks nothing: it counts events of a history that is gone.
     pub async fn settle(&self, app: &App, page: &Page) -> Result<(), Error> {
-        let same_history = self.epoch.as_deref().is_none_or(|e| *e == *page.epoch);
+        let same_history = self.epoch.is_none_or(|e| e == page.epoch);
         if self.cursor > 0 && same_history {
             app.receipts.ack(&self.uid, self.cursor).await?;
         }
@@ -83,14 +82,7 @@ impl PollRequest {
     /// Reads the page after the cursor (409 if the cursor is beyond the
     /// head).
     pub async fn read(&self, app: &App) -> Result<Page, Error> {
-        read_after(
-            app,
-            &self.uid,
-            self.cursor,
-            self.limit,
-            self.epoch.as_deref(),
-        )
-        .await
+        read_after(app, &self.uid, self.cursor, self.limit, self.epoch).await
     }
 }
 
@@ -108,16 +100,16 @@ pub async fn read_after(
     uid: &Uid,
     cursor: u64,
     events: usize,
-    epoch: Option<&str>,
+    epoch: Option<Epoch>,
 ) -> Result<Page, Error> {
     let limit = PageLimit {
         events,
         bytes: app.config.max_page_bytes(),
     };
     let mut page = app.store.read(uid, cursor, limit).await?;
-    if epoch.is_some_and(|e| *e != *page.epoch) {
+    if epoch.is_some_and(|e| e != page.epoch) {
         page = app.store.read(uid, 0, limit).await?;
-        let data = serde_json::json!({"from": 1, "to": cursor, "epoch": &*page.epoch});
+        let data = serde_json::json!({"from": 1, "to": cursor, "epoch": page.epoch.to_string()});
         let gap = event_json(0, "gap", now_ms(), &data.to_string());
         page.events.insert(0, bytes::Bytes::from(gap));
     } else if cursor > page.head {

@@ -38,16 +38,20 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
 struct SseFramer;
 
 impl Framer for SseFramer {
-    fn opening(&mut self, sub: &Subscription) -> Bytes {
-        Bytes::from(format!(
-            "retry: {RETRY_MS}\n: herald\n\nevent: hello\ndata: {}\n\n",
-            sub.hello_json()
-        ))
+    fn opening(&mut self) -> Bytes {
+        Bytes::from(format!("retry: {RETRY_MS}\n: herald\n\n"))
+    }
+
+    fn hello(&mut self, sub: &Subscription) -> Bytes {
+        Bytes::from(format!("event: hello\ndata: {}\n\n", sub.hello_json()))
     }
 
     fn events(&mut self, sub: &mut Subscription, _: u64, events: &[Bytes]) -> Written {
         Written {
-            chunk: frame_events(events, sub.epoch()),
+            chunk: frame_events(
+                events,
+                &sub.epoch().map(|e| e.to_string()).unwrap_or_default(),
+            ),
             events: events.len(),
             last: false,
         }

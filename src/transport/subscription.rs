@@ -48,7 +48,7 @@ pub struct StreamRequest {
     pub uid: Uid,
     pub cursor: u64,
     /// The epoch of the cursor, if the client sent one.
-    pub epoch: Option<String>,
+    pub epoch: Option<Epoch>,
     transport: Transport,
 }
 
@@ -107,16 +107,13 @@ pub struct Subscription {
     cursor: u64,
     /// The epoch of the queue this cursor belongs to; `None` until known.
     epoch: Option<Epoch>,
-    /// The first page, read when the stream opened.
-    first: Option<Vec<Bytes>>,
     head: watch::Receiver<u64>,
     /// The head moved (or the store came back): read even if it is not
     /// beyond the cursor, since a recreated queue starts again at 1.
     recheck: bool,
     heartbeat: Interval,
-    every: Duration,
     /// When events were last handed out: a heartbeat is due only after
-    /// `every` of silence. Kept instead of resetting the timer on every page,
+    /// `heartbeat.period()` of silence. Kept instead of resetting the timer on every page,
     /// which is a timer-wheel update per delivery.
     last_sent: Instant,
     /// Registered once: a fresh `cancelled()` per wait locks the token.
@@ -131,16 +128,20 @@ impl Subscription {
     pub async fn new(
         app: Arc<App>,
         uid: Uid,
-        mut cursor: u64,
-        epoch: Option<String>,
+        cursor: u64,
+        epoch: Option<Epoch>,
     ) -> Result<Subscription, Error> {
         let head = app.store.watch(&uid).await?;
-        // The first page tells the epoch (and gives the 409 of the polls).
-        let page = Box::pin(read_after(&app, &uid, cursor, PAGE, epoch.as_deref())).await?;
-        let first = (!page.events.is_empty()).then(|| {
-            cursor = page.cursor;
-            page.events
-        });
+        let newest = *head.borrow();
+        // A cursor that may not be this queue's is checked now, so that a
+        // refused stream changes nothing (the 409 of the polls). The
+        // events are read again by next(), which also turns a cursor of
+        // another epoch into a gap and the new history.
+        let mut recheck = false;
+        if cursor > newest || epoch.is_some() {
+            let page = Box::pin(read_after(&app, &uid, cursor, 1, epoch)).await?;
+            recheck = !page.events.is_empty();
+        }
         // How often an idle stream sends a keepalive (15 s by default).
         let every = Duration::from_millis(app.config.heartbeat_ms.max(100));
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
@@ -150,12 +151,10 @@ impl Subscription {
             app,
             uid,
             cursor,
-            epoch: Some(page.epoch),
-            first,
+            epoch,
             head,
-            recheck: false,
+            recheck,
             heartbeat,
-            every,
             last_sent: Instant::now(),
             shutdown,
             ends_at: None,
@@ -186,14 +185,17 @@ impl Subscription {
     }
 
     /// The epoch of the queue followed.
-    pub fn epoch(&self) -> &str {
-        self.epoch.as_deref().unwrap_or("")
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.epoch
     }
 
-    /// The `hello` pseudo-event a stream opens with: the epoch to send back
-    /// with a cursor when reconnecting.
+    /// The `hello` pseudo-event a stream sends before its first events:
+    /// the epoch to send back with a cursor when reconnecting. (Not at
+    /// open: an idle stream that never gets an event then never holds the
+    /// buffers that writing it would grow.)
     pub fn hello_json(&self) -> String {
-        format!(r#"{{"type":"hello","epoch":"{}"}}"#, self.epoch())
+        let epoch = self.epoch.map(|e| e.to_string()).unwrap_or_default();
+        format!(r#"{{"type":"hello","epoch":"{epoch}"}}"#)
     }
 
     /// Takes back the events after `cursor` that were handed out but not
@@ -208,10 +210,6 @@ impl Subscription {
     /// unavailable the stream stays open (with heartbeats) and reads again
     /// every second until it is back.
     pub async fn next(&mut self) -> Result<Next, Error> {
-        if let Some(events) = self.first.take() {
-            self.last_sent = Instant::now();
-            return Ok(Next::Events(events));
-        }
         loop {
             if self.app.shutdown.is_cancelled() {
                 return Ok(Next::End(EndReason::ShuttingDown));
@@ -221,13 +219,7 @@ impl Subscription {
                 // Boxed: an idle stream's state would otherwise carry room
                 // for a whole read (store and group-log futures) between
                 // pages (measured: ~600 B per idle SSE connection).
-                let read = read_after(
-                    &self.app,
-                    &self.uid,
-                    self.cursor,
-                    PAGE,
-                    self.epoch.as_deref(),
-                );
+                let read = read_after(&self.app, &self.uid, self.cursor, PAGE, self.epoch);
                 match Box::pin(read).await {
                     Ok(page) => {
                         self.epoch = Some(page.epoch);
@@ -244,9 +236,11 @@ impl Subscription {
                     Err(e) => return Err(e),
                 }
             }
+            // Boxed: a timer held inline would cost every idle stream its
+            // size, for a wait only an unavailable store needs.
             let retry = async {
                 if self.recheck {
-                    tokio::time::sleep(Duration::from_secs(1)).await
+                    Box::pin(tokio::time::sleep(Duration::from_secs(1))).await
                 } else {
                     std::future::pending().await
                 }
@@ -267,7 +261,7 @@ impl Subscription {
                 }
                 _ = retry => {}
                 _ = self.heartbeat.tick() => {
-                    let due = self.last_sent + self.every;
+                    let due = self.last_sent + self.heartbeat.period();
                     if due <= Instant::now() {
                         return Ok(Next::Heartbeat);
                     }

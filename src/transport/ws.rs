@@ -132,10 +132,9 @@ impl Session {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         let limit = self.app.config.send_timeout();
-        let hello = Message::text(self.sub.hello_json());
-        if !sent_in_time(limit, sink.send(hello)).await {
-            return;
-        }
+        // The hello goes out with the first page: an idle socket that never
+        // gets an event then never grows its write buffer (~650 B).
+        let mut greeted = false;
         let close = loop {
             tokio::select! {
                 incoming = stream.next() => {
@@ -164,6 +163,10 @@ impl Session {
                     Ok(Next::Events(events)) => {
                         let bytes: usize = events.iter().map(|e| e.len()).sum();
                         let count = events.len();
+                        let mut events = events;
+                        if !std::mem::replace(&mut greeted, true) {
+                            events.insert(0, self.sub.hello_json().into());
+                        }
                         let page = async {
                             for event in events {
                                 let Ok(text) = Utf8Bytes::try_from(event) else { continue };
