@@ -10,8 +10,7 @@ import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import net from "node:net";
-import { chromium } from "playwright-core";
+import { freePort, launchBrowser, openAs as open, openChatWith } from "./support.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const binary = join(root, "target", "debug", "herald");
@@ -23,13 +22,6 @@ const apiKey = "e2e-cluster-api-key-0123";
 const children = [];
 const nodes = [];
 let base, browser;
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
 
 /** Spawns `cmd` (stopped by PID after the tests); resolves once `ready()` says so. */
 function start(cmd, args, env, ready) {
@@ -68,11 +60,7 @@ before(async () => {
   base = `http://127.0.0.1:${lbPort}`;
   await start("haproxy", ["-f", join(root, "docs", "deploy", "haproxy-cluster.cfg"), "-db"],
     { LISTEN: `127.0.0.1:${lbPort}`, NODE1: nodes[0], NODE2: nodes[1], NODE3: nodes[2] }, healthy(base));
-  browser = await chromium.launch({
-    executablePath: "/usr/lib/chromium/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
@@ -80,21 +68,7 @@ after(async () => {
   for (const child of children.reverse()) child.kill("SIGKILL");
 });
 
-async function openAs(uid, transport) {
-  const page = await browser.newPage();
-  await page.goto(base + "/", { waitUntil: "domcontentloaded" });
-  await page.selectOption("#uid", uid);
-  await page.selectOption("#transport", transport);
-  await page.click("#go");
-  await page.waitForFunction(() => /· open$/.test(document.getElementById("conn").textContent), null, { timeout: 15000 });
-  if (await page.isVisible("#news")) await page.click("#news button");
-  return page;
-}
-
-async function openChatWith(page, friend) {
-  await page.click(`[data-friend="${friend}"]`);
-  await page.waitForFunction((f) => document.getElementById("chat-title").textContent === f, friend);
-}
+const openAs = (uid, transport) => open(browser, base, uid, transport);
 
 /** Sends a direct message through the load balancer. */
 async function sendDirect(from, to, body) {

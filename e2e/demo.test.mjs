@@ -7,8 +7,7 @@ import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import net from "node:net";
-import { chromium } from "playwright-core";
+import { freePort, launchBrowser, openAs as open, openChatWith } from "./support.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const binary = join(root, "target", "debug", "herald");
@@ -16,13 +15,6 @@ const shots = join(root, "target", "e2e");
 mkdirSync(shots, { recursive: true });
 
 let server, base, apiKey, browser, port, dataDir;
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
 
 /** Starts herald in demo mode on `port` with `dataDir`; resolves once listening. */
 function startServer() {
@@ -50,11 +42,7 @@ before(async () => {
   dataDir = join(mkdtempSync(join(tmpdir(), "herald-e2e-")), "data");
   server = await startServer();
   base = `http://127.0.0.1:${port}`;
-  browser = await chromium.launch({
-    executablePath: "/usr/lib/chromium/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
@@ -78,23 +66,7 @@ async function sendDirect(from, to, body) {
 }
 
 /** Opens the demo page logged in as `uid` on `transport`. */
-async function openAs(uid, transport, setup) {
-  const page = await browser.newPage();
-  page.on("dialog", (d) => { page.sawDialog = d.message(); d.dismiss(); });
-  if (setup) await setup(page);
-  await page.goto(base + "/", { waitUntil: "domcontentloaded" });
-  await page.selectOption("#uid", uid);
-  await page.selectOption("#transport", transport);
-  await page.click("#go");
-  await page.waitForFunction(() => /· open$/.test(document.getElementById("conn").textContent), null, { timeout: 15000 });
-  if (await page.isVisible("#news")) await page.click("#news button");
-  return page;
-}
-
-async function openChatWith(page, friend) {
-  await page.click(`[data-friend="${friend}"]`);
-  await page.waitForFunction((f) => document.getElementById("chat-title").textContent === f, friend);
-}
+const openAs = (uid, transport, setup) => open(browser, base, uid, transport, setup);
 
 for (const transport of ["ws", "sse", "iframe", "longpoll", "poll"]) {
   test(`the ${transport} transport delivers live messages to the page`, async () => {

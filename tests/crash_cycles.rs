@@ -13,57 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::clients::{follow, Base, TRANSPORTS};
-use common::{seqs, Server, API_KEY};
+use common::clients::{follow, publisher, Base, TRANSPORTS};
+use common::{seqs, Server};
 use rand::Rng;
-use serde_json::{json, Value};
 
 const PUBLISHERS: u64 = 3;
-
-/// Publishes `{"p","n"}` events to `uid` until `stop`, retrying what fails
-/// (the server may be down); returns the acknowledged seq of each.
-async fn publisher(
-    p: u64,
-    base: Base,
-    uid: &'static str,
-    stop: Arc<AtomicBool>,
-) -> BTreeMap<u64, (u64, u64)> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let mut acked = BTreeMap::new();
-    let mut n = 0;
-    while !stop.load(Ordering::SeqCst) {
-        let url = format!("{}/api/v1/publish", base.lock().unwrap());
-        let sent = http
-            .post(url)
-            .bearer_auth(API_KEY)
-            .json(&json!({"to": [uid], "data": {"p": p, "n": n}}))
-            .send()
-            .await;
-        let seq = match sent {
-            Ok(response) => response
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|b| b["seqs"][uid].as_u64()),
-            Err(_) => None,
-        };
-        match seq {
-            Some(seq) => {
-                assert!(
-                    acked.insert(seq, (p, n)).is_none(),
-                    "seq {seq} acknowledged twice"
-                );
-                n += 1;
-            }
-            None => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    acked
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_cycles_lose_duplicate_or_reorder_nothing_on_any_transport() {

@@ -202,17 +202,22 @@ impl Presence {
         } else {
             pushed.trailing = true;
             drop(pushed);
-            let (me, uid, wait) = (self.me.clone(), uid.clone(), self.window - since);
-            tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                if let Some(me) = me.upgrade() {
-                    if let Some(mut pushed) = me.pushed.get_mut(&uid) {
-                        pushed.trailing = false;
-                    }
-                    me.refresh(&uid);
-                }
-            });
+            self.refresh_after(uid.clone(), self.window - since);
         }
+    }
+
+    /// Refreshes `uid` once `wait` has passed: the trailing end of a window.
+    fn refresh_after(&self, uid: Uid, wait: Duration) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(me) = me.upgrade() {
+                if let Some(mut pushed) = me.pushed.get_mut(&uid) {
+                    pushed.trailing = false;
+                }
+                me.refresh(&uid);
+            }
+        });
     }
 
     /// In a cluster: publishes `uid`'s state on this node at most once per
@@ -228,11 +233,10 @@ impl Presence {
             return;
         }
         let since = pushed.at.elapsed();
-        let me = self.me.clone();
-        let uid = uid.clone();
         if since >= self.window {
             pushed.at = Instant::now();
             drop(pushed);
+            let (me, uid) = (self.me.clone(), uid.clone());
             tokio::spawn(async move {
                 let Some(me) = me.upgrade() else { return };
                 match me.directory.publish(&uid, None).await {
@@ -244,16 +248,7 @@ impl Presence {
         } else {
             pushed.trailing = true;
             drop(pushed);
-            let wait = self.window - since;
-            tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                if let Some(me) = me.upgrade() {
-                    if let Some(mut pushed) = me.pushed.get_mut(&uid) {
-                        pushed.trailing = false;
-                    }
-                    me.publish_throttled(&uid);
-                }
-            });
+            self.refresh_after(uid.clone(), self.window - since);
         }
     }
 

@@ -197,3 +197,50 @@ pub async fn follow(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Publishes `{"p","n"}` events to `uid` through `base` until `stop`,
+/// retrying what fails (the server may be down, or `base` may point at
+/// another node each time); returns the acknowledged seq of each.
+pub async fn publisher(
+    p: u64,
+    base: Base,
+    uid: &'static str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::collections::BTreeMap<u64, (u64, u64)> {
+    use std::sync::atomic::Ordering;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut acked = std::collections::BTreeMap::new();
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let url = format!("{}/api/v1/publish", base.lock().unwrap());
+        let sent = http
+            .post(url)
+            .bearer_auth(super::API_KEY)
+            .json(&serde_json::json!({"to": [uid], "data": {"p": p, "n": n}}))
+            .send()
+            .await;
+        let seq = match sent {
+            Ok(response) => response
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|b| b["seqs"][uid].as_u64()),
+            Err(_) => None,
+        };
+        match seq {
+            Some(seq) => {
+                assert!(
+                    acked.insert(seq, (p, n)).is_none(),
+                    "seq {seq} acknowledged twice"
+                );
+                n += 1;
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    acked
+}
