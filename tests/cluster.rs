@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::clients::{follow, publisher, Base, TRANSPORTS};
+use common::clients::{follow_every_transport, publisher, Base};
 use common::redis::{nodes, Redis};
 use common::{eventually, seqs, Server, API_KEY};
 use futures::StreamExt;
@@ -72,17 +72,7 @@ async fn publish_and_follow<Fut>(
 {
     let (base, rotator) = rotating(bases.clone());
     let until = Arc::new(Mutex::new(0u64));
-    let consumers: Vec<_> = TRANSPORTS
-        .iter()
-        .map(|t| {
-            let (t, base, token, until) =
-                (t.to_string(), base.clone(), token.clone(), until.clone());
-            tokio::spawn(async move {
-                let events = follow(&t, base, token, until, Duration::from_secs(90)).await;
-                (t, events)
-            })
-        })
-        .collect();
+    let consumers = follow_every_transport(&base, &token, &until, Duration::from_secs(90));
     let stop = Arc::new(AtomicBool::new(false));
     let publishers: Vec<_> = (0..3)
         .map(|p| tokio::spawn(publisher(p, base.clone(), uid, stop.clone())))

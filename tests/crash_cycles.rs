@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::clients::{follow, publisher, Base, TRANSPORTS};
+use common::clients::{follow_every_transport, publisher, Base};
 use common::{seqs, Server};
 use rand::Rng;
 
@@ -28,15 +28,8 @@ async fn kill_9_cycles_lose_duplicate_or_reorder_nothing_on_any_transport() {
     let token = server.token("cycled").await;
     let base: Base = Arc::new(Mutex::new(server.base.clone()));
     let until = Arc::new(Mutex::new(0u64));
-    let consumers: Vec<_> = TRANSPORTS
-        .iter()
-        .map(|t| {
-            let (t, base, token, until) =
-                (t.to_string(), base.clone(), token.clone(), until.clone());
-            let within = Duration::from_secs(soak.unwrap_or(0) + 120);
-            tokio::spawn(async move { (t.clone(), follow(&t, base, token, until, within).await) })
-        })
-        .collect();
+    let within = Duration::from_secs(soak.unwrap_or(0) + 120);
+    let consumers = follow_every_transport(&base, &token, &until, within);
     let stop = Arc::new(AtomicBool::new(false));
     let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|p| tokio::spawn(publisher(p, base.clone(), "cycled", stop.clone())))

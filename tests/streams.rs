@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::clients::{follow, iframe_calls, sse_events, TRANSPORTS};
+use common::clients::{follow_every_transport, iframe_calls, sse_events, TRANSPORTS};
 use common::{eventually, seqs, Server};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -589,19 +589,7 @@ async fn all_transports_see_every_event_once(kill_at: Option<u64>) {
     let token = server.token("multi").await;
     let base: common::clients::Base = Arc::new(Mutex::new(server.base.clone()));
     let until = Arc::new(Mutex::new(0u64));
-    let clients: Vec<_> = TRANSPORTS
-        .iter()
-        .map(|t| {
-            let (t, base, token, until) =
-                (t.to_string(), base.clone(), token.clone(), until.clone());
-            tokio::spawn(async move {
-                (
-                    t.clone(),
-                    follow(&t, base, token, until, Duration::from_secs(90)).await,
-                )
-            })
-        })
-        .collect();
+    let clients = follow_every_transport(&base, &token, &until, Duration::from_secs(90));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let acked = publish_series(&mut server, &base, "multi", 300, kill_at).await;
     let head = server.poll_all(&token).await;

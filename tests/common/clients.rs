@@ -244,3 +244,24 @@ pub async fn publisher(
     }
     acked
 }
+
+/// One [`follow`] per transport, all from `base`, each returning its
+/// transport's name and what it received.
+pub fn follow_every_transport(
+    base: &Base,
+    token: &str,
+    until: &Arc<Mutex<u64>>,
+    within: Duration,
+) -> Vec<tokio::task::JoinHandle<(String, Vec<Value>)>> {
+    TRANSPORTS
+        .iter()
+        .map(|t| {
+            let (t, base, token, until) =
+                (t.to_string(), base.clone(), token.to_owned(), until.clone());
+            tokio::spawn(async move {
+                let events = follow(&t, base, token, until, within).await;
+                (t, events)
+            })
+        })
+        .collect()
+}
