@@ -4,9 +4,9 @@
 //! (answered once they are durable), read the events after a cursor, ack,
 //! and watch a user's durable head to be woken when something new can be
 //! read. Housekeeping (retention, dropping idle state) is each
-//! implementation's own business: see `SledStore::maintain`. `sled.rs` implements it on an embedded sled database with group
-//! commit; a Redis implementation can be added beside it without touching
-//! the transports.
+//! implementation's own business (`app::Backend::maintain`). `sled.rs`
+//! implements it on an embedded sled database with group commit, for one
+//! process; `redis.rs` on Redis, shared by the nodes of a cluster.
 
 mod commit;
 mod event;
