@@ -502,3 +502,54 @@ async fn fsync_durability_refuses_a_redis_without_it_and_async_says_so() {
         "{health}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_limit_and_the_daily_news_are_the_clusters_not_each_nodes() {
+    let redis = Redis::start();
+    // 2 sends per second, bursts of 4: for the whole cluster.
+    let nodes = nodes(&redis, 3, &["--send-rate", "2"]).await;
+    let alice = nodes[0].token("alice").await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let (status, _) = nodes[i % 3]
+            .post_as(&alice, "/v1/messages", json!({"to": "bob", "body": i}))
+            .await;
+        statuses.push(status);
+    }
+    // Four went through (a node-local limit would have let all six pass).
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        4,
+        "{statuses:?}"
+    );
+    assert!(statuses[4..].iter().all(|s| *s == 429), "{statuses:?}");
+
+    // The news of the day: shown once, whichever nodes the tabs ask.
+    let today = herald::chat::notices::today();
+    assert_eq!(
+        nodes[1]
+            .backend_put(&format!("/api/v1/news/{today}"), json!({"body": "hi"}))
+            .await,
+        200
+    );
+    let tabs: Vec<_> = (0..6)
+        .map(|i| {
+            let (http, url, token) = (
+                nodes[i % 3].http.clone(),
+                nodes[i % 3].url("/v1/news"),
+                alice.clone(),
+            );
+            tokio::spawn(async move {
+                let response = http.get(url).bearer_auth(token).send().await.unwrap();
+                response.status().as_u16()
+            })
+        })
+        .collect();
+    let mut shown = 0;
+    for tab in tabs {
+        if tab.await.unwrap() == 200 {
+            shown += 1;
+        }
+    }
+    assert_eq!(shown, 1, "the news was shown {shown} times");
+}
