@@ -2,7 +2,7 @@
 # Cluster benchmark: publish -> receive latency across nodes over Redis,
 # herald against nchan in Redis mode in the same run, with the same Redis
 # settings (AOF fsynced on every write). Redis and the two server nodes
-# share core 0, the load client (examples/bench_cluster.rs) gets core 1.
+# share core 0, the load client (examples/bench_latency.rs) gets core 1.
 # Subscribers hold WebSockets on node B; the publisher posts to node A.
 #
 #   ./scripts/bench-cluster.sh [SECONDS]     (default 20 per run)
@@ -24,7 +24,7 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     systemctl stop nginx redis-server 2>/dev/null || pkill -x nginx || true
 fi
-cargo build --release --locked --bin herald --example bench_cluster --example bench_connections 2>&1 | tail -1
+cargo build --release --locked --bin herald --example bench_latency --example bench_connections 2>&1 | tail -1
 BIN=target/release
 WORK=$(mktemp -d)
 PIDS=()
@@ -65,8 +65,8 @@ nchan_node() { # port; sets NODE_PID
     (cd "$WORK" && exec taskset -c 0 nginx -p "$WORK" -c "$WORK/nchan-$1.conf" >"$WORK/nchan-$1.log" 2>&1) &
     NODE_PID=$!; PIDS+=("$NODE_PID"); wait_port "$1"
 }
-latency() { # proto rate seconds
-    taskset -c 1 "$BIN/examples/bench_cluster" latency --proto "$1" --pub 127.0.0.1:18101 \
+latency() { # server rate seconds
+    taskset -c 1 "$BIN/examples/bench_latency" run --server "$1" --transport ws --pub 127.0.0.1:18101 \
         --sub 127.0.0.1:18102 --subscribers 1000 --rate "$2" --seconds "$3"
 }
 

@@ -24,6 +24,7 @@ cargo test --all-targets --locked
 echo "== benchmark smoke runs (tiny scale: every stage must still run; no timing is asserted)"
 BENCH_SCALE=0.02 cargo run --locked --quiet --example bench_queue
 BENCH_SMOKE=1 ./scripts/bench-connections.sh
+BENCH_SMOKE=1 ./scripts/bench-latency.sh
 
 echo "== browser tests (headless chromium)"
 [ -x /usr/lib/chromium/chromium ] || apt_install chromium

@@ -1,0 +1,452 @@
+//! Publish → receive latency: subscribers hold connections of one
+//! transport on one server (or node), a publisher posts to another (or the
+//! same) at a fixed rate, open loop (a slow answer never slows the
+//! schedule), each event to one subscriber; every event carries its send
+//! time, so each delivery's latency is measured in this one process.
+//!
+//! ```text
+//! bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll
+//!     --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE]
+//! bench_latency chart --in FILE --out FILE.svg [--title TEXT]
+//! ```
+//!
+//! `run` prints one line (rate, delivered, lost, p50/p99/p99.9 in ms) and,
+//! with `--out`, appends it as a JSON line; `chart` draws those lines as an
+//! SVG bar chart (log scale). socket.io has WebSocket only. Run by
+//! `scripts/bench-latency.sh` (one server) and `scripts/bench-cluster.sh`
+//! (Redis, two nodes).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use jsonwebtoken::{EncodingKey, Header};
+use tokio_tungstenite::tungstenite::Message;
+
+#[path = "support/chart.rs"]
+mod chart;
+
+struct Args {
+    server: String,
+    transport: String,
+    publish: SocketAddr,
+    subscribe: SocketAddr,
+    subscribers: usize,
+    rate: u64,
+    seconds: u64,
+    out: Option<std::path::PathBuf>,
+}
+
+const SECRET: &str = "bench-secret-0123456789abcdefghij";
+const API_KEY: &str = "bench-api-key-0123";
+const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT]";
+
+/// `--flag value` pairs after the subcommand.
+fn flags(args: impl Iterator<Item = String>) -> Result<Vec<(String, String)>, String> {
+    let mut args = args.peekable();
+    let mut out = Vec::new();
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        out.push((flag, value));
+    }
+    Ok(out)
+}
+
+fn parse_run(pairs: Vec<(String, String)>) -> Result<Args, String> {
+    let mut parsed = Args {
+        server: "herald".into(),
+        transport: "ws".into(),
+        publish: "127.0.0.1:18101".parse().map_err(|e| format!("{e}"))?,
+        subscribe: "127.0.0.1:18102".parse().map_err(|e| format!("{e}"))?,
+        subscribers: 1000,
+        rate: 1000,
+        seconds: 20,
+        out: None,
+    };
+    for (flag, value) in pairs {
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--server" => parsed.server = value,
+            "--transport" => parsed.transport = value,
+            "--pub" => parsed.publish = value.parse().map_err(|e| bad(&e))?,
+            "--sub" => parsed.subscribe = value.parse().map_err(|e| bad(&e))?,
+            "--subscribers" => parsed.subscribers = value.parse().map_err(|e| bad(&e))?,
+            "--rate" => parsed.rate = value.parse().map_err(|e| bad(&e))?,
+            "--seconds" => parsed.seconds = value.parse().map_err(|e| bad(&e))?,
+            "--out" => parsed.out = Some(value.into()),
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+        }
+    }
+    let known = matches!(
+        (parsed.server.as_str(), parsed.transport.as_str()),
+        ("herald" | "nchan", "ws" | "sse" | "longpoll") | ("socketio", "ws")
+    );
+    if !known || parsed.subscribers == 0 || parsed.rate == 0 {
+        return Err(format!(
+            "cannot run {} over {} with {} subscribers at {}/s\n{USAGE}",
+            parsed.server, parsed.transport, parsed.subscribers, parsed.rate
+        ));
+    }
+    Ok(parsed)
+}
+
+fn token(uid: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 3600;
+    jsonwebtoken::encode(
+        &Header::default(),
+        &serde_json::json!({"sub": uid, "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
+/// The user (herald), channel (nchan) or room (socket.io) of subscriber
+/// `i`: fresh names per run, so that no run replays what an earlier one
+/// published.
+fn name(args: &Args, i: usize) -> String {
+    format!("r{}{}u{i}", args.rate, args.transport)
+}
+
+/// The send times (µs since the client's start) a received payload
+/// carries: a herald event's `data.t`, nchan's raw body `t`, socket.io's
+/// `42["notice",{"t":…}]`.
+fn sent_at(server: &str, text: &str) -> Option<u64> {
+    let text = match server {
+        "socketio" => text.strip_prefix("42")?,
+        _ => text,
+    };
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    match server {
+        "herald" => value["data"]["t"].as_u64(),
+        "socketio" => value[1]["t"].as_u64(),
+        _ => value["t"].as_u64(),
+    }
+}
+
+type Latencies = Arc<Mutex<Vec<u64>>>;
+
+fn record(latencies: &Latencies, origin: Instant, server: &str, text: &str) {
+    if let Some(t) = sent_at(server, text) {
+        let now = origin.elapsed().as_micros() as u64;
+        latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(now.saturating_sub(t));
+    }
+}
+
+/// Opens subscriber `i` and hands everything it receives to `record`.
+async fn subscribe(
+    args: &Args,
+    http: &reqwest::Client,
+    i: usize,
+    origin: Instant,
+    latencies: Latencies,
+) -> Result<(), String> {
+    let (server, sub, who) = (args.server.clone(), args.subscribe, name(args, i));
+    let path = match server.as_str() {
+        "herald" => format!("/v1/{}?token={}", args.transport, token(&who)),
+        "nchan" => format!("/sub/{who}"),
+        _ => format!("/socket.io/?EIO=4&transport=websocket&room={who}"),
+    };
+    match args.transport.as_str() {
+        "ws" => {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{sub}{path}"))
+                .await
+                .map_err(|e| format!("subscriber {i}: {e}"))?;
+            if server == "socketio" {
+                let _open = ws.next().await; // engine.io open
+                ws.send(Message::text("40"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _joined = ws.next().await;
+            }
+            tokio::spawn(async move {
+                while let Some(Ok(message)) = ws.next().await {
+                    let Message::Text(text) = message else {
+                        continue;
+                    };
+                    if text.as_str() == "2" {
+                        let _ = ws.send(Message::text("3")).await; // engine.io ping
+                        continue;
+                    }
+                    record(&latencies, origin, &server, text.as_str());
+                }
+            });
+        }
+        "sse" => {
+            let response = http
+                .get(format!("http://{sub}{path}"))
+                .header("accept", "text/event-stream")
+                .send()
+                .await
+                .map_err(|e| format!("subscriber {i}: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("subscriber {i}: {}", response.status()));
+            }
+            tokio::spawn(async move {
+                let mut body = response.bytes_stream();
+                let mut buf = String::new();
+                while let Some(Ok(chunk)) = body.next().await {
+                    buf.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(end) = buf.find("\n\n") {
+                        let block: String = buf.drain(..end + 2).collect();
+                        for data in block.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                            record(&latencies, origin, &server, data);
+                        }
+                    }
+                }
+            });
+        }
+        _ => {
+            let http = http.clone();
+            tokio::spawn(
+                async move { long_poll(http, server, sub, path, origin, latencies).await },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A long-poller: herald's `cursor` protocol, or nchan's (the next message
+/// after the `Last-Modified` and `Etag` of the previous answer).
+async fn long_poll(
+    http: reqwest::Client,
+    server: String,
+    sub: SocketAddr,
+    path: String,
+    origin: Instant,
+    latencies: Latencies,
+) {
+    let mut cursor = 0u64;
+    let (mut modified, mut etag) = (String::new(), String::new());
+    loop {
+        let request = if server == "herald" {
+            http.get(format!("http://{sub}{path}&cursor={cursor}&timeout=30"))
+        } else {
+            http.get(format!("http://{sub}{path}"))
+                .header("if-modified-since", &modified)
+                .header("if-none-match", &etag)
+        };
+        let Ok(response) = request.send().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if server == "herald" {
+            let Ok(body) = response.json::<serde_json::Value>().await else {
+                continue;
+            };
+            for event in body["events"].as_array().into_iter().flatten() {
+                record(&latencies, origin, &server, &event.to_string());
+            }
+            cursor = body["cursor"].as_u64().unwrap_or(cursor);
+        } else {
+            let header = |n: &str| {
+                response
+                    .headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let (m, e) = (header("last-modified"), header("etag"));
+            let ok = response.status().is_success();
+            let Ok(text) = response.text().await else {
+                continue;
+            };
+            if ok {
+                record(&latencies, origin, &server, &text);
+                modified = m.unwrap_or_default();
+                etag = e.unwrap_or_default();
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let origin = Instant::now();
+    let latencies: Latencies = Arc::default();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(usize::MAX)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(200) {
+        let opened = futures::future::join_all(
+            chunk
+                .iter()
+                .map(|&i| subscribe(&args, &http, i, origin, latencies.clone())),
+        )
+        .await;
+        opened.into_iter().collect::<Result<Vec<_>, _>>()?;
+    }
+    // Let the subscriptions settle (held long-polls, nchan's channels).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let publisher = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let total = args.rate * args.seconds;
+    let failed = Arc::new(AtomicU64::new(0));
+    let every = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        tokio::time::sleep_until(started + every.mul_f64(n as f64)).await;
+        let target = name(&args, (n as usize * 7919) % args.subscribers);
+        let t = origin.elapsed().as_micros() as u64;
+        let publish = args.publish;
+        let request = match args.server.as_str() {
+            "herald" => publisher
+                .post(format!("http://{publish}/api/v1/publish"))
+                .bearer_auth(API_KEY)
+                .json(&serde_json::json!({"to": [target], "data": {"t": t}})),
+            "nchan" => publisher
+                .post(format!("http://{publish}/pub/{target}"))
+                .body(format!(r#"{{"t":{t}}}"#)),
+            _ => publisher
+                .post(format!("http://{publish}/emit/{target}"))
+                .body(format!(r#"{{"t":{t}}}"#)),
+        };
+        let failed = failed.clone();
+        tasks.push(tokio::spawn(async move {
+            match request.send().await {
+                Ok(r) if r.status().is_success() => None,
+                Ok(r) => Some(format!("status {}", r.status())),
+                Err(e) => Some(e.without_url().to_string()),
+            }
+            .inspect(|_| {
+                failed.fetch_add(1, Ordering::Relaxed);
+            })
+        }));
+    }
+    let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
+    for task in tasks {
+        if let Ok(Some(error)) = task.await {
+            *errors.entry(error).or_default() += 1;
+        }
+    }
+    // Stragglers get up to 5 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let failed = failed.load(Ordering::Relaxed);
+    while Instant::now() < deadline {
+        let got = latencies.lock().map(|l| l.len()).unwrap_or(0) as u64;
+        if got + failed >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut sorted = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    sorted.sort_unstable();
+    let delivered = sorted.len() as u64;
+    let (p50, p99, p999) = (
+        percentile(&sorted, 0.50),
+        percentile(&sorted, 0.99),
+        percentile(&sorted, 0.999),
+    );
+    println!(
+        "{:<8} {:<8} {:>6}/s for {:>3} s, {:>5} subscribers: {:>7} delivered, {:>5} publish failures, {:>5} lost; publish -> receive p50 {:>7.2} ms, p99 {:>7.2} ms, p99.9 {:>7.2} ms",
+        args.server,
+        args.transport,
+        args.rate,
+        args.seconds,
+        args.subscribers,
+        delivered,
+        failed,
+        total.saturating_sub(delivered + failed),
+        p50,
+        p99,
+        p999,
+    );
+    for (error, count) in errors {
+        eprintln!("  {count} publishes failed: {error}");
+    }
+    if let Some(out) = &args.out {
+        let line = serde_json::json!({
+            "server": args.server, "transport": args.transport, "rate": args.rate,
+            "seconds": args.seconds, "subscribers": args.subscribers, "delivered": delivered,
+            "failed": failed, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
+        });
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .and_then(|mut f| writeln!(f, "{line}"))
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// `chart --in FILE --out FILE.svg [--title T]`: the runs of FILE as
+/// grouped bars, one group per transport, p50/p99/p99.9 per server.
+fn draw(pairs: Vec<(String, String)>) -> Result<(), String> {
+    let (mut input, mut output, mut title) =
+        (None, None, String::from("publish → receive latency"));
+    for (flag, value) in pairs {
+        match flag.as_str() {
+            "--in" => input = Some(value),
+            "--out" => output = Some(value),
+            "--title" => title = value,
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+        }
+    }
+    let (Some(input), Some(output)) = (input, output) else {
+        return Err(USAGE.into());
+    };
+    let text = std::fs::read_to_string(&input).map_err(|e| format!("{input}: {e}"))?;
+    let mut bars = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let run: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("{input}: {e}"))?;
+        let label = |k: &str| run[k].as_str().unwrap_or("?").to_owned();
+        bars.push(chart::Bar {
+            group: label("transport"),
+            series: label("server"),
+            values: ["p50_ms", "p99_ms", "p999_ms"]
+                .iter()
+                .map(|k| run[*k].as_f64().unwrap_or(f64::NAN))
+                .collect(),
+        });
+    }
+    let svg = chart::grouped_bars(&title, "ms (log scale)", &["p50", "p99", "p99.9"], &bars);
+    std::fs::write(&output, svg).map_err(|e| format!("{output}: {e}"))?;
+    println!("wrote {output}");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let result = match (command.as_str(), flags(args)) {
+        (_, Err(e)) => Err(e),
+        ("run", Ok(pairs)) => match parse_run(pairs) {
+            Ok(args) => run(args).await,
+            Err(e) => Err(e),
+        },
+        ("chart", Ok(pairs)) => draw(pairs),
+        _ => Err(USAGE.into()),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_latency: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

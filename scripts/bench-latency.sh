@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Latency on one server: 1 000 subscribers on WebSocket, SSE and long-poll
+# (socket.io: WebSocket only), 1 000 publishes/s for 20 s, each event to one
+# subscriber; publish -> receive p50/p99/p99.9 for herald (sled, fsync on),
+# nchan 1.3 (memory store) and socket.io 4.8 (in memory), in one run. Each
+# server on core 0, the load client (examples/bench_latency.rs) on core 1.
+# Writes target/bench/latency.jsonl and the chart target/bench/latency.svg.
+#
+#   ./scripts/bench-latency.sh [SECONDS]     (default 20)
+#
+# BENCH_SMOKE=1 (what the test suite runs): a debug build, 100 subscribers
+# at 200/s for 2 s, the peers only if already installed; it checks that
+# every stage still runs, and asserts no timing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SMOKE="${BENCH_SMOKE:-}"
+SECONDS_PER_RUN="${1:-$([ -n "$SMOKE" ] && echo 2 || echo 20)}"
+SUBSCRIBERS=$([ -n "$SMOKE" ] && echo 100 || echo 1000)
+RATE=$([ -n "$SMOKE" ] && echo 200 || echo 1000)
+export DEBIAN_FRONTEND=noninteractive
+if [ -z "$SMOKE" ]; then
+    if [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends nginx-light libnginx-mod-nchan >/dev/null
+        systemctl stop nginx 2>/dev/null || pkill -x nginx || true
+    fi
+    (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    cargo build --release --locked --bin herald --example bench_latency 2>&1 | tail -1
+    BIN=target/release
+else
+    cargo build --locked --bin herald --example bench_latency 2>&1 | tail -1
+    BIN=target/debug
+fi
+have_nchan() { [ -e /usr/lib/nginx/modules/ngx_nchan_module.so ] && command -v nginx >/dev/null; }
+have_socketio() { [ -d bench/peers/node_modules/socket.io ]; }
+OUT=target/bench
+mkdir -p "$OUT"
+rm -f "$OUT/latency.jsonl"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+start() { # port command...; sets SERVER_PID
+    local port=$1; shift
+    taskset -c 0 "$@" >"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!; PIDS+=("$SERVER_PID")
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    cat "$WORK/server.log"; exit 1
+}
+stop() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
+run() { # server transport port
+    taskset -c 1 "$BIN/examples/bench_latency" run --server "$1" --transport "$2" \
+        --pub "127.0.0.1:$3" --sub "127.0.0.1:$3" --subscribers "$SUBSCRIBERS" --rate "$RATE" \
+        --seconds "$SECONDS_PER_RUN" --out "$OUT/latency.jsonl"
+}
+
+for transport in ws sse longpoll; do
+    start 18080 "$BIN/herald" --listen 127.0.0.1:18080 --data "$WORK/data-$transport" \
+        --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 \
+        --send-rate 0 --max-conns-per-ip 0
+    run herald "$transport" 18080; stop
+    if have_nchan; then
+        start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
+        run nchan "$transport" 18081; stop
+    else echo "nchan: skipped (not installed)"; fi
+done
+if have_socketio; then
+    start 18082 node bench/peers/socketio-server.js 18082
+    run socketio ws 18082; stop
+else echo "socket.io: skipped (not installed)"; fi
+
+"$BIN/examples/bench_latency" chart --in "$OUT/latency.jsonl" --out "$OUT/latency.svg" \
+    --title "publish → receive at $RATE/s, $SUBSCRIBERS subscribers, one core each (lower is better)"
+# Every herald run must have delivered (no timing is asserted).
+for transport in ws sse longpoll; do
+    grep '"server":"herald"' "$OUT/latency.jsonl" | grep "\"transport\":\"$transport\"" \
+        | grep -q '"delivered":[1-9]' || { echo "herald $transport delivered nothing" >&2; exit 1; }
+done
