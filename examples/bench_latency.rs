@@ -7,7 +7,8 @@
 //! ```text
 //! bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll
 //!     --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE]
-//! bench_latency chart --in FILE --out FILE.svg [--title TEXT]
+//! bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY]
+//!     [--series KEY] [--measure KEY,KEY…] [--unit TEXT] [--linear]
 //! ```
 //!
 //! `run` prints one line (rate, delivered, lost, p50/p99/p99.9 in ms) and,
@@ -41,13 +42,16 @@ struct Args {
 
 const SECRET: &str = "bench-secret-0123456789abcdefghij";
 const API_KEY: &str = "bench-api-key-0123";
-const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT]";
+const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY] [--series KEY] [--measure KEY,KEY...] [--unit TEXT] [--linear]";
 
-/// `--flag value` pairs after the subcommand.
-fn flags(args: impl Iterator<Item = String>) -> Result<Vec<(String, String)>, String> {
-    let mut args = args.peekable();
+/// `--flag value` pairs after the subcommand (`--linear` takes none).
+fn flags(mut args: impl Iterator<Item = String>) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     while let Some(flag) = args.next() {
+        if flag == "--linear" {
+            out.push((flag, String::new()));
+            continue;
+        }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         out.push((flag, value));
     }
@@ -392,16 +396,26 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// `chart --in FILE --out FILE.svg [--title T]`: the runs of FILE as
-/// grouped bars, one group per transport, p50/p99/p99.9 per server.
+/// `chart`: the JSON lines of FILE as grouped bars, one group per value of
+/// `--group` (default `transport`), a column per `--series` (`server`),
+/// one bar per `--measure` (`p50_ms,p99_ms,p999_ms`), on a log scale
+/// unless `--linear`.
 fn draw(pairs: Vec<(String, String)>) -> Result<(), String> {
-    let (mut input, mut output, mut title) =
-        (None, None, String::from("publish → receive latency"));
+    let (mut input, mut output) = (None, None);
+    let mut title = String::from("publish → receive latency");
+    let (mut group, mut series, mut unit) = ("transport".to_owned(), "server".to_owned(), None);
+    let mut measures = vec!["p50_ms".to_owned(), "p99_ms".into(), "p999_ms".into()];
+    let mut log = true;
     for (flag, value) in pairs {
         match flag.as_str() {
             "--in" => input = Some(value),
             "--out" => output = Some(value),
             "--title" => title = value,
+            "--group" => group = value,
+            "--series" => series = value,
+            "--measure" => measures = value.split(',').map(str::to_owned).collect(),
+            "--unit" => unit = Some(value),
+            "--linear" => log = false,
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
@@ -415,15 +429,22 @@ fn draw(pairs: Vec<(String, String)>) -> Result<(), String> {
             serde_json::from_str(line).map_err(|e| format!("{input}: {e}"))?;
         let label = |k: &str| run[k].as_str().unwrap_or("?").to_owned();
         bars.push(chart::Bar {
-            group: label("transport"),
-            series: label("server"),
-            values: ["p50_ms", "p99_ms", "p999_ms"]
+            group: label(&group),
+            series: label(&series),
+            values: measures
                 .iter()
-                .map(|k| run[*k].as_f64().unwrap_or(f64::NAN))
+                .map(|k| run[k.as_str()].as_f64().unwrap_or(f64::NAN))
                 .collect(),
         });
     }
-    let svg = chart::grouped_bars(&title, "ms (log scale)", &["p50", "p99", "p99.9"], &bars);
+    // `p999_ms` reads as p99.9.
+    let names: Vec<String> = measures
+        .iter()
+        .map(|m| m.trim_end_matches("_ms").replace("p999", "p99.9"))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let unit = unit.unwrap_or_else(|| "ms".into()) + if log { " (log scale)" } else { "" };
+    let svg = chart::grouped_bars(&title, &unit, &names, &bars, log);
     std::fs::write(&output, svg).map_err(|e| format!("{output}: {e}"))?;
     println!("wrote {output}");
     Ok(())

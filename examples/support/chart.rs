@@ -15,7 +15,7 @@ pub struct Bar {
 const COLOURS: [&str; 4] = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"];
 const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 360.0;
-const LEFT: f64 = 60.0;
+const LEFT: f64 = 72.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 60.0;
 
@@ -37,8 +37,9 @@ fn order(bars: &[Bar], key: impl Fn(&Bar) -> &str) -> Vec<String> {
 }
 
 /// An SVG document: `bars` grouped by `group`, a column per series, one
-/// bar per measure (`measures` names them), heights on a log scale.
-pub fn grouped_bars(title: &str, unit: &str, measures: &[&str], bars: &[Bar]) -> String {
+/// bar per measure (`measures` names them), heights on a log scale (or a
+/// linear one from 0).
+pub fn grouped_bars(title: &str, unit: &str, measures: &[&str], bars: &[Bar], log: bool) -> String {
     let groups = order(bars, |b| &b.group);
     let series = order(bars, |b| &b.series);
     let finite = bars
@@ -47,9 +48,26 @@ pub fn grouped_bars(title: &str, unit: &str, measures: &[&str], bars: &[Bar]) ->
         .filter(|v| v.is_finite() && **v > 0.0);
     let max = finite.clone().fold(1.0f64, |m, v| m.max(*v));
     let min = finite.fold(max, |m, v| m.min(*v));
-    let (low, high) = (min.log10().floor().min(-1.0), max.log10().ceil().max(1.0));
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let y = |v: f64| TOP + plot_h * (1.0 - (v.max(10f64.powf(low)).log10() - low) / (high - low));
+    let (low, high) = if log {
+        (min.log10().floor().min(-1.0), max.log10().ceil().max(1.0))
+    } else {
+        // A round top: 1, 2 or 5 times a power of ten.
+        let power = 10f64.powf(max.log10().floor());
+        let step = [1.0, 2.0, 5.0, 10.0]
+            .into_iter()
+            .find(|s| s * power >= max)
+            .unwrap_or(10.0);
+        (0.0, step * power)
+    };
+    let scale = |v: f64| {
+        if log {
+            v.max(10f64.powf(low)).log10()
+        } else {
+            v
+        }
+    };
+    let y = |v: f64| TOP + plot_h * (1.0 - (scale(v) - low) / (high - low));
 
     let mut svg = String::new();
     let _ = write!(
@@ -57,11 +75,17 @@ pub fn grouped_bars(title: &str, unit: &str, measures: &[&str], bars: &[Bar]) ->
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{LEFT}" y="22" font-size="15" font-weight="bold">{}</text>"#,
         escape(title)
     );
-    // Grid lines at each power of ten.
-    for power in (low as i32)..=(high as i32) {
-        let v = 10f64.powi(power);
+    // Grid lines at each power of ten, or at fifths of a linear scale.
+    let ticks: Vec<f64> = if log {
+        ((low as i32)..=(high as i32))
+            .map(|p| 10f64.powi(p))
+            .collect()
+    } else {
+        (0..=5).map(|i| high * f64::from(i) / 5.0).collect()
+    };
+    for v in ticks {
         let at = y(v);
-        let label = if v < 1.0 {
+        let label = if v > 0.0 && v < 1.0 {
             format!("{v}")
         } else {
             format!("{v:.0}")
@@ -138,21 +162,19 @@ pub fn grouped_bars(title: &str, unit: &str, measures: &[&str], bars: &[Bar]) ->
         );
         lx += 90.0;
     }
-    let shades: Vec<String> = measures
-        .iter()
-        .enumerate()
-        .map(|(m, name)| {
-            format!(
-                "{name} {}",
-                ["solid", "lighter", "lightest"].get(m).unwrap_or(&"")
-            )
-        })
-        .collect();
-    let _ = write!(
-        svg,
-        r##"<text x="{lx:.1}" y="{ly:.1}" fill="#6b7280">bars per server, left to right: {}</text></svg>"##,
-        escape(&shades.join(", "))
-    );
+    if measures.len() > 1 {
+        let shades: Vec<String> = measures
+            .iter()
+            .zip(["solid", "lighter", "lightest"])
+            .map(|(name, shade)| format!("{name} {shade}"))
+            .collect();
+        let _ = write!(
+            svg,
+            r##"<text x="{lx:.1}" y="{ly:.1}" fill="#6b7280">bars per server, left to right: {}</text>"##,
+            escape(&shades.join(", "))
+        );
+    }
+    svg.push_str("</svg>");
     svg.push('\n');
     svg
 }

@@ -16,6 +16,7 @@ use crate::http::reply::Response;
 use crate::http::request::Query;
 use crate::hub::Transport;
 use crate::metrics::Label;
+use crate::store::Page;
 
 /// `GET /v1/longpoll?cursor=N&timeout=S&limit=L`
 pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
@@ -24,10 +25,16 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     // A held long-poll keeps only what it needs: not the request and its
     // headers (a few KiB per held request otherwise).
     drop(req);
-    // Subscribe before reading so that an event made durable in between
-    // still wakes us.
-    let mut head = app.store.watch(&poll.uid).await?;
     let mut page = poll.read(app).await?;
+    if !page.events.is_empty() {
+        // Answered at once, like a poll: it holds no slot.
+        poll.settle(app, &page).await?;
+        return Ok(answer(app, &page));
+    }
+    // Subscribe, then read again, so that an event made durable since the
+    // first read still wakes us.
+    let mut head = app.store.watch(&poll.uid).await?;
+    page = poll.read(app).await?;
     // Counts toward the user's connection cap while it lasts (and keeps
     // the user online); a newer connection may end it early. Taken before
     // the ack: a long-poll refused for the cap acks nothing.
@@ -43,6 +50,12 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
         }
         page = poll.read(app).await?;
     }
+    drop(connection);
+    Ok(answer(app, &page))
+}
+
+/// The answer, counted as useful or empty.
+fn answer(app: &App, page: &Page) -> Response {
     let kind = if page.events.is_empty() {
         "empty"
     } else {
@@ -52,7 +65,7 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
         .longpoll_returns
         .get_or_create(&Label { kind })
         .inc();
-    Ok(page_response(app, Transport::LongPoll, &page))
+    page_response(app, Transport::LongPoll, page)
 }
 
 /// A long-poll being held, counted in `herald_longpolls_held` until it
