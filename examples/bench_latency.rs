@@ -7,9 +7,15 @@
 //! ```text
 //! bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll
 //!     --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE]
+//!     [--fanout]
 //! bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY]
 //!     [--series KEY] [--measure KEY,KEY…] [--unit TEXT] [--linear]
 //! ```
+//!
+//! With `--fanout` every publish goes to every subscriber (herald: one
+//! publish to all their users, each event durable in each queue; the
+//! peers: one channel or room), so `--rate` publishes/s make `--rate` ×
+//! `--subscribers` deliveries/s.
 //!
 //! `run` prints one line (rate, delivered, lost, p50/p99/p99.9 in ms) and,
 //! with `--out`, appends it as a JSON line; `chart` draws those lines as an
@@ -38,17 +44,18 @@ struct Args {
     rate: u64,
     seconds: u64,
     out: Option<std::path::PathBuf>,
+    fanout: bool,
 }
 
 const SECRET: &str = "bench-secret-0123456789abcdefghij";
 const API_KEY: &str = "bench-api-key-0123";
-const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY] [--series KEY] [--measure KEY,KEY...] [--unit TEXT] [--linear]";
+const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE] [--fanout]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY] [--series KEY] [--measure KEY,KEY...] [--unit TEXT] [--linear]";
 
 /// `--flag value` pairs after the subcommand (`--linear` takes none).
 fn flags(mut args: impl Iterator<Item = String>) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     while let Some(flag) = args.next() {
-        if flag == "--linear" {
+        if flag == "--linear" || flag == "--fanout" {
             out.push((flag, String::new()));
             continue;
         }
@@ -68,6 +75,7 @@ fn parse_run(pairs: Vec<(String, String)>) -> Result<Args, String> {
         rate: 1000,
         seconds: 20,
         out: None,
+        fanout: false,
     };
     for (flag, value) in pairs {
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
@@ -80,6 +88,7 @@ fn parse_run(pairs: Vec<(String, String)>) -> Result<Args, String> {
             "--rate" => parsed.rate = value.parse().map_err(|e| bad(&e))?,
             "--seconds" => parsed.seconds = value.parse().map_err(|e| bad(&e))?,
             "--out" => parsed.out = Some(value.into()),
+            "--fanout" => parsed.fanout = true,
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
@@ -114,7 +123,11 @@ fn token(uid: &str) -> String {
 /// `i`: fresh names per run, so that no run replays what an earlier one
 /// published.
 fn name(args: &Args, i: usize) -> String {
-    format!("r{}{}u{i}", args.rate, args.transport)
+    match (args.fanout, args.server.as_str()) {
+        (true, "herald") => format!("f{}{}u{i}", args.rate, args.transport),
+        (true, _) => format!("f{}{}", args.rate, args.transport),
+        (false, _) => format!("r{}{}u{i}", args.rate, args.transport),
+    }
 }
 
 /// The send times (µs since the client's start) a received payload
@@ -304,21 +317,40 @@ async fn run(args: Args) -> Result<(), String> {
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| e.to_string())?;
-    let total = args.rate * args.seconds;
+    let publishes = args.rate * args.seconds;
+    let per_publish = if args.fanout {
+        args.subscribers as u64
+    } else {
+        1
+    };
+    let total = publishes * per_publish;
+    // A fan-out publish of herald names every user.
+    let everyone = serde_json::to_string(
+        &(0..args.subscribers)
+            .map(|i| name(&args, i))
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| e.to_string())?;
     let failed = Arc::new(AtomicU64::new(0));
     let every = Duration::from_secs_f64(1.0 / args.rate as f64);
     let started = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for n in 0..total {
+    let mut tasks = Vec::with_capacity(publishes as usize);
+    for n in 0..publishes {
         tokio::time::sleep_until(started + every.mul_f64(n as f64)).await;
         let target = name(&args, (n as usize * 7919) % args.subscribers);
         let t = origin.elapsed().as_micros() as u64;
         let publish = args.publish;
+        let to = if args.fanout {
+            everyone.clone()
+        } else {
+            format!(r#"["{target}"]"#)
+        };
         let request = match args.server.as_str() {
             "herald" => publisher
                 .post(format!("http://{publish}/api/v1/publish"))
                 .bearer_auth(API_KEY)
-                .json(&serde_json::json!({"to": [target], "data": {"t": t}})),
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"to":{to},"data":{{"t":{t}}}}}"#)),
             "nchan" => publisher
                 .post(format!("http://{publish}/pub/{target}"))
                 .body(format!(r#"{{"t":{t}}}"#)),
@@ -349,7 +381,7 @@ async fn run(args: Args) -> Result<(), String> {
     let failed = failed.load(Ordering::Relaxed);
     while Instant::now() < deadline {
         let got = latencies.lock().map(|l| l.len()).unwrap_or(0) as u64;
-        if got + failed >= total {
+        if got + failed * per_publish >= total {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -363,15 +395,17 @@ async fn run(args: Args) -> Result<(), String> {
         percentile(&sorted, 0.999),
     );
     println!(
-        "{:<8} {:<8} {:>6}/s for {:>3} s, {:>5} subscribers: {:>7} delivered, {:>5} publish failures, {:>5} lost; publish -> receive p50 {:>7.2} ms, p99 {:>7.2} ms, p99.9 {:>7.2} ms",
+        "{:<8} {:<8} {:>6}/s{} for {:>3} s, {:>5} subscribers: {:>7} delivered ({:.0}/s), {:>5} publish failures, {:>5} lost; publish -> receive p50 {:>7.2} ms, p99 {:>7.2} ms, p99.9 {:>7.2} ms",
         args.server,
         args.transport,
         args.rate,
+        if args.fanout { " to all" } else { "" },
         args.seconds,
         args.subscribers,
         delivered,
+        delivered as f64 / args.seconds as f64,
         failed,
-        total.saturating_sub(delivered + failed),
+        total.saturating_sub(delivered + failed * per_publish),
         p50,
         p99,
         p999,
@@ -383,6 +417,7 @@ async fn run(args: Args) -> Result<(), String> {
         let line = serde_json::json!({
             "server": args.server, "transport": args.transport, "rate": args.rate,
             "seconds": args.seconds, "subscribers": args.subscribers, "delivered": delivered,
+            "fanout": args.fanout, "deliveries_per_s": delivered as f64 / args.seconds as f64,
             "failed": failed, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
         });
         use std::io::Write;
@@ -427,7 +462,10 @@ fn draw(pairs: Vec<(String, String)>) -> Result<(), String> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let run: serde_json::Value =
             serde_json::from_str(line).map_err(|e| format!("{input}: {e}"))?;
-        let label = |k: &str| run[k].as_str().unwrap_or("?").to_owned();
+        let label = |k: &str| match &run[k] {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
         bars.push(chart::Bar {
             group: label(&group),
             series: label(&series),

@@ -4,7 +4,11 @@
 # subscriber; publish -> receive p50/p99/p99.9 for herald (sled, fsync on),
 # nchan 1.3 (memory store) and socket.io 4.8 (in memory), in one run. Each
 # server on core 0, the load client (examples/bench_latency.rs) on core 1.
-# Writes target/bench/latency.jsonl and the chart target/bench/latency.svg.
+# Then sustained fan-out: every publish to all 1 000 WebSocket subscribers
+# (herald: 1 000 durable events per publish), at rising rates, herald vs
+# nchan, 10 s each: deliveries/s and their p99.
+# Writes target/bench/latency.jsonl and sustained.jsonl, and the charts
+# target/bench/latency.svg and sustained.svg.
 #
 #   ./scripts/bench-latency.sh [SECONDS]     (default 20)
 #
@@ -35,7 +39,7 @@ have_nchan() { [ -e /usr/lib/nginx/modules/ngx_nchan_module.so ] && command -v n
 have_socketio() { [ -d bench/peers/node_modules/socket.io ]; }
 OUT=target/bench
 mkdir -p "$OUT"
-rm -f "$OUT/latency.jsonl"
+rm -f "$OUT/latency.jsonl" "$OUT/sustained.jsonl"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"; }
@@ -52,16 +56,19 @@ start() { # port command...; sets SERVER_PID
     cat "$WORK/server.log"; exit 1
 }
 stop() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
-run() { # server transport port
+run() { # server transport port [rate seconds out extra...]
     taskset -c 1 "$BIN/examples/bench_latency" run --server "$1" --transport "$2" \
-        --pub "127.0.0.1:$3" --sub "127.0.0.1:$3" --subscribers "$SUBSCRIBERS" --rate "$RATE" \
-        --seconds "$SECONDS_PER_RUN" --out "$OUT/latency.jsonl"
+        --pub "127.0.0.1:$3" --sub "127.0.0.1:$3" --subscribers "$SUBSCRIBERS" --rate "${4:-$RATE}" \
+        --seconds "${5:-$SECONDS_PER_RUN}" --out "$OUT/${6:-latency}.jsonl" "${@:7}"
+}
+herald_start() {
+    start 18080 "$BIN/herald" --listen 127.0.0.1:18080 --data "$WORK/data-$RANDOM" \
+        --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 \
+        --send-rate 0 --max-conns-per-ip 0
 }
 
 for transport in ws sse longpoll; do
-    start 18080 "$BIN/herald" --listen 127.0.0.1:18080 --data "$WORK/data-$transport" \
-        --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 \
-        --send-rate 0 --max-conns-per-ip 0
+    herald_start
     run herald "$transport" 18080; stop
     if have_nchan; then
         start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
@@ -73,8 +80,23 @@ if have_socketio; then
     run socketio ws 18082; stop
 else echo "socket.io: skipped (not installed)"; fi
 
+echo "== sustained fan-out: every publish to all $SUBSCRIBERS WebSocket subscribers"
+FAN_RATES=$([ -n "$SMOKE" ] && echo 2 || echo "20 50 100 200")
+FAN_SECONDS=$([ -n "$SMOKE" ] && echo 2 || echo 10)
+for rate in $FAN_RATES; do
+    herald_start
+    run herald ws 18080 "$rate" "$FAN_SECONDS" sustained --fanout; stop
+    if have_nchan; then
+        start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
+        run nchan ws 18081 "$rate" "$FAN_SECONDS" sustained --fanout; stop
+    fi
+done
+
 "$BIN/examples/bench_latency" chart --in "$OUT/latency.jsonl" --out "$OUT/latency.svg" \
     --title "publish → receive at $RATE/s, $SUBSCRIBERS subscribers, one core each (lower is better)"
+"$BIN/examples/bench_latency" chart --in "$OUT/sustained.jsonl" --out "$OUT/sustained.svg" \
+    --group rate --measure deliveries_per_s --linear --unit "deliveries/s" \
+    --title "fan-out to $SUBSCRIBERS WebSockets: deliveries/s by publishes/s (higher is better)"
 # Every herald run must have delivered (no timing is asserted).
 for transport in ws sse longpoll; do
     grep '"server":"herald"' "$OUT/latency.jsonl" | grep "\"transport\":\"$transport\"" \
