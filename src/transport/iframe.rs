@@ -26,7 +26,7 @@ const LIFETIME: Duration = Duration::from_secs(300);
 /// Browsers buffer the start of a document before running scripts in it.
 const PADDING: usize = 2048;
 
-/// `GET /v1/iframe?cursor=N&cb=NAME`
+/// `GET /v1/iframe?cursor=N&epoch=E&cb=NAME`
 pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Error> {
     let stream = StreamRequest::parse(app, &req, Transport::Iframe)?;
     let callback = Query::of(&req).get("cb").unwrap_or("herald").to_owned();

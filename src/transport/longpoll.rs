@@ -2,8 +2,10 @@
 //! cursor, the timeout passes (an empty 200), a newer connection of the
 //! same user needs its slot (an empty 200 too), or the server shuts down.
 //!
-//! No polling loop: the handler waits on the user's durable-head watch,
-//! which the group-commit thread raises right after the flush.
+//! A long-poll that finds events answers at once, like a poll. Otherwise
+//! no polling loop: the handler waits on the user's durable-head watch,
+//! which the store raises once an event is durable (sled: the group-commit
+//! thread after its flush; Redis: an append on any node).
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use crate::hub::Transport;
 use crate::metrics::Label;
 use crate::store::Page;
 
-/// `GET /v1/longpoll?cursor=N&timeout=S&limit=L`
+/// `GET /v1/longpoll?cursor=N&epoch=E&timeout=S&limit=L`
 pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     let poll = PollRequest::parse(app, &req)?;
     let timeout = Query::of(&req).u64_in("timeout", 1..=110, app.config.longpoll_timeout)?;

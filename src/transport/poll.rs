@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::http::reply::Response;
 use crate::hub::Transport;
 
-/// `GET /v1/poll?cursor=N&limit=L`
+/// `GET /v1/poll?cursor=N&epoch=E&limit=L`
 pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     let poll = PollRequest::parse(app, &req)?;
     let page = poll.read(app).await?;

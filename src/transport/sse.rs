@@ -19,8 +19,8 @@ use crate::store::event_head;
 /// How long the browser waits before reconnecting, in ms.
 const RETRY_MS: u32 = 1000;
 
-/// `GET /v1/sse?cursor=N` (or `Last-Event-ID: N`, which wins: it is what
-/// EventSource sends when it reconnects to the same URL).
+/// `GET /v1/sse?cursor=N&epoch=E` (or `Last-Event-ID: N:E`, which wins: it
+/// is what EventSource sends when it reconnects to the same URL).
 pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Error> {
     let (subscription, connection) = StreamRequest::parse(app, &req, Transport::Sse)?
         .open(app)
@@ -33,8 +33,9 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
     ))
 }
 
-/// SSE: `retry:` first, an `id`/`event`/`data` block per event, a comment
-/// or an `hb` event as keepalive; the stream just ends.
+/// SSE: `retry:` first, a `hello` before the first events, an
+/// `id: seq:epoch`/`event`/`data` block per event, a comment or an `hb`
+/// event as keepalive; the stream just ends.
 struct SseFramer;
 
 impl Framer for SseFramer {

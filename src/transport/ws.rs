@@ -41,7 +41,7 @@ const PING_EVERY: Duration = Duration::from_secs(25);
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// `GET /v1/ws?cursor=N` with an Upgrade: websocket.
+/// `GET /v1/ws?cursor=N&epoch=E` with an Upgrade: websocket.
 pub async fn handle(
     app: &Arc<App>,
     mut req: Request<hyper::body::Incoming>,
