@@ -38,19 +38,8 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-# Starts a server pinned to core 0; waits for its port; sets SERVER_PID.
-start() {
-    local port=$1; shift
-    taskset -c "${SERVER_CORES:-0}" "$@" >"$WORK/server.log" 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    cat "$WORK/server.log"; exit 1
-}
-stop() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 herald() {
     start 18080 "$BIN/herald" --listen 127.0.0.1:18080 --data "$WORK/data-$RANDOM" \
         --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 --max-body 1048576 --max-user-connections 4 --max-conns-per-ip 0

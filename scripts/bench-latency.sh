@@ -45,17 +45,8 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-start() { # port command...; sets SERVER_PID
-    local port=$1; shift
-    taskset -c 0 "$@" >"$WORK/server.log" 2>&1 &
-    SERVER_PID=$!; PIDS+=("$SERVER_PID")
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    cat "$WORK/server.log"; exit 1
-}
-stop() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 run() { # server transport port [rate seconds out extra...]
     taskset -c 1 "$BIN/examples/bench_latency" run --server "$1" --transport "$2" \
         --pub "127.0.0.1:$3" --sub "127.0.0.1:$3" --subscribers "$SUBSCRIBERS" --rate "${4:-$RATE}" \

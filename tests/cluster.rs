@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::clients::{follow_every_transport, publisher, Base};
+use common::clients::{assert_acknowledged, follow_every_transport, publisher, Base};
 use common::redis::{nodes, Redis};
 use common::{eventually, seqs, Server, API_KEY};
 use futures::StreamExt;
@@ -90,14 +90,7 @@ async fn publish_and_follow<Fut>(
     assert_eq!(seqs(&all), (1..=last).collect::<Vec<_>>(), "seqs gap-free");
     *until.lock().unwrap() = last;
     assert!(acked.len() > 30, "only {} events published", acked.len());
-    for (seq, (p, n)) in &acked {
-        let data = &all[*seq as usize - 1]["data"];
-        assert_eq!(
-            (data["p"].as_u64(), data["n"].as_u64()),
-            (Some(*p), Some(*n)),
-            "seq {seq}"
-        );
-    }
+    assert_acknowledged(&all, &acked, "the queue");
     for consumer in consumers {
         let (transport, events) = consumer.await.unwrap();
         assert_eq!(

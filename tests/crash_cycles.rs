@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::clients::{follow_every_transport, publisher, Base};
+use common::clients::{assert_acknowledged, follow_every_transport, publisher, Base};
 use common::{seqs, Server};
 use rand::Rng;
 
@@ -65,14 +65,7 @@ async fn kill_9_cycles_lose_duplicate_or_reorder_nothing_on_any_transport() {
             (1..=last).collect::<Vec<_>>(),
             "{transport}: not every event exactly once, in order"
         );
-        for (seq, (p, n)) in &acked {
-            let data = &events[*seq as usize - 1]["data"];
-            assert_eq!(
-                (data["p"].as_u64(), data["n"].as_u64()),
-                (Some(*p), Some(*n)),
-                "{transport}: seq {seq}"
-            );
-        }
+        assert_acknowledged(&events, &acked, &transport);
     }
     eprintln!(
         "{cycles} kill -9 cycles, {} events acknowledged, head {last}",

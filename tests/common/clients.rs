@@ -265,3 +265,20 @@ pub fn follow_every_transport(
         })
         .collect()
 }
+
+/// Asserts that `events` (from seq 1, gap-free) hold at each acknowledged
+/// seq the `{"p","n"}` that [`publisher`] acknowledged for it.
+pub fn assert_acknowledged(
+    events: &[Value],
+    acked: &std::collections::BTreeMap<u64, (u64, u64)>,
+    who: &str,
+) {
+    for (seq, (p, n)) in acked {
+        let data = &events[*seq as usize - 1]["data"];
+        assert_eq!(
+            (data["p"].as_u64(), data["n"].as_u64()),
+            (Some(*p), Some(*n)),
+            "{who}: seq {seq}"
+        );
+    }
+}
