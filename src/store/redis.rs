@@ -20,6 +20,10 @@
 //! A queue that lost its meta hash (Redis data wiped, or the queue expired
 //! after `--queue-max-age` idle) restarts at seq 1 under a new epoch, and
 //! readers whose epoch differs get a `gap` instead of silence.
+//!
+//! Here: connecting, the queue (append, read, ack, watch). Beside it:
+//! `records.rs` (the records, locks and change announcements), `shared.rs`
+//! (presence leases and token buckets), `wakes.rs` (the wake subscription).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,11 +32,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dashmap::DashMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{PushInfo, PushKind, Script, Value};
+use redis::{Script, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::event::{gap_event, now_ms};
-use super::{Acked, Append, Epoch, EventQueue, Lease, Once, Page, PageLimit, Records, StoreError};
+use super::{Acked, Append, Epoch, EventQueue, Once, Page, PageLimit, StoreError};
 use crate::uid::Uid;
 
 /// How many wake channels appends are spread over.
@@ -234,8 +238,8 @@ impl RedisStore {
         let mut channels: Vec<String> = (0..PARTITIONS).map(|p| format!("h:wake:{p}")).collect();
         channels.push(CHANGES.to_owned());
         pubsub.subscribe(&channels).await?;
-        tokio::spawn(wake_loop(received, Arc::downgrade(&store)));
-        tokio::spawn(keep_subscribed(pubsub, Arc::downgrade(&store)));
+        tokio::spawn(wakes::wake_loop(received, Arc::downgrade(&store)));
+        tokio::spawn(wakes::keep_subscribed(pubsub, Arc::downgrade(&store)));
         Ok(store)
     }
 
@@ -248,162 +252,11 @@ impl RedisStore {
         self.conn.clone()
     }
 
-    /// Removes the records whose deadline passed (at most 1000 per call);
-    /// returns how many. Any node may run it: the script is atomic.
-    pub async fn expire_due(&self) -> Result<u64, StoreError> {
-        let removed: i64 = self
-            .scripts
-            .kv
-            .key(KV_VALUES)
-            .key(KV_INDEX)
-            .key(KV_DEADLINES)
-            .arg("expire_due")
-            .arg(now_ms())
-            .arg(1000)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(removed as u64)
-    }
-
     /// Drops the local waiter registry entries nobody waits on; returns how
     /// many remain.
     pub fn forget_idle(&self) -> usize {
         self.wakes.heads.retain(|_, head| head.receiver_count() > 0);
         self.wakes.heads.len()
-    }
-
-    async fn presence_op(&self, args: &[&str]) -> Result<Value, StoreError> {
-        let mut call = self.scripts.presence.prepare_invoke();
-        call.key("h:alive").key("h:status").key("h:shown");
-        for a in args {
-            call.arg(*a);
-        }
-        Ok(call.invoke_async(&mut self.conn()).await?)
-    }
-
-    /// Records whether `uid` is online on `node` (`on`, `off` or `keep`)
-    /// for `lease`, and the status it chose if it changes; returns its
-    /// visible status cluster-wide, and whether this call is the one that
-    /// changed it (then the caller pushes it).
-    pub async fn presence_set(
-        &self,
-        uid: &Uid,
-        node: &str,
-        state: &str,
-        lease: Duration,
-        chosen: &str,
-    ) -> Result<(bool, String), StoreError> {
-        let lease = lease.as_millis().to_string();
-        let reply = self
-            .presence_op(&["set", uid.as_str(), node, state, &lease, chosen])
-            .await?;
-        let mut parts = array(reply)
-            .ok_or_else(|| bad_reply("presence"))?
-            .into_iter();
-        let changed = parts.next().and_then(|v| int(&v)) == Some(1);
-        let status = parts
-            .next()
-            .and_then(bytes)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .ok_or_else(|| bad_reply("presence"))?;
-        Ok((changed, status))
-    }
-
-    /// Renews `node`'s lease on each of `uids` (its online users).
-    pub async fn presence_refresh(
-        &self,
-        node: &str,
-        lease: Duration,
-        uids: &[Uid],
-    ) -> Result<(), StoreError> {
-        let lease = lease.as_millis().to_string();
-        for chunk in uids.chunks(1000) {
-            let mut args = vec!["refresh", node, &lease];
-            args.extend(chunk.iter().map(Uid::as_str));
-            self.presence_op(&args).await?;
-        }
-        Ok(())
-    }
-
-    /// Whether each of `uids` is online on any node, and the status it chose.
-    pub async fn presence_states(
-        &self,
-        uids: &[Uid],
-    ) -> Result<Vec<(bool, Option<String>)>, StoreError> {
-        let mut out = Vec::with_capacity(uids.len());
-        for chunk in uids.chunks(1000) {
-            let mut args = vec!["states"];
-            args.extend(chunk.iter().map(Uid::as_str));
-            let reply = array(self.presence_op(&args).await?).ok_or_else(|| bad_reply("states"))?;
-            let mut it = reply.into_iter();
-            while let (Some(online), Some(chosen)) = (it.next(), it.next()) {
-                let chosen = bytes(chosen).filter(|c| !c.is_empty());
-                out.push((
-                    int(&online) == Some(1),
-                    chosen.map(|c| String::from_utf8_lossy(&c).into_owned()),
-                ));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every user online on any node.
-    pub async fn presence_online(&self) -> Result<Vec<Uid>, StoreError> {
-        let reply = array(self.presence_op(&["online"]).await?).unwrap_or_default();
-        Ok(reply
-            .into_iter()
-            .filter_map(bytes)
-            .filter_map(|b| Uid::parse(&String::from_utf8_lossy(&b)).ok())
-            .collect())
-    }
-
-    /// Users whose nodes all stopped renewing them, with their new visible
-    /// status; each is returned to one caller only.
-    pub async fn presence_sweep(&self) -> Result<Vec<(Uid, String)>, StoreError> {
-        let reply = array(self.presence_op(&["sweep", "500"]).await?).unwrap_or_default();
-        let mut out = Vec::new();
-        let mut it = reply.into_iter();
-        while let (Some(uid), Some(status)) = (it.next(), it.next()) {
-            let (Some(uid), Some(status)) = (bytes(uid), bytes(status)) else {
-                continue;
-            };
-            if let Ok(uid) = Uid::parse(&String::from_utf8_lossy(&uid)) {
-                out.push((uid, String::from_utf8_lossy(&status).into_owned()));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Takes `n` tokens from the shared bucket `name` that refills
-    /// `per_second` and holds `burst`; returns how long to wait if they
-    /// are not there (nothing is taken then).
-    pub async fn rate_take(
-        &self,
-        name: &str,
-        per_second: u32,
-        burst: u32,
-        n: u32,
-    ) -> Result<Duration, StoreError> {
-        let interval = 1000.0 / f64::from(per_second.max(1));
-        let wait: u64 = self
-            .scripts
-            .rate
-            .key(format!("h:rate:{name}"))
-            .arg(interval)
-            .arg(burst.max(n))
-            .arg(n)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(Duration::from_millis(wait))
-    }
-
-    async fn kv_op(&self, op: &str, args: &[&[u8]]) -> Result<Value, StoreError> {
-        let mut call = self.scripts.kv.prepare_invoke();
-        call.key(KV_VALUES).key(KV_INDEX).key(KV_DEADLINES).arg(op);
-        for a in args {
-            call.arg(*a);
-        }
-        Ok(call.invoke_async(&mut self.conn()).await?)
     }
 
     /// Appends `batch` (all users distinct or not; one script call per
@@ -476,122 +329,6 @@ async fn check_persistence(
             Ok(format!("async ({setting})"))
         }
         _ => Ok(format!("fsync ({setting})")),
-    }
-}
-
-impl Wakes {
-    /// Sets `uid`'s head to `seq` as Redis reported it: lower too, since a
-    /// queue recreated under a new epoch starts again at 1 (its waiters
-    /// re-read and find the new epoch).
-    fn set(&self, uid: &Uid, seq: u64) {
-        if let Some(head) = self.heads.get(uid) {
-            head.send_if_modified(|h| std::mem::replace(h, seq) != seq);
-        }
-    }
-
-    /// Raises `uid`'s head to `seq` (an append made here).
-    fn raise(&self, uid: &Uid, seq: u64) {
-        if let Some(head) = self.heads.get(uid) {
-            head.send_if_modified(|h| {
-                let raise = seq > *h;
-                if raise {
-                    *h = seq;
-                }
-                raise
-            });
-        }
-    }
-}
-
-/// Follows the wake channels: raises local heads, forwards record changes,
-/// and after a (re)subscription re-reads every local waiter's head, since
-/// wakes published while the subscription was down are gone.
-async fn wake_loop(
-    mut received: mpsc::UnboundedReceiver<PushInfo>,
-    store: std::sync::Weak<RedisStore>,
-) {
-    let mut subscribed = 0u32;
-    while let Some(push) = received.recv().await {
-        let Some(store) = store.upgrade() else { return };
-        match push.kind {
-            PushKind::Message => {
-                let mut data = push.data.into_iter();
-                let (Some(channel), Some(message)) = (data.next(), data.next()) else {
-                    continue;
-                };
-                let (Some(channel), Some(message)) = (bytes(channel), bytes(message)) else {
-                    continue;
-                };
-                let message = String::from_utf8_lossy(&message);
-                if channel == CHANGES.as_bytes() {
-                    let _ = store.wakes.changes.send(message.into_owned());
-                } else if let Some((uid, seq)) = message.split_once(' ') {
-                    if let (Ok(uid), Ok(seq)) = (Uid::parse(uid), seq.parse()) {
-                        store.wakes.set(&uid, seq);
-                    }
-                }
-            }
-            PushKind::Subscribe => {
-                // The changes channel comes last in every (re)subscription;
-                // the first one is the subscription made at start.
-                let channel = push.data.into_iter().next().and_then(bytes);
-                if channel.as_deref() == Some(CHANGES.as_bytes()) {
-                    subscribed += 1;
-                    if subscribed > 1 {
-                        tracing::info!("redis wake subscription back; re-reading every waiter");
-                        let _ = store.wakes.changes.send(String::new());
-                        tokio::spawn(refresh_heads(store.clone()));
-                    }
-                }
-            }
-            PushKind::Disconnection => {
-                tracing::warn!("redis wake subscription lost; resubscribing");
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Pings the wake subscription every second: the connection manager only
-/// reconnects (and resubscribes) when a command fails, and nothing else is
-/// sent on this connection.
-async fn keep_subscribed(mut pubsub: ConnectionManager, store: std::sync::Weak<RedisStore>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if store.strong_count() == 0 {
-            return;
-        }
-        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut pubsub).await;
-        if let Err(e) = pong {
-            tracing::debug!("wake subscription ping: {e}");
-        }
-    }
-}
-
-/// Re-reads the head of every user with a local waiter, retrying until
-/// Redis answers.
-async fn refresh_heads(store: Arc<RedisStore>) {
-    let users: Vec<Uid> = store.wakes.heads.iter().map(|e| e.key().clone()).collect();
-    for chunk in users.chunks(500) {
-        loop {
-            let mut pipe = redis::pipe();
-            for uid in chunk {
-                pipe.hget(meta_key(uid), "s");
-            }
-            let heads: Result<Vec<Option<u64>>, _> = pipe.query_async(&mut store.conn()).await;
-            match heads {
-                Ok(heads) => {
-                    for (uid, head) in chunk.iter().zip(heads) {
-                        store.wakes.set(uid, head.unwrap_or(0));
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!("re-reading heads after a resubscription: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
     }
 }
 
@@ -739,173 +476,6 @@ impl EventQueue for RedisStore {
     }
 }
 
-#[async_trait]
-impl Records for RedisStore {
-    async fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.kv_op("put", &[key.as_bytes(), &value]).await?;
-        Ok(())
-    }
-
-    async fn kv_stage(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.kv_put(key, value).await
-    }
-
-    async fn kv_stage_remove(&self, key: &str) -> Result<(), StoreError> {
-        self.kv_op("del", &[key.as_bytes()]).await?;
-        Ok(())
-    }
-
-    async fn kv_raise(&self, key: &str, value: u64) -> Result<u64, StoreError> {
-        let now = self
-            .kv_op("raise", &[key.as_bytes(), value.to_string().as_bytes()])
-            .await?;
-        bytes(now)
-            .and_then(|b| String::from_utf8(b).ok()?.parse().ok())
-            .ok_or_else(|| bad_reply("raise"))
-    }
-
-    async fn expire(&self, key: &str, after: Duration) -> Result<(), StoreError> {
-        let deadline = now_ms() + after.as_millis() as u64;
-        let _: i64 = redis::cmd("ZADD")
-            .arg(KV_DEADLINES)
-            .arg(deadline)
-            .arg(key)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(())
-    }
-
-    async fn kv_put_all(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
-        let mut args: Vec<&[u8]> = Vec::with_capacity(pairs.len() * 2);
-        for (k, v) in &pairs {
-            args.push(k.as_bytes());
-            args.push(v);
-        }
-        self.kv_op("put", &args).await?;
-        Ok(())
-    }
-
-    async fn kv_swap(
-        &self,
-        key: &str,
-        old: Option<Vec<u8>>,
-        new: Vec<u8>,
-    ) -> Result<bool, StoreError> {
-        let (present, expected) = match &old {
-            Some(v) => (&b"1"[..], v.as_slice()),
-            None => (&b"0"[..], &b""[..]),
-        };
-        let swapped = self
-            .kv_op("swap", &[key.as_bytes(), present, expected, &new])
-            .await?;
-        Ok(int(&swapped) == Some(1))
-    }
-
-    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(redis::cmd("HGET")
-            .arg(KV_VALUES)
-            .arg(key)
-            .query_async(&mut self.conn())
-            .await?)
-    }
-
-    async fn kv_range(
-        &self,
-        prefix: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let start = if after < prefix {
-            format!("[{prefix}")
-        } else {
-            format!("({after}")
-        };
-        let reply = self
-            .kv_op(
-                "range",
-                &[
-                    prefix.as_bytes(),
-                    start.as_bytes(),
-                    limit.to_string().as_bytes(),
-                ],
-            )
-            .await?;
-        let mut found = pairs(reply)?;
-        found.retain(|(k, _)| k.starts_with(prefix));
-        Ok(found)
-    }
-
-    async fn kv_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        let reply = self.kv_op("last", &[prefix.as_bytes()]).await?;
-        Ok(pairs(reply)?.into_iter().next())
-    }
-
-    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut out = Vec::new();
-        let mut after = String::new();
-        loop {
-            let page = self.kv_range(prefix, &after, 1000).await?;
-            let done = page.len() < 1000;
-            if let Some((last, _)) = page.last() {
-                after = last.clone();
-            }
-            out.extend(page);
-            if done {
-                return Ok(out);
-            }
-        }
-    }
-
-    fn shared(&self) -> bool {
-        true
-    }
-
-    async fn announce(&self, change: &str) -> Result<(), StoreError> {
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(CHANGES)
-            .arg(change)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(())
-    }
-
-    fn changes(&self) -> broadcast::Receiver<String> {
-        self.wakes.changes.subscribe()
-    }
-
-    async fn lock(&self, name: &str) -> Result<Lease, StoreError> {
-        let key = format!("h:lock:{name}");
-        let token = format!("{:x}", rand::random::<u64>());
-        let mut wait = Duration::from_millis(1);
-        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            // A lease, so that a node killed while holding it blocks
-            // nobody for longer than this.
-            let set: Option<String> = redis::cmd("SET")
-                .arg(&key)
-                .arg(&token)
-                .arg("NX")
-                .arg("PX")
-                .arg(10_000)
-                .query_async(&mut self.conn())
-                .await?;
-            if set.is_some() {
-                let (conn, release) = (self.conn(), self.scripts.release.clone());
-                return Ok(Lease::new(move || {
-                    tokio::spawn(async move {
-                        let mut conn = conn;
-                        let _: Result<i64, _> =
-                            release.key(key).arg(token).invoke_async(&mut conn).await;
-                    });
-                }));
-            }
-            if tokio::time::Instant::now() > give_up {
-                return Err(StoreError::Unavailable(format!(
-                    "lock {name} still held by another node after 10 s"
-                )));
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(20));
-        }
-    }
-}
+mod records;
+mod shared;
+mod wakes;

@@ -1,0 +1,137 @@
+//! What the nodes of a cluster share besides queues and records: who is
+//! online on which node (`presence.lua`) and token buckets (`rate.lua`).
+
+use std::time::Duration;
+
+use redis::Value;
+
+use super::{array, bad_reply, bytes, int, RedisStore};
+use crate::store::StoreError;
+use crate::uid::Uid;
+
+impl RedisStore {
+    async fn presence_op(&self, args: &[&str]) -> Result<Value, StoreError> {
+        let mut call = self.scripts.presence.prepare_invoke();
+        call.key("h:alive").key("h:status").key("h:shown");
+        for a in args {
+            call.arg(*a);
+        }
+        Ok(call.invoke_async(&mut self.conn()).await?)
+    }
+
+    /// Records whether `uid` is online on `node` (`on`, `off` or `keep`)
+    /// for `lease`, and the status it chose if it changes; returns its
+    /// visible status cluster-wide, and whether this call is the one that
+    /// changed it (then the caller pushes it).
+    pub async fn presence_set(
+        &self,
+        uid: &Uid,
+        node: &str,
+        state: &str,
+        lease: Duration,
+        chosen: &str,
+    ) -> Result<(bool, String), StoreError> {
+        let lease = lease.as_millis().to_string();
+        let reply = self
+            .presence_op(&["set", uid.as_str(), node, state, &lease, chosen])
+            .await?;
+        let mut parts = array(reply)
+            .ok_or_else(|| bad_reply("presence"))?
+            .into_iter();
+        let changed = parts.next().and_then(|v| int(&v)) == Some(1);
+        let status = parts
+            .next()
+            .and_then(bytes)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .ok_or_else(|| bad_reply("presence"))?;
+        Ok((changed, status))
+    }
+
+    /// Renews `node`'s lease on each of `uids` (its online users).
+    pub async fn presence_refresh(
+        &self,
+        node: &str,
+        lease: Duration,
+        uids: &[Uid],
+    ) -> Result<(), StoreError> {
+        let lease = lease.as_millis().to_string();
+        for chunk in uids.chunks(1000) {
+            let mut args = vec!["refresh", node, &lease];
+            args.extend(chunk.iter().map(Uid::as_str));
+            self.presence_op(&args).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether each of `uids` is online on any node, and the status it chose.
+    pub async fn presence_states(
+        &self,
+        uids: &[Uid],
+    ) -> Result<Vec<(bool, Option<String>)>, StoreError> {
+        let mut out = Vec::with_capacity(uids.len());
+        for chunk in uids.chunks(1000) {
+            let mut args = vec!["states"];
+            args.extend(chunk.iter().map(Uid::as_str));
+            let reply = array(self.presence_op(&args).await?).ok_or_else(|| bad_reply("states"))?;
+            let mut it = reply.into_iter();
+            while let (Some(online), Some(chosen)) = (it.next(), it.next()) {
+                let chosen = bytes(chosen).filter(|c| !c.is_empty());
+                out.push((
+                    int(&online) == Some(1),
+                    chosen.map(|c| String::from_utf8_lossy(&c).into_owned()),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every user online on any node.
+    pub async fn presence_online(&self) -> Result<Vec<Uid>, StoreError> {
+        let reply = array(self.presence_op(&["online"]).await?).unwrap_or_default();
+        Ok(reply
+            .into_iter()
+            .filter_map(bytes)
+            .filter_map(|b| Uid::parse(&String::from_utf8_lossy(&b)).ok())
+            .collect())
+    }
+
+    /// Users whose nodes all stopped renewing them, with their new visible
+    /// status; each is returned to one caller only.
+    pub async fn presence_sweep(&self) -> Result<Vec<(Uid, String)>, StoreError> {
+        let reply = array(self.presence_op(&["sweep", "500"]).await?).unwrap_or_default();
+        let mut out = Vec::new();
+        let mut it = reply.into_iter();
+        while let (Some(uid), Some(status)) = (it.next(), it.next()) {
+            let (Some(uid), Some(status)) = (bytes(uid), bytes(status)) else {
+                continue;
+            };
+            if let Ok(uid) = Uid::parse(&String::from_utf8_lossy(&uid)) {
+                out.push((uid, String::from_utf8_lossy(&status).into_owned()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes `n` tokens from the shared bucket `name` that refills
+    /// `per_second` and holds `burst`; returns how long to wait if they
+    /// are not there (nothing is taken then).
+    pub async fn rate_take(
+        &self,
+        name: &str,
+        per_second: u32,
+        burst: u32,
+        n: u32,
+    ) -> Result<Duration, StoreError> {
+        let interval = 1000.0 / f64::from(per_second.max(1));
+        let wait: u64 = self
+            .scripts
+            .rate
+            .key(format!("h:rate:{name}"))
+            .arg(interval)
+            .arg(burst.max(n))
+            .arg(n)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(Duration::from_millis(wait))
+    }
+}

@@ -1,0 +1,131 @@
+//! Wake-ups across nodes: every node follows the wake channels on one
+//! subscription and raises its local waiters' heads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind};
+use tokio::sync::mpsc;
+
+use super::{bytes, meta_key, RedisStore, Wakes, CHANGES};
+use crate::uid::Uid;
+
+impl Wakes {
+    /// Sets `uid`'s head to `seq` as Redis reported it: lower too, since a
+    /// queue recreated under a new epoch starts again at 1 (its waiters
+    /// re-read and find the new epoch).
+    pub(super) fn set(&self, uid: &Uid, seq: u64) {
+        if let Some(head) = self.heads.get(uid) {
+            head.send_if_modified(|h| std::mem::replace(h, seq) != seq);
+        }
+    }
+
+    /// Raises `uid`'s head to `seq` (an append made here).
+    pub(super) fn raise(&self, uid: &Uid, seq: u64) {
+        if let Some(head) = self.heads.get(uid) {
+            head.send_if_modified(|h| {
+                let raise = seq > *h;
+                if raise {
+                    *h = seq;
+                }
+                raise
+            });
+        }
+    }
+}
+
+/// Follows the wake channels: raises local heads, forwards record changes,
+/// and after a (re)subscription re-reads every local waiter's head, since
+/// wakes published while the subscription was down are gone.
+pub(super) async fn wake_loop(
+    mut received: mpsc::UnboundedReceiver<PushInfo>,
+    store: std::sync::Weak<RedisStore>,
+) {
+    let mut subscribed = 0u32;
+    while let Some(push) = received.recv().await {
+        let Some(store) = store.upgrade() else { return };
+        match push.kind {
+            PushKind::Message => {
+                let mut data = push.data.into_iter();
+                let (Some(channel), Some(message)) = (data.next(), data.next()) else {
+                    continue;
+                };
+                let (Some(channel), Some(message)) = (bytes(channel), bytes(message)) else {
+                    continue;
+                };
+                let message = String::from_utf8_lossy(&message);
+                if channel == CHANGES.as_bytes() {
+                    let _ = store.wakes.changes.send(message.into_owned());
+                } else if let Some((uid, seq)) = message.split_once(' ') {
+                    if let (Ok(uid), Ok(seq)) = (Uid::parse(uid), seq.parse()) {
+                        store.wakes.set(&uid, seq);
+                    }
+                }
+            }
+            PushKind::Subscribe => {
+                // The changes channel comes last in every (re)subscription;
+                // the first one is the subscription made at start.
+                let channel = push.data.into_iter().next().and_then(bytes);
+                if channel.as_deref() == Some(CHANGES.as_bytes()) {
+                    subscribed += 1;
+                    if subscribed > 1 {
+                        tracing::info!("redis wake subscription back; re-reading every waiter");
+                        let _ = store.wakes.changes.send(String::new());
+                        tokio::spawn(refresh_heads(store.clone()));
+                    }
+                }
+            }
+            PushKind::Disconnection => {
+                tracing::warn!("redis wake subscription lost; resubscribing");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Pings the wake subscription every second: the connection manager only
+/// reconnects (and resubscribes) when a command fails, and nothing else is
+/// sent on this connection.
+pub(super) async fn keep_subscribed(
+    mut pubsub: ConnectionManager,
+    store: std::sync::Weak<RedisStore>,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if store.strong_count() == 0 {
+            return;
+        }
+        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut pubsub).await;
+        if let Err(e) = pong {
+            tracing::debug!("wake subscription ping: {e}");
+        }
+    }
+}
+
+/// Re-reads the head of every user with a local waiter, retrying until
+/// Redis answers.
+async fn refresh_heads(store: Arc<RedisStore>) {
+    let users: Vec<Uid> = store.wakes.heads.iter().map(|e| e.key().clone()).collect();
+    for chunk in users.chunks(500) {
+        loop {
+            let mut pipe = redis::pipe();
+            for uid in chunk {
+                pipe.hget(meta_key(uid), "s");
+            }
+            let heads: Result<Vec<Option<u64>>, _> = pipe.query_async(&mut store.conn()).await;
+            match heads {
+                Ok(heads) => {
+                    for (uid, head) in chunk.iter().zip(heads) {
+                        store.wakes.set(uid, head.unwrap_or(0));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!("re-reading heads after a resubscription: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
