@@ -7,9 +7,13 @@
 //!
 //! ```text
 //! bench_connections idle  --pid PID --proto herald-sse|herald-ws|herald-longpoll|nchan-sse|nchan-ws|nchan-longpoll|socketio-ws --addr 127.0.0.1:PORT [--count N] [--secret S] [--hold-s S]
-//! bench_connections fanout --proto herald-ws|nchan-ws|socketio-ws --addr 127.0.0.1:PORT [--secret S --api-key K] [--count N]
+//! bench_connections fanout --proto herald-ws|nchan-ws|socketio-ws --addr 127.0.0.1:PORT [--secret S --api-key K] [--count N] [--out FILE --label NAME]
 //! bench_connections fsync --dir DIR     (the disk's fdatasync p50/p99, printed beside the fan-out)
 //! ```
+//!
+//! With `--out`, the fan-out appends its median round to FILE as a JSON
+//! line: when each percent of the subscribers had the event (`curve_ms`,
+//! 100 values), drawn by `bench_latency curve`.
 //!
 //! Client sockets are spread over source addresses 127.0.0.2–127.0.0.9 so
 //! no (source, destination) pair runs out of ephemeral ports.
@@ -40,6 +44,9 @@ struct Args {
     /// idle: how long the connections are held before the memory is read
     /// (longer when several clients must hold theirs at once).
     hold: Duration,
+    /// fanout: where to append the median round's curve, and its name.
+    out: Option<std::path::PathBuf>,
+    label: Option<String>,
 }
 
 #[path = "support/disk.rs"]
@@ -59,6 +66,8 @@ fn parse_args() -> Args {
         shared_channel: false,
         dir: std::env::temp_dir(),
         hold: Duration::from_secs(2),
+        out: None,
+        label: None,
     };
     while let (Some(flag), Some(value)) = (args.next(), args.next()) {
         match flag.as_str() {
@@ -69,6 +78,8 @@ fn parse_args() -> Args {
             "--secret" => parsed.secret = value,
             "--api-key" => parsed.api_key = value,
             "--dir" => parsed.dir = value.into(),
+            "--out" => parsed.out = Some(value.into()),
+            "--label" => parsed.label = Some(value),
             "--hold-s" => parsed.hold = Duration::from_secs(value.parse().expect("--hold-s")),
             other => panic!("unknown flag {other}"),
         }
@@ -255,7 +266,8 @@ async fn fanout(args: Args) {
     );
     let to: Vec<String> = (0..args.count).map(|i| format!("u{i}")).collect();
     let http = reqwest::Client::new();
-    let mut lasts = Vec::new();
+    // Per round: every subscriber's arrival, in ms after the publish.
+    let mut rounds: Vec<Vec<f64>> = Vec::new();
     for round in 0..ROUNDS {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let started = Instant::now();
@@ -280,35 +292,61 @@ async fn fanout(args: Args) {
             "publish: {}",
             response.status()
         );
-        let mut received = 0;
-        let mut last = started;
-        let mut first: Option<Instant> = None;
-        while received < ready {
+        let mut arrivals = Vec::with_capacity(ready);
+        while arrivals.len() < ready {
             match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-                Ok(Some(at)) => {
-                    received += 1;
-                    last = last.max(at);
-                    first = Some(first.map_or(at, |f| f.min(at)));
-                }
+                Ok(Some(at)) => arrivals.push((at - started).as_secs_f64() * 1e3),
                 _ => break,
             }
         }
-        let ms = |at: Instant| (at - started).as_secs_f64() * 1e3;
+        arrivals.sort_by(f64::total_cmp);
         println!(
-            "  round {round}: publish answered after {:.1} ms; first subscriber received it after {:.1} ms, last after {:.1} ms ({received}/{ready} received)",
+            "  round {round}: publish answered after {:.1} ms; first subscriber received it after {:.1} ms, last after {:.1} ms ({}/{ready} received)",
             answered.as_secs_f64() * 1e3,
-            ms(first.unwrap_or(started)),
-            ms(last)
+            arrivals.first().copied().unwrap_or(0.0),
+            arrivals.last().copied().unwrap_or(0.0),
+            arrivals.len()
         );
-        lasts.push(ms(last));
+        rounds.push(arrivals);
     }
-    lasts.sort_by(f64::total_cmp);
+    // A round that lost subscribers counts as never finishing.
+    let last = |arrivals: &Vec<f64>| match arrivals.last() {
+        Some(&ms) if arrivals.len() == ready => ms,
+        _ => f64::INFINITY,
+    };
+    rounds.sort_by(|a, b| last(a).total_cmp(&last(b)));
+    let median = &rounds[ROUNDS / 2];
     println!(
         "{:<12} fan-out to {ready} WebSocket subscribers: last subscriber after {:.1} ms (median of {ROUNDS}), {:.1} ms (worst)",
         args.proto,
-        lasts[ROUNDS / 2],
-        lasts[ROUNDS - 1]
+        last(median),
+        last(&rounds[ROUNDS - 1])
     );
+    if let Some(out) = &args.out {
+        // When 1%, 2%, … 100% of the subscribers had it (the median round).
+        let curve: Vec<f64> = (1..=100)
+            .map(|percent| {
+                let reached = (ready * percent).div_ceil(100);
+                median
+                    .get(reached.saturating_sub(1))
+                    .map_or(f64::INFINITY, |ms| (ms * 100.0).round() / 100.0)
+            })
+            .collect();
+        let line = serde_json::json!({
+            "server": args.label.as_deref().unwrap_or(&args.proto),
+            "subscribers": ready,
+            "last_ms": last(median),
+            // JSON has no infinity: a percent never reached is null.
+            "curve_ms": curve.iter().map(|ms| ms.is_finite().then_some(*ms)).collect::<Vec<_>>(),
+        });
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .and_then(|mut f| writeln!(f, "{line}"))
+            .unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    }
 }
 
 #[tokio::main]

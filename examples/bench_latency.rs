@@ -8,6 +8,7 @@
 //! bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll
 //!     --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE]
 //!     [--fanout]
+//! bench_latency curve --in FILE --out FILE.svg [--title TEXT]
 //! bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY]
 //!     [--series KEY] [--measure KEY,KEY…] [--unit TEXT] [--linear]
 //! ```
@@ -19,7 +20,8 @@
 //!
 //! `run` prints one line (rate, delivered, lost, p50/p99/p99.9 in ms) and,
 //! with `--out`, appends it as a JSON line; `chart` draws those lines as an
-//! SVG bar chart (log scale). socket.io has WebSocket only. Run by
+//! SVG bar chart (log scale), and `curve` draws the fan-out curves of
+//! `bench_connections fanout --out`. socket.io has WebSocket only. Run by
 //! `scripts/bench-latency.sh` (one server) and `scripts/bench-cluster.sh`
 //! (Redis, two nodes).
 
@@ -49,7 +51,7 @@ struct Args {
 
 const SECRET: &str = "bench-secret-0123456789abcdefghij";
 const API_KEY: &str = "bench-api-key-0123";
-const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE] [--fanout]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY] [--series KEY] [--measure KEY,KEY...] [--unit TEXT] [--linear]";
+const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE] [--fanout]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY] [--series KEY] [--measure KEY,KEY...] [--unit TEXT] [--linear]\n       bench_latency curve --in FILE --out FILE.svg [--title TEXT]";
 
 /// `--flag value` pairs after the subcommand (`--linear` takes none).
 fn flags(mut args: impl Iterator<Item = String>) -> Result<Vec<(String, String)>, String> {
@@ -488,6 +490,41 @@ fn draw(pairs: Vec<(String, String)>) -> Result<(), String> {
     Ok(())
 }
 
+/// `curve`: the fan-out lines of FILE (written by `bench_connections
+/// fanout --out`) as the share of subscribers reached over time.
+fn draw_curves(pairs: Vec<(String, String)>) -> Result<(), String> {
+    let (mut input, mut output) = (None, None);
+    let mut title = String::from("one publish to every subscriber: share reached over time");
+    for (flag, value) in pairs {
+        match flag.as_str() {
+            "--in" => input = Some(value),
+            "--out" => output = Some(value),
+            "--title" => title = value,
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+        }
+    }
+    let (Some(input), Some(output)) = (input, output) else {
+        return Err(USAGE.into());
+    };
+    let text = std::fs::read_to_string(&input).map_err(|e| format!("{input}: {e}"))?;
+    let mut curves = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let run: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("{input}: {e}"))?;
+        let ms = run["curve_ms"]
+            .as_array()
+            .ok_or_else(|| format!("{input}: a line without curve_ms"))?;
+        curves.push(chart::Curve {
+            name: run["server"].as_str().unwrap_or("?").to_owned(),
+            ms: ms.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect(),
+        });
+    }
+    std::fs::write(&output, chart::curves(&title, &curves))
+        .map_err(|e| format!("{output}: {e}"))?;
+    println!("wrote {output}");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
@@ -499,6 +536,7 @@ async fn main() -> std::process::ExitCode {
             Err(e) => Err(e),
         },
         ("chart", Ok(pairs)) => draw(pairs),
+        ("curve", Ok(pairs)) => draw_curves(pairs),
         _ => Err(USAGE.into()),
     };
     match result {

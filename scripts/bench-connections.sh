@@ -4,7 +4,8 @@
 # measured the same way in
 # one run, plus a 10 000-way WebSocket fan-out of each. Each server gets core
 # 0, the Rust load client (examples/bench_connections.rs) core 1; the last
-# fan-out run gives herald both cores.
+# fan-out run gives herald both cores. Writes the fan-out curves (share of
+# subscribers reached over time) to target/bench/fanout.{jsonl,svg}.
 #
 #   ./scripts/bench-connections.sh [COUNT]      (default 10000)
 #
@@ -24,10 +25,10 @@ if [ -z "$SMOKE" ] && [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
 fi
 if [ -z "$SMOKE" ]; then
     (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-    cargo build --release --locked --bin herald --example bench_connections 2>&1 | tail -1
+    cargo build --release --locked --bin herald --example bench_connections --example bench_latency 2>&1 | tail -1
     BIN=target/release
 else
-    cargo build --locked --bin herald --example bench_connections 2>&1 | tail -1
+    cargo build --locked --bin herald --example bench_connections --example bench_latency 2>&1 | tail -1
     BIN=target/debug
 fi
 CLIENT=$BIN/examples/bench_connections
@@ -77,7 +78,10 @@ echo "WebSocket per connection: $(ratio nchan "$(per herald-ws)" "$(per nchan-ws
 echo "== fan-out: one publish to $COUNT WebSocket subscribers (median of 5 rounds)"
 # herald: one durable event in each of $COUNT per-user queues; the peers: one
 # message on one channel in memory (nchan) / one io.emit (socket.io).
-fanout() { taskset -c 1 "$CLIENT" fanout --count "$COUNT" --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 "$@" | tee -a "$WORK/results"; }
+OUT=target/bench
+mkdir -p "$OUT"
+rm -f "$OUT/fanout.jsonl"
+fanout() { taskset -c 1 "$CLIENT" fanout --count "$COUNT" --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 --out "$OUT/fanout.jsonl" "$@" | tee -a "$WORK/results"; }
 herald; fanout --proto herald-ws --addr 127.0.0.1:18080; stop
 if have_nchan; then
     start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
@@ -89,8 +93,11 @@ if have_socketio; then
 fi
 echo "-- herald with two cores (shared with the load client)"
 SERVER_CORES=0,1 herald
-taskset -c 1 "$CLIENT" fanout --count "$COUNT" --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 --proto herald-ws --addr 127.0.0.1:18080
+taskset -c 1 "$CLIENT" fanout --count "$COUNT" --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 --proto herald-ws --addr 127.0.0.1:18080 \
+    --out "$OUT/fanout.jsonl" --label "herald-ws, 2 cores"
 stop
+"$BIN/examples/bench_latency" curve --in "$OUT/fanout.jsonl" --out "$OUT/fanout.svg" \
+    --title "one publish to $COUNT WebSocket subscribers: share reached (median of 5 rounds)"
 
 fan() { awk -v p="$1" '$1 == p && /fan-out to/ { for (i = 1; i <= NF; i++) if ($i == "ms" && $(i+1) == "(median") print $(i-1) }' "$WORK/results"; }
 [ -n "$(fan herald-ws)" ] || { echo "herald fan-out figure missing" >&2; exit 1; }

@@ -1,6 +1,7 @@
-//! A small hand-written SVG chart for the benchmarks: grouped bars on a
-//! log scale, one colour per series, one shade per measure. No plotting
-//! crate: the output is a few dozen elements.
+//! Small hand-written SVG charts for the benchmarks: grouped bars on a log
+//! scale (one colour per series, one shade per measure), and curves of the
+//! share of subscribers reached over time. No plotting crate: the output is
+//! a few dozen elements.
 
 use std::fmt::Write;
 
@@ -36,6 +37,91 @@ fn order(bars: &[Bar], key: impl Fn(&Bar) -> &str) -> Vec<String> {
     seen
 }
 
+/// One line of [`curves`]: `ms[k]` is when `k + 1` percent of the
+/// subscribers had the event (`NaN`: never).
+pub struct Curve {
+    pub name: String,
+    pub ms: Vec<f64>,
+}
+
+/// An SVG document with the head of every chart, its title at the top.
+fn document(title: &str) -> String {
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{LEFT}" y="22" font-size="15" font-weight="bold">{}</text>"#,
+        escape(title)
+    )
+}
+
+/// A round top for a linear axis up to `max`: 1, 2 or 5 times a power of ten.
+fn round_top(max: f64) -> f64 {
+    let power = 10f64.powf(max.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|s| s * power)
+        .find(|top| *top >= max)
+        .unwrap_or(10.0 * power)
+}
+
+/// An SVG document: the share of subscribers reached (0–100 %, up) over
+/// the time since the publish (ms, right), one coloured line per curve.
+pub fn curves(title: &str, curves: &[Curve]) -> String {
+    let max = curves
+        .iter()
+        .flat_map(|c| &c.ms)
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, |m, v| m.max(*v));
+    let right = round_top(max);
+    let (plot_w, plot_h) = (WIDTH - LEFT - 20.0, HEIGHT - TOP - BOTTOM);
+    let x = |ms: f64| LEFT + plot_w * ms / right;
+    let y = |percent: f64| TOP + plot_h * (1.0 - percent / 100.0);
+    let mut svg = document(title);
+    for i in 0..=5 {
+        let (ms, percent) = (right * f64::from(i) / 5.0, f64::from(i) * 20.0);
+        let _ = write!(
+            svg,
+            r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#e5e7eb"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#6b7280">{percent}%</text><line x1="{:.1}" x2="{:.1}" y1="{TOP}" y2="{:.1}" stroke="#f3f4f6"/><text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#6b7280">{ms:.0}</text>"##,
+            LEFT + plot_w,
+            y(percent),
+            y(percent),
+            LEFT - 6.0,
+            y(percent) + 4.0,
+            x(ms),
+            x(ms),
+            TOP + plot_h,
+            x(ms),
+            TOP + plot_h + 16.0,
+        );
+    }
+    let _ = write!(
+        svg,
+        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#6b7280">ms after the publish</text><text x="14" y="{:.1}" transform="rotate(-90 14 {:.1})" text-anchor="middle" fill="#6b7280">subscribers reached</text>"##,
+        LEFT + plot_w / 2.0,
+        TOP + plot_h + 32.0,
+        TOP + plot_h / 2.0,
+        TOP + plot_h / 2.0,
+    );
+    let mut lx = LEFT;
+    for (c, curve) in curves.iter().enumerate() {
+        let colour = COLOURS[c % COLOURS.len()];
+        // From (0, 0) up through every percent reached.
+        let mut path = format!("M{:.1},{:.1}", x(0.0), y(0.0));
+        for (k, ms) in curve.ms.iter().enumerate().filter(|(_, ms)| ms.is_finite()) {
+            let _ = write!(path, " L{:.1},{:.1}", x(*ms), y((k + 1) as f64));
+        }
+        let _ = write!(
+            svg,
+            r#"<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/><rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{colour}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            HEIGHT - 20.0,
+            lx + 16.0,
+            HEIGHT - 10.0,
+            escape(&curve.name)
+        );
+        lx += 40.0 + 7.0 * curve.name.len() as f64;
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
 /// An SVG document: `bars` grouped by `group`, a column per series, one
 /// bar per measure (`measures` names them), heights on a log scale (or a
 /// linear one from 0).
@@ -52,13 +138,7 @@ pub fn grouped_bars(title: &str, unit: &str, measures: &[&str], bars: &[Bar], lo
     let (low, high) = if log {
         (min.log10().floor().min(-1.0), max.log10().ceil().max(1.0))
     } else {
-        // A round top: 1, 2 or 5 times a power of ten.
-        let power = 10f64.powf(max.log10().floor());
-        let step = [1.0, 2.0, 5.0, 10.0]
-            .into_iter()
-            .find(|s| s * power >= max)
-            .unwrap_or(10.0);
-        (0.0, step * power)
+        (0.0, round_top(max))
     };
     let scale = |v: f64| {
         if log {
@@ -69,12 +149,7 @@ pub fn grouped_bars(title: &str, unit: &str, measures: &[&str], bars: &[Bar], lo
     };
     let y = |v: f64| TOP + plot_h * (1.0 - (scale(v) - low) / (high - low));
 
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{LEFT}" y="22" font-size="15" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
+    let mut svg = document(title);
     // Grid lines at each power of ten, or at fifths of a linear scale.
     let ticks: Vec<f64> = if log {
         ((low as i32)..=(high as i32))
