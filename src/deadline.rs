@@ -5,12 +5,18 @@
 
 use std::time::Duration;
 
+use std::future::Future;
+use std::task::Poll;
+
 /// Whether `write` finished without error within `limit`: a client that
 /// takes no data for that long is stalled or gone, and its stream ends
-/// (`--send-timeout-ms`).
-pub async fn sent_in_time<E>(
-    limit: Duration,
-    write: impl std::future::Future<Output = Result<(), E>>,
-) -> bool {
-    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
+/// (`--send-timeout-ms`). A write that finishes at its first poll (the
+/// socket had room, as it nearly always has) never arms a timer: that
+/// would be two timer-wheel updates per delivery.
+pub async fn sent_in_time<E>(limit: Duration, write: impl Future<Output = Result<(), E>>) -> bool {
+    let mut write = std::pin::pin!(write);
+    match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        Poll::Ready(result) => result.is_ok(),
+        Poll::Pending => matches!(tokio::time::timeout(limit, write).await, Ok(Ok(()))),
+    }
 }
