@@ -21,6 +21,9 @@ use tokio::sync::Notify;
 
 use crate::chat::presence::Presence;
 use crate::error::Error;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::metrics::{Label, Metrics};
 use crate::uid::Uid;
 
@@ -35,6 +38,14 @@ pub enum Transport {
 }
 
 impl Transport {
+    const ALL: [Transport; 5] = [
+        Transport::Poll,
+        Transport::LongPoll,
+        Transport::Iframe,
+        Transport::Sse,
+        Transport::Ws,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Transport::Poll => "poll",
@@ -44,10 +55,14 @@ impl Transport {
             Transport::Ws => "ws",
         }
     }
+}
 
-    fn label(self) -> Label {
-        Label { kind: self.name() }
-    }
+/// One transport's series of the per-transport families, looked up once:
+/// a family lookup hashes the label and takes a lock, per delivery.
+struct TransportMetrics {
+    connections: Gauge,
+    delivered: Counter,
+    bytes_sent: Counter,
 }
 
 /// A user's long-polls, oldest first: (id, how to end it early).
@@ -60,6 +75,8 @@ pub struct Hub {
     presence: Arc<Presence>,
     max_per_user: usize,
     metrics: Arc<Metrics>,
+    /// Indexed by `Transport as usize`.
+    by_transport: [TransportMetrics; 5],
     /// Only users with a long-poll open have an entry.
     longpolls: DashMap<Uid, LongPolls>,
     next_id: AtomicU64,
@@ -67,10 +84,21 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(max_per_user: usize, metrics: Arc<Metrics>, presence: Arc<Presence>) -> Hub {
+        let by_transport = Transport::ALL.map(|transport| {
+            let label = Label {
+                kind: transport.name(),
+            };
+            TransportMetrics {
+                connections: metrics.connections.get_or_create(&label).clone(),
+                delivered: metrics.delivered.get_or_create(&label).clone(),
+                bytes_sent: metrics.bytes_sent.get_or_create(&label).clone(),
+            }
+        });
         Hub {
             presence,
             max_per_user: max_per_user.max(1),
             metrics,
+            by_transport,
             longpolls: DashMap::new(),
             next_id: AtomicU64::new(1),
         }
@@ -107,10 +135,7 @@ impl Hub {
                 .push_back((id, end.clone()));
             Some(end)
         } else {
-            self.metrics
-                .connections
-                .get_or_create(&transport.label())
-                .inc();
+            self.of(transport).connections.inc();
             None
         };
         Ok(Connection {
@@ -122,17 +147,15 @@ impl Hub {
         })
     }
 
+    fn of(&self, transport: Transport) -> &TransportMetrics {
+        &self.by_transport[transport as usize]
+    }
+
     /// Counts events and bytes sent on `transport`.
     pub fn sent(&self, transport: Transport, events: usize, bytes: usize) {
-        let label = transport.label();
-        self.metrics
-            .delivered
-            .get_or_create(&label)
-            .inc_by(events as u64);
-        self.metrics
-            .bytes_sent
-            .get_or_create(&label)
-            .inc_by(bytes as u64);
+        let metrics = self.of(transport);
+        metrics.delivered.inc_by(events as u64);
+        metrics.bytes_sent.inc_by(bytes as u64);
     }
 }
 
@@ -180,11 +203,7 @@ impl Drop for Connection {
             // offline between two long-polls.
             self.hub.presence.polled(&self.uid);
         } else {
-            self.hub
-                .metrics
-                .connections
-                .get_or_create(&self.transport.label())
-                .dec();
+            self.hub.of(self.transport).connections.dec();
         }
         self.hub.presence.disconnect(&self.uid);
     }

@@ -28,8 +28,11 @@ pub struct Metrics {
     pub commit_batch: Histogram,
     /// Long-polls being held right now.
     pub longpolls_held: Gauge,
-    /// Long-poll returns, by `kind` = `events` | `empty`.
-    pub longpoll_returns: Family<Label, Counter>,
+    /// Long-poll returns, by `kind` = `events` | `empty`: the two
+    /// counters of the `longpoll_returns` family, looked up once (a lookup
+    /// hashes the label and takes a lock, on every long-poll).
+    pub longpoll_useful: Counter,
+    pub longpoll_empty: Counter,
     /// Events trimmed by retention.
     pub trimmed: Counter,
     /// User queues whose state is in memory (the others are only on disk).
@@ -192,6 +195,12 @@ impl Metrics {
             "Push-broadcast deliveries still queued",
             broadcast_pending.clone(),
         );
+        let longpoll_useful = longpoll_returns
+            .get_or_create(&Label { kind: "events" })
+            .clone();
+        let longpoll_empty = longpoll_returns
+            .get_or_create(&Label { kind: "empty" })
+            .clone();
         Metrics {
             registry,
             appends,
@@ -200,7 +209,8 @@ impl Metrics {
             flush_seconds,
             commit_batch,
             longpolls_held,
-            longpoll_returns,
+            longpoll_useful,
+            longpoll_empty,
             trimmed,
             queues_in_memory,
             connections,

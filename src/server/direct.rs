@@ -170,7 +170,7 @@ pub async fn serve(
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"date: ");
-    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    http_date(|date| out.extend_from_slice(date));
     out.extend_from_slice(b"\r\n\r\n");
 
     if length.is_some() {
@@ -344,4 +344,23 @@ impl AsyncWrite for Rewind {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
+}
+
+/// Calls `with` on the `Date` header value for now, formatted once a
+/// second per thread (as hyper does for its own responses).
+fn http_date(with: impl FnOnce(&[u8])) {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, date)| {
+        if *at != second || date.is_empty() {
+            *at = second;
+            *date = httpdate::fmt_http_date(now);
+        }
+        with(date.as_bytes());
+    });
 }

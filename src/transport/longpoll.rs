@@ -17,7 +17,6 @@ use crate::error::Error;
 use crate::http::reply::Response;
 use crate::http::request::Query;
 use crate::hub::Transport;
-use crate::metrics::Label;
 use crate::store::Page;
 
 /// `GET /v1/longpoll?cursor=N&epoch=E&timeout=S&limit=L`
@@ -58,15 +57,12 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
 
 /// The answer, counted as useful or empty.
 fn answer(app: &App, page: &Page) -> Response {
-    let kind = if page.events.is_empty() {
-        "empty"
+    let returns = if page.events.is_empty() {
+        &app.metrics.longpoll_empty
     } else {
-        "events"
+        &app.metrics.longpoll_useful
     };
-    app.metrics
-        .longpoll_returns
-        .get_or_create(&Label { kind })
-        .inc();
+    returns.inc();
     page_response(app, Transport::LongPoll, page)
 }
 
