@@ -17,6 +17,11 @@ pub async fn sent_in_time<E>(limit: Duration, write: impl Future<Output = Result
     let mut write = std::pin::pin!(write);
     match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
         Poll::Ready(result) => result.is_ok(),
-        Poll::Pending => matches!(tokio::time::timeout(limit, write).await, Ok(Ok(()))),
+        // Boxed: an idle connection's task keeps room for what it may
+        // await, and a timer is large (every idle WebSocket would carry it).
+        Poll::Pending => matches!(
+            Box::pin(tokio::time::timeout(limit, write)).await,
+            Ok(Ok(()))
+        ),
     }
 }

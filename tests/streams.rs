@@ -375,6 +375,17 @@ async fn websocket_replays_delivers_and_runs_commands() {
     assert_eq!(inbox[0]["data"]["id"], first["msg_id"]);
     assert_eq!(inbox[0]["data"]["body"], json!({"text": "hi"}));
     assert_eq!(inbox[0]["data"]["cid"], "c-1");
+
+    // A command far larger than the socket's 512-byte read buffer arrives whole.
+    let text = "y".repeat(40_000);
+    ws.send(Message::text(
+        json!({"op": "send", "to": "bob", "body": {"text": text}, "id": 12}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(ws_next_json(&mut ws).await["ok"], true);
+    let inbox = server.poll(&bob, 1).await;
+    assert_eq!(inbox[0]["data"]["body"]["text"], text);
 }
 
 #[tokio::test]

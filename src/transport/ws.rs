@@ -4,9 +4,11 @@
 //! a bad request gets an HTTP error, not a socket that closes at once.
 //! One task per socket drives both directions with `select!`: the queue
 //! subscription, incoming frames, and a protocol ping every 25 s (a peer
-//! silent for two pings is dropped). Buffers are a few KiB, not
-//! tungstenite's defaults of 128 KiB, which every idle connection would
-//! otherwise hold.
+//! silent for two pings is dropped). Buffers are small, not tungstenite's
+//! defaults of 128 KiB, which every idle connection would otherwise hold:
+//! the read buffer is 512 B (an idle socket touches all of it at its first
+//! read; a larger frame grows it to its length, read 512 B at a time, and
+//! commands are small), and frames are written straight to the socket.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +80,7 @@ pub async fn handle(
         match upgrade.await {
             Ok(upgraded) => {
                 let config = WebSocketConfig::default()
-                    .read_buffer_size(4096)
+                    .read_buffer_size(512)
                     .write_buffer_size(0)
                     .max_write_buffer_size(1 << 20)
                     .max_message_size(Some(max_message))
