@@ -2,39 +2,21 @@
 // binary in demo mode, driving the demo page and herald.js as a person would.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { freePort, launchBrowser, openAs as open, openChatWith } from "./support.mjs";
+import { join } from "node:path";
+import { freePort, launchBrowser, openAs as open, openChatWith, root, startDemoServer } from "./support.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const binary = join(root, "target", "debug", "herald");
 const shots = join(root, "target", "e2e");
 mkdirSync(shots, { recursive: true });
 
 let server, base, apiKey, browser, port, dataDir;
 
 /** Starts herald in demo mode on `port` with `dataDir`; resolves once listening. */
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env, HERALD_LOG: "warn" };
-    delete env.HERALD_SECRET; // demo mode
-    delete env.HERALD_API_KEY;
-    const child = spawn(binary, ["--listen", `127.0.0.1:${port}`, "--data", dataDir, "--heartbeat-ms", "2000"], {
-      env,
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-      const key = out.match(/generated API key (\S+)/);
-      if (key) apiKey = key[1];
-      if (out.includes("listening on")) resolve(child);
-    });
-    child.on("exit", (code) => reject(new Error(`herald exited with ${code}: ${out}`)));
-  });
+async function startServer() {
+  const started = await startDemoServer(port, dataDir, ["--heartbeat-ms", "2000"]);
+  apiKey = started.apiKey;
+  return started.child;
 }
 
 before(async () => {

@@ -1,7 +1,38 @@
 // What the browser tests share: free ports, Debian's chromium, and the demo
 // page driven as a person would.
 import net from "node:net";
+import { spawn } from "node:child_process";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const binary = join(root, "target", "debug", "herald");
+
+/**
+ * Starts herald in demo mode on `port` with `dataDir` (and `args`);
+ * resolves with the child process once it listens, and the generated API key.
+ */
+export function startDemoServer(port, dataDir, args = []) {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env, HERALD_LOG: "warn" };
+    delete env.HERALD_SECRET; // demo mode
+    delete env.HERALD_API_KEY;
+    const child = spawn(binary, ["--listen", `127.0.0.1:${port}`, "--data", dataDir, ...args], {
+      env,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    let apiKey;
+    child.stdout.on("data", (d) => {
+      out += d;
+      const key = out.match(/generated API key (\S+)/);
+      if (key) apiKey = key[1];
+      if (out.includes("listening on")) resolve({ child, apiKey });
+    });
+    child.on("exit", (code) => reject(new Error(`herald exited with ${code}: ${out}`)));
+  });
+}
 
 export function freePort() {
   return new Promise((resolve) => {

@@ -26,6 +26,10 @@ pub enum Error {
     /// The request conflicts with the server's state (409).
     #[error("{1}")]
     Conflict(&'static str, String),
+    /// A cursor (or ack) beyond the newest event `head` (409
+    /// `cursor_ahead`): the client remembers a queue this server never had.
+    #[error("cursor {cursor} is beyond the newest event {head}; resume from {head}")]
+    CursorAhead { cursor: u64, head: u64 },
     /// The body is over the limit, in bytes (413).
     #[error("request body is over the {0}-byte limit")]
     TooLarge(usize),
@@ -50,18 +54,15 @@ impl Error {
     }
 
     /// The 409 of a cursor (or ack) beyond the newest event `head`: the
-    /// client remembers a queue this server never had, and should resume
-    /// from `head`.
+    /// client should resume from `head`.
     pub fn cursor_ahead(cursor: u64, head: u64) -> Error {
-        Error::Conflict(
-            "cursor_ahead",
-            format!("cursor {cursor} is beyond the newest event {head}; resume from {head}"),
-        )
+        Error::CursorAhead { cursor, head }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
             Error::BadRequest(code, _) | Error::Conflict(code, _) => code,
+            Error::CursorAhead { .. } => "cursor_ahead",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",

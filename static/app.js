@@ -33,6 +33,13 @@ $("go").onclick = async () => {
   herald.on("counter", (e) => setCounter(e.data.name, e.data.value));
   herald.on("broadcast", (e) => banner(e.data.body));
   herald.on("hb", (e) => { if (e.hints && e.hints.broadcast > (state.lastBroadcast || 0)) pullBroadcasts(); });
+  // Events may be missing (expired, or a server that lost our position):
+  // refetch what the page shows from the server's current state.
+  herald.on("resync", async () => {
+    const [friends, counters] = await Promise.all([herald.friendsPresence(), herald.counters()]);
+    for (const [friend, status] of Object.entries(friends.friends)) setPresence(friend, status);
+    for (const [name, value] of Object.entries(counters.counters)) setCounter(name, value);
+  });
   herald.start();
   $("login").hidden = true;
   $("app").hidden = false;

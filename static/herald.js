@@ -77,13 +77,17 @@ export class Herald {
     if (event.type === "hello" || event.type === "reconnect") { this.setEpoch(event.epoch); return; }
     if (event.type === "gap" && event.data && event.data.epoch) {
       // The queue was recreated: its history starts again at seq 1.
-      this.cursor = 0;
-      sessionStorage.setItem(this.storageKey, "0");
-      this.setEpoch(event.data.epoch);
       this.emit(event);
+      this.resync("epoch", 0, event.data.epoch);
       return;
     }
     if (typeof event.seq !== "number" || event.seq <= this.cursor) return; // seen already
+    if (event.type === "gap") {
+      // Events from..to expired before we read them; the queue goes on after them.
+      this.emit(event);
+      this.resync("gap", event.seq, undefined, { from: event.data.from, to: event.data.to });
+      return;
+    }
     this.cursor = event.seq;
     sessionStorage.setItem(this.storageKey, String(this.cursor));
     this.pendingAck = this.cursor;
@@ -114,6 +118,13 @@ export class Herald {
   }
 
   // ---- connection management -----------------------------------------
+  //
+  // Every failure goes through recover(): a refusal the server explains
+  // (401, 409, 429, 503, ...) is handled for what it is, on every
+  // transport, and anything else backs off exponentially with jitter. A
+  // stream transport (ws, sse, iframe) cannot read the status of a
+  // refused request, so when one fails before it opened, probe() asks the
+  // server why with one plain HTTP request.
 
   connect() {
     if (!this.running) return;
@@ -123,24 +134,103 @@ export class Herald {
     this["open_" + transport]();
   }
 
-  /** The transport failed: back off (exponential, with jitter), maybe fall back. */
-  failed(error, { opened = false } = {}) {
+  /** A stream transport ended or was refused: learn why, then recover. */
+  async streamFailed(error, opened) {
     this.teardown();
     if (!this.running) return;
-    if (!opened && this.wanted === "auto" && this.order.length > 1) {
-      this.order.shift(); // e.g. a proxy that blocks WebSocket
-      this.emit({ type: "status", transport: this.order[0], state: "fallback", error: String(error) });
-      this.connect();
-      return;
+    // An open stream that ends (a server restart, its lifetime) is simply reopened.
+    const refusal = opened ? { status: -1 } : await this.probe();
+    this.recover(refusal.status === 0 ? { ...refusal, error } : refusal, opened);
+  }
+
+  /**
+   * Why a stream of this position and token would be refused: the status
+   * (0 when the server cannot be reached, 200 when HTTP itself works) of a
+   * plain SSE request, aborted as soon as its headers arrive.
+   */
+  async probe() {
+    const control = new AbortController();
+    const timer = setTimeout(() => control.abort(), 10000);
+    try {
+      const response = await fetch(`${this.url}/v1/sse?${this.position()}&token=${encodeURIComponent(this.token)}`,
+        { headers: { accept: "text/event-stream" }, signal: control.signal, cache: "no-store" });
+      return await refusalOf(response);
+    } catch (e) {
+      return { status: 0, error: e };
+    } finally {
+      clearTimeout(timer);
+      control.abort();
     }
-    this.attempt = opened ? 0 : this.attempt + 1;
-    const delay = Math.min(30000, 250 * 2 ** Math.min(this.attempt, 7)) * (0.5 + Math.random() / 2);
-    this.emit({ type: "status", transport: this.order[0], state: "retrying", delay });
+  }
+
+  /**
+   * Recovers from a failure. `refusal.status`: the HTTP status that
+   * explains it (0: no answer; 200: HTTP works but this transport does
+   * not; -1: an open stream ended). At most one getToken call per backoff
+   * step, and only on 401; at most one resync per step.
+   */
+  async recover(refusal, opened) {
+    this.teardown();
+    if (!this.running) return;
+    const { status } = refusal;
+    if (opened) { this.attempt = 0; this.renewedAt = this.resyncedAt = -1; }
+    const code = refusal.body && refusal.body.error;
+    if (status === 409 && code === "cursor_ahead") {
+      // The server never had our position: one resync, then read on from its head.
+      const again = this.resyncedAt === this.attempt;
+      this.resyncedAt = this.attempt;
+      if (!again) {
+        this.resync("cursor_ahead", refusal.body.head || 0, this.epoch);
+        return this.retry(0, refusal);
+      }
+    } else if (status === 400 && (code === "bad_cursor" || code === "bad_epoch")) {
+      this.resync(code, 0, "");
+      return this.retry(0, refusal);
+    } else if (status === 401) {
+      if (this.renewedAt !== this.attempt && this.getToken) {
+        this.renewedAt = this.attempt;
+        if (await this.renewToken()) return this.retry(0, refusal);
+      }
+      this.emit({ type: "status", transport: this.order[0], state: "unauthorized" });
+    } else if (status === 200 && !opened && this.wanted === "auto" && this.order.length > 1) {
+      // HTTP works but this transport does not (e.g. a proxy that blocks WebSocket).
+      this.order.shift();
+      this.emit({ type: "status", transport: this.order[0], state: "fallback", error: String(refusal.error || "") });
+      return this.retry(0, refusal);
+    }
+    this.attempt += 1;
+    // Exponential with jitter, never sooner than the server's Retry-After.
+    let delay = Math.min(30000, 250 * 2 ** Math.min(this.attempt, 7)) * (0.5 + Math.random() / 2);
+    if (refusal.retryAfter) delay = Math.max(delay, refusal.retryAfter * 1000 * (1 + Math.random() / 5));
+    this.retry(delay, refusal);
+  }
+
+  retry(delay, refusal) {
+    if (!this.running) return;
+    this.emit({ type: "status", transport: this.order[0], state: "retrying", delay, httpStatus: refusal.status });
+    clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  /**
+   * The app's view may be missing events (they expired, the queue was
+   * recreated, or the server never had our position): reread from `cursor`
+   * in history `epoch`, and tell the app once to refetch its state.
+   */
+  resync(reason, cursor, epoch, details = {}) {
+    this.cursor = cursor;
+    sessionStorage.setItem(this.storageKey, String(cursor));
+    if (epoch !== undefined && epoch !== this.epoch) {
+      this.epoch = epoch;
+      if (epoch) sessionStorage.setItem(this.storageKey + ":epoch", epoch);
+      else sessionStorage.removeItem(this.storageKey + ":epoch");
+    }
+    this.emit({ type: "resync", reason, cursor, ...details });
   }
 
   opened() {
     this.attempt = 0;
+    this.renewedAt = this.resyncedAt = -1;
     this.emit({ type: "status", transport: this.order[0], state: "open" });
   }
 
@@ -175,12 +265,10 @@ export class Herald {
         response = await fetch(`${this.url}/v1/${kind}?${this.position()}${q}`,
           { headers: { authorization: "Bearer " + this.token }, signal });
       } catch (e) {
-        if (!signal.aborted) this.failed(e, { opened });
+        if (!signal.aborted) this.recover({ status: 0, error: e }, opened);
         return;
       }
-      if (response.status === 401 && (await this.renewToken())) continue;
-      if (response.status === 409) { this.resetCursor(); continue; }
-      if (!response.ok) { this.failed(new Error("HTTP " + response.status), { opened }); return; }
+      if (!response.ok) { this.recover(await refusalOf(response), opened); return; }
       if (!opened) { opened = true; this.opened(); }
       const text = await response.text();
       const body = JSON.parse(text);
@@ -195,28 +283,19 @@ export class Herald {
     }
   }
 
-  /** The server does not know our cursor (e.g. a new data directory). */
-  resetCursor() {
-    this.cursor = 0;
-    sessionStorage.setItem(this.storageKey, "0");
-    this.epoch = "";
-    sessionStorage.removeItem(this.storageKey + ":epoch");
-    this.emit({ type: "gap", data: { reset: true } });
-  }
-
   open_sse() {
     this.stats.requests += 1;
     // Its event ids are `seq:epoch`, sent back as Last-Event-ID on reconnects.
     const es = new EventSource(`${this.url}/v1/sse?${this.position()}&token=${encodeURIComponent(this.token)}`);
     this.es = es;
     let opened = false;
-    es.onopen = () => { opened = true; this.opened(); };
+    es.onopen = () => { if (!opened) { opened = true; this.opened(); } };
     const handle = (e) => this.deliver(JSON.parse(e.data), e.data.length);
     for (const type of this.types) es.addEventListener(type, handle);
-    es.onerror = async () => {
+    es.onerror = () => {
       if (es.readyState !== EventSource.CLOSED) return; // it reconnects by itself with Last-Event-ID
-      if (await this.renewToken()) { this.teardown(); this.connect(); return; }
-      this.failed(new Error("EventSource closed"), { opened });
+      // Refused (a reconnect of an open stream included): reopen from our cursor.
+      this.streamFailed(new Error("EventSource refused"), false);
     };
   }
 
@@ -231,8 +310,13 @@ export class Herald {
       this.deliver(event, JSON.stringify(event).length);
       if (event.type === "reconnect") { this.teardown(); this.connect(); }
     };
-    // The document ends (load) when the server closes it: reopen from the cursor.
-    frame.onload = () => { if (this.iframe === frame) this.failed(new Error("iframe ended"), { opened }); };
+    // The document ends (load) when the server closes it, or at once when
+    // the request was refused: reopen from the cursor, or find out why.
+    frame.onload = () => {
+      if (this.iframe !== frame) return;
+      delete window[name];
+      this.streamFailed(new Error("iframe ended"), opened);
+    };
     frame.src = `${this.url}/v1/iframe?${this.position()}&cb=${name}&token=${encodeURIComponent(this.token)}`;
     this.iframe = frame;
     document.body.appendChild(frame);
@@ -256,12 +340,7 @@ export class Herald {
       this.deliver(frame, e.data.length);
     };
     ws.onerror = () => {};
-    ws.onclose = async (e) => {
-      if (!opened && e.code === 1006 && (await this.renewToken()) && this.attempt === 0) {
-        this.attempt = 1; this.teardown(); this.connect(); return;
-      }
-      this.failed(new Error("WebSocket closed " + e.code), { opened });
-    };
+    ws.onclose = (e) => this.streamFailed(new Error("WebSocket closed " + e.code), opened);
   }
 
   // ---- acks -------------------------------------------------------------
@@ -342,6 +421,15 @@ export class Herald {
       usefulRatio: s.requests ? (s.transport === "poll" || s.transport === "longpoll" ? s.usefulRequests / s.requests : 1) : null,
     };
   }
+}
+
+/** What a refused request's answer says: status, Retry-After, JSON body. */
+async function refusalOf(response) {
+  const refusal = { status: response.status, retryAfter: Number(response.headers.get("retry-after")) || 0 };
+  if (!response.ok) {
+    try { refusal.body = await response.json(); } catch { /* not JSON (a proxy's page) */ }
+  }
+  return refusal;
 }
 
 function newCid() {

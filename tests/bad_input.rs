@@ -140,8 +140,10 @@ async fn bad_cursors_limits_and_timeouts_are_400() {
         let response = server.call("GET", path, Some(&token), None).await;
         expect_error(response, 400, code).await;
     }
+    // Nothing was published: the head a client should resume from is 0.
     let response = server.open("/v1/poll?cursor=5", &token).await;
-    expect_error(response, 409, "cursor_ahead").await;
+    let body = expect_error(response, 409, "cursor_ahead").await;
+    assert_eq!(body["head"], 0);
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! The HTTP side of [`Error`]: its status, headers and JSON body
-//! `{"error": code, "message": text}`.
+//! `{"error": code, "message": text}` (plus `"head"` for `cursor_ahead`).
 
 use hyper::header::{HeaderValue, ALLOW, CONNECTION, RETRY_AFTER};
 use hyper::StatusCode;
@@ -16,7 +16,7 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Conflict(..) => StatusCode::CONFLICT,
+            Error::Conflict(..) | Error::CursorAhead { .. } => StatusCode::CONFLICT,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::ShuttingDown
@@ -34,7 +34,11 @@ impl Error {
         if status.is_server_error() {
             tracing::error!("{status}: {self}");
         }
-        let body = serde_json::json!({"error": self.code(), "message": self.to_string()});
+        let mut body = serde_json::json!({"error": self.code(), "message": self.to_string()});
+        if let Error::CursorAhead { head, .. } = self {
+            // Where to resume, for clients (herald.js) to read.
+            body["head"] = head.into();
+        }
         let mut response = json(status, &body);
         let headers = response.headers_mut();
         match &self {
