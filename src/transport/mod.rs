@@ -13,6 +13,8 @@ pub mod sse;
 pub mod subscription;
 pub mod ws;
 
+use std::io::Write as _;
+
 use hyper::{Request, StatusCode};
 
 use crate::app::App;
@@ -160,11 +162,14 @@ pub fn page_response(app: &App, transport: Transport, page: &Page) -> Response {
         }
         body.extend_from_slice(event);
     }
-    body.extend_from_slice(
-        format!("],\"cursor\":{},\"epoch\":\"{}\"", page.cursor, page.epoch).as_bytes(),
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        body,
+        "],\"cursor\":{},\"epoch\":\"{}\"",
+        page.cursor, page.epoch
     );
     if let Some(hints) = app.broadcasts.hints() {
-        body.extend_from_slice(format!(",\"hints\":{hints}").as_bytes());
+        let _ = write!(body, ",\"hints\":{hints}");
     }
     body.push(b'}');
     app.hub.sent(transport, page.events.len(), body.len());
