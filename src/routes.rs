@@ -30,7 +30,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Response {
     client_response(app, origin, result)
 }
 
-/// Answers a `GET /v1/sse`, `/v1/iframe` or `/v1/longpoll` whose head the server parsed
+/// Answers a `GET /v1/sse`, `/v1/iframe`, `/v1/longpoll` or `/v1/poll` whose head the server parsed
 /// itself (see `server::direct`): the same handlers and headers as
 /// [`handle`] gives them.
 pub async fn handle_stream(app: &Arc<App>, req: Request<()>) -> Response {
@@ -41,6 +41,7 @@ pub async fn handle_stream(app: &Arc<App>, req: Request<()>) -> Response {
         match req.uri().path() {
             "/v1/sse" => transport::sse::handle(app, req).await,
             "/v1/longpoll" => transport::longpoll::handle(app, req).await,
+            "/v1/poll" => transport::poll::handle(app, req).await,
             _ => transport::iframe::handle(app, req).await,
         }
     };

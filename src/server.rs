@@ -129,7 +129,7 @@ impl Drop for AddressSlot {
 }
 
 /// Serves one connection: its requests directly while they are streams or
-/// long-polls (see [`direct`]), the rest with hyper.
+/// polls (see [`direct`]), the rest with hyper.
 async fn serve_connection(app: Arc<App>, mut stream: TcpStream) {
     let mut read = Bytes::new();
     let prefix = loop {
@@ -142,7 +142,7 @@ async fn serve_connection(app: Arc<App>, mut stream: TcpStream) {
         read = match head {
             Head::Gone => return,
             Head::Other(prefix) => break prefix,
-            Head::Stream { request, rest } => {
+            Head::Direct { request, rest } => {
                 match direct::serve(&app, &mut stream, request, rest).await {
                     Some(rest) => rest,
                     None => return,

@@ -406,3 +406,54 @@ async fn long_polls_are_served_directly_kept_alive_and_pipelined() {
         "the held long-poll of a closed connection is released"
     );
 }
+
+#[tokio::test]
+async fn short_polls_are_served_directly_like_through_hyper() {
+    let server = Server::start_with(&["--allow-origin", "http://app.example"]).await;
+    let token = server.token("sp").await;
+    server.publish(&["sp"], json!("one")).await;
+    let poll = |cursor: u64| {
+        format!(
+            "GET /v1/poll?cursor={cursor}&token={token} HTTP/1.1\r\nHost: x\r\nOrigin: http://app.example\r\n\r\n"
+        )
+    };
+    // Directly: the connection's first request; then two pipelined, kept alive.
+    let mut direct = Raw::open(&server).await;
+    direct.send(&format!("{}{}", poll(0), poll(1))).await;
+    let first = direct.head().await;
+    assert!(!first.headers.contains_key("connection"), "kept alive");
+    let body = direct.json_body(&first).await;
+    assert_eq!(seqs(body["events"].as_array().unwrap()), vec![1]);
+    let second = direct.head().await;
+    let empty = direct.json_body(&second).await;
+    assert_eq!(
+        (
+            empty["events"].as_array().map(Vec::len),
+            empty["cursor"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+    // Through hyper: the poll comes after another request.
+    let mut hyper = Raw::open(&server).await;
+    hyper.send(&get("/healthz")).await;
+    let head = hyper.head().await;
+    hyper.json_body(&head).await;
+    hyper.send(&poll(0)).await;
+    let through_hyper = hyper.head().await;
+    assert_eq!(hyper.json_body(&through_hyper).await, body);
+    let strip = |head: &Head| {
+        let mut h = head.headers.clone();
+        h.retain(|k, _| !["date", "connection", "content-length"].contains(&k.as_str()));
+        (head.status, h)
+    };
+    assert_eq!(strip(&first), strip(&through_hyper));
+    assert_eq!(
+        first.headers["access-control-allow-origin"],
+        "http://app.example"
+    );
+    // A refusal is answered on the direct path too, with its code.
+    direct.send(&poll(9)).await;
+    let refused = direct.head().await;
+    assert_eq!(refused.status, 409);
+    assert_eq!(direct.json_body(&refused).await["head"], 1);
+}

@@ -1,15 +1,16 @@
-//! A compact HTTP/1.1 path for the requests that wait: streams and
-//! long-polls.
+//! A compact HTTP/1.1 path for the requests that wait or repeat: streams,
+//! long-polls and short polls.
 //!
 //! hyper keeps an 8 KiB read buffer and an 8 KiB header buffer for the whole
 //! life of a connection: two thirds of an idle SSE connection's memory, and
-//! most of a held long-poll's. So while a connection's requests are
-//! `GET /v1/sse`, `GET /v1/iframe` or `GET /v1/longpoll` (what EventSource,
-//! the iframe transport and a long-poller send, again and again), they are
-//! served here: each head is parsed with httparse and answered by the same
+//! most of a held long-poll's, and its general machinery costs a poller a
+//! tenth of its request rate. So while a connection's requests are
+//! `GET /v1/sse`, `GET /v1/iframe`, `GET /v1/longpoll` or `GET /v1/poll`
+//! (what EventSource, the iframe transport and pollers send, again and
+//! again), they are served here: each head is parsed with httparse and answered by the same
 //! handler as through hyper ([`crate::routes::handle_stream`]); a stream
-//! is framed by hand, chunked, with `connection: close`; a long-poll's
-//! answer has a length and the connection stays alive for the next one,
+//! is framed by hand, chunked, with `connection: close`; a poll's or
+//! long-poll's answer has a length and the connection stays alive for the next one,
 //! with any pipelined bytes kept. The first other request (HTTP/1.0, a
 //! body, another path, a head too large or malformed) hands the rest of the
 //! connection to hyper with the bytes already read put back in front
@@ -42,12 +43,17 @@ use crate::http::request::header_has;
 /// answers it with its own limits.
 const MAX_HEAD: usize = 16 << 10;
 /// The request lines served here (the path must then be exactly one of them).
-const STREAM_REQUESTS: [&[u8]; 3] = [b"GET /v1/sse", b"GET /v1/iframe", b"GET /v1/longpoll"];
+const DIRECT_REQUESTS: [&[u8]; 4] = [
+    b"GET /v1/sse",
+    b"GET /v1/iframe",
+    b"GET /v1/longpoll",
+    b"GET /v1/poll",
+];
 
 /// What the first bytes of a connection turned out to be.
 pub enum Head {
-    /// A stream request served here; `rest` is what followed its head.
-    Stream {
+    /// A request served here; `rest` is what followed its head.
+    Direct {
         request: Box<Request<()>>,
         rest: Bytes,
     },
@@ -73,11 +79,11 @@ pub async fn read_head(stream: &mut TcpStream, prefix: Bytes) -> Head {
             }
         }
         read_more = true;
-        let could_be_stream = STREAM_REQUESTS.iter().any(|line| {
+        let could_be_direct = DIRECT_REQUESTS.iter().any(|line| {
             let n = line.len().min(buf.len());
             buf[..n] == line[..n]
         });
-        if !could_be_stream {
+        if !could_be_direct {
             return Head::Other(buf.freeze());
         }
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -88,7 +94,7 @@ pub async fn read_head(stream: &mut TcpStream, prefix: Bytes) -> Head {
                     return Head::Other(buf.freeze());
                 };
                 let rest = buf.split_off(len).freeze();
-                return Head::Stream {
+                return Head::Direct {
                     request: Box::new(request),
                     rest,
                 };
@@ -100,13 +106,14 @@ pub async fn read_head(stream: &mut TcpStream, prefix: Bytes) -> Head {
 }
 
 /// The request as an `http::Request` if it is one served here: a bodiless
-/// HTTP/1.1 GET of exactly `/v1/sse`, `/v1/iframe` or `/v1/longpoll`.
+/// HTTP/1.1 GET of exactly `/v1/sse`, `/v1/iframe`, `/v1/longpoll` or
+/// `/v1/poll`.
 fn stream_request(parsed: &httparse::Request) -> Option<Request<()>> {
     let target = parsed.path?;
     let path = target.split('?').next()?;
     if parsed.method != Some("GET")
         || parsed.version != Some(1)
-        || !matches!(path, "/v1/sse" | "/v1/iframe" | "/v1/longpoll")
+        || !matches!(path, "/v1/sse" | "/v1/iframe" | "/v1/longpoll" | "/v1/poll")
     {
         return None;
     }
