@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use dashmap::DashMap;
+use crate::SharedMap;
 use tokio::sync::Notify;
 
 use crate::chat::presence::Presence;
@@ -78,7 +78,7 @@ pub struct Hub {
     /// Indexed by `Transport as usize`.
     by_transport: [TransportMetrics; 5],
     /// Only users with a long-poll open have an entry.
-    longpolls: DashMap<Uid, LongPolls>,
+    longpolls: SharedMap<Uid, LongPolls>,
     next_id: AtomicU64,
 }
 
@@ -99,7 +99,7 @@ impl Hub {
             max_per_user: max_per_user.max(1),
             metrics,
             by_transport,
-            longpolls: DashMap::new(),
+            longpolls: SharedMap::default(),
             next_id: AtomicU64::new(1),
         }
     }

@@ -51,6 +51,14 @@ use crate::http::auth::Auth;
 
 pub use crate::app::StartError;
 
+/// The concurrent map of every shared table (queues, presence, tokens,
+/// ...): dashmap with foldhash, randomly seeded per process. SipHash,
+/// std's default, hashed a poller's token and uid several times per
+/// request; its stronger flood resistance buys little here: the keys are
+/// uids, group ids and tokens the backend issued (a token is only stored
+/// once its signature checks), and addresses.
+pub type SharedMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
+
 /// File descriptors kept aside for the store and other files.
 const RESERVED_FDS: u64 = 64;
 

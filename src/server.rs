@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
+use crate::SharedMap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -88,14 +88,14 @@ fn refused(app: &App, kind: &'static str) {
 /// Open connections per client address (`--max-conns-per-ip`), so that one
 /// address cannot take every connection the process can hold.
 struct PerAddress {
-    open: DashMap<IpAddr, usize>,
+    open: SharedMap<IpAddr, usize>,
     max: usize,
 }
 
 impl PerAddress {
     fn new(max: usize) -> PerAddress {
         PerAddress {
-            open: DashMap::new(),
+            open: SharedMap::default(),
             max,
         }
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
+use crate::SharedMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -33,7 +33,7 @@ pub struct GroupLog {
     store: Arc<dyn Store>,
     /// Per group: the last msgid (0 until loaded), behind a lock that
     /// orders posts of one group. Dropped when no post holds it.
-    last: DashMap<Gid, Arc<tokio::sync::Mutex<Option<u64>>>>,
+    last: SharedMap<Gid, Arc<tokio::sync::Mutex<Option<u64>>>>,
     /// How long messages are kept.
     history_ttl: Duration,
     /// How long cid records are kept.
@@ -74,7 +74,7 @@ impl GroupLog {
     pub fn new(store: Arc<dyn Store>, history_ttl: Duration, cid_ttl: Duration) -> GroupLog {
         GroupLog {
             store,
-            last: DashMap::new(),
+            last: SharedMap::default(),
             history_ttl,
             cid_ttl,
         }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::SharedMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -71,8 +71,8 @@ pub struct GroupReads {
     groups: Arc<Groups>,
     presence: Arc<Presence>,
     metrics: Arc<Metrics>,
-    last_read: DashMap<(Gid, Uid), Cursor>,
-    pending: DashMap<(Uid, Gid), Pending>,
+    last_read: SharedMap<(Gid, Uid), Cursor>,
+    pending: SharedMap<(Uid, Gid), Pending>,
 }
 
 #[derive(Deserialize)]
@@ -109,8 +109,8 @@ impl GroupReads {
             groups,
             presence,
             metrics,
-            last_read: DashMap::new(),
-            pending: DashMap::new(),
+            last_read: SharedMap::default(),
+            pending: SharedMap::default(),
         })
     }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dashmap::DashMap;
+use crate::SharedMap;
 use serde_json::json;
 
 use crate::store::{Append, Store, StoreError};
@@ -37,7 +37,7 @@ pub enum Change {
 /// deltas never lose an update and the events reach the queue in the order
 /// of their totals: a client that shows the newest event shows the truth.
 pub struct Counters {
-    values: DashMap<Uid, UserCounters>,
+    values: SharedMap<Uid, UserCounters>,
     store: Arc<dyn Store>,
 }
 
@@ -56,7 +56,7 @@ pub enum CounterError {
 impl Counters {
     pub fn new(store: Arc<dyn Store>) -> Counters {
         Counters {
-            values: DashMap::new(),
+            values: SharedMap::default(),
             store,
         }
     }

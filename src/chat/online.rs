@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::SharedMap;
 use tokio::time::Instant;
 
 use crate::chat::presence::STATUSES;
@@ -95,11 +95,11 @@ fn known_status(status: &str) -> &'static str {
 /// [`OnlineDirectory`] in this process's memory.
 pub struct LocalDirectory {
     /// Open connections (streams and long-polls) per user.
-    connections: DashMap<Uid, usize>,
+    connections: SharedMap<Uid, usize>,
     /// When each recent poller last polled.
-    polled: DashMap<Uid, Instant>,
+    polled: SharedMap<Uid, Instant>,
     /// Chosen statuses other than the default `online`.
-    chosen: DashMap<Uid, &'static str>,
+    chosen: SharedMap<Uid, &'static str>,
     grace: Duration,
 }
 
@@ -107,9 +107,9 @@ impl LocalDirectory {
     /// A poller stays online for `grace` after its last poll.
     pub fn new(grace: Duration) -> LocalDirectory {
         LocalDirectory {
-            connections: DashMap::new(),
-            polled: DashMap::new(),
-            chosen: DashMap::new(),
+            connections: SharedMap::default(),
+            polled: SharedMap::default(),
+            chosen: SharedMap::default(),
             grace,
         }
     }
@@ -159,7 +159,13 @@ impl OnlineDirectory for LocalDirectory {
     }
 
     fn polled(&self, uid: &Uid) {
-        self.polled.insert(uid.clone(), Instant::now());
+        // In place when known: a poller comes back many times a second.
+        match self.polled.get_mut(uid) {
+            Some(mut at) => *at = Instant::now(),
+            None => {
+                self.polled.insert(uid.clone(), Instant::now());
+            }
+        }
     }
 
     fn here(&self, uid: &Uid) -> (bool, Option<&'static str>) {

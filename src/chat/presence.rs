@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::SharedMap;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -53,7 +53,7 @@ pub struct Presence {
     /// Who is online (shared by the nodes of a cluster).
     directory: Arc<dyn OnlineDirectory>,
     /// The last push per user: the coalescing window (per node).
-    pushed: DashMap<Uid, Pushed>,
+    pushed: SharedMap<Uid, Pushed>,
     window: Duration,
     /// A cluster sweep is running (they take a round trip; one at a time).
     sweeping: AtomicBool,
@@ -82,7 +82,7 @@ impl Presence {
             friends,
             metrics,
             directory,
-            pushed: DashMap::new(),
+            pushed: SharedMap::default(),
             window,
             sweeping: AtomicBool::new(false),
         })
@@ -185,11 +185,16 @@ impl Presence {
         }
         let (online, chosen) = self.directory.here(uid);
         let status = shown(online, chosen);
-        let mut pushed = self.pushed.entry(uid.clone()).or_insert(Pushed {
-            status: "offline",
-            at: Instant::now() - self.window,
-            trailing: false,
-        });
+        // Looked up before it is inserted: most refreshes (a poller's
+        // every request) find the user and change nothing.
+        let mut pushed = match self.pushed.get_mut(uid) {
+            Some(pushed) => pushed,
+            None => self.pushed.entry(uid.clone()).or_insert(Pushed {
+                status: "offline",
+                at: Instant::now() - self.window,
+                trailing: false,
+            }),
+        };
         if pushed.status == status || pushed.trailing {
             return;
         }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::SharedMap;
 use hyper::header::AUTHORIZATION;
 use hyper::Request;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -32,7 +32,7 @@ pub struct Auth {
     /// Tokens already verified, with their uid and `exp`: a poller sends
     /// the same token with every request, and checking its signature and
     /// claims again each time is most of a short poll's cost.
-    verified: DashMap<Box<str>, (Uid, u64)>,
+    verified: SharedMap<Box<str>, (Uid, u64)>,
 }
 
 /// Most verified tokens remembered; past it the memory starts over.
@@ -48,7 +48,7 @@ impl Auth {
             decoding: DecodingKey::from_secret(secret),
             validation,
             api_key,
-            verified: DashMap::new(),
+            verified: SharedMap::default(),
         }
     }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use dashmap::DashMap;
+use crate::SharedMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -88,7 +88,7 @@ struct Scripts {
 
 /// The local waiters of every user, woken by appends on any node.
 struct Wakes {
-    heads: DashMap<Uid, watch::Sender<u64>>,
+    heads: SharedMap<Uid, watch::Sender<u64>>,
     /// Records announced as changed by any node (see
     /// [`Records::announce`]).
     changes: broadcast::Sender<String>,
@@ -195,7 +195,7 @@ impl RedisStore {
 
         let (changes, _) = broadcast::channel(1024);
         let wakes = Arc::new(Wakes {
-            heads: DashMap::new(),
+            heads: SharedMap::default(),
             changes,
         });
         let store = Arc::new(RedisStore {

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use dashmap::DashMap;
+use crate::SharedMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
@@ -80,7 +80,7 @@ pub struct SledStore {
     kv: sled::Tree,
     expiry: sled::Tree,
     once_ttl: Duration,
-    queues: DashMap<Uid, Arc<UserQueue>>,
+    queues: SharedMap<Uid, Arc<UserQueue>>,
     commit: GroupCommit,
     metrics: Arc<Metrics>,
     trim_slice: usize,
@@ -172,7 +172,7 @@ impl SledStore {
             expiry: db.open_tree("expiry")?,
             once_ttl: options.once_ttl,
             db,
-            queues: DashMap::new(),
+            queues: SharedMap::default(),
             commit,
             metrics,
             trim_slice: options.trim_slice.max(1),
