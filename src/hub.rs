@@ -16,11 +16,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::SharedMap;
 use tokio::sync::Notify;
 
 use crate::chat::presence::Presence;
 use crate::error::Error;
+use crate::SharedMap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crate::SharedMap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,6 +19,7 @@ use self::direct::{Head, Rewind};
 use crate::app::App;
 use crate::metrics::Label;
 use crate::routes;
+use crate::SharedMap;
 
 mod direct;
 

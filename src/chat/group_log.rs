@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crate::SharedMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -27,6 +26,7 @@ use crate::chat::groups::{Gid, Groups};
 use crate::error::Error;
 use crate::store::{event_json, now_ms, Append, PageLimit, Store, StoreError};
 use crate::uid::Uid;
+use crate::SharedMap;
 
 /// The message log of every group.
 pub struct GroupLog {

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::SharedMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -26,6 +25,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
+use crate::SharedMap;
 
 /// At most one receipt push per sender per group in this window.
 const PUSH_WINDOW: Duration = Duration::from_secs(1);

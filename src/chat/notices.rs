@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::SharedMap;
 use serde_json::json;
 
 use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
+use crate::SharedMap;
 
 const COUNTER_PREFIX: &str = "counter/";
 /// Most counters one user may have.

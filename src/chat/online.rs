@@ -24,12 +24,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::SharedMap;
 use tokio::time::Instant;
 
 use crate::chat::presence::STATUSES;
 use crate::store::{RedisStore, StoreError};
 use crate::uid::Uid;
+use crate::SharedMap;
 
 /// Online state of every user. The methods that record what happens on
 /// this node are synchronous (they run where a connection opens or closes,

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::SharedMap;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -34,6 +33,7 @@ use crate::chat::online::OnlineDirectory;
 use crate::metrics::Metrics;
 use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
+use crate::SharedMap;
 
 /// A status a client may choose.
 pub const STATUSES: [&str; 4] = ["online", "busy", "dnd", "invisible"];

@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use crate::SharedMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -38,6 +37,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::event::{gap_event, now_ms};
 use super::{Acked, Append, Epoch, EventQueue, Once, Page, PageLimit, StoreError};
 use crate::uid::Uid;
+use crate::SharedMap;
 
 /// How many wake channels appends are spread over.
 pub const PARTITIONS: u32 = 16;

@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use crate::SharedMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
@@ -37,6 +36,7 @@ use super::user_queue::{QueueState, UserQueue};
 use super::{Acked, Append, Epoch, EventQueue, Once, Page, PageLimit, Retention, StoreError};
 use crate::metrics::Metrics;
 use crate::uid::Uid;
+use crate::SharedMap;
 
 /// Tuning of the sled store.
 #[derive(Debug, Clone, Copy)]
