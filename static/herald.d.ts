@@ -1,0 +1,166 @@
+// Types of herald.js, the browser client of herald (docs/API.md has the
+// protocol; README "Integrating a web chat frontend" the usage).
+
+export type TransportName = "ws" | "sse" | "iframe" | "longpoll" | "poll";
+
+export interface HeraldOptions {
+  /** Server origin; default: the page's. */
+  url?: string;
+  /** Client token from your backend (`POST /api/v1/tokens`). */
+  token: string;
+  /** Called on a 401 only, at most once per backoff step. */
+  getToken?: () => Promise<string>;
+  /** One transport, or "auto": ws → sse → iframe → longpoll. Default "auto". */
+  transport?: TransportName | "auto";
+  /** sessionStorage key of the cursor (its epoch under `key + ":epoch"`). Default "herald:cursor". */
+  storageKey?: string;
+  /** Short-poll interval, ms. Default 1000. */
+  pollInterval?: number;
+  /** Extra (custom) event types to receive over SSE. */
+  types?: string[];
+}
+
+/** Every queue event: a seq, a type, the append time (ms) and its data. */
+export interface QueueEvent<Type extends string = string, Data = unknown> {
+  seq: number;
+  type: Type;
+  ts: number;
+  data: Data;
+}
+
+export interface DirectMessage {
+  id: number;
+  from: string;
+  to: string;
+  body: unknown;
+  /** The sender's idempotency key, null if it gave none. */
+  cid: string | null;
+}
+
+export interface GroupMessage {
+  gid: string;
+  msgid: number;
+  from: string;
+  body: unknown;
+  /** The sender's idempotency key, null if it gave none. */
+  cid: string | null;
+  ts: number;
+}
+
+export type PresenceStatus = "online" | "busy" | "dnd" | "offline";
+export type ChosenStatus = "online" | "busy" | "dnd" | "invisible";
+
+export interface GroupReceiptCount {
+  msgid: number;
+  read: number;
+  unread: number;
+}
+
+/** `gap`: events from..to are gone; with `epoch`, the whole history was recreated. */
+export interface GapData {
+  from: number;
+  to: number;
+  epoch?: string;
+}
+
+/** Why the transport is (re)connecting, and what it does about it. */
+export interface StatusEvent {
+  type: "status";
+  transport: TransportName;
+  state: "connecting" | "open" | "retrying" | "fallback" | "unauthorized";
+  /** retrying: ms until the next attempt. */
+  delay?: number;
+  /** retrying: the HTTP status that explained the failure (0: no answer; 200: HTTP works, the transport does not; -1: an open stream ended). */
+  httpStatus?: number;
+  error?: string;
+}
+
+/** Events may be missing: refetch what the page shows. Emitted once per incident. */
+export interface ResyncEvent {
+  type: "resync";
+  reason: "gap" | "epoch" | "cursor_ahead" | "bad_cursor" | "bad_epoch";
+  /** The position reading goes on from. */
+  cursor: number;
+  /** gap: the events that expired. */
+  from?: number;
+  to?: number;
+}
+
+/** A keepalive: `hints.broadcast` is the newest pull broadcast. */
+export interface HeartbeatEvent {
+  type: "hb";
+  hints?: { broadcast?: number };
+}
+
+export interface EventMap {
+  notice: QueueEvent<"notice">;
+  msg: QueueEvent<"msg", DirectMessage>;
+  group_msg: QueueEvent<"group_msg", GroupMessage>;
+  presence: QueueEvent<"presence", { uid: string; status: PresenceStatus }>;
+  receipt: QueueEvent<"receipt", { kind: "delivered" | "read"; ids: number[]; by: string }>;
+  group_receipt: QueueEvent<"group_receipt", GroupReceiptCount & { gid: string; receipts: GroupReceiptCount[] }>;
+  counter: QueueEvent<"counter", { name: string; value: number }>;
+  broadcast: QueueEvent<"broadcast", { bid: number; body: unknown }>;
+  gap: QueueEvent<"gap", GapData>;
+  hb: HeartbeatEvent;
+  status: StatusEvent;
+  resync: ResyncEvent;
+}
+
+export type AnyEvent = EventMap[keyof EventMap] | QueueEvent;
+
+/** Live transport statistics (what the demo's compare view draws). */
+export interface Summary {
+  transport: TransportName | null;
+  delivered: number;
+  requests: number;
+  bytes: number;
+  /** Delivery latency percentiles, ms (null before any delivery). */
+  p50: number | null;
+  p95: number | null;
+  requestsPerEvent: number | null;
+  usefulRatio: number | null;
+}
+
+/** A refused action: `code` is the server's error code (`too_many_requests`, `forbidden`, ...). */
+export interface HeraldError extends Error {
+  code?: string;
+  status: number;
+}
+
+export class Herald {
+  constructor(options: HeraldOptions);
+
+  /** The position the next request resumes from. */
+  readonly cursor: number;
+  /** The history the cursor belongs to ("" until the server named it). */
+  readonly epoch: string;
+
+  /** Calls `fn` for events of `type` ("*" for every event). */
+  on<K extends keyof EventMap>(type: K, fn: (event: EventMap[K]) => void): this;
+  on(type: "*", fn: (event: AnyEvent) => void): this;
+  /** A custom event type a backend publishes. */
+  on(type: string, fn: (event: QueueEvent) => void): this;
+
+  start(): this;
+  stop(): void;
+  /** `cursor=N&epoch=E`: where to resume, in which history. */
+  position(): string;
+  summary(): Summary;
+
+  /** Resolves with the message id once it is durable in the recipient's queue. Retried once after a 429's Retry-After; `cid` keeps a retry from sending twice. */
+  send(to: string, body: unknown, cid?: string): Promise<{ id: number }>;
+  markRead(id: number): Promise<{ read: number[] }>;
+  groupSend(gid: string, body: unknown, cid?: string): Promise<{ msgid: number }>;
+  /** Batched: sent with the next ack flush (at most once a second). */
+  groupRead(gid: string, msgid: number): void;
+  groupHistory(gid: string, after?: number): Promise<{ messages: GroupMessage[]; cursor: number }>;
+  groupReceipts(gid: string, msgids: number[]): Promise<{ gid: string; receipts: Array<GroupReceiptCount & { readers: string[] }> }>;
+  groupPresence(gid: string): Promise<{ gid: string; members: Record<string, PresenceStatus> }>;
+  friendsPresence(): Promise<{ friends: Record<string, PresenceStatus> }>;
+  setStatus(status: ChosenStatus): Promise<{ status: ChosenStatus }>;
+  counters(): Promise<{ counters: Record<string, number> }>;
+  /** The day's news on the user's first call of the UTC day that has news, else null. */
+  news(): Promise<{ date: string; body: unknown } | null>;
+  broadcasts(after?: number): Promise<{ broadcasts: Array<{ bid: number; body: unknown; ts: number }>; cursor: number }>;
+}
