@@ -97,7 +97,7 @@ taskset -c 1 "$CLIENT" fanout --count "$COUNT" --secret bench-secret-0123456789a
     --out "$OUT/fanout.jsonl" --label "herald-ws, 2 cores"
 stop
 "$BIN/examples/bench_latency" curve --in "$OUT/fanout.jsonl" --out "$OUT/fanout.svg" \
-    --title "one publish to $COUNT WebSocket subscribers: share reached (median of 5 rounds)"
+    --title "one publish to $COUNT WebSocket subscribers: share reached"
 
 fan() { awk -v p="$1" '$1 == p && /fan-out to/ { for (i = 1; i <= NF; i++) if ($i == "ms" && $(i+1) == "(median") print $(i-1) }' "$WORK/results"; }
 [ -n "$(fan herald-ws)" ] || { echo "herald fan-out figure missing" >&2; exit 1; }
