@@ -172,6 +172,14 @@ test("the compare view shows numbers for all five transports", async () => {
   }
   const perMessage = Object.fromEntries(rows.map((r) => [r[0], Number(r[5])]));
   assert.ok(perMessage.ws < perMessage.poll, "streams need fewer requests per message than short polling");
+  // Bytes per message count the HTTP heads: a poller pays them per request, a stream once.
+  const bytes = Object.fromEntries(rows.map((r) => [r[0], Number(r[7])]));
+  for (const [transport, n] of Object.entries(bytes)) assert.ok(n > 0, `${transport}: ${n} bytes per message`);
+  assert.ok(bytes.poll > bytes.ws && bytes.longpoll > bytes.sse, JSON.stringify(bytes));
+  // The projection names every transport; the polls with a request rate.
+  const projection = await page.textContent("#compare-projection");
+  for (const transport of ["poll", "longpoll", "iframe", "sse", "ws"]) assert.match(projection, new RegExp(`${transport}: `));
+  assert.match(projection, /poll: [\d,]+ requests\/s/);
   await page.locator("#compare").screenshot({ path: join(shots, "compare.png") });
   await page.close();
 });

@@ -222,11 +222,12 @@ $("compare-run").onclick = async () => {
   const started = Date.now();
   const subscribers = ["poll", "longpoll", "iframe", "sse", "ws"].map((transport) => {
     const h = new Herald({ token, transport, storageKey: `herald:compare:${transport}:${started}`, pollInterval: 1000 });
-    h.compare = { latencies: [], delivered: 0 };
+    h.compare = { latencies: [], delivered: 0, framing: 0 };
     h.on("msg", (e) => {
       if (e.data.body && e.data.body.compare !== undefined) {
         h.compare.delivered += 1;
         h.compare.latencies.push(Date.now() - e.ts);
+        h.compare.framing += framing(transport, e, h.epoch);
       }
     });
     return h;
@@ -242,28 +243,72 @@ $("compare-run").onclick = async () => {
     h.stats.usefulRequests = 0;
     h.stats.bytes = 0;
   }
+  const measuring = Date.now();
   for (let n = 0; n < 40; n++) {
     state.herald.send(state.uid, { compare: n }).catch(() => {});
     await new Promise((r) => setTimeout(r, 250));
   }
   await new Promise((r) => setTimeout(r, 2500));
+  const seconds = (Date.now() - measuring) / 1000;
   for (const h of subscribers) h.stop();
+  const headers = await headerBytes(token);
   const rows = subscribers.map((h) => {
     const sorted = [...h.compare.latencies].sort((a, b) => a - b);
     const pct = (p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null);
     const polls = h.stats.transport === "poll" || h.stats.transport === "longpoll";
+    const delivered = h.compare.delivered;
+    // Bodies as received, each event's framing, and one request and response head per request.
+    const wire = h.stats.bytes + h.compare.framing + h.stats.requests * (headers.request + headers.response);
     return {
-      transport: h.stats.transport, delivered: h.compare.delivered, p50: pct(0.5), p95: pct(0.95),
-      requests: h.stats.requests, bytes: h.stats.bytes,
-      requestsPerEvent: h.compare.delivered ? h.stats.requests / h.compare.delivered : null,
+      transport: h.stats.transport, delivered, p50: pct(0.5), p95: pct(0.95),
+      requests: h.stats.requests,
+      requestsPerEvent: delivered ? h.stats.requests / delivered : null,
       usefulRatio: polls && h.stats.requests ? h.stats.usefulRequests / h.stats.requests : null,
+      bytesPerEvent: delivered ? wire / delivered : null,
+      // What 100 000 users online at this page's rate would send a server.
+      projected: polls ? Math.round((h.stats.requests / seconds) * 100000) : null,
     };
   });
   drawTable(rows);
-  drawChart(rows);
+  drawCharts(rows);
+  drawProjection(rows);
   $("compare-state").textContent = "done";
   document.body.dataset.compared = "yes";
 };
+
+/** Bytes of one event's framing beyond its JSON on `transport` (the JSON itself is in stats.bytes). */
+function framing(transport, event, epoch) {
+  const json = JSON.stringify(event).length;
+  const chunk = (n) => n.toString(16).length + 4; // chunked encoding: size line and CRLF
+  switch (transport) {
+    case "sse": {
+      const block = `id: ${event.seq}:${epoch}\nevent: ${event.type}\ndata: \n\n`.length;
+      return block + chunk(block + json);
+    }
+    case "iframe": {
+      const script = "<script>parent.__heraldN();</script>\n".length;
+      return script + chunk(script + json);
+    }
+    case "ws": return json < 126 ? 2 : 4; // server frames are unmasked
+    default: return 1; // the comma between events in a page
+  }
+}
+
+/**
+ * One request head and one response head of a poll, in bytes, as far as a
+ * page can see them: the request line, Host and Authorization (the headers
+ * the browser adds itself are hidden from the page and not counted), the
+ * status line and every response header.
+ */
+async function headerBytes(token) {
+  const path = "/v1/poll?cursor=" + state.herald.cursor;
+  const response = await fetch(path, { headers: { authorization: "Bearer " + token } });
+  await response.text();
+  let responseHead = `HTTP/1.1 ${response.status} ${response.statusText}\r\n\r\n`.length;
+  for (const [name, value] of response.headers) responseHead += name.length + value.length + 4;
+  const request = `GET ${path}&epoch=xxxxxxxxxxxxx HTTP/1.1\r\nHost: ${location.host}\r\nAuthorization: Bearer ${token}\r\n\r\n`.length;
+  return { request, response: responseHead };
+}
 
 function drawTable(rows) {
   const body = $("compare-table").tBodies[0];
@@ -273,7 +318,7 @@ function drawTable(rows) {
     const tr = document.createElement("tr");
     tr.dataset.transport = r.transport;
     for (const v of [r.transport, r.delivered, fmt(r.p50), fmt(r.p95), r.requests, fmt(r.requestsPerEvent, 2),
-      r.usefulRatio === null ? "–" : Math.round(r.usefulRatio * 100) + "%", r.bytes]) {
+      r.usefulRatio === null ? "–" : Math.round(r.usefulRatio * 100) + "%", fmt(r.bytesPerEvent)]) {
       const td = document.createElement("td");
       td.textContent = String(v);
       tr.append(td);
@@ -282,22 +327,68 @@ function drawTable(rows) {
   }
 }
 
-/** Bars of p50 (solid) and p95 (light) latency per transport. */
-function drawChart(rows) {
+/**
+ * Three small bar charts, one per question, each on a log scale so that
+ * short polling's bars do not flatten the others: latency (p50 solid, p95
+ * light), requests per message, bytes per message.
+ */
+function drawCharts(rows) {
   const canvas = $("compare-chart");
   const g = canvas.getContext("2d");
   g.clearRect(0, 0, canvas.width, canvas.height);
-  const max = Math.max(10, ...rows.map((r) => r.p95 || 0));
-  const w = canvas.width / rows.length;
+  const panels = [
+    { title: "latency, ms (p50 · p95)", values: (r) => [r.p50, r.p95] },
+    { title: "requests per message", values: (r) => [r.requestsPerEvent] },
+    { title: "bytes per message, with HTTP heads", values: (r) => [r.bytesPerEvent] },
+  ];
+  const width = canvas.width / panels.length;
+  panels.forEach((panel, i) => logBars(g, i * width, 0, width, canvas.height, panel.title, rows, panel.values));
+}
+
+function logBars(g, left, top, width, height, title, rows, values) {
+  const all = rows.flatMap(values).filter((v) => v > 0);
+  const low = Math.floor(Math.log10(Math.min(...all, 1)));
+  const high = Math.max(low + 1, Math.ceil(Math.log10(Math.max(...all, 1))));
+  const plotTop = top + 34;
+  const plotBottom = top + height - 28;
+  const y = (v) => plotBottom - ((Math.log10(v) - low) / (high - low)) * (plotBottom - plotTop);
   g.font = "12px system-ui";
+  g.fillStyle = "#1d2330";
+  g.fillText(title, left + 8, top + 16);
+  g.font = "10px system-ui";
+  for (let p = low; p <= high; p++) {
+    g.strokeStyle = "#e3e6ec";
+    g.beginPath(); g.moveTo(left + 30, y(10 ** p)); g.lineTo(left + width - 6, y(10 ** p)); g.stroke();
+    g.fillStyle = "#6b7385";
+    g.fillText(p >= 0 ? String(10 ** p) : (10 ** p).toFixed(-p), left + 2, y(10 ** p) + 3);
+  }
+  const slot = (width - 40) / rows.length;
   rows.forEach((r, i) => {
-    const x = i * w + 15;
-    const h95 = ((r.p95 || 0) / max) * (canvas.height - 50);
-    const h50 = ((r.p50 || 0) / max) * (canvas.height - 50);
-    g.fillStyle = "#bcd3f5"; g.fillRect(x, canvas.height - 30 - h95, w - 30, h95);
-    g.fillStyle = "#2f6fd0"; g.fillRect(x, canvas.height - 30 - h50, w - 30, h50);
+    const x = left + 34 + i * slot;
+    const shown = values(r);
+    shown.forEach((v, k) => {
+      if (!(v > 0)) return;
+      const bar = (slot - 6) / shown.length;
+      g.fillStyle = k === 0 ? "#2f6fd0" : "#bcd3f5";
+      g.fillRect(x + k * bar, y(v), bar - 1, plotBottom - y(v));
+    });
     g.fillStyle = "#1d2330";
-    g.fillText(r.transport, x, canvas.height - 12);
-    g.fillText(`p50 ${r.p50 ?? "–"} / p95 ${r.p95 ?? "–"} ms`, x, canvas.height - 36 - h95);
+    g.fillText(r.transport, x, plotBottom + 12);
+    const first = shown[0];
+    g.fillText(first > 0 ? short(first) : "–", x, plotBottom + 24);
   });
+}
+
+/** 0.025, 2.0, 515: two significant digits below 10, whole numbers above. */
+function short(v) {
+  return v >= 10 ? String(Math.round(v)) : v >= 1 ? v.toFixed(1) : v.toPrecision(2);
+}
+
+/** The request rate 100 000 online users would put on a server at these rates. */
+function drawProjection(rows) {
+  const fmt = (n) => n.toLocaleString("en-US");
+  const parts = rows.map((r) => r.projected === null
+    ? `${r.transport}: 100 000 open connections, ${r.requests > 1 ? "reconnecting" : "no requests while open"}`
+    : `${r.transport}: ${fmt(r.projected)} requests/s`);
+  $("compare-projection").textContent = "100 000 users online at this rate would put on a server: " + parts.join("; ") + ".";
 }
