@@ -17,6 +17,12 @@ apt_install() {
 # cluster browser test puts Debian's haproxy in front of three nodes.
 command -v redis-server >/dev/null || apt_install redis-server
 command -v haproxy >/dev/null || apt_install haproxy
+# A browser test runs the demo through Debian's nginx with docs/deploy/nginx.conf.
+if ! command -v nginx >/dev/null; then
+    apt_install nginx-light
+    # The package starts a system nginx; the test runs its own.
+    systemctl stop nginx 2>/dev/null || pkill -x nginx || true
+fi
 
 echo "== cargo test (unit + integration, real servers on 127.0.0.1)"
 cargo test --all-targets --locked

@@ -16,6 +16,8 @@ export interface HeraldOptions {
   storageKey?: string;
   /** Short-poll interval, ms. Default 1000. */
   pollInterval?: number;
+  /** Long-poll hold, seconds (1-110). Default 25; shortened by itself when a proxy cuts held requests sooner. */
+  hold?: number;
   /** Extra (custom) event types to receive over SSE. */
   types?: string[];
 }
@@ -67,7 +69,10 @@ export interface GapData {
 export interface StatusEvent {
   type: "status";
   transport: TransportName;
-  state: "connecting" | "open" | "retrying" | "fallback" | "unauthorized";
+  state: "connecting" | "open" | "retrying" | "fallback" | "unauthorized" | "adapting";
+  /** adapting: the long-poll hold (s) from now on, and when the path cut the last one (s). */
+  hold?: number;
+  cutAfter?: number;
   /** retrying: ms until the next attempt. */
   delay?: number;
   /** retrying: the HTTP status that explained the failure (0: no answer; 200: HTTP works, the transport does not; -1: an open stream ended). */

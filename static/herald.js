@@ -24,6 +24,7 @@ export class Herald {
    * @param {"ws"|"sse"|"iframe"|"longpoll"|"poll"|"auto"} [o.transport]
    * @param {string} [o.storageKey] where the cursor is kept (sessionStorage)
    * @param {number} [o.pollInterval] short-poll interval, ms
+   * @param {number} [o.hold] long-poll hold, seconds (1-110, default 25)
    * @param {string[]} [o.types] extra event types to receive over SSE
    */
   constructor(o) {
@@ -33,6 +34,8 @@ export class Herald {
     this.wanted = o.transport || "auto";
     this.storageKey = o.storageKey || "herald:cursor";
     this.pollInterval = o.pollInterval || 1000;
+    // Seconds a long-poll is held; shortened if the path cuts it (cutShort).
+    this.hold = Math.min(110, Math.max(1, Math.round(o.hold || 25)));
     this.types = STREAM_TYPES.concat(o.types || []);
     this.handlers = new Map();
     this.cursor = Number(sessionStorage.getItem(this.storageKey) || 0);
@@ -258,17 +261,27 @@ export class Herald {
     const signal = this.abort.signal;
     let opened = false;
     while (this.running && !signal.aborted) {
-      const q = kind === "longpoll" ? "&timeout=25" : "";
+      const hold = this.hold;
+      const q = kind === "longpoll" ? `&timeout=${hold}` : "";
+      const sent = Date.now();
       let response;
       try {
         this.stats.requests += 1;
         response = await fetch(`${this.url}/v1/${kind}?${this.position()}${q}`,
           { headers: { authorization: "Bearer " + this.token }, signal });
       } catch (e) {
-        if (!signal.aborted) this.recover({ status: 0, error: e }, opened);
+        if (signal.aborted) return;
+        if (kind === "longpoll" && this.cutShort(sent, hold)) continue;
+        this.recover({ status: 0, error: e }, opened);
         return;
       }
-      if (!response.ok) { this.recover(await refusalOf(response), opened); return; }
+      if (!response.ok) {
+        // A proxy's read timeout answers 504 (or 502) when it gives up on a held request.
+        const proxyGaveUp = response.status === 504 || response.status === 502;
+        if (kind === "longpoll" && proxyGaveUp && this.cutShort(sent, hold)) continue;
+        this.recover(await refusalOf(response), opened);
+        return;
+      }
       if (!opened) { opened = true; this.opened(); }
       const text = await response.text();
       const body = JSON.parse(text);
@@ -281,6 +294,26 @@ export class Herald {
         await new Promise((resolve) => { this.pollTimer = setTimeout(resolve, this.pollInterval); });
       }
     }
+  }
+
+  /**
+   * A held long-poll failed before its hold was up: something on the path
+   * (a proxy's read timeout, a load balancer's idle timeout) may cut
+   * requests shorter than the hold. Seen twice at about the same time, the
+   * hold is shortened to fit under it (the server takes `timeout=` in
+   * seconds); the request is retried at once. Returns whether it was
+   * taken for such a cut.
+   */
+  cutShort(sent, hold) {
+    const seconds = (Date.now() - sent) / 1000;
+    if (seconds < 1 || seconds > hold - 0.5) return false;
+    const again = this.cutAfter && Math.abs(seconds - this.cutAfter) <= this.cutAfter / 4;
+    this.cutAfter = seconds;
+    if (again) {
+      this.hold = Math.max(1, Math.floor(seconds * 0.8));
+      this.emit({ type: "status", transport: "longpoll", state: "adapting", hold: this.hold, cutAfter: seconds });
+    }
+    return true;
   }
 
   open_sse() {

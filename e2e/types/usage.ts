@@ -8,6 +8,8 @@ const herald = new Herald({
   getToken: async () => "renewed",
   transport: "auto",
   storageKey: "app:herald",
+  pollInterval: 2000,
+  hold: 50,
 });
 
 herald
@@ -27,7 +29,7 @@ herald
   .on("broadcast", (e) => console.log(e.data.bid))
   .on("gap", (e) => console.log(e.data.from, e.data.to, e.data.epoch ?? "same history"))
   .on("hb", (e) => console.log(e.hints?.broadcast))
-  .on("status", (s) => console.log(s.transport, s.state, s.delay, s.httpStatus))
+  .on("status", (s) => console.log(s.transport, s.state, s.delay, s.httpStatus, s.state === "adapting" && s.hold))
   .on("resync", (r) => console.log(r.reason, r.cursor))
   .on("order_shipped", (e) => console.log(e.seq, e.data))
   .on("*", (e: AnyEvent) => console.log(e.type))
