@@ -59,6 +59,14 @@ pub use crate::app::StartError;
 /// once its signature checks), and addresses.
 pub type SharedMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
 
+/// Writes one line to stdout, where herald says what it is doing (ready,
+/// stopping). A closed stdout (a supervisor that stopped reading) is
+/// ignored: `println!` would panic there, and turn a SIGTERM into a crash.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 /// File descriptors kept aside for the store and other files.
 const RESERVED_FDS: u64 = 64;
 
@@ -75,12 +83,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         Some(key) => key.clone(),
         None => {
             let key = Alphanumeric.sample_string(&mut rand::rng(), 24);
-            println!("demo mode: generated API key {key}");
+            say(format_args!("demo mode: generated API key {key}"));
             key
         }
     };
     if demo {
-        println!("WARNING: demo mode: anyone can log in as any user via POST /v1/demo/login; do not expose this server");
+        say(format_args!("WARNING: demo mode: anyone can log in as any user via POST /v1/demo/login; do not expose this server"));
     }
 
     // Bound first: a server that cannot listen leaves no data dir behind.
@@ -89,7 +97,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         .local_addr()
         .map_err(|e| StartError::Listen(config.listen, e))?;
     let max_connections = connection_budget();
-    println!("connection limit: {max_connections} (file descriptor limit minus {RESERVED_FDS})");
+    say(format_args!(
+        "connection limit: {max_connections} (file descriptor limit minus {RESERVED_FDS})"
+    ));
     let auth = Auth::new(secret.as_bytes(), api_key);
     let app = App::open(config, auth, shutdown.clone()).await?;
     if demo {
@@ -98,12 +108,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let trimmer = tokio::spawn(trim_periodically(app.clone()));
     let sweeper = tokio::spawn(sweep_presence(app.clone()));
     let store = app.store.clone();
-    println!("listening on http://{local}");
+    say(format_args!("listening on http://{local}"));
     server::serve(listener, app, max_connections).await;
     trimmer.abort();
     sweeper.abort();
     store.sync().await?;
-    println!("herald stopped; everything acknowledged is durable");
+    say(format_args!(
+        "herald stopped; everything acknowledged is durable"
+    ));
     Ok(())
 }
 

@@ -670,3 +670,45 @@ async fn a_refused_stream_or_long_poll_does_not_make_its_user_flap_online() {
         .collect();
     assert_eq!(pushed, Vec::<Value>::new(), "alice never came online");
 }
+
+#[tokio::test]
+async fn a_closed_stdout_does_not_turn_sigterm_into_a_crash() {
+    // A supervisor that stopped reading herald's output: herald's shutdown
+    // line must not panic (println! does on a broken pipe) and the drain
+    // must still end with exit 0.
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::herald_bin())
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("HERALD_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "herald ended before listening"
+        );
+    }
+    drop(stdout);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "herald did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
