@@ -1,6 +1,7 @@
 // The demo through Debian's nginx with docs/deploy/nginx.conf, on all five
-// transports; then through a misconfigured nginx whose read timeout is
-// shorter than the long-poll hold, which herald.js notices and fits under.
+// transports; then through misconfigured ones, which herald.js notices and
+// works around: a read timeout shorter than the long-poll hold (it holds
+// less), and buffering left on for streams (it falls back to long-polls).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -125,4 +126,33 @@ test("a proxy read timeout shorter than the long-poll hold: herald.js holds less
   const retrying = await page.evaluate(() => window.log.filter((e) => e.state === "retrying").length);
   assert.equal(retrying, 0, "a cut is not a failure to back off from");
   await page.close();
+});
+
+test("a proxy that buffers streams: herald.js falls back from SSE and the iframe to long-polls", async () => {
+  // Buffering on with herald's X-Accel-Buffering: no ignored, and gzip on
+  // for event streams and HTML: nginx then holds a stream's headers and
+  // bytes until a compression block fills (with buffering off, or without
+  // gzip, this nginx passes the stream through at once).
+  const base = await startNginx((conf) => conf.replace("proxy_buffering off;",
+    "proxy_buffering on; proxy_ignore_headers X-Accel-Buffering; gzip on; gzip_proxied any; gzip_types text/event-stream;"));
+  for (const transport of ["sse", "iframe"]) {
+    const page = await browser.newPage();
+    await page.goto(base + "/herald.js");
+    const uid = "buffered-" + transport;
+    const t = await token(base, uid);
+    await page.evaluate(async ({ t, transport }) => {
+      const { Herald } = await import("/herald.js");
+      window.log = [];
+      window.herald = new Herald({ token: t, transport }).on("*", (e) => window.log.push(e)).start();
+    }, { t, transport });
+    await page.waitForFunction(() => window.log.some((e) => e.state === "fallback"), null, { timeout: 15000 });
+    const fallback = await page.evaluate(() => window.log.find((e) => e.state === "fallback"));
+    assert.equal(fallback.transport, "longpoll", JSON.stringify(fallback));
+    assert.match(fallback.error, new RegExp(`^${transport}: nothing came through`));
+    const text = `past the buffer ${transport} ${Date.now()}`;
+    await sendDirect(base, "dave", uid, text);
+    await page.waitForFunction((text) => window.log.some((e) => e.type === "msg" && e.data.body === text), text, { timeout: 10000 });
+    assert.equal(await page.evaluate(() => window.herald.stats.transport), "longpoll");
+    await page.close();
+  }
 });

@@ -12,6 +12,9 @@
 
 const STREAM_TYPES = ["notice", "msg", "group_msg", "presence", "receipt", "group_receipt",
   "counter", "broadcast", "gap", "hb", "hello"];
+/** SSE and the iframe stream say `ready` at once; not seeing it this soon
+ *  means something on the path buffers the stream. */
+const READY_WITHIN_MS = 5000;
 const TRANSPORTS = ["ws", "sse", "iframe", "longpoll", "poll"];
 let iframeCallbacks = 0;
 
@@ -237,7 +240,30 @@ export class Herald {
     this.emit({ type: "status", transport: this.order[0], state: "open" });
   }
 
+  /**
+   * A stream (SSE, iframe) sent no `ready` in time: a proxy buffers it, so
+   * events would arrive late or never. Use the next transport (long-poll
+   * for a fixed one): its answers are complete responses, which a
+   * buffering proxy passes on.
+   */
+  buffered(transport) {
+    this.teardown();
+    if (!this.running) return;
+    if (this.wanted === "auto" && this.order.length > 1) this.order.shift();
+    else this.order = ["longpoll"];
+    this.emit({ type: "status", transport: this.order[0], state: "fallback",
+      error: `${transport}: nothing came through in ${READY_WITHIN_MS / 1000} s; a proxy buffers it` });
+    this.connect();
+  }
+
+  /** Falls back unless the stream shows its `ready` in time (see buffered). */
+  expectReady(transport) {
+    clearTimeout(this.readyTimer);
+    this.readyTimer = setTimeout(() => this.buffered(transport), READY_WITHIN_MS);
+  }
+
   teardown() {
+    clearTimeout(this.readyTimer);
     clearTimeout(this.retryTimer);
     clearTimeout(this.pollTimer);
     if (this.abort) this.abort.abort();
@@ -325,6 +351,8 @@ export class Herald {
     es.onopen = () => { if (!opened) { opened = true; this.opened(); } };
     const handle = (e) => this.deliver(JSON.parse(e.data), e.data.length);
     for (const type of this.types) es.addEventListener(type, handle);
+    es.addEventListener("ready", () => clearTimeout(this.readyTimer));
+    this.expectReady("sse");
     es.onerror = () => {
       if (es.readyState !== EventSource.CLOSED) return; // it reconnects by itself with Last-Event-ID
       // Refused (a reconnect of an open stream included): reopen from our cursor.
@@ -339,7 +367,8 @@ export class Herald {
     frame.style.display = "none";
     let opened = false;
     window[name] = (event) => {
-      if (!opened) { opened = true; this.opened(); }
+      // The first call is the document's `ready`.
+      if (!opened) { opened = true; clearTimeout(this.readyTimer); this.opened(); }
       this.deliver(event, JSON.stringify(event).length);
       if (event.type === "reconnect") { this.teardown(); this.connect(); }
     };
@@ -353,6 +382,7 @@ export class Herald {
     frame.src = `${this.url}/v1/iframe?${this.position()}&cb=${name}&token=${encodeURIComponent(this.token)}`;
     this.iframe = frame;
     document.body.appendChild(frame);
+    this.expectReady("iframe");
   }
 
   open_ws() {

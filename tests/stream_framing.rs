@@ -118,8 +118,7 @@ fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: herald\r\nOrigin: http://app.example\r\n\r\n")
 }
 
-/// SSE events from chunks until `count` events arrived.
-/// The next `count` queue events of a stream (not its `hello`).
+/// The next `count` queue events of a stream (not its `ready` or `hello`).
 async fn sse_from_chunks(raw: &mut Raw, count: usize) -> Vec<Value> {
     let mut text = String::new();
     let mut events = Vec::new();
@@ -129,7 +128,7 @@ async fn sse_from_chunks(raw: &mut Raw, count: usize) -> Vec<Value> {
         events.extend(
             sse_events(&mut text)
                 .into_iter()
-                .filter(|e| e["type"] != "hello"),
+                .filter(|e| e.get("seq").is_some()),
         );
     }
     events
@@ -154,8 +153,14 @@ async fn a_fresh_sse_connection_is_chunked_and_noticed_when_it_goes() {
     assert!(h["date"].ends_with(" GMT"), "{h:?}");
     assert!(!h.contains_key("content-length"));
 
-    let first = raw.chunk().await.expect("opening chunk");
-    assert!(first.starts_with(b"retry: "), "{first:?}");
+    // The opening chunk says `ready` at once (a client behind a buffering
+    // proxy would not see it).
+    let first = String::from_utf8(raw.chunk().await.expect("opening chunk")).unwrap();
+    assert!(first.starts_with("retry: "), "{first}");
+    assert!(
+        first.ends_with("event: ready\ndata: {\"type\":\"ready\"}\n\n"),
+        "{first}"
+    );
     // The first page comes with the hello that names the epoch.
     let page = String::from_utf8(raw.chunk().await.expect("first page")).unwrap();
     assert!(
@@ -193,9 +198,12 @@ async fn an_iframe_on_a_fresh_connection_is_padded_and_chunked() {
     assert_eq!(head.headers["content-type"], "text/html; charset=utf-8");
     assert_eq!(head.headers["transfer-encoding"], "chunked");
     let mut html = String::new();
-    while !html.contains("<script>parent.parent.h(") {
-        html.push_str(&String::from_utf8(raw.chunk().await.expect("chunk")).unwrap());
-    }
+    // The opening chunk: the padding, then the `ready` call.
+    html.push_str(&String::from_utf8(raw.chunk().await.expect("chunk")).unwrap());
+    assert!(
+        html.ends_with("<script>parent.parent.h({\"type\":\"ready\"});</script>\n"),
+        "{html}"
+    );
     while !html.contains(r#""data":"\u003c/script\u003e"});</script>"#) {
         html.push_str(&String::from_utf8(raw.chunk().await.expect("chunk")).unwrap());
     }

@@ -69,9 +69,11 @@ async fn sse_replays_the_backlog_then_delivers_live_events() {
     assert!(text.starts_with("retry: "), "{text}");
     let mut buf = text.clone();
     let events = sse_events(&mut buf);
-    // The stream opens with its epoch; every id is `seq:epoch`.
-    assert_eq!(events[0]["type"], "hello");
-    let epoch = events[0]["epoch"].as_str().expect("an epoch");
+    // The stream says `ready` at once, then its epoch with the first page;
+    // every id is `seq:epoch`.
+    assert_eq!(events[0], json!({"type": "ready"}));
+    assert_eq!(events[1]["type"], "hello");
+    let epoch = events[1]["epoch"].as_str().expect("an epoch");
     assert!(
         text.contains(&format!("id: 1:{epoch}\nevent: notice\ndata: {{\"seq\":1,")),
         "{text}"
@@ -97,7 +99,8 @@ async fn sse_resumes_after_last_event_id() {
         .unwrap();
     let mut text = read_stream(response, |t| t.contains("id: 4:")).await;
     let events = sse_events(&mut text);
-    let epoch = events[0]["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(events[0]["type"], "ready");
+    let epoch = events[1]["epoch"].as_str().unwrap().to_owned();
     assert_eq!(seqs(&queue(events)), vec![3, 4]);
 
     // The `seq:epoch` form EventSource sends back: the same resume...
@@ -147,24 +150,27 @@ async fn iframe_pads_validates_the_callback_and_escapes_script_endings() {
         response.headers()["content-type"],
         "text/html; charset=utf-8"
     );
-    let html = read_stream(response, |t| t.matches("</script>").count() >= 2).await;
+    let html = read_stream(response, |t| t.matches("</script>").count() >= 3).await;
     let first_script = html.find("<script>").expect("a script");
     assert!(
         first_script >= 2048,
         "only {first_script} bytes before the first script"
     );
-    // The first call says hello with the epoch.
+    // The first call says `ready` (at once), the next hello with the epoch.
     let calls = iframe_calls(&html, "herald.deliver");
-    assert_eq!(calls[0]["type"], "hello");
-    // Exactly one script element opened and closed: the payload did not end it.
-    let second = first_script + 8 + html[first_script + 8..].find("<script>").unwrap();
+    assert_eq!(calls[0], json!({"type": "ready"}));
+    assert_eq!(calls[1]["type"], "hello");
+    // Exactly one script element opened and closed: the payload did not end
+    // it (the ready call and the hello come before it).
+    let hello = first_script + 8 + html[first_script + 8..].find("<script>").unwrap();
+    let second = hello + 8 + html[hello + 8..].find("<script>").unwrap();
     let script = &html[second..];
     let script = &script[..script.find("</script>").unwrap() + 9];
     assert_eq!(script.matches("<script>").count(), 1);
     assert!(!script[8..script.len() - 9].contains('<'));
     assert!(!script.contains('\u{2028}'));
     assert_eq!(
-        calls[1]["data"]["body"], hostile,
+        calls[2]["data"]["body"], hostile,
         "the escaped JSON decodes to the original"
     );
 

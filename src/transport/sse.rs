@@ -18,6 +18,8 @@ use crate::store::event_head;
 
 /// How long the browser waits before reconnecting, in ms.
 const RETRY_MS: u32 = 1000;
+/// The pseudo-event every text stream (SSE, iframe) opens with.
+pub const READY: &str = r#"{"type":"ready"}"#;
 
 /// `GET /v1/sse?cursor=N&epoch=E` (or `Last-Event-ID: N:E`, which wins: it
 /// is what EventSource sends when it reconnects to the same URL).
@@ -33,14 +35,18 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
     ))
 }
 
-/// SSE: `retry:` first, a `hello` before the first events, an
+/// SSE: `retry:` and a `ready` event first, a `hello` before the first events, an
 /// `id: seq:epoch`/`event`/`data` block per event, a comment or an `hb`
 /// event as keepalive; the stream just ends.
 struct SseFramer;
 
 impl Framer for SseFramer {
     fn opening(&mut self) -> Bytes {
-        Bytes::from(format!("retry: {RETRY_MS}\n: herald\n\n"))
+        // `ready` at once: a client that does not see it within seconds is
+        // behind something that buffers the stream (herald.js falls back).
+        Bytes::from(format!(
+            "retry: {RETRY_MS}\n: herald\n\nevent: ready\ndata: {READY}\n\n"
+        ))
     }
 
     fn hello(&mut self, sub: &Subscription) -> Bytes {
