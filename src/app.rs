@@ -12,7 +12,7 @@ use crate::chat::friends::Friends;
 use crate::chat::group_log::GroupLog;
 use crate::chat::group_reads::GroupReads;
 use crate::chat::groups::Groups;
-use crate::chat::limits::{SendBudget, SendLimit, SharedSendLimit};
+use crate::chat::limits::{Counted, SendBudget, SendLimit, SharedSendLimit};
 use crate::chat::messages::Messages;
 use crate::chat::notices::Counters;
 use crate::chat::online::{LocalDirectory, OnlineDirectory, RedisDirectory};
@@ -166,6 +166,8 @@ impl App {
                 Arc::new(LocalPacer::default()),
             ),
         };
+        let sends: Arc<dyn SendBudget> =
+            Arc::new(Counted::new(sends, metrics.send_limited.clone()));
         let presence = Presence::new(
             store.clone(),
             friends.clone(),

@@ -62,6 +62,8 @@ pub struct Metrics {
     /// Held long-polls answered early (empty) to make room for a newer
     /// connection of the same user.
     pub longpolls_evicted: Counter,
+    /// Sends refused by the per-user send limit (`--send-rate`, 429).
+    pub send_limited: Counter,
     /// Records dropped because their retention ran out (message records,
     /// idempotency keys, group history).
     pub expired_records: Counter,
@@ -95,6 +97,12 @@ impl Metrics {
         let broadcast_pending = Gauge::default();
         let refused_connections = Family::<Label, Counter>::default();
         let longpolls_evicted = Counter::default();
+        let send_limited = Counter::default();
+        registry.register(
+            "send_limited",
+            "Sends refused by the per-user send limit",
+            send_limited.clone(),
+        );
         let expired_records = Counter::default();
         let memory_entries = Family::<Label, Gauge>::default();
         registry.register(
@@ -224,6 +232,7 @@ impl Metrics {
             broadcast_pending,
             refused_connections,
             longpolls_evicted,
+            send_limited,
             expired_records,
             memory_entries,
         }

@@ -208,6 +208,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
             api::publish::handle(app, req).await
         }
         ["v1", ..] | ["api", ..] => Err(Error::NotFound(format!("no route {method} {path}"))),
+        // The operations page; what it shows comes from /metrics, which
+        // needs the API key.
+        ["dashboard"] => {
+            allow(&method, "GET, HEAD")?;
+            static_files::serve(&app.config.static_dir, "/dashboard.html").await
+        }
         _ => {
             allow(&method, "GET, HEAD")?;
             static_files::serve(&app.config.static_dir, &path).await

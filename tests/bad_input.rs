@@ -390,6 +390,8 @@ async fn a_flooding_sender_gets_429_and_its_excess_is_not_sent() {
         .await
         .status();
     assert_eq!(status, 429);
+    // Each refusal is counted, whichever way it came.
+    assert_eq!(server.metric("herald_send_limited_total").await, 3.0);
 
     // Nothing past the limit reached bob; other senders are not limited.
     let bob = server.token("bob").await;

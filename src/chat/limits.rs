@@ -73,6 +73,36 @@ impl SendBudget for SendLimit {
     }
 }
 
+/// A budget whose refusals are counted (`herald_send_limited_total`).
+pub struct Counted {
+    inner: std::sync::Arc<dyn SendBudget>,
+    refused: prometheus_client::metrics::counter::Counter,
+}
+
+impl Counted {
+    pub fn new(
+        inner: std::sync::Arc<dyn SendBudget>,
+        refused: prometheus_client::metrics::counter::Counter,
+    ) -> Counted {
+        Counted { inner, refused }
+    }
+}
+
+#[async_trait::async_trait]
+impl SendBudget for Counted {
+    async fn take(&self, uid: &Uid) -> Result<(), Error> {
+        let taken = self.inner.take(uid).await;
+        if let Err(Error::TooMany { .. }) = taken {
+            self.refused.inc();
+        }
+        taken
+    }
+
+    fn forget_idle(&self) {
+        self.inner.forget_idle();
+    }
+}
+
 /// `wait` rounded up to whole seconds, at least 1 (`Retry-After`).
 fn whole_seconds(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)

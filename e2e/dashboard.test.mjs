@@ -1,0 +1,97 @@
+// The operations dashboard in a real browser: the API key entered once,
+// then live figures from /metrics while the test makes traffic of every
+// kind the page shows.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort, launchBrowser, root, startDemoServer } from "./support.mjs";
+
+let server, base, apiKey, browser;
+
+before(async () => {
+  const port = await freePort();
+  const dataDir = join(mkdtempSync(join(tmpdir(), "herald-e2e-")), "data");
+  ({ child: server, apiKey } = await startDemoServer(port, dataDir, ["--send-rate", "1"]));
+  base = `http://127.0.0.1:${port}`;
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill("SIGKILL");
+});
+
+async function token(uid) {
+  const r = await fetch(`${base}/v1/demo/login`, { method: "POST", body: JSON.stringify({ uid }) });
+  return (await r.json()).token;
+}
+
+const value = (page, metric) => page.$eval(`[data-metric="${metric}"]`, (t) => Number(t.dataset.value));
+
+test("the dashboard asks for the API key once and draws live figures from /metrics", async () => {
+  const page = await browser.newPage();
+  await page.goto(base + "/dashboard");
+  // A wrong key is refused and asked for again.
+  await page.fill("#key", "not-the-key-0123456789");
+  await page.click("#key-form button");
+  await page.waitForSelector("#key-error:not([hidden])");
+  assert.match(await page.textContent("#key-error"), /refused/);
+  await page.fill("#key", apiKey);
+  await page.click("#key-form button");
+  await page.waitForFunction(() => Number(document.body.dataset.samples) >= 2);
+
+  // Traffic: streams open (presence pushed to online friends), a held
+  // long-poll, published events, and a sender over the send limit.
+  const controls = [];
+  for (const uid of ["alice", "bob", "carol"]) {
+    const control = new AbortController();
+    const r = await fetch(`${base}/v1/sse?token=${encodeURIComponent(await token(uid))}`, { signal: control.signal });
+    assert.equal(r.status, 200);
+    controls.push(control);
+  }
+  const dave = await token("dave");
+  const held = new AbortController();
+  const longpoll = fetch(`${base}/v1/longpoll?timeout=20&token=${encodeURIComponent(dave)}`, { signal: held.signal }).catch(() => {});
+  const publish = () => fetch(`${base}/api/v1/publish`, {
+    method: "POST",
+    headers: { authorization: "Bearer " + apiKey, "content-type": "application/json" },
+    body: JSON.stringify({ to: ["alice", "bob", "carol"], data: { tick: Date.now() } }),
+  });
+  const erin = await token("erin");
+  for (let i = 0; i < 5; i++) {
+    await fetch(`${base}/v1/messages`, {
+      method: "POST",
+      headers: { authorization: "Bearer " + erin, "content-type": "application/json" },
+      body: JSON.stringify({ to: "alice", body: "flood " + i }),
+    });
+  }
+  await page.waitForFunction(() => Number(document.querySelector('[data-metric="refused"]').dataset.value) >= 1);
+  for (let i = 0; i < 6; i++) {
+    await publish();
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  await page.waitForFunction(() => {
+    const v = (m) => Number(document.querySelector(`[data-metric="${m}"]`).dataset.value);
+    return v("connections-sse") === 3 && v("longpolls") === 1 && v("fanout") > 0;
+  }, null, { timeout: 10000 });
+  assert.equal(await value(page, "connections"), 4);
+  assert.ok(await value(page, "refused") >= 3, "sends past the limit of 1/s, bursts of 2");
+  // Rates are per interval: the charts kept the traffic of the last two minutes.
+  const drawn = await page.evaluate(() => [...document.querySelectorAll("canvas")].every((c) => {
+    const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    return data.some((byte, i) => i % 4 === 3 && byte > 0);
+  }));
+  assert.ok(drawn, "every chart drew something");
+  await page.screenshot({ path: join(root, "target", "e2e", "dashboard.png"), fullPage: true });
+
+  // Entered once: a reload keeps it for this tab.
+  await page.reload();
+  await page.waitForFunction(() => Number(document.body.dataset.samples) >= 2);
+  assert.equal(await page.isVisible("#login"), false);
+  held.abort();
+  await longpoll;
+  for (const control of controls) control.abort();
+  await page.close();
+});
