@@ -3,30 +3,19 @@
 // kind the page shows.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, launchBrowser, root, startDemoServer } from "./support.mjs";
+import { demoToken, root, startDemo } from "./support.mjs";
 
-let server, base, apiKey, browser;
+let demo, base, apiKey, browser;
 
 before(async () => {
-  const port = await freePort();
-  const dataDir = join(mkdtempSync(join(tmpdir(), "herald-e2e-")), "data");
-  ({ child: server, apiKey } = await startDemoServer(port, dataDir, ["--send-rate", "1"]));
-  base = `http://127.0.0.1:${port}`;
-  browser = await launchBrowser();
+  demo = await startDemo(["--send-rate", "1"]);
+  ({ base, apiKey, browser } = demo);
 });
 
-after(async () => {
-  await browser?.close();
-  server?.kill("SIGKILL");
-});
+after(() => demo?.stop());
 
-async function token(uid) {
-  const r = await fetch(`${base}/v1/demo/login`, { method: "POST", body: JSON.stringify({ uid }) });
-  return (await r.json()).token;
-}
+const token = (uid) => demoToken(base, uid);
 
 const value = (page, metric) => page.$eval(`[data-metric="${metric}"]`, (t) => Number(t.dataset.value));
 

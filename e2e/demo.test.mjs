@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, launchBrowser, openAs as open, openChatWith, root, startDemoServer } from "./support.mjs";
+import { demoToken, freePort, launchBrowser, openAs as open, openChatWith, root, startDemoServer } from "./support.mjs";
 
 const shots = join(root, "target", "e2e");
 mkdirSync(shots, { recursive: true });
@@ -32,10 +32,7 @@ after(async () => {
   server?.kill("SIGKILL");
 });
 
-async function token(uid) {
-  const r = await fetch(`${base}/v1/demo/login`, { method: "POST", body: JSON.stringify({ uid }) });
-  return (await r.json()).token;
-}
+const token = (uid) => demoToken(base, uid);
 
 async function sendDirect(from, to, body) {
   const r = await fetch(`${base}/v1/messages`, {

@@ -8,7 +8,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, launchBrowser, openAs, openChatWith, root, startDemoServer } from "./support.mjs";
+import { demoToken, freePort, launchBrowser, openAs, openChatWith, root, startDemoServer } from "./support.mjs";
 
 const shots = join(root, "target", "e2e");
 let herald, heraldPort, browser;
@@ -64,10 +64,7 @@ async function startNginx(edit = (conf) => conf) {
   throw new Error("nginx did not start");
 }
 
-async function token(base, uid) {
-  const r = await fetch(`${base}/v1/demo/login`, { method: "POST", body: JSON.stringify({ uid }) });
-  return (await r.json()).token;
-}
+const token = demoToken;
 
 async function sendDirect(base, from, to, body) {
   const r = await fetch(`${base}/v1/messages`, {

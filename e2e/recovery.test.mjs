@@ -6,32 +6,20 @@
 // of them becomes a tight loop.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { freePort, launchBrowser, startDemoServer } from "./support.mjs";
+import { demoToken, startDemo } from "./support.mjs";
 
 const TRANSPORTS = ["ws", "sse", "iframe", "longpoll", "poll"];
-let server, base, apiKey, browser;
+let demo, base, apiKey, browser;
 
 before(async () => {
-  const port = await freePort();
-  const dataDir = join(mkdtempSync(join(tmpdir(), "herald-e2e-")), "data");
   // Two connections per user, so a test can fill a user's slots.
-  ({ child: server, apiKey } = await startDemoServer(port, dataDir, ["--max-user-connections", "2"]));
-  base = `http://127.0.0.1:${port}`;
-  browser = await launchBrowser();
+  demo = await startDemo(["--max-user-connections", "2"]);
+  ({ base, apiKey, browser } = demo);
 });
 
-after(async () => {
-  await browser?.close();
-  server?.kill("SIGKILL");
-});
+after(() => demo?.stop());
 
-async function token(uid) {
-  const r = await fetch(`${base}/v1/demo/login`, { method: "POST", body: JSON.stringify({ uid }) });
-  return (await r.json()).token;
-}
+const token = (uid) => demoToken(base, uid);
 
 /** Publishes one notice to `uid`; resolves with its seq. */
 async function publish(uid, data) {

@@ -2,6 +2,8 @@
 // page driven as a person would.
 import net from "node:net";
 import { spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -32,6 +34,32 @@ export function startDemoServer(port, dataDir, args = []) {
     });
     child.on("exit", (code) => reject(new Error(`herald exited with ${code}: ${out}`)));
   });
+}
+
+/** A token for `uid` from the demo login of the server at `base`. */
+export async function demoToken(base, uid) {
+  const r = await fetch(`${base}/v1/demo/login`, { method: "POST", body: JSON.stringify({ uid }) });
+  return (await r.json()).token;
+}
+
+/**
+ * A demo-mode herald (started with `args`) and a browser for one test
+ * file: call in `before`; `stop()` in `after`.
+ */
+export async function startDemo(args = []) {
+  const port = await freePort();
+  const dataDir = join(mkdtempSync(join(tmpdir(), "herald-e2e-")), "data");
+  const { child, apiKey } = await startDemoServer(port, dataDir, args);
+  const browser = await launchBrowser();
+  return {
+    base: `http://127.0.0.1:${port}`,
+    apiKey,
+    browser,
+    async stop() {
+      await browser.close();
+      child.kill("SIGKILL");
+    },
+  };
 }
 
 export function freePort() {
