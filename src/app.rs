@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::chat::broadcasts::{Broadcasts, LocalPacer, Pacer, SharedPacer};
+use crate::chat::conversations::Conversations;
 use crate::chat::friends::Friends;
 use crate::chat::group_log::GroupLog;
 use crate::chat::group_reads::GroupReads;
@@ -89,6 +90,8 @@ pub struct App {
     pub sends: Arc<dyn SendBudget>,
     pub messages: Messages,
     pub receipts: Receipts,
+    /// The history of direct conversations.
+    pub conversations: Arc<Conversations>,
     pub counters: Counters,
     pub group_log: Arc<GroupLog>,
     pub group_reads: Arc<GroupReads>,
@@ -182,6 +185,7 @@ impl App {
             presence.clone(),
             metrics.clone(),
         );
+        let conversations = Arc::new(Conversations::new(store.clone(), config.history_ttl()));
         let app = Arc::new(App {
             auth,
             cors: Cors::new(&config.allow_origins),
@@ -193,8 +197,18 @@ impl App {
             presence,
             friends,
             groups,
-            messages: Messages::new(store.clone(), sends.clone(), config.record_ttl()),
-            receipts: Receipts::new(store.clone(), config.max_page_bytes()),
+            messages: Messages::new(
+                store.clone(),
+                sends.clone(),
+                config.record_ttl(),
+                conversations.clone(),
+            ),
+            receipts: Receipts::new(
+                store.clone(),
+                config.max_page_bytes(),
+                conversations.clone(),
+            ),
+            conversations,
             sends,
             counters: Counters::new(store.clone()),
             group_log,

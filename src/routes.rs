@@ -115,6 +115,11 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
             allow(&method, "GET")?;
             transport::ws::handle(app, req).await
         }
+        ["v1", "conversations", uid, "messages"] => {
+            allow(&method, "GET")?;
+            let uid = uid.to_string();
+            actions::conversation(app, req, &uid).await
+        }
         ["v1", "messages", id, "read"] => {
             allow(&method, "POST")?;
             let id = id.to_string();

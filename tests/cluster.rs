@@ -546,3 +546,52 @@ async fn the_send_limit_and_the_daily_news_are_the_clusters_not_each_nodes() {
     }
     assert_eq!(shown, 1, "the news was shown {shown} times");
 }
+
+#[tokio::test]
+async fn direct_message_history_is_the_clusters() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3, &["--send-rate", "0"]).await;
+    let (ann, ben) = (nodes[0].token("ann").await, nodes[1].token("ben").await);
+    // Sent through each node in turn, both ways.
+    let mut ids = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (token, to) = if i % 2 == 0 {
+            (&ann, "ben")
+        } else {
+            (&ben, "ann")
+        };
+        let (status, body) = node
+            .post_as(
+                token,
+                "/v1/messages",
+                json!({"to": to, "body": format!("m{i}")}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        ids.push(body["id"].as_u64().unwrap());
+    }
+    // Read on C, marked read on A, seen read on B.
+    let page = |node: &Server, token: String| {
+        let request = node
+            .http
+            .get(node.url("/v1/conversations/ann/messages"))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let on_c = page(&nodes[2], ben.clone()).await;
+    let got: Vec<u64> = on_c["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, ids);
+    let (status, _) = nodes[0]
+        .post_as(&ben, &format!("/v1/messages/{}/read", ids[0]), json!(null))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        page(&nodes[1], ben.clone()).await["messages"][0]["read"],
+        true
+    );
+}

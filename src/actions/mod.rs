@@ -12,6 +12,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::chat::conversations::{Window, DEFAULT_PAGE, MAX_PAGE};
 use crate::chat::{messages, notices, presence};
 use crate::error::Error;
 use crate::http::reply::{json, Response};
@@ -207,5 +208,33 @@ pub async fn broadcasts(app: &App, req: Request<Incoming>) -> Result<Response, E
         &list,
         "bid",
         after,
+    ))
+}
+
+/// `GET /v1/conversations/{uid}/messages?before=ID|after=ID&limit=L` → the
+/// caller's direct messages with uid, oldest first: `{"with", "messages":
+/// [{id, from, to, body, cid, ts, read}], "more"}`. Without `before` or
+/// `after`, the newest; `more` says whether the history goes on in the
+/// direction asked.
+pub async fn conversation(
+    app: &App,
+    req: Request<Incoming>,
+    other: &str,
+) -> Result<Response, Error> {
+    let me = app.auth.user(&req)?;
+    let other = Uid::parse(other).map_err(|e| Error::bad("bad_uid", e.to_string()))?;
+    let query = crate::http::request::Query::of(&req);
+    let limit = query.u64_in("limit", 1..=MAX_PAGE as u64, DEFAULT_PAGE as u64)? as usize;
+    let window = match (query.u64("before")?, query.u64("after")?) {
+        (Some(_), Some(_)) => {
+            return Err(Error::bad("bad_window", "give before or after, not both"))
+        }
+        (before, None) => Window::Before(before, limit),
+        (None, Some(after)) => Window::After(after, limit),
+    };
+    let page = app.conversations.page(&me, &other, window).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "with": other, "messages": page.messages, "more": page.more }),
     ))
 }

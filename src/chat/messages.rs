@@ -7,6 +7,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::chat::conversations::Conversations;
 use crate::chat::limits::SendBudget;
 use crate::chat::receipts::{record_key, MessageRecord};
 use crate::error::Error;
@@ -40,11 +41,12 @@ pub fn check(body: &serde_json::Value, cid: &Option<String>) -> Result<(), Error
 }
 
 /// Direct messages: the store they go to, the send limit they count
-/// against, and how long their records are kept.
+/// against, how long their records are kept, and their history.
 pub struct Messages {
     store: Arc<dyn Store>,
     sends: Arc<dyn SendBudget>,
     record_ttl: Duration,
+    history: Arc<Conversations>,
 }
 
 impl Messages {
@@ -52,11 +54,13 @@ impl Messages {
         store: Arc<dyn Store>,
         sends: Arc<dyn SendBudget>,
         record_ttl: Duration,
+        history: Arc<Conversations>,
     ) -> Messages {
         Messages {
             store,
             sends,
             record_ttl,
+            history,
         }
     }
 
@@ -77,6 +81,9 @@ impl Messages {
         .map_err(|e| Error::Internal(e.to_string()))?;
         self.store.expire(&record_key(id), self.record_ttl).await?;
         self.store.kv_stage(&record_key(id), record).await?;
+        self.history
+            .record(from, &msg.to, id, &msg.body, &msg.cid)
+            .await?;
         let event = Append::new(
             msg.to.clone(),
             "msg",
@@ -95,8 +102,9 @@ impl Messages {
             {
                 Once::Appended { .. } => Ok(id),
                 Once::Duplicate { tag } => {
-                    // The retry's own record is for a message never sent.
+                    // The retry's own records are for a message never sent.
                     self.store.kv_stage_remove(&record_key(id)).await?;
+                    self.history.forget(from, &msg.to, id).await?;
                     Ok(tag)
                 }
             },

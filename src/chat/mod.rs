@@ -1,11 +1,13 @@
 //! The chat domain: what herald knows about users and their conversations,
-//! apart from how it is carried. Direct messages and their receipts, groups
+//! apart from how it is carried. Direct messages, their receipts and their
+//! history, groups
 //! with their log and read cursors, friends and presence, counters and the
 //! daily news, broadcasts, and the per-user send limit. Each is a service
 //! with its own dependencies (the store, metrics, each other); none knows
 //! HTTP or the transports.
 
 pub mod broadcasts;
+pub mod conversations;
 pub mod friends;
 pub mod group_log;
 pub mod group_reads;

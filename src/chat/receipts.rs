@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::chat::conversations::Conversations;
 use crate::error::Error;
 use crate::store::{Append, PageLimit, Store};
 use crate::uid::Uid;
@@ -41,16 +42,22 @@ struct MsgData {
     from: Option<Uid>,
 }
 
-/// Delivered and read receipts: the store they read and append to.
+/// Delivered and read receipts: the store they read and append to, and
+/// the history whose read state they keep.
 pub struct Receipts {
     store: Arc<dyn Store>,
     /// The byte budget of the pages an ack reads to find messages.
     page_bytes: usize,
+    history: Arc<Conversations>,
 }
 
 impl Receipts {
-    pub fn new(store: Arc<dyn Store>, page_bytes: usize) -> Receipts {
-        Receipts { store, page_bytes }
+    pub fn new(store: Arc<dyn Store>, page_bytes: usize, history: Arc<Conversations>) -> Receipts {
+        Receipts {
+            store,
+            page_bytes,
+            history,
+        }
     }
 
     /// Acks `uid`'s queue up to `seq` and sends `delivered` receipts for the
@@ -89,6 +96,12 @@ impl Receipts {
                 )));
             }
             senders.entry(record.from).or_default().push(id);
+        }
+        // Staged before the receipts are appended: durable with them.
+        for (from, ids) in &senders {
+            for &id in ids {
+                self.history.mark_read(from, uid, id).await?;
+            }
         }
         self.send_receipts(uid, "read", senders).await
     }

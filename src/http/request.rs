@@ -137,6 +137,7 @@ fn code_for(name: &str) -> &'static str {
         "cursor" | "Last-Event-ID" => "bad_cursor",
         "limit" => "bad_limit",
         "timeout" => "bad_timeout",
+        "before" | "after" => "bad_window",
         _ => "bad_parameter",
     }
 }
