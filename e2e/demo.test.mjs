@@ -121,6 +121,35 @@ test("a reload resumes from the cursor without duplicates", async () => {
   await page.close();
 });
 
+test("a conversation shows its history after a reload, once, in order, with its read state", async () => {
+  // Sent before the page exists: only the history can show them.
+  const texts = [];
+  for (let n = 0; n < 3; n++) {
+    texts.push(`earlier ${n} ${Date.now()}`);
+    await sendDirect(n === 1 ? "bob" : "carol", n === 1 ? "carol" : "bob", texts[n]);
+  }
+  const page = await openAs("bob", "ws");
+  await openChatWith(page, "carol");
+  for (const text of texts) await page.waitForSelector(`#messages li >> text=${text}`);
+  // bob opened the chat: carol's messages to him are read now.
+  await page.reload({ waitUntil: "domcontentloaded" });
+  await page.selectOption("#uid", "bob");
+  await page.selectOption("#transport", "ws");
+  await page.click("#go");
+  await openChatWith(page, "carol");
+  for (const text of texts) await page.waitForSelector(`#messages li >> text=${text}`);
+  const shown = await page.$$eval("#messages li", (items) => items.map((li) => li.textContent));
+  const order = texts.map((t) => shown.findIndex((s) => s.includes(t)));
+  assert.deepEqual(order, [...order].sort((a, b) => a - b), "oldest first");
+  assert.equal(shown.filter((s) => texts.some((t) => s.includes(t))).length, 3, "each once");
+  // bob's own message to carol: carol has not read it.
+  const history = await page.evaluate(() => window.herald.history("carol"));
+  const read = Object.fromEntries(history.messages.map((m) => [m.body, m.read]));
+  assert.deepEqual([read[texts[0]], read[texts[1]], read[texts[2]]], [true, false, true]);
+  await page.screenshot({ path: join(shots, "history.png") });
+  await page.close();
+});
+
 test("after kill -9 and restart the page ends with every acknowledged event once", async () => {
   const page = await openAs("erin", "sse");
   await page.evaluate(() => { window.seen = []; window.herald.on("*", (e) => e.seq && e.type === "msg" && window.seen.push(e.data.body)); });

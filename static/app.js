@@ -109,6 +109,23 @@ async function openChat(chat) {
     $("group-presence").textContent = Object.entries(presence.members).map(([u, s]) => `${u}: ${s}`).join(" · ");
     const history = await state.herald.groupHistory(chat.id);
     for (const m of history.messages) showGroup(m);
+  } else {
+    // The newest of the conversation's history (it survives reloads),
+    // merged with what this page already has, in id order.
+    const history = await state.herald.history(chat.id);
+    const items = state.messages.get(key(chat)) || [];
+    for (const m of history.messages) {
+      if (items.some((x) => x.msgId === m.id)) continue;
+      const mine = m.from === state.uid;
+      items.push({ id: "d" + m.id, msgId: m.id, mine, from: m.from, body: m.body, status: mine && m.read ? receiptStatus("read") : "" });
+      if (!mine && !m.read) state.herald.markRead(m.id).catch(() => {});
+    }
+    items.sort((a, b) => a.msgId - b.msgId);
+    state.messages.set(key(chat), items);
+    if (state.chat === chat) {
+      $("messages").replaceChildren();
+      for (const item of items) render(item);
+    }
   }
 }
 

@@ -39,6 +39,13 @@ export interface DirectMessage {
   cid: string | null;
 }
 
+/** A direct message as the conversation history keeps it. */
+export interface HistoryMessage extends DirectMessage {
+  ts: number;
+  /** The recipient marked it read. */
+  read: boolean;
+}
+
 export interface GroupMessage {
   gid: string;
   msgid: number;
@@ -159,6 +166,8 @@ export class Herald {
   groupSend(gid: string, body: unknown, cid?: string): Promise<{ msgid: number }>;
   /** Batched: sent with the next ack flush (at most once a second). */
   groupRead(gid: string, msgid: number): void;
+  /** The direct conversation with `uid`, oldest first: the newest `limit` (1-100, default 50), or those before/after a message id; `more` says the history goes on that way. */
+  history(uid: string, window?: { before?: number; after?: number; limit?: number }): Promise<{ with: string; messages: HistoryMessage[]; more: boolean }>;
   groupHistory(gid: string, after?: number): Promise<{ messages: GroupMessage[]; cursor: number }>;
   groupReceipts(gid: string, msgids: number[]): Promise<{ gid: string; receipts: Array<GroupReceiptCount & { readers: string[] }> }>;
   groupPresence(gid: string): Promise<{ gid: string; members: Record<string, PresenceStatus> }>;

@@ -463,6 +463,14 @@ export class Herald {
   groupSend(gid, body, cid = newCid()) { return this.call("POST", `/v1/groups/${encodeURIComponent(gid)}/messages`, { body, cid }); }
   /** Batched: sent with the next ack flush (at most once a second). */
   groupRead(gid, msgid) { this.groupReads.set(gid, Math.max(msgid, this.groupReads.get(gid) || 0)); }
+  /** The direct conversation with `uid`, oldest first: the newest `limit`, or those before/after a message id. */
+  history(uid, { before, after, limit } = {}) {
+    const q = new URLSearchParams();
+    if (before !== undefined) q.set("before", before);
+    if (after !== undefined) q.set("after", after);
+    if (limit !== undefined) q.set("limit", limit);
+    return this.call("GET", `/v1/conversations/${encodeURIComponent(uid)}/messages?${q}`);
+  }
   groupHistory(gid, after = 0) { return this.call("GET", `/v1/groups/${encodeURIComponent(gid)}/messages?after=${after}`); }
   groupReceipts(gid, msgids) { return this.call("GET", `/v1/groups/${encodeURIComponent(gid)}/receipts?msgids=${msgids.join(",")}`); }
   groupPresence(gid) { return this.call("GET", `/v1/groups/${encodeURIComponent(gid)}/presence`); }

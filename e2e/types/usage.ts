@@ -42,6 +42,9 @@ async function actions(): Promise<void> {
   herald.groupRead("team", msgid);
   const { messages, cursor } = await herald.groupHistory("team", 0);
   console.log(messages[0]?.body, cursor);
+  const conversation = await herald.history("bob", { before: id, limit: 20 });
+  const unread = conversation.messages.filter((m) => !m.read && m.to === "me").map((m) => m.id);
+  console.log(unread, conversation.more, conversation.with);
   const receipts = await herald.groupReceipts("team", [msgid]);
   console.log(receipts.receipts[0]?.readers);
   const { members } = await herald.groupPresence("team");
