@@ -140,7 +140,8 @@ pub struct Config {
     #[arg(long, env = "HERALD_QUEUE_MAX_AGE", default_value_t = 7 * 24 * 3600)]
     pub queue_max_age: u64,
 
-    /// How long group messages are kept (history, receipts), in seconds.
+    /// How long group messages (history, receipts) and the history of
+    /// direct conversations are kept, in seconds.
     #[arg(long, env = "HERALD_HISTORY_RETENTION", default_value_t = 30 * 24 * 3600)]
     pub history_retention: u64,
 

@@ -103,6 +103,14 @@ async fn records_expire_and_memory_returns_to_what_is_in_use() {
     // An expired message record: its read receipt can no longer be asked.
     let read = format!("/v1/messages/{}/read", dm_ids[0]);
     assert_eq!(server.post_as(&bob, &read, Value::Null).await.0, 404);
+    // The conversation's history expired with it.
+    let history: Value = server
+        .call("GET", "/v1/conversations/alice/messages", Some(&bob), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["messages"], json!([]));
     // msgids keep rising when the whole history expired.
     let next = post(
         &server,
@@ -132,7 +140,7 @@ async fn records_expire_and_memory_returns_to_what_is_in_use() {
     stop(&mut server).await;
 
     let db = open_store(&server.data);
-    for prefix in ["msg/", "gcid/", "gpend/"] {
+    for prefix in ["msg/", "conv/", "gcid/", "gpend/"] {
         assert_eq!(count(&db, "kv", prefix), 0, "{prefix}");
     }
     assert_eq!(
