@@ -13,6 +13,7 @@ use crate::chat::friends::Friends;
 use crate::chat::group_log::GroupLog;
 use crate::chat::group_reads::GroupReads;
 use crate::chat::groups::Groups;
+use crate::chat::hook::MessageHook;
 use crate::chat::limits::{Counted, SendBudget, SendLimit, SharedSendLimit};
 use crate::chat::messages::Messages;
 use crate::chat::notices::Counters;
@@ -92,6 +93,8 @@ pub struct App {
     pub receipts: Receipts,
     /// The history of direct conversations.
     pub conversations: Arc<Conversations>,
+    /// `--message-hook`, if set.
+    pub hook: Option<Arc<MessageHook>>,
     pub counters: Counters,
     pub group_log: Arc<GroupLog>,
     pub group_reads: Arc<GroupReads>,
@@ -186,6 +189,17 @@ impl App {
             metrics.clone(),
         );
         let conversations = Arc::new(Conversations::new(store.clone(), config.history_ttl()));
+        let hook = match &config.message_hook {
+            Some(url) => Some(Arc::new(
+                MessageHook::new(
+                    url,
+                    Duration::from_millis(config.message_hook_timeout_ms),
+                    config.message_hook_failure == "allow",
+                )
+                .map_err(StartError::Config)?,
+            )),
+            None => None,
+        };
         let app = Arc::new(App {
             auth,
             cors: Cors::new(&config.allow_origins),
@@ -202,6 +216,7 @@ impl App {
                 sends.clone(),
                 config.record_ttl(),
                 conversations.clone(),
+                hook.clone(),
             ),
             receipts: Receipts::new(
                 store.clone(),
@@ -209,6 +224,7 @@ impl App {
                 conversations.clone(),
             ),
             conversations,
+            hook,
             sends,
             counters: Counters::new(store.clone()),
             group_log,

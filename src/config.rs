@@ -114,6 +114,23 @@ pub struct Config {
     #[arg(long, env = "HERALD_SEND_RATE", default_value_t = 20)]
     pub send_rate: u32,
 
+    /// Called before a client's direct or group message is accepted:
+    /// `http://HOST:PORT/PATH` of your backend, which allows, denies or
+    /// rewrites it (see docs/API.md, "The message hook"). Off by default:
+    /// then nothing on the send path waits on the backend.
+    #[arg(long, env = "HERALD_MESSAGE_HOOK")]
+    pub message_hook: Option<String>,
+
+    /// How long a message waits for the hook's answer, in milliseconds.
+    #[arg(long, env = "HERALD_MESSAGE_HOOK_TIMEOUT_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub message_hook_timeout_ms: u64,
+
+    /// When the hook does not answer in time or fails: `deny` (fail
+    /// closed: the client gets 503 hook_unavailable, nothing is sent) or
+    /// `allow` (fail open: the message is sent as it is).
+    #[arg(long, env = "HERALD_MESSAGE_HOOK_FAILURE", default_value = "deny", value_parser = ["deny", "allow"])]
+    pub message_hook_failure: String,
+
     /// Keepalive interval of the streams, in milliseconds.
     #[arg(long, env = "HERALD_HEARTBEAT_MS", default_value_t = 15_000)]
     pub heartbeat_ms: u64,

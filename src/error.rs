@@ -17,6 +17,12 @@ pub enum Error {
     /// Authenticated but not allowed (403).
     #[error("{0}")]
     Forbidden(String),
+    /// The message hook denied a message, with its reason (403).
+    #[error("{0}")]
+    Rejected(String),
+    /// The message hook failed and fails closed (503).
+    #[error("{0}")]
+    HookUnavailable(String),
     /// No such route or resource (404).
     #[error("{0}")]
     NotFound(String),
@@ -65,6 +71,8 @@ impl Error {
             Error::CursorAhead { .. } => "cursor_ahead",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
+            Error::Rejected(_) => "rejected",
+            Error::HookUnavailable(_) => "hook_unavailable",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::TooLarge(_) => "body_too_large",

@@ -26,8 +26,17 @@ pub async fn post(app: &App, gid: &str, from: &Uid, msg: Outgoing) -> Result<u64
     let (gid, members) = app.groups.member_of(gid, from).await?;
     crate::chat::messages::check(&msg.body, &msg.cid)?;
     app.sends.take(from).await?;
+    let body = match &app.hook {
+        Some(hook) => {
+            let target = crate::chat::hook::Target::Group(gid.as_str());
+            let body = hook.check(from, target, msg.body, &msg.cid).await?;
+            crate::chat::messages::check(&body, &None)?;
+            body
+        }
+        None => msg.body,
+    };
     app.group_log
-        .post(&gid, from, msg.body, msg.cid, &members)
+        .post(&gid, from, body, msg.cid, &members)
         .await
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::chat::conversations::Conversations;
+use crate::chat::hook::{MessageHook, Target};
 use crate::chat::limits::SendBudget;
 use crate::chat::receipts::{record_key, MessageRecord};
 use crate::error::Error;
@@ -47,6 +48,7 @@ pub struct Messages {
     sends: Arc<dyn SendBudget>,
     record_ttl: Duration,
     history: Arc<Conversations>,
+    hook: Option<Arc<MessageHook>>,
 }
 
 impl Messages {
@@ -55,21 +57,32 @@ impl Messages {
         sends: Arc<dyn SendBudget>,
         record_ttl: Duration,
         history: Arc<Conversations>,
+        hook: Option<Arc<MessageHook>>,
     ) -> Messages {
         Messages {
             store,
             sends,
             record_ttl,
             history,
+            hook,
         }
     }
 
     /// Sends `msg` from `from`; resolves with the message id once durable. A
     /// repeated `cid` from the same sender returns the first id and appends
-    /// nothing. Counts against the sender's send limit (429 past it).
-    pub async fn send(&self, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
+    /// nothing. Counts against the sender's send limit (429 past it), then
+    /// goes by the message hook, if one is set.
+    pub async fn send(&self, from: &Uid, mut msg: Outgoing) -> Result<u64, Error> {
         check(&msg.body, &msg.cid)?;
         self.sends.take(from).await?;
+        if let Some(hook) = &self.hook {
+            // Asked before anything is stored: a denied message is nowhere.
+            let body = std::mem::take(&mut msg.body);
+            msg.body = hook
+                .check(from, Target::Direct(&msg.to), body, &msg.cid)
+                .await?;
+            check(&msg.body, &None)?;
+        }
         let id = self.store.next_id().await?;
         // The record read receipts are checked against, written before the
         // event: the commit that makes the event durable (and visible) covers

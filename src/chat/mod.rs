@@ -12,6 +12,7 @@ pub mod friends;
 pub mod group_log;
 pub mod group_reads;
 pub mod groups;
+pub mod hook;
 pub mod limits;
 pub mod messages;
 pub mod notices;

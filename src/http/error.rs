@@ -13,13 +13,14 @@ impl Error {
         match self {
             Error::BadRequest(..) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::Rejected(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::Conflict(..) | Error::CursorAhead { .. } => StatusCode::CONFLICT,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::ShuttingDown
+            | Error::HookUnavailable(_)
             | Error::Store(StoreError::Closed)
             | Error::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) | Error::Store(StoreError::Io(_) | StoreError::Refused(_)) => {
@@ -48,7 +49,9 @@ impl Error {
             Error::TooMany { retry_after, .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            Error::ShuttingDown | Error::Store(StoreError::Unavailable(_)) => {
+            Error::ShuttingDown
+            | Error::HookUnavailable(_)
+            | Error::Store(StoreError::Unavailable(_)) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // The rest of the body may be unread: the connection cannot be
