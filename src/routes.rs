@@ -208,6 +208,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
             allow(&method, "POST")?;
             api::tokens::handle(app, req).await
         }
+        ["api", "v1", "feed"] => {
+            allow(&method, "GET")?;
+            api::feed::handle(app, req).await
+        }
         ["api", "v1", "publish"] => {
             allow(&method, "POST")?;
             api::publish::handle(app, req).await

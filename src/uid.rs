@@ -28,6 +28,22 @@ impl Uid {
         }
     }
 
+    /// The queue of the backend feed (`GET /api/v1/feed`): what clients
+    /// send, for the chat backend. `!` is outside the uid alphabet, so no
+    /// client can be this user.
+    pub fn feed() -> Uid {
+        Uid("!feed".to_owned())
+    }
+
+    /// A uid as the store wrote it: a client's, or the feed's.
+    pub fn from_store(s: &str) -> Result<Uid, InvalidUid> {
+        if s == Uid::feed().as_str() {
+            Ok(Uid::feed())
+        } else {
+            Uid::parse(s)
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -595,3 +595,40 @@ async fn direct_message_history_is_the_clusters() {
         true
     );
 }
+
+#[tokio::test]
+async fn the_backend_feed_is_the_clusters() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3, &["--send-rate", "0"]).await;
+    let ann = nodes[0].token("ann").await;
+    let mut ids = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (status, body) = node
+            .post_as(
+                &ann,
+                "/v1/messages",
+                json!({"to": "ben", "body": i, "cid": format!("c{i}")}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        ids.push(body["id"].as_u64().unwrap());
+    }
+    // Read on another node, from one cursor, in order.
+    let page: Value = nodes[1]
+        .http
+        .get(nodes[1].url("/api/v1/feed?cursor=0"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got: Vec<u64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, ids);
+}

@@ -1,6 +1,7 @@
 //! The backend API (`/api/v1/*`, API key): what a chat backend calls to
-//! mint tokens and publish events.
+//! mint tokens and publish events, and the feed it reads.
 
+pub mod feed;
 pub mod notices;
 pub mod publish;
 pub mod social;

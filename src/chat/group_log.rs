@@ -214,9 +214,14 @@ impl GroupLog {
         members: &HashSet<Uid>,
     ) -> Result<(), StoreError> {
         let reference = json!({"gid": gid, "msgid": msgid});
+        // Every member, and the backend feed (a reference expands there
+        // too; a post finished again at start may give it twice, as it
+        // may give members: readers de-duplicate by msgid).
         let batch: Vec<Append> = members
             .iter()
-            .map(|m| Append::new(m.clone(), "group_msg", &reference))
+            .cloned()
+            .chain(std::iter::once(Uid::feed()))
+            .map(|m| Append::new(m, "group_msg", &reference))
             .collect();
         if !batch.is_empty() {
             self.store.append(batch).await?;

@@ -102,25 +102,26 @@ impl Messages {
             "msg",
             &json!({"id": id, "from": from, "to": msg.to, "body": msg.body, "cid": msg.cid}),
         );
-        match &msg.cid {
-            None => {
-                self.store.append(vec![event]).await?;
-                Ok(id)
+        // The backend feed's copy goes with it, atomically: a crash keeps
+        // both or neither.
+        let feed = Append {
+            uid: Uid::feed(),
+            ..event.clone()
+        };
+        // uids cannot contain NUL, so `from NUL cid` is unambiguous; a
+        // message without a cid is keyed by its (unique) id.
+        let key = match &msg.cid {
+            Some(cid) => format!("msg\0{from}\0{cid}"),
+            None => format!("msgid\0{id}"),
+        };
+        match self.store.append_once(&key, id, vec![event, feed]).await? {
+            Once::Appended { .. } => Ok(id),
+            Once::Duplicate { tag } => {
+                // The retry's own records are for a message never sent.
+                self.store.kv_stage_remove(&record_key(id)).await?;
+                self.history.forget(from, &msg.to, id).await?;
+                Ok(tag)
             }
-            // uids cannot contain NUL, so `from NUL cid` is unambiguous.
-            Some(cid) => match self
-                .store
-                .append_once(&format!("msg\0{from}\0{cid}"), id, event)
-                .await?
-            {
-                Once::Appended { .. } => Ok(id),
-                Once::Duplicate { tag } => {
-                    // The retry's own records are for a message never sent.
-                    self.store.kv_stage_remove(&record_key(id)).await?;
-                    self.history.forget(from, &msg.to, id).await?;
-                    Ok(tag)
-                }
-            },
         }
     }
 }

@@ -153,16 +153,25 @@ impl Receipts {
         kind: &str,
         senders: BTreeMap<Uid, Vec<u64>>,
     ) -> Result<(), Error> {
-        let batch: Vec<Append> = senders
-            .into_iter()
-            .map(|(from, ids)| {
-                Append::new(
-                    from,
-                    "receipt",
-                    &json!({"kind": kind, "ids": ids, "by": by}),
-                )
-            })
-            .collect();
+        let mut batch: Vec<Append> = Vec::with_capacity(senders.len() + 1);
+        let mut all = Vec::new();
+        for (from, ids) in senders {
+            all.extend_from_slice(&ids);
+            batch.push(Append::new(
+                from,
+                "receipt",
+                &json!({"kind": kind, "ids": ids, "by": by}),
+            ));
+        }
+        if !all.is_empty() {
+            // The backend feed: one event per mark or ack, every sender's ids.
+            all.sort_unstable();
+            batch.push(Append::new(
+                Uid::feed(),
+                "receipt",
+                &json!({"kind": kind, "ids": all, "by": by}),
+            ));
+        }
         if !batch.is_empty() {
             self.store.append(batch).await?;
         }

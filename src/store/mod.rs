@@ -188,11 +188,19 @@ pub trait EventQueue: Send + Sync + 'static {
     /// the seqs given in the same order, only once all of them are durable.
     async fn append(&self, batch: Vec<Append>) -> Result<Vec<u64>, StoreError>;
 
-    /// Appends `append` unless `key` was used before, atomically with
-    /// recording `key → tag`; resolves once durable. Makes client retries
-    /// (the `cid` of a message) idempotent even across a crash, for as long
-    /// as the store keeps idempotency keys (the queue's maximum age).
-    async fn append_once(&self, key: &str, tag: u64, append: Append) -> Result<Once, StoreError>;
+    /// Appends every event of `appends` (each to a different user) unless
+    /// `key` was used before, atomically with recording `key → tag`: a
+    /// crash keeps all of them or none. Resolves once durable; the seq of
+    /// [`Once::Appended`] is the first event's. Makes client retries (the
+    /// `cid` of a message) idempotent even across a crash, for as long as
+    /// the store keeps idempotency keys (the queue's maximum age), and
+    /// keeps a message and its record in the backend feed together.
+    async fn append_once(
+        &self,
+        key: &str,
+        tag: u64,
+        appends: Vec<Append>,
+    ) -> Result<Once, StoreError>;
 
     /// A new id, unique across restarts (message ids).
     async fn next_id(&self) -> Result<u64, StoreError>;

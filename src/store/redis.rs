@@ -346,12 +346,15 @@ impl EventQueue for RedisStore {
         Ok(seqs)
     }
 
-    async fn append_once(&self, key: &str, tag: u64, append: Append) -> Result<Once, StoreError> {
+    async fn append_once(
+        &self,
+        key: &str,
+        tag: u64,
+        appends: Vec<Append>,
+    ) -> Result<Once, StoreError> {
         let once_key = format!("h:once:{key}");
-        match self
-            .append_script(std::slice::from_ref(&append), Some((&once_key, tag)))
-            .await?
-        {
+        // One script: all of the appends and the key, or none.
+        match self.append_script(&appends, Some((&once_key, tag))).await? {
             Ok(seqs) => Ok(Once::Appended {
                 seq: seqs.first().copied().ok_or_else(|| bad_reply("append"))?,
             }),

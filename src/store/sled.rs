@@ -291,20 +291,36 @@ impl SledStore {
         Ok(seq)
     }
 
-    /// Like [`Self::insert`], but only if `key` is new, in one transaction
-    /// with recording `key → tag`.
+    /// Like [`Self::insert`] for each of `appends` (to the queues
+    /// `queues`, one per distinct user), but only if `key` is new: all of
+    /// them and `key → tag` in one transaction, so a crash keeps all or
+    /// none. Returns the outcome and the seq of each append.
     fn insert_once(
         &self,
-        q: &UserQueue,
+        queues: &[Arc<UserQueue>],
         key: &str,
         tag: u64,
-        append: &Append,
-    ) -> Result<Once, StoreError> {
+        appends: &[Append],
+    ) -> Result<(Once, Vec<u64>), StoreError> {
         use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
         self.index_expiry(expiry::ONCE, key.as_bytes(), self.once_ttl)?;
-        let mut st = q.state();
-        let seq = st.next_seq;
-        let value = stored_event(seq, append, now_ms());
+        // Locked in id order, so two calls over the same users cannot
+        // deadlock; each user's keys still enter the log in seq order.
+        let mut order: Vec<usize> = (0..queues.len()).collect();
+        order.sort_by_key(|&i| queues[i].id);
+        let mut locked: Vec<Option<std::sync::MutexGuard<'_, QueueState>>> =
+            queues.iter().map(|_| None).collect();
+        for &i in &order {
+            locked[i] = Some(queues[i].state());
+        }
+        let mut states: Vec<_> = locked.into_iter().flatten().collect();
+        let ts = now_ms();
+        let seqs: Vec<u64> = states.iter().map(|st| st.next_seq).collect();
+        let values: Vec<Vec<u8>> = appends
+            .iter()
+            .zip(&seqs)
+            .map(|(append, &seq)| stored_event(seq, append, ts))
+            .collect();
         let outcome = (&self.once, &self.events).transaction(|(once, events)| {
             if let Some(first) = once.get(key)? {
                 return Ok(Once::Duplicate {
@@ -312,18 +328,22 @@ impl SledStore {
                 });
             }
             once.insert(key, &tag.to_be_bytes())?;
-            events.insert(&event_key(q.id, seq), value.as_slice())?;
-            Ok::<_, ConflictableTransactionError<StoreError>>(Once::Appended { seq })
+            for ((q, &seq), value) in queues.iter().zip(&seqs).zip(&values) {
+                events.insert(&event_key(q.id, seq), value.as_slice())?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(Once::Appended { seq: seqs[0] })
         });
         let outcome = outcome.map_err(|e| match e {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(e) => StoreError::from(e),
         })?;
         if let Once::Appended { .. } = outcome {
-            st.next_seq += 1;
-            st.remember(seq, Bytes::copy_from_slice(&value[8..]));
+            for ((st, &seq), value) in states.iter_mut().zip(&seqs).zip(&values) {
+                st.next_seq += 1;
+                st.remember(seq, Bytes::copy_from_slice(&value[8..]));
+            }
         }
-        Ok(outcome)
+        Ok((outcome, seqs))
     }
 
     async fn wait_durable(
@@ -433,13 +453,35 @@ impl EventQueue for SledStore {
         Ok(seqs)
     }
 
-    async fn append_once(&self, key: &str, tag: u64, append: Append) -> Result<Once, StoreError> {
-        let q = self.queue(&append.uid)?;
-        let outcome = self.insert_once(&q, key, tag, &append)?;
+    async fn append_once(
+        &self,
+        key: &str,
+        tag: u64,
+        appends: Vec<Append>,
+    ) -> Result<Once, StoreError> {
+        let mut queues = Vec::with_capacity(appends.len());
+        for append in &appends {
+            let q = self.queue(&append.uid)?;
+            if queues.iter().any(|other: &Arc<UserQueue>| other.id == q.id) {
+                return Err(StoreError::Io(format!(
+                    "append_once: two events for {} in one call",
+                    append.uid
+                )));
+            }
+            queues.push(q);
+        }
+        if queues.is_empty() {
+            return Err(StoreError::Io("append_once: nothing to append".into()));
+        }
+        let (outcome, seqs) = self.insert_once(&queues, key, tag, &appends)?;
         let marks: Vec<(Arc<dyn DurableMark>, u64)> = match outcome {
-            Once::Appended { seq } => {
-                self.metrics.appends.inc();
-                vec![(q, seq)]
+            Once::Appended { .. } => {
+                self.metrics.appends.inc_by(queues.len() as u64);
+                queues
+                    .into_iter()
+                    .zip(seqs)
+                    .map(|(q, seq)| (q as Arc<dyn DurableMark>, seq))
+                    .collect()
             }
             // The first attempt may still be on its way to the disk.
             Once::Duplicate { .. } => Vec::new(),

@@ -151,8 +151,16 @@ where
 }
 
 /// `{"events":[…],"cursor":M,"epoch":E}` (plus `"hints"` when there are
-/// pull hints), written from the stored event JSON as is.
+/// pull hints), written from the stored event JSON as is, counted as sent
+/// on `transport`.
 pub fn page_response(app: &App, transport: Transport, page: &Page) -> Response {
+    let body = page_json(app, page, true);
+    app.hub.sent(transport, page.events.len(), body.len());
+    raw_json(StatusCode::OK, body)
+}
+
+/// The JSON of [`page_response`]; with `hints`, pull hints are added.
+pub fn page_json(app: &App, page: &Page, hints: bool) -> Vec<u8> {
     let size: usize = page.events.iter().map(|e| e.len() + 1).sum();
     let mut body = Vec::with_capacity(size + 40);
     body.extend_from_slice(b"{\"events\":[");
@@ -168,10 +176,9 @@ pub fn page_response(app: &App, transport: Transport, page: &Page) -> Response {
         "],\"cursor\":{},\"epoch\":\"{}\"",
         page.cursor, page.epoch
     );
-    if let Some(hints) = app.broadcasts.hints() {
+    if let Some(hints) = app.broadcasts.hints().filter(|_| hints) {
         let _ = write!(body, ",\"hints\":{hints}");
     }
     body.push(b'}');
-    app.hub.sent(transport, page.events.len(), body.len());
-    raw_json(StatusCode::OK, body)
+    body
 }

@@ -31,7 +31,7 @@ impl SledStore {
             let Ok(meta) = serde_json::from_slice::<Meta>(&raw) else {
                 continue;
             };
-            let Ok(uid) = Uid::parse(&meta.uid) else {
+            let Ok(uid) = Uid::from_store(&meta.uid) else {
                 continue;
             };
             let cached = self.queues.contains_key(&uid);

@@ -1,0 +1,53 @@
+//! `GET /api/v1/feed?cursor=N&epoch=E&limit=L&timeout=S` (API key): the
+//! backend feed, what clients send (direct messages, group messages,
+//! receipts), durable and in order, read like a user's queue: the events
+//! after the cursor, held up to `timeout` seconds (0, the default: answer
+//! at once) when there are none. Passing `cursor=N` acks N, so acked events
+//! follow the queue's retention; a cursor behind what is kept gets a `gap`.
+//! A message and its feed event are committed together.
+
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+
+use crate::app::App;
+use crate::error::Error;
+use crate::http::reply::{raw_json, Response};
+use crate::http::request::Query;
+use crate::transport::{page_json, parse_epoch, read_after};
+use crate::uid::Uid;
+
+/// Default and largest page of the feed.
+const DEFAULT_LIMIT: u64 = 100;
+const MAX_LIMIT: u64 = 1000;
+
+pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
+    app.auth.backend(&req)?;
+    let query = Query::of(&req);
+    let cursor = query.u64("cursor")?.unwrap_or(0);
+    let limit = query.u64_in("limit", 1..=MAX_LIMIT, DEFAULT_LIMIT)? as usize;
+    let timeout = query.u64_in("timeout", 0..=110, 0)?;
+    let epoch = parse_epoch(query.get("epoch"))?;
+    drop(req);
+    let feed = Uid::feed();
+    // Refused (409, 400) before it acks anything.
+    let mut page = read_after(app, &feed, cursor, limit, epoch).await?;
+    if epoch.is_none_or(|e| e == page.epoch) && cursor > 0 {
+        app.store.ack(&feed, cursor).await?;
+    }
+    if page.events.is_empty() && timeout > 0 {
+        let mut head = app.store.watch(&feed).await?;
+        page = read_after(app, &feed, cursor, limit, epoch).await?;
+        if page.events.is_empty() {
+            tokio::select! {
+                _ = head.wait_for(|&h| h > cursor) => {}
+                _ = tokio::time::sleep(Duration::from_secs(timeout)) => {}
+                _ = app.shutdown.cancelled() => {}
+            }
+            page = read_after(app, &feed, cursor, limit, epoch).await?;
+        }
+    }
+    // Not a client's delivery: no pull hints, not counted per transport.
+    Ok(raw_json(StatusCode::OK, page_json(app, &page, false)))
+}

@@ -1,0 +1,194 @@
+//! The backend feed (`GET /api/v1/feed`) over the real binary: every
+//! message clients send, exactly once and in order by cursor, across a
+//! kill -9 of herald and a restart of the consumer; held like a long-poll;
+//! a `gap` when the consumer fell behind what is kept; API key only.
+
+mod common;
+
+use common::{Server, API_KEY};
+use serde_json::{json, Value};
+
+/// One page of the feed after `cursor`; `(events, cursor)`.
+async fn feed(server: &Server, cursor: u64, timeout: u64) -> (Vec<Value>, u64) {
+    let url = server.url(&format!("/api/v1/feed?cursor={cursor}&timeout={timeout}"));
+    let page: Value = server
+        .http
+        .get(url)
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        page["events"].as_array().unwrap().clone(),
+        page["cursor"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn the_feed_has_every_message_once_in_order_across_kill_9_and_a_consumer_restart() {
+    let mut server = Server::start_with(&["--send-rate", "0"]).await;
+    assert_eq!(
+        server
+            .backend_put(
+                "/api/v1/groups/g/members",
+                json!({"members": ["alice", "bob"]})
+            )
+            .await,
+        200
+    );
+    // The consumer keeps its cursor the way a backend keeps it in a file.
+    let mut cursor = 0;
+    let mut seen: Vec<Value> = Vec::new();
+    let mut acknowledged: Vec<(String, u64)> = Vec::new();
+    for round in 0..2 {
+        let (alice, bob) = (server.token("alice").await, server.token("bob").await);
+        for n in 0..10 {
+            let cid = format!("r{round}-{n}");
+            let body = json!({"to": "bob", "body": format!("dm {round}.{n}"), "cid": cid});
+            let (status, answer) = server.post_as(&alice, "/v1/messages", body.clone()).await;
+            assert_eq!(status, 200);
+            // A retry of the same cid is the same message, once in the feed.
+            let (_, again) = server.post_as(&alice, "/v1/messages", body).await;
+            assert_eq!(again["id"], answer["id"]);
+            acknowledged.push(("msg".into(), answer["id"].as_u64().unwrap()));
+            if n % 3 == 0 {
+                let (status, post) = server
+                    .post_as(
+                        &bob,
+                        "/v1/groups/g/messages",
+                        json!({"body": format!("g {round}.{n}")}),
+                    )
+                    .await;
+                assert_eq!(status, 200);
+                acknowledged.push(("group_msg".into(), post["msgid"].as_u64().unwrap()));
+            }
+        }
+        // bob reads the first message of the round.
+        let first = acknowledged
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "msg")
+            .unwrap()
+            .1;
+        let (status, _) = server
+            .post_as(&bob, &format!("/v1/messages/{first}/read"), Value::Null)
+            .await;
+        assert_eq!(status, 200);
+        // The consumer reads part of it, then herald dies without warning.
+        let (events, next) = feed(&server, cursor, 0).await;
+        let half = events.len() / 2;
+        seen.extend(events[..half].iter().cloned());
+        cursor = events[..half]
+            .last()
+            .map_or(cursor, |e| e["seq"].as_u64().unwrap());
+        assert!(next >= cursor);
+        server.kill9();
+        server.restart().await;
+    }
+    // A new consumer from the stored cursor reads the rest.
+    loop {
+        let (events, next) = feed(&server, cursor, 0).await;
+        if events.is_empty() {
+            break;
+        }
+        seen.extend(events);
+        cursor = next;
+    }
+    let seqs: Vec<u64> = seen.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let mut sorted = seqs.clone();
+    sorted.dedup();
+    assert_eq!(seqs, sorted, "in order, nothing twice");
+    let keyed = |e: &Value| -> Option<(String, u64)> {
+        match e["type"].as_str()? {
+            "msg" => Some(("msg".into(), e["data"]["id"].as_u64()?)),
+            "group_msg" => Some(("group_msg".into(), e["data"]["msgid"].as_u64()?)),
+            _ => None,
+        }
+    };
+    let messages: Vec<(String, u64)> = seen.iter().filter_map(keyed).collect();
+    assert_eq!(
+        messages, acknowledged,
+        "every acknowledged message once, in send order"
+    );
+    // Whole messages: a group reference is expanded; read marks are there.
+    let group = seen.iter().find(|e| e["type"] == "group_msg").unwrap();
+    assert_eq!(
+        (&group["data"]["from"], &group["data"]["gid"]),
+        (&json!("bob"), &json!("g"))
+    );
+    let dm = seen.iter().find(|e| e["type"] == "msg").unwrap();
+    assert_eq!(
+        (&dm["data"]["from"], &dm["data"]["to"]),
+        (&json!("alice"), &json!("bob"))
+    );
+    let reads = seen
+        .iter()
+        .filter(|e| e["type"] == "receipt" && e["data"]["kind"] == "read")
+        .count();
+    assert_eq!(reads, 2);
+}
+
+#[tokio::test]
+async fn the_feed_is_held_like_a_long_poll_and_gives_a_gap_past_retention() {
+    let server = Server::start_with(&[
+        "--queue-cap",
+        "5",
+        "--trim-interval-ms",
+        "100",
+        "--send-rate",
+        "0",
+    ])
+    .await;
+    let alice = server.token("alice").await;
+    // Held until a message comes.
+    let waiting = {
+        let url = server.url("/api/v1/feed?cursor=0&timeout=30");
+        server.http.get(url).bearer_auth(API_KEY).send()
+    };
+    let sender = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        server
+            .post_as(&alice, "/v1/messages", json!({"to": "bob", "body": "hi"}))
+            .await
+    };
+    let (response, (status, _)) = tokio::join!(waiting, sender);
+    assert_eq!(status, 200);
+    let page: Value = response.unwrap().json().await.unwrap();
+    assert_eq!(page["events"][0]["data"]["body"], "hi");
+    // Ten more while the consumer is away: the oldest are gone.
+    for n in 0..10 {
+        server
+            .post_as(&alice, "/v1/messages", json!({"to": "bob", "body": n}))
+            .await;
+    }
+    // Once retention ran (every 100 ms here), the oldest are gone.
+    assert!(
+        common::eventually(std::time::Duration::from_secs(5), || async {
+            feed(&server, 1, 0).await.0[0]["type"] == "gap"
+        })
+        .await
+    );
+    let (events, _) = feed(&server, 1, 0).await;
+    assert_eq!(events.last().unwrap()["data"]["body"], 9);
+}
+
+#[tokio::test]
+async fn only_the_backend_reads_the_feed() {
+    let server = Server::start().await;
+    let alice = server.token("alice").await;
+    for bearer in [None, Some(alice.as_str()), Some("not-the-api-key-at-all")] {
+        let response = server.call("GET", "/api/v1/feed", bearer, None).await;
+        assert_eq!(response.status(), 401);
+    }
+    let response = server
+        .call("GET", "/api/v1/feed?cursor=9", Some(API_KEY), None)
+        .await;
+    assert_eq!(response.status(), 409, "a cursor beyond the feed");
+    let response = server
+        .call("GET", "/api/v1/feed?timeout=111", Some(API_KEY), None)
+        .await;
+    assert_eq!(response.status(), 400);
+}
