@@ -1,13 +1,28 @@
-//! A minimal chat backend integrating with herald through its backend API:
-//! it mints client tokens, sets friends and groups, publishes a notice and
-//! bumps a counter. A real backend does the same from its own login and
-//! social-graph code; the browser then talks to herald with the token.
+//! A small chat backend integrating with herald through its backend API.
+//!
+//! - `chat_backend` (no argument): mints a client token, sets friends and
+//!   groups, publishes a notice and bumps a counter, as a real backend does
+//!   from its own login and social-graph code; the browser then talks to
+//!   herald with the token.
+//! - `chat_backend follow`: keeps what users send. It reads the backend
+//!   feed (`GET /api/v1/feed`, held 25 s) from the cursor stored in
+//!   `$CHAT_BACKEND_DIR/cursor` and appends each message to
+//!   `$CHAT_BACKEND_DIR/messages.jsonl`, its own history: a restart of
+//!   either side resumes where it stopped (the cursor is stored after the
+//!   page is written; a crash in between writes the page again, and lines
+//!   carry the feed seq to tell).
+//! - `chat_backend hook ADDR`: a moderation hook for `--message-hook
+//!   http://ADDR/`: a message with a word of `BLOCKED` is denied, one in
+//!   capitals is rewritten to lower case, the rest allowed.
 //!
 //! Run against a server started with a secret and an API key:
 //!
 //! ```text
-//! cargo run --release -- --secret "$(head -c 32 /dev/urandom | base64)" --api-key backend-key-0123456789 &
-//! HERALD_URL=http://127.0.0.1:8080 HERALD_API_KEY=backend-key-0123456789 cargo run --example chat_backend
+//! cargo run --example chat_backend -- hook 127.0.0.1:9090 &
+//! cargo run --release -- --secret "$(head -c 32 /dev/urandom | base64)" --api-key backend-key-0123456789 --message-hook http://127.0.0.1:9090/ &
+//! export HERALD_URL=http://127.0.0.1:8080 HERALD_API_KEY=backend-key-0123456789
+//! cargo run --example chat_backend
+//! CHAT_BACKEND_DIR=/tmp/chat cargo run --example chat_backend -- follow
 //! ```
 
 use serde_json::{json, Value};
@@ -25,14 +40,14 @@ impl Backend {
         path: &str,
         body: Value,
     ) -> Result<Value, String> {
-        let response = self
+        let mut request = self
             .http
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.api_key)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| format!("{path}: {e}"))?;
+            .bearer_auth(&self.api_key);
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| format!("{path}: {e}"))?;
         let status = response.status();
         let body: Value = response.json().await.map_err(|e| format!("{path}: {e}"))?;
         if status.is_success() {
@@ -43,13 +58,113 @@ impl Backend {
     }
 }
 
+/// Words the moderation hook refuses.
+const BLOCKED: &[&str] = &["darn", "heck"];
+
+/// `follow`: the feed, page by page, into `messages.jsonl`, forever.
+async fn follow(backend: &Backend) -> Result<(), String> {
+    use std::io::Write;
+    let dir = std::path::PathBuf::from(
+        std::env::var("CHAT_BACKEND_DIR").unwrap_or_else(|_| "chat-backend-data".into()),
+    );
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let cursor_file = dir.join("cursor");
+    let mut cursor: u64 = std::fs::read_to_string(&cursor_file)
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(0);
+    println!("following the feed from cursor {cursor}");
+    loop {
+        let path = format!("/api/v1/feed?cursor={cursor}&timeout=25");
+        let page = backend
+            .call(reqwest::Method::GET, &path, Value::Null)
+            .await?;
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("messages.jsonl"))
+            .map_err(|e| e.to_string())?;
+        for event in &events {
+            match event["type"].as_str() {
+                Some("msg" | "group_msg") => {
+                    writeln!(log, "{event}").map_err(|e| e.to_string())?;
+                    println!("kept {} from {}", event["type"], event["data"]["from"]);
+                }
+                Some("gap") => println!(
+                    "the feed dropped events before {}: resynchronise",
+                    event["seq"]
+                ),
+                _ => {}
+            }
+        }
+        log.sync_data().map_err(|e| e.to_string())?;
+        cursor = page["cursor"].as_u64().unwrap_or(cursor);
+        // Stored after the page is: at worst a page is written twice.
+        let next = cursor_file.with_extension("new");
+        std::fs::write(&next, cursor.to_string()).map_err(|e| e.to_string())?;
+        std::fs::rename(&next, &cursor_file).map_err(|e| e.to_string())?;
+    }
+}
+
+/// `hook ADDR`: answers herald's `--message-hook` questions.
+async fn hook(addr: &str) -> Result<(), String> {
+    use http_body_util::{BodyExt, Full};
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    println!("moderation hook on http://{addr}/");
+    loop {
+        let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let question: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let text = question["body"].as_str().unwrap_or("");
+                    let verdict = if BLOCKED.iter().any(|w| text.to_lowercase().contains(w)) {
+                        json!({"allow": false, "reason": "please keep it friendly"})
+                    } else if !text.is_empty()
+                        && text == text.to_uppercase()
+                        && text != text.to_lowercase()
+                    {
+                        json!({"allow": true, "body": text.to_lowercase()})
+                    } else {
+                        json!({"allow": true})
+                    };
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        bytes::Bytes::from(verdict.to_string()),
+                    )))
+                },
+            );
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), String> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next();
+    if command.as_deref() == Some("hook") {
+        return hook(&args.next().unwrap_or_else(|| "127.0.0.1:9090".into())).await;
+    }
     let backend = Backend {
         http: reqwest::Client::new(),
         url: std::env::var("HERALD_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into()),
         api_key: std::env::var("HERALD_API_KEY").map_err(|_| "set HERALD_API_KEY".to_string())?,
     };
+    if command.as_deref() == Some("follow") {
+        return follow(&backend).await;
+    }
     use reqwest::Method;
     // 1. Your login succeeded: mint a herald token for the browser.
     let token = backend

@@ -146,6 +146,7 @@ impl App {
             store.clone(),
             config.history_ttl(),
             config.record_ttl(),
+            config.feed,
         ));
         let recovered = group_log.recover(&groups).await?;
         if recovered > 0 {
@@ -217,11 +218,13 @@ impl App {
                 config.record_ttl(),
                 conversations.clone(),
                 hook.clone(),
+                config.feed,
             ),
             receipts: Receipts::new(
                 store.clone(),
                 config.max_page_bytes(),
                 conversations.clone(),
+                config.feed,
             ),
             conversations,
             hook,

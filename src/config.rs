@@ -114,6 +114,13 @@ pub struct Config {
     #[arg(long, env = "HERALD_SEND_RATE", default_value_t = 20)]
     pub send_rate: u32,
 
+    /// Keep the backend feed (`GET /api/v1/feed`): every direct and group
+    /// message and receipt, in order, for the chat backend. A direct
+    /// message then takes one atomic write to two queues (measured: p50
+    /// 0.49 → 0.66 ms for one sender at a time); off, nothing is kept.
+    #[arg(long, env = "HERALD_FEED")]
+    pub feed: bool,
+
     /// Called before a client's direct or group message is accepted:
     /// `http://HOST:PORT/PATH` of your backend, which allows, denies or
     /// rewrites it (see docs/API.md, "The message hook"). Off by default:

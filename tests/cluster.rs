@@ -599,7 +599,7 @@ async fn direct_message_history_is_the_clusters() {
 #[tokio::test]
 async fn the_backend_feed_is_the_clusters() {
     let redis = Redis::start();
-    let nodes = nodes(&redis, 3, &["--send-rate", "0"]).await;
+    let nodes = nodes(&redis, 3, &["--feed", "--send-rate", "0"]).await;
     let ann = nodes[0].token("ann").await;
     let mut ids = Vec::new();
     for (i, node) in nodes.iter().enumerate() {

@@ -29,7 +29,7 @@ async fn feed(server: &Server, cursor: u64, timeout: u64) -> (Vec<Value>, u64) {
 
 #[tokio::test]
 async fn the_feed_has_every_message_once_in_order_across_kill_9_and_a_consumer_restart() {
-    let mut server = Server::start_with(&["--send-rate", "0"]).await;
+    let mut server = Server::start_with(&["--feed", "--send-rate", "0"]).await;
     assert_eq!(
         server
             .backend_put(
@@ -134,6 +134,7 @@ async fn the_feed_has_every_message_once_in_order_across_kill_9_and_a_consumer_r
 #[tokio::test]
 async fn the_feed_is_held_like_a_long_poll_and_gives_a_gap_past_retention() {
     let server = Server::start_with(&[
+        "--feed",
         "--queue-cap",
         "5",
         "--trim-interval-ms",
@@ -176,8 +177,11 @@ async fn the_feed_is_held_like_a_long_poll_and_gives_a_gap_past_retention() {
 }
 
 #[tokio::test]
-async fn only_the_backend_reads_the_feed() {
-    let server = Server::start().await;
+async fn only_the_backend_reads_the_feed_and_only_when_kept() {
+    let off = Server::start().await;
+    let response = off.call("GET", "/api/v1/feed", Some(API_KEY), None).await;
+    assert_eq!(response.status(), 404, "off by default");
+    let server = Server::start_with(&["--feed"]).await;
     let alice = server.token("alice").await;
     for bearer in [None, Some(alice.as_str()), Some("not-the-api-key-at-all")] {
         let response = server.call("GET", "/api/v1/feed", bearer, None).await;

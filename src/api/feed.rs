@@ -24,6 +24,11 @@ const MAX_LIMIT: u64 = 1000;
 
 pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     app.auth.backend(&req)?;
+    if !app.config.feed {
+        return Err(Error::NotFound(
+            "the backend feed is off: start herald with --feed".into(),
+        ));
+    }
     let query = Query::of(&req);
     let cursor = query.u64("cursor")?.unwrap_or(0);
     let limit = query.u64_in("limit", 1..=MAX_LIMIT, DEFAULT_LIMIT)? as usize;

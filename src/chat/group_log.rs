@@ -38,6 +38,8 @@ pub struct GroupLog {
     history_ttl: Duration,
     /// How long cid records are kept.
     cid_ttl: Duration,
+    /// References also go to the backend feed (`--feed`).
+    feed: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -71,12 +73,19 @@ pub fn log_key(gid: &Gid, msgid: u64) -> String {
 }
 
 impl GroupLog {
-    pub fn new(store: Arc<dyn Store>, history_ttl: Duration, cid_ttl: Duration) -> GroupLog {
+    /// With `feed`, every post's reference also goes to the backend feed.
+    pub fn new(
+        store: Arc<dyn Store>,
+        history_ttl: Duration,
+        cid_ttl: Duration,
+        feed: bool,
+    ) -> GroupLog {
         GroupLog {
             store,
             last: SharedMap::default(),
             history_ttl,
             cid_ttl,
+            feed,
         }
     }
 
@@ -214,13 +223,13 @@ impl GroupLog {
         members: &HashSet<Uid>,
     ) -> Result<(), StoreError> {
         let reference = json!({"gid": gid, "msgid": msgid});
-        // Every member, and the backend feed (a reference expands there
+        // Every member, and the backend feed if kept (a reference expands there
         // too; a post finished again at start may give it twice, as it
         // may give members: readers de-duplicate by msgid).
         let batch: Vec<Append> = members
             .iter()
             .cloned()
-            .chain(std::iter::once(Uid::feed()))
+            .chain(self.feed.then(Uid::feed))
             .map(|m| Append::new(m, "group_msg", &reference))
             .collect();
         if !batch.is_empty() {

@@ -49,6 +49,8 @@ pub struct Messages {
     record_ttl: Duration,
     history: Arc<Conversations>,
     hook: Option<Arc<MessageHook>>,
+    /// Messages also go to the backend feed (`--feed`).
+    feed: bool,
 }
 
 impl Messages {
@@ -58,6 +60,7 @@ impl Messages {
         record_ttl: Duration,
         history: Arc<Conversations>,
         hook: Option<Arc<MessageHook>>,
+        feed: bool,
     ) -> Messages {
         Messages {
             store,
@@ -65,6 +68,7 @@ impl Messages {
             record_ttl,
             history,
             hook,
+            feed,
         }
     }
 
@@ -102,19 +106,26 @@ impl Messages {
             "msg",
             &json!({"id": id, "from": from, "to": msg.to, "body": msg.body, "cid": msg.cid}),
         );
-        // The backend feed's copy goes with it, atomically: a crash keeps
-        // both or neither.
-        let feed = Append {
-            uid: Uid::feed(),
-            ..event.clone()
+        // The backend feed's copy, if kept, goes with it atomically: a
+        // crash keeps both or neither.
+        let mut appends = vec![event];
+        if self.feed {
+            appends.push(Append {
+                uid: Uid::feed(),
+                ..appends[0].clone()
+            });
+        }
+        let Some(cid) = &msg.cid else {
+            if appends.len() == 1 {
+                self.store.append(appends).await?;
+            } else {
+                self.store.append_atomic(appends).await?;
+            }
+            return Ok(id);
         };
-        // uids cannot contain NUL, so `from NUL cid` is unambiguous; a
-        // message without a cid is keyed by its (unique) id.
-        let key = match &msg.cid {
-            Some(cid) => format!("msg\0{from}\0{cid}"),
-            None => format!("msgid\0{id}"),
-        };
-        match self.store.append_once(&key, id, vec![event, feed]).await? {
+        // uids cannot contain NUL, so `from NUL cid` is unambiguous.
+        let key = format!("msg\0{from}\0{cid}");
+        match self.store.append_once(&key, id, appends).await? {
             Once::Appended { .. } => Ok(id),
             Once::Duplicate { tag } => {
                 // The retry's own records are for a message never sent.

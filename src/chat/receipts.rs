@@ -49,14 +49,23 @@ pub struct Receipts {
     /// The byte budget of the pages an ack reads to find messages.
     page_bytes: usize,
     history: Arc<Conversations>,
+    /// Receipts also go to the backend feed (`--feed`).
+    feed: bool,
 }
 
 impl Receipts {
-    pub fn new(store: Arc<dyn Store>, page_bytes: usize, history: Arc<Conversations>) -> Receipts {
+    /// With `feed`, receipts also go to the backend feed.
+    pub fn new(
+        store: Arc<dyn Store>,
+        page_bytes: usize,
+        history: Arc<Conversations>,
+        feed: bool,
+    ) -> Receipts {
         Receipts {
             store,
             page_bytes,
             history,
+            feed,
         }
     }
 
@@ -163,7 +172,7 @@ impl Receipts {
                 &json!({"kind": kind, "ids": ids, "by": by}),
             ));
         }
-        if !all.is_empty() {
+        if self.feed && !all.is_empty() {
             // The backend feed: one event per mark or ack, every sender's ids.
             all.sort_unstable();
             batch.push(Append::new(

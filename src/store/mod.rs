@@ -202,6 +202,11 @@ pub trait EventQueue: Send + Sync + 'static {
         appends: Vec<Append>,
     ) -> Result<Once, StoreError>;
 
+    /// Appends every event of `appends` (each to a different user)
+    /// atomically: a crash keeps all of them or none. Resolves with their
+    /// seqs, in the same order, once durable.
+    async fn append_atomic(&self, appends: Vec<Append>) -> Result<Vec<u64>, StoreError>;
+
     /// A new id, unique across restarts (message ids).
     async fn next_id(&self) -> Result<u64, StoreError>;
 

@@ -362,6 +362,13 @@ impl EventQueue for RedisStore {
         }
     }
 
+    async fn append_atomic(&self, appends: Vec<Append>) -> Result<Vec<u64>, StoreError> {
+        // One script runs whole or not at all.
+        self.append_script(&appends, None)
+            .await?
+            .map_err(|_| bad_reply("append"))
+    }
+
     async fn next_id(&self) -> Result<u64, StoreError> {
         Ok(redis::cmd("INCR")
             .arg("h:ids")

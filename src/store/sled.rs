@@ -292,18 +292,20 @@ impl SledStore {
     }
 
     /// Like [`Self::insert`] for each of `appends` (to the queues
-    /// `queues`, one per distinct user), but only if `key` is new: all of
-    /// them and `key → tag` in one transaction, so a crash keeps all or
-    /// none. Returns the outcome and the seq of each append.
-    fn insert_once(
+    /// `queues`, one per distinct user), all in one atomic write: with
+    /// `once = Some((key, tag))` only if `key` is new, in one transaction
+    /// with recording `key → tag`; else as one sled batch. A crash keeps
+    /// all of them or none. Returns the outcome and the seq of each append.
+    fn insert_all(
         &self,
         queues: &[Arc<UserQueue>],
-        key: &str,
-        tag: u64,
         appends: &[Append],
+        once: Option<(&str, u64)>,
     ) -> Result<(Once, Vec<u64>), StoreError> {
         use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-        self.index_expiry(expiry::ONCE, key.as_bytes(), self.once_ttl)?;
+        if let Some((key, _)) = once {
+            self.index_expiry(expiry::ONCE, key.as_bytes(), self.once_ttl)?;
+        }
         // Locked in id order, so two calls over the same users cannot
         // deadlock; each user's keys still enter the log in seq order.
         let mut order: Vec<usize> = (0..queues.len()).collect();
@@ -321,28 +323,79 @@ impl SledStore {
             .zip(&seqs)
             .map(|(append, &seq)| stored_event(seq, append, ts))
             .collect();
-        let outcome = (&self.once, &self.events).transaction(|(once, events)| {
-            if let Some(first) = once.get(key)? {
-                return Ok(Once::Duplicate {
-                    tag: be_u64(&first),
+        let outcome = match once {
+            Some((key, tag)) => {
+                let outcome = (&self.once, &self.events).transaction(|(once, events)| {
+                    if let Some(first) = once.get(key)? {
+                        return Ok(Once::Duplicate {
+                            tag: be_u64(&first),
+                        });
+                    }
+                    once.insert(key, &tag.to_be_bytes())?;
+                    for ((q, &seq), value) in queues.iter().zip(&seqs).zip(&values) {
+                        events.insert(&event_key(q.id, seq), value.as_slice())?;
+                    }
+                    Ok::<_, ConflictableTransactionError<StoreError>>(Once::Appended {
+                        seq: seqs[0],
+                    })
                 });
+                outcome.map_err(|e| match e {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => StoreError::from(e),
+                })?
             }
-            once.insert(key, &tag.to_be_bytes())?;
-            for ((q, &seq), value) in queues.iter().zip(&seqs).zip(&values) {
-                events.insert(&event_key(q.id, seq), value.as_slice())?;
+            None => {
+                let mut batch = sled::Batch::default();
+                for ((q, &seq), value) in queues.iter().zip(&seqs).zip(&values) {
+                    batch.insert(&event_key(q.id, seq)[..], value.as_slice());
+                }
+                self.events.apply_batch(batch)?;
+                Once::Appended { seq: seqs[0] }
             }
-            Ok::<_, ConflictableTransactionError<StoreError>>(Once::Appended { seq: seqs[0] })
-        });
-        let outcome = outcome.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::from(e),
-        })?;
+        };
         if let Once::Appended { .. } = outcome {
             for ((st, &seq), value) in states.iter_mut().zip(&seqs).zip(&values) {
                 st.next_seq += 1;
                 st.remember(seq, Bytes::copy_from_slice(&value[8..]));
             }
         }
+        Ok((outcome, seqs))
+    }
+
+    /// [`Self::insert_all`] for `appends`, then waits until they are durable.
+    async fn append_all(
+        &self,
+        appends: Vec<Append>,
+        once: Option<(&str, u64)>,
+    ) -> Result<(Once, Vec<u64>), StoreError> {
+        let mut queues = Vec::with_capacity(appends.len());
+        for append in &appends {
+            let q = self.queue(&append.uid)?;
+            if queues.iter().any(|other: &Arc<UserQueue>| other.id == q.id) {
+                return Err(StoreError::Io(format!(
+                    "two events for {} in one atomic append",
+                    append.uid
+                )));
+            }
+            queues.push(q);
+        }
+        if queues.is_empty() {
+            return Err(StoreError::Io("an atomic append of nothing".into()));
+        }
+        let (outcome, seqs) = self.insert_all(&queues, &appends, once)?;
+        let marks: Vec<(Arc<dyn DurableMark>, u64)> = match outcome {
+            Once::Appended { .. } => {
+                self.metrics.appends.inc_by(queues.len() as u64);
+                queues
+                    .into_iter()
+                    .zip(seqs.iter().copied())
+                    .map(|(q, seq)| (q as Arc<dyn DurableMark>, seq))
+                    .collect()
+            }
+            // The first attempt may still be on its way to the disk.
+            Once::Duplicate { .. } => Vec::new(),
+        };
+        self.wait_durable(marks).await?;
         Ok((outcome, seqs))
     }
 
@@ -459,35 +512,11 @@ impl EventQueue for SledStore {
         tag: u64,
         appends: Vec<Append>,
     ) -> Result<Once, StoreError> {
-        let mut queues = Vec::with_capacity(appends.len());
-        for append in &appends {
-            let q = self.queue(&append.uid)?;
-            if queues.iter().any(|other: &Arc<UserQueue>| other.id == q.id) {
-                return Err(StoreError::Io(format!(
-                    "append_once: two events for {} in one call",
-                    append.uid
-                )));
-            }
-            queues.push(q);
-        }
-        if queues.is_empty() {
-            return Err(StoreError::Io("append_once: nothing to append".into()));
-        }
-        let (outcome, seqs) = self.insert_once(&queues, key, tag, &appends)?;
-        let marks: Vec<(Arc<dyn DurableMark>, u64)> = match outcome {
-            Once::Appended { .. } => {
-                self.metrics.appends.inc_by(queues.len() as u64);
-                queues
-                    .into_iter()
-                    .zip(seqs)
-                    .map(|(q, seq)| (q as Arc<dyn DurableMark>, seq))
-                    .collect()
-            }
-            // The first attempt may still be on its way to the disk.
-            Once::Duplicate { .. } => Vec::new(),
-        };
-        self.wait_durable(marks).await?;
-        Ok(outcome)
+        Ok(self.append_all(appends, Some((key, tag))).await?.0)
+    }
+
+    async fn append_atomic(&self, appends: Vec<Append>) -> Result<Vec<u64>, StoreError> {
+        Ok(self.append_all(appends, None).await?.1)
     }
 
     async fn next_id(&self) -> Result<u64, StoreError> {
