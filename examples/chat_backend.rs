@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! cargo run --example chat_backend -- hook 127.0.0.1:9090 &
-//! cargo run --release -- --secret "$(head -c 32 /dev/urandom | base64)" --api-key backend-key-0123456789 --message-hook http://127.0.0.1:9090/ &
+//! cargo run --release -- --secret "$(head -c 32 /dev/urandom | base64)" --api-key backend-key-0123456789 --feed --message-hook http://127.0.0.1:9090/ &
 //! export HERALD_URL=http://127.0.0.1:8080 HERALD_API_KEY=backend-key-0123456789
 //! cargo run --example chat_backend
 //! CHAT_BACKEND_DIR=/tmp/chat cargo run --example chat_backend -- follow
