@@ -614,16 +614,7 @@ async fn the_backend_feed_is_the_clusters() {
         ids.push(body["id"].as_u64().unwrap());
     }
     // Read on another node, from one cursor, in order.
-    let page: Value = nodes[1]
-        .http
-        .get(nodes[1].url("/api/v1/feed?cursor=0"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = nodes[1].get_json("/api/v1/feed?cursor=0", API_KEY).await;
     let got: Vec<u64> = page["events"]
         .as_array()
         .unwrap()

@@ -10,17 +10,8 @@ use serde_json::{json, Value};
 
 /// One page of the feed after `cursor`; `(events, cursor)`.
 async fn feed(server: &Server, cursor: u64, timeout: u64) -> (Vec<Value>, u64) {
-    let url = server.url(&format!("/api/v1/feed?cursor={cursor}&timeout={timeout}"));
-    let page: Value = server
-        .http
-        .get(url)
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let path = format!("/api/v1/feed?cursor={cursor}&timeout={timeout}");
+    let page = server.get_json(&path, API_KEY).await;
     (
         page["events"].as_array().unwrap().clone(),
         page["cursor"].as_u64().unwrap(),

@@ -104,12 +104,9 @@ async fn records_expire_and_memory_returns_to_what_is_in_use() {
     let read = format!("/v1/messages/{}/read", dm_ids[0]);
     assert_eq!(server.post_as(&bob, &read, Value::Null).await.0, 404);
     // The conversation's history expired with it.
-    let history: Value = server
-        .call("GET", "/v1/conversations/alice/messages", Some(&bob), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let history = server
+        .get_json("/v1/conversations/alice/messages", &bob)
+        .await;
     assert_eq!(history["messages"], json!([]));
     // msgids keep rising when the whole history expired.
     let next = post(

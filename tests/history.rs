@@ -23,9 +23,7 @@ async fn send(server: &Server, token: &str, to: &str, body: Value, cid: Option<&
 
 async fn history(server: &Server, token: &str, with: &str, query: &str) -> Value {
     let path = format!("/v1/conversations/{with}/messages{query}");
-    let response = server.call("GET", &path, Some(token), None).await;
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
+    server.get_json(&path, token).await
 }
 
 fn ids(page: &Value) -> Vec<u64> {

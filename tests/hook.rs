@@ -109,12 +109,9 @@ async fn the_hook_denies_rewrites_and_a_denied_message_is_nowhere() {
         .map(|e| e["data"]["body"].clone())
         .collect();
     assert_eq!(inbox, [json!("PLEASE SHOUT THIS"), json!("fine")]);
-    let history: Value = server
-        .call("GET", "/v1/conversations/alice/messages", Some(&bob), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let history = server
+        .get_json("/v1/conversations/alice/messages", &bob)
+        .await;
     let kept: Vec<&Value> = history["messages"]
         .as_array()
         .unwrap()
@@ -161,12 +158,7 @@ async fn the_hook_denies_rewrites_and_a_denied_message_is_nowhere() {
         (&reply["ok"], &reply["error"]),
         (&json!(false), &json!("rejected"))
     );
-    let history: Value = server
-        .call("GET", "/v1/groups/g/messages", Some(&bob), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let history = server.get_json("/v1/groups/g/messages", &bob).await;
     assert_eq!(
         history["messages"],
         json!([]),

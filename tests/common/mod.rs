@@ -200,6 +200,14 @@ impl Server {
     }
 
     /// POSTs JSON as a client; returns status and JSON (Null if none).
+    /// GETs `path` with `bearer` (a token or the API key); the JSON answer,
+    /// asserting a 200.
+    pub async fn get_json(&self, path: &str, bearer: &str) -> Value {
+        let response = self.call("GET", path, Some(bearer), None).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("a JSON answer")
+    }
+
     pub async fn post_as(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
         let response = self
             .send_json(reqwest::Method::POST, path, token, body)
