@@ -181,6 +181,7 @@ impl App {
             metrics.clone(),
             directory,
             Duration::from_millis(config.presence_window_ms),
+            config.feed_presence,
         );
         let group_reads = GroupReads::new(
             store.clone(),
@@ -188,6 +189,7 @@ impl App {
             groups.clone(),
             presence.clone(),
             metrics.clone(),
+            config.feed,
         );
         let conversations = Arc::new(Conversations::new(store.clone(), config.history_ttl()));
         let hook = match &config.message_hook {

@@ -121,6 +121,24 @@ pub struct Config {
     #[arg(long, env = "HERALD_FEED")]
     pub feed: bool,
 
+    /// With `--feed`, also record presence: every visible status change
+    /// herald pushes to friends (connects and disconnects included, with
+    /// the same per-user window) goes to the feed as a `presence` event.
+    #[arg(long, env = "HERALD_FEED_PRESENCE")]
+    pub feed_presence: bool,
+
+    /// Push the backend feed: `http://HOST:PORT/PATH` of your backend,
+    /// which gets the feed's events in order as signed `POST` batches,
+    /// retried with backoff until it answers 2xx (see docs/API.md, "The
+    /// webhook"). Turns `--feed` on.
+    #[arg(long, env = "HERALD_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// How long one webhook `POST` may take before it counts as failed
+    /// and is retried, in milliseconds (at most 8 000).
+    #[arg(long, env = "HERALD_WEBHOOK_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=8_000))]
+    pub webhook_timeout_ms: u64,
+
     /// Called before a client's direct or group message is accepted:
     /// `http://HOST:PORT/PATH` of your backend, which allows, denies or
     /// rewrites it (see docs/API.md, "The message hook"). Off by default:
@@ -215,6 +233,9 @@ impl Config {
         }
         if !self.demo_mode() && self.api_key.is_none() {
             return Err("--api-key (HERALD_API_KEY) is required outside demo mode".into());
+        }
+        if self.feed_presence && !self.feed && self.webhook_url.is_none() {
+            return Err("--feed-presence records presence in the backend feed: it needs --feed (or --webhook-url)".into());
         }
         if self.redis_url().is_none() && self.store != "sled" {
             return Err(format!(

@@ -43,6 +43,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use tokio::net::TcpSocket;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::webhook::Webhook;
 use crate::app::App;
 use crate::chat::friends::Friends;
 use crate::chat::groups::Groups;
@@ -72,8 +73,17 @@ const RESERVED_FDS: u64 = 64;
 
 /// Runs the server until `shutdown` is cancelled, then drains and returns
 /// with everything durable. Prints `listening on http://ADDR` once ready.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     config.check().map_err(StartError::Config)?;
+    // The webhook pushes the feed: it needs one kept.
+    config.feed |= config.webhook_url.is_some();
+    let webhook = match &config.webhook_url {
+        Some(url) => Some(
+            Webhook::new(url, Duration::from_millis(config.webhook_timeout_ms))
+                .map_err(StartError::Config)?,
+        ),
+        None => None,
+    };
     let demo = config.demo_mode();
     let secret = config
         .secret
@@ -107,11 +117,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     }
     let trimmer = tokio::spawn(trim_periodically(app.clone()));
     let sweeper = tokio::spawn(sweep_presence(app.clone()));
+    let webhook = webhook.map(|webhook| tokio::spawn(webhook.run(app.clone())));
     let store = app.store.clone();
     say(format_args!("listening on http://{local}"));
     server::serve(listener, app, max_connections).await;
     trimmer.abort();
     sweeper.abort();
+    if let Some(webhook) = webhook {
+        // A batch cut short is posted again after the restart.
+        webhook.abort();
+    }
     store.sync().await?;
     say(format_args!(
         "herald stopped; everything acknowledged is durable"

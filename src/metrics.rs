@@ -64,6 +64,10 @@ pub struct Metrics {
     pub longpolls_evicted: Counter,
     /// Sends refused by the per-user send limit (`--send-rate`, 429).
     pub send_limited: Counter,
+    /// Feed events the webhook delivered (answered 2xx).
+    pub webhook_delivered: Counter,
+    /// Webhook `POST`s that failed and will be retried.
+    pub webhook_failed: Counter,
     /// Records dropped because their retention ran out (message records,
     /// idempotency keys, group history).
     pub expired_records: Counter,
@@ -104,6 +108,18 @@ impl Metrics {
             send_limited.clone(),
         );
         let expired_records = Counter::default();
+        let webhook_delivered = Counter::default();
+        registry.register(
+            "webhook_delivered",
+            "Feed events the webhook delivered (answered 2xx)",
+            webhook_delivered.clone(),
+        );
+        let webhook_failed = Counter::default();
+        registry.register(
+            "webhook_failed",
+            "Webhook POSTs that failed and will be retried",
+            webhook_failed.clone(),
+        );
         let memory_entries = Family::<Label, Gauge>::default();
         registry.register(
             "refused_connections",
@@ -233,6 +249,8 @@ impl Metrics {
             refused_connections,
             longpolls_evicted,
             send_limited,
+            webhook_delivered,
+            webhook_failed,
             expired_records,
             memory_entries,
         }

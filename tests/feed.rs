@@ -187,3 +187,97 @@ async fn only_the_backend_reads_the_feed_and_only_when_kept() {
         .await;
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test]
+async fn the_feed_records_status_changes_group_read_marks_and_presence_when_asked() {
+    let server =
+        Server::start_with(&["--feed", "--feed-presence", "--presence-window-ms", "50"]).await;
+    let members = json!({"members": ["alice", "bob"]});
+    assert_eq!(
+        server
+            .backend_put("/api/v1/groups/g/members", members)
+            .await,
+        200
+    );
+    let (alice, bob) = (server.token("alice").await, server.token("bob").await);
+    // alice connects (a stream), chooses busy, and leaves.
+    let stream = server.open("/v1/sse", &alice).await;
+    assert_eq!(stream.status(), 200);
+    let response = server
+        .http
+        .put(server.url("/v1/status"))
+        .bearer_auth(&alice)
+        .json(&json!({"status": "busy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // bob reads alice's group message, twice (the second changes nothing).
+    let (status, post) = server
+        .post_as(&alice, "/v1/groups/g/messages", json!({"body": "hi"}))
+        .await;
+    assert_eq!(status, 200);
+    let msgid = post["msgid"].as_u64().unwrap();
+    for _ in 0..2 {
+        let (status, _) = server
+            .post_as(&bob, "/v1/groups/g/read", json!({ "msgid": msgid }))
+            .await;
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(stream);
+    let wanted = [
+        json!({"type": "presence", "uid": "alice", "status": "online"}),
+        json!({"type": "status", "uid": "alice", "status": "busy"}),
+        json!({"type": "presence", "uid": "alice", "status": "busy"}),
+        json!({"type": "group_read", "by": "bob", "gid": "g", "msgid": msgid}),
+        json!({"type": "presence", "uid": "alice", "status": "offline"}),
+    ];
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while seen.len() < wanted.len() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        seen = feed(&server, 0, 0)
+            .await
+            .0
+            .into_iter()
+            .filter(|e| e["type"] != "group_msg")
+            .map(|e| {
+                let mut flat = e["data"].clone();
+                flat["type"] = e["type"].clone();
+                flat
+            })
+            .collect();
+    }
+    // Presence changes are pushed a window apart: in order among
+    // themselves, each once, like the actions.
+    let split = |events: &[Value]| -> (Vec<Value>, Vec<Value>) {
+        events
+            .iter()
+            .cloned()
+            .partition(|e| e["type"] == "presence")
+    };
+    assert_eq!(split(&seen), split(&wanted), "{seen:?}");
+    // Without --feed-presence, statuses and marks are there, connections not.
+    let server = Server::start_with(&["--feed"]).await;
+    let alice = server.token("alice").await;
+    let stream = server.open("/v1/sse", &alice).await;
+    drop(stream);
+    let response = server
+        .http
+        .put(server.url("/v1/status"))
+        .bearer_auth(&alice)
+        .json(&json!({"status": "dnd"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let types: Vec<Value> = feed(&server, 0, 0)
+        .await
+        .0
+        .iter()
+        .map(|e| e["type"].clone())
+        .collect();
+    assert_eq!(types, [json!("status")]);
+}

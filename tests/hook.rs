@@ -218,21 +218,33 @@ async fn a_hook_that_does_not_answer_fails_closed_or_open_as_configured() {
 }
 
 #[tokio::test]
-async fn a_hook_that_is_not_http_refuses_to_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(common::herald_bin())
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--message-hook",
-            "https://backend.example/hook",
-            "--data",
-        ])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("--message-hook must be an http:// URL")
-    );
+async fn backend_settings_that_cannot_work_refuse_to_start() {
+    let refused = [
+        (
+            &["--message-hook", "https://backend.example/hook"][..],
+            "--message-hook must be an http:// URL",
+        ),
+        (
+            &["--webhook-url", "https://backend.example/feed"],
+            "--webhook-url must be an http:// URL",
+        ),
+        (
+            &["--webhook-url", "backend.example:80"],
+            "--webhook-url must be an http:// URL",
+        ),
+        (&["--feed-presence"], "--feed-presence records presence"),
+    ];
+    for (args, reason) in refused {
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new(common::herald_bin())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
 }

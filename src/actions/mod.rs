@@ -17,6 +17,7 @@ use crate::chat::{messages, notices, presence};
 use crate::error::Error;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
+use crate::store::Append;
 use crate::uid::Uid;
 
 #[derive(Deserialize)]
@@ -73,6 +74,11 @@ pub async fn set_status(app: &App, uid: &Uid, status: &str) -> Result<&'static s
             )
         })?;
     app.sends.take(uid).await?;
+    if app.config.feed {
+        let data = serde_json::json!({"uid": uid, "status": status});
+        let record = Append::new(Uid::feed(), "status", &data);
+        app.store.append(vec![record]).await?;
+    }
     app.presence.set_status(uid, status).await?;
     Ok(status)
 }

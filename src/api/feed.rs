@@ -3,7 +3,8 @@
 //! receipts), durable and in order, read like a user's queue: the events
 //! after the cursor, held up to `timeout` seconds (0, the default: answer
 //! at once) when there are none. Passing `cursor=N` acks N, so acked events
-//! follow the queue's retention; a cursor behind what is kept gets a `gap`.
+//! follow the queue's retention (unless `--webhook-url` pushes the feed:
+//! then the webhook acks); a cursor behind what is kept gets a `gap`.
 //! A message and its feed event are committed together.
 
 use std::time::Duration;
@@ -38,7 +39,8 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error
     let feed = Uid::feed();
     // Refused (409, 400) before it acks anything.
     let mut page = read_after(app, &feed, cursor, limit, epoch).await?;
-    if epoch.is_none_or(|e| e == page.epoch) && cursor > 0 {
+    // With the webhook on, its cursor is the one that acks.
+    if epoch.is_none_or(|e| e == page.epoch) && cursor > 0 && app.config.webhook_url.is_none() {
         app.store.ack(&feed, cursor).await?;
     }
     if page.events.is_empty() && timeout > 0 {

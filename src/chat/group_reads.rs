@@ -73,6 +73,8 @@ pub struct GroupReads {
     metrics: Arc<Metrics>,
     last_read: SharedMap<(Gid, Uid), Cursor>,
     pending: SharedMap<(Uid, Gid), Pending>,
+    /// Read marks also go to the backend feed (`--feed`).
+    feed: bool,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +103,7 @@ impl GroupReads {
         groups: Arc<Groups>,
         presence: Arc<Presence>,
         metrics: Arc<Metrics>,
+        feed: bool,
     ) -> Arc<GroupReads> {
         Arc::new_cyclic(|me| GroupReads {
             me: me.clone(),
@@ -111,6 +114,7 @@ impl GroupReads {
             metrics,
             last_read: SharedMap::default(),
             pending: SharedMap::default(),
+            feed,
         })
     }
 
@@ -144,6 +148,14 @@ impl GroupReads {
         let target = msgid.min(newest);
         let before = self.last_read(gid, uid).await?;
         let after = if target > before {
+            if self.feed {
+                // Recorded first: after a crash before the cursor is raised,
+                // the client marks again and the feed has the mark twice,
+                // which is harmless (a consumer keeps the highest).
+                let data = json!({"gid": gid, "by": uid, "msgid": target});
+                let mark = Append::new(Uid::feed(), "group_read", &data);
+                self.store.append(vec![mark]).await?;
+            }
             // The store keeps the highest of all raises, whatever order
             // concurrent marks (or nodes) reach it in; the cache follows.
             let stored = self.store.kv_raise(&read_key(gid, uid), target).await?;

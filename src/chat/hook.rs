@@ -48,17 +48,22 @@ struct Verdict {
     body: Option<Value>,
 }
 
+/// `url` as the address of a backend endpoint given with `flag`: plain
+/// `http://` with a host; `Err` with a reason otherwise.
+pub fn backend_url(flag: &str, url: &str) -> Result<Uri, String> {
+    let parsed: Uri = url.parse().map_err(|e| format!("{flag} {url:?}: {e}"))?;
+    if parsed.scheme_str() != Some("http") || parsed.host().is_none() {
+        return Err(format!(
+            "{flag} must be an http:// URL of your backend (TLS: put it on the private network or behind a local proxy), got {url}"
+        ));
+    }
+    Ok(parsed)
+}
+
 impl MessageHook {
     /// A hook at `url` (plain `http://`); `Err` with a reason otherwise.
     pub fn new(url: &str, timeout: Duration, fail_open: bool) -> Result<MessageHook, String> {
-        let url: Uri = url
-            .parse()
-            .map_err(|e| format!("--message-hook {url:?}: {e}"))?;
-        if url.scheme_str() != Some("http") || url.host().is_none() {
-            return Err(format!(
-                "--message-hook must be an http:// URL of your backend (TLS: put it on the private network or behind a local proxy), got {url}"
-            ));
-        }
+        let url = backend_url("--message-hook", url)?;
         let client = Client::builder(TokioExecutor::new()).build_http();
         Ok(MessageHook {
             client,

@@ -57,6 +57,9 @@ pub struct Presence {
     window: Duration,
     /// A cluster sweep is running (they take a round trip; one at a time).
     sweeping: AtomicBool,
+    /// Every pushed change also goes to the backend feed
+    /// (`--feed-presence`).
+    feed: bool,
 }
 
 /// What others see of a user who is `online` (anywhere) with `chosen`.
@@ -75,6 +78,7 @@ impl Presence {
         metrics: Arc<Metrics>,
         directory: Arc<dyn OnlineDirectory>,
         window: Duration,
+        feed: bool,
     ) -> Arc<Presence> {
         Arc::new_cyclic(|me| Presence {
             me: me.clone(),
@@ -85,6 +89,7 @@ impl Presence {
             pushed: SharedMap::default(),
             window,
             sweeping: AtomicBool::new(false),
+            feed,
         })
     }
 
@@ -257,21 +262,23 @@ impl Presence {
         }
     }
 
-    /// Appends a `presence` event to every online reverse friend of `uid`.
+    /// Appends a `presence` event to every online reverse friend of `uid`,
+    /// and to the backend feed if it records presence.
     fn push(&self, uid: Uid, status: &'static str) {
         let mut friends = self.friends.reverse_of(&uid);
         if !self.directory.shared() {
             // This node knows: no task at all when nobody is to be told.
             friends.retain(|f| self.directory.here(f).0);
-            if friends.is_empty() {
+            if friends.is_empty() && !self.feed {
                 self.metrics.presence_fanout.observe(0.0);
                 return;
             }
         }
-        let (store, directory, metrics) = (
+        let (store, directory, metrics, feed) = (
             self.store.clone(),
             self.directory.clone(),
             self.metrics.clone(),
+            self.feed,
         );
         tokio::spawn(async move {
             if directory.shared() {
@@ -283,15 +290,16 @@ impl Presence {
                 friends.retain(|_| online.next().unwrap_or(false));
             }
             metrics.presence_fanout.observe(friends.len() as f64);
-            if friends.is_empty() {
-                return;
-            }
             metrics.presence_pushed.inc_by(friends.len() as u64);
             let data = json!({"uid": uid, "status": status});
-            let batch = friends
+            let batch: Vec<Append> = friends
                 .into_iter()
+                .chain(feed.then(Uid::feed))
                 .map(|f| Append::new(f, "presence", &data))
                 .collect();
+            if batch.is_empty() {
+                return;
+            }
             if let Err(e) = store.append(batch).await {
                 tracing::warn!("presence of {uid} not pushed: {e}");
             }

@@ -1,0 +1,214 @@
+//! The webhook (`--webhook-url`): the backend feed, pushed. One task reads
+//! the feed after its cursor and `POST`s each page to the backend, in feed
+//! order, as the same JSON `GET /api/v1/feed` answers with. A batch counts
+//! as delivered when the backend answers 2xx; then the cursor (kept in the
+//! store, so a restart resumes) moves past it and the feed is acked up to
+//! it. Anything else (an error status, no answer within
+//! `--webhook-timeout-ms`, no connection) is retried with the same events
+//! after a backoff (0.5 s doubling to 30 s, at least a `Retry-After`):
+//! delivery is at least once, and the events' `seq` is the idempotency key.
+//! Each `POST` carries `Herald-Feed-Cursor` (its last seq) and
+//! `Herald-Signature: sha256=` HMAC-SHA256 of the body keyed by the API key.
+//!
+//! Browsers never wait for it: the feed event is written with the message,
+//! and this task reads it later. In a cluster every node runs the task and
+//! the store's lock lets one `POST` at a time, so batches stay in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::chat::hook::backend_url;
+use crate::store::{Epoch, Page};
+use crate::transport::{page_json, read_after};
+use crate::uid::Uid;
+
+/// Where the webhook's cursor is kept.
+const CURSOR_KEY: &str = "webhook/cursor";
+/// Most events in one `POST`.
+const BATCH: usize = 100;
+/// The first retry's wait; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long an idle task waits for the feed before it looks again anyway
+/// (a wake-up lost by a cluster node costs at most this).
+const IDLE_RECHECK: Duration = Duration::from_secs(30);
+
+pub struct Webhook {
+    client: Client<HttpConnector, Full<Bytes>>,
+    url: Uri,
+    timeout: Duration,
+}
+
+/// The webhook's position in the feed, as stored.
+#[derive(Serialize, Deserialize, Default)]
+struct Position {
+    cursor: u64,
+    epoch: Option<String>,
+}
+
+/// Why a batch was not delivered, and how soon to try again at the
+/// earliest.
+struct Failed {
+    reason: String,
+    retry_after: Option<Duration>,
+}
+
+impl Webhook {
+    /// A webhook at `url` (plain `http://`); `Err` with a reason otherwise.
+    pub fn new(url: &str, timeout: Duration) -> Result<Webhook, String> {
+        Ok(Webhook {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            url: backend_url("--webhook-url", url)?,
+            timeout,
+        })
+    }
+
+    /// Pushes the feed until `app` shuts down.
+    pub async fn run(self, app: Arc<App>) {
+        let feed = Uid::feed();
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let wait = match self.deliver_one(&app, &feed).await {
+                Ok(true) => {
+                    backoff = MIN_BACKOFF;
+                    continue;
+                }
+                Ok(false) => None,
+                Err(failed) => {
+                    tracing::warn!("webhook: {}; retrying", failed.reason);
+                    app.metrics.webhook_failed.inc();
+                    let jitter = backoff.mul_f64(rand::random::<f64>() / 4.0);
+                    let wait = (backoff + jitter).max(failed.retry_after.unwrap_or_default());
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    Some(wait)
+                }
+            };
+            let waited = async {
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => self.idle(&app, &feed).await,
+                }
+            };
+            tokio::select! {
+                _ = waited => {}
+                _ = app.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Waits until the feed may have something after the webhook's cursor.
+    async fn idle(&self, app: &App, feed: &Uid) {
+        let Ok(mut head) = app.store.watch(feed).await else {
+            return tokio::time::sleep(MIN_BACKOFF).await;
+        };
+        let cursor = match position(app).await {
+            Ok(position) => position.cursor,
+            Err(_) => return tokio::time::sleep(MIN_BACKOFF).await,
+        };
+        let _ = tokio::time::timeout(IDLE_RECHECK, head.wait_for(|&h| h > cursor)).await;
+    }
+
+    /// Posts the next batch of the feed, if there is one: `Ok(true)` when
+    /// one was delivered, `Ok(false)` when there was none.
+    async fn deliver_one(&self, app: &App, feed: &Uid) -> Result<bool, Failed> {
+        let failed = |reason: String| Failed {
+            reason,
+            retry_after: None,
+        };
+        // One node at a time, from the cursor as the last one left it.
+        let _lease = app
+            .store
+            .lock("webhook")
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let at = position(app).await.map_err(failed)?;
+        let epoch = at.epoch.as_deref().and_then(Epoch::parse);
+        let page = read_after(app, feed, at.cursor, BATCH, epoch)
+            .await
+            .map_err(|e| failed(format!("reading the feed: {e}")))?;
+        if page.events.is_empty() {
+            return Ok(false);
+        }
+        let body = Bytes::from(page_json(app, &page, false));
+        match tokio::time::timeout(self.timeout, self.post(app, &page, body)).await {
+            Ok(result) => result?,
+            Err(_) => return Err(failed(format!("no answer within {:?}", self.timeout))),
+        }
+        let next = Position {
+            cursor: page.cursor,
+            epoch: Some(page.epoch.to_string()),
+        };
+        let stored = serde_json::to_vec(&next).map_err(|e| failed(e.to_string()))?;
+        app.store
+            .kv_put(CURSOR_KEY, stored)
+            .await
+            .map_err(|e| failed(format!("keeping the cursor: {e}")))?;
+        app.store
+            .ack(feed, page.cursor)
+            .await
+            .map_err(|e| failed(format!("acking the feed: {e}")))?;
+        app.metrics
+            .webhook_delivered
+            .inc_by(page.events.len() as u64);
+        Ok(true)
+    }
+
+    async fn post(&self, app: &App, page: &Page, body: Bytes) -> Result<(), Failed> {
+        let failed = |reason: String| Failed {
+            reason,
+            retry_after: None,
+        };
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header("herald-feed-cursor", page.cursor)
+            .header("herald-signature", app.auth.sign(&body))
+            .body(Full::new(body))
+            .map_err(|e| failed(e.to_string()))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| failed(format!("{}: {e}", self.url)))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+            .map(|s: u64| Duration::from_secs(s.min(MAX_BACKOFF.as_secs())));
+        // Read (and drop) the answer so the connection can be used again.
+        let _ = http_body_util::Limited::new(response.into_body(), 64 << 10)
+            .collect()
+            .await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Failed {
+                reason: format!("{} answered {status}", self.url),
+                retry_after,
+            })
+        }
+    }
+}
+
+/// Where the webhook is in the feed (the start of it, the first time).
+async fn position(app: &App) -> Result<Position, String> {
+    match app.store.kv_get(CURSOR_KEY).await {
+        Ok(Some(raw)) => {
+            serde_json::from_slice(&raw).map_err(|e| format!("the stored webhook cursor: {e}"))
+        }
+        Ok(None) => Ok(Position::default()),
+        Err(e) => Err(format!("reading the webhook cursor: {e}")),
+    }
+}
