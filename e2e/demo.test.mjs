@@ -150,6 +150,36 @@ test("a conversation shows its history after a reload, once, in order, with its 
   await page.close();
 });
 
+test("a long conversation opens on its newest page and shows earlier ones on request", async () => {
+  // 45 messages, already read off the queue: the page shows the newest 20,
+  // then 20 more, then the rest.
+  const texts = [];
+  for (let n = 0; n < 45; n++) {
+    texts.push(`page ${n} ${Date.now()}`);
+    await sendDirect(n % 2 ? "dave" : "erin", n % 2 ? "erin" : "dave", texts[n]);
+  }
+  const page = await openAs("dave", "sse");
+  await openChatWith(page, "erin");
+  await page.waitForSelector(`#messages li >> text=${texts[44]}`);
+  // After a reload the queue resumes past them: only the history has them.
+  await page.reload({ waitUntil: "domcontentloaded" });
+  await page.selectOption("#uid", "dave");
+  await page.selectOption("#transport", "sse");
+  await page.click("#go");
+  await openChatWith(page, "erin");
+  await page.waitForSelector(`#messages li >> text=${texts[44]}`);
+  const shownTexts = () => page.$$eval("#messages li .body", (items) => items.map((li) => li.textContent));
+  assert.deepEqual(await shownTexts(), texts.slice(25), "the newest page, oldest first");
+  await page.click("#earlier");
+  await page.waitForSelector(`#messages li >> text=${texts[5]}`);
+  assert.deepEqual(await shownTexts(), texts.slice(5));
+  await page.click("#earlier");
+  await page.waitForSelector(`#messages li >> text=${texts[0]}`);
+  assert.deepEqual(await shownTexts(), texts, "every message once, in order");
+  assert.equal(await page.$("#earlier"), null, "nothing earlier is left");
+  await page.close();
+});
+
 test("after kill -9 and restart the page ends with every acknowledged event once", async () => {
   const page = await openAs("erin", "sse");
   await page.evaluate(() => { window.seen = []; window.herald.on("*", (e) => e.seq && e.type === "msg" && window.seen.push(e.data.body)); });

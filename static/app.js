@@ -112,21 +112,45 @@ async function openChat(chat) {
   } else {
     // The newest of the conversation's history (it survives reloads),
     // merged with what this page already has, in id order.
-    const history = await state.herald.history(chat.id);
-    const items = state.messages.get(key(chat)) || [];
-    for (const m of history.messages) {
-      if (items.some((x) => x.msgId === m.id)) continue;
-      const mine = m.from === state.uid;
-      items.push({ id: "d" + m.id, msgId: m.id, mine, from: m.from, body: m.body, status: mine && m.read ? receiptStatus("read") : "" });
-      if (!mine && !m.read) state.herald.markRead(m.id).catch(() => {});
-    }
-    items.sort((a, b) => a.msgId - b.msgId);
-    state.messages.set(key(chat), items);
-    if (state.chat === chat) {
-      $("messages").replaceChildren();
-      for (const item of items) render(item);
-    }
+    const history = await state.herald.history(chat.id, { limit: HISTORY_PAGE });
+    mergeHistory(chat, history);
   }
+}
+
+/** Messages of a 1:1 conversation per history page. */
+const HISTORY_PAGE = 20;
+
+/** Adds a page of `chat`'s history to what the page has, once each, in id
+ *  order, marks the other side's unread ones read, and redraws. */
+function mergeHistory(chat, history) {
+  const items = state.messages.get(key(chat)) || [];
+  for (const m of history.messages) {
+    if (items.some((x) => x.msgId === m.id)) continue;
+    const mine = m.from === state.uid;
+    items.push({ id: "d" + m.id, msgId: m.id, mine, from: m.from, body: m.body, status: mine && m.read ? receiptStatus("read") : "" });
+    if (!mine && !m.read) state.herald.markRead(m.id).catch(() => {});
+  }
+  items.sort((a, b) => a.msgId - b.msgId);
+  state.messages.set(key(chat), items);
+  if (state.chat !== chat) return;
+  $("messages").replaceChildren();
+  if (history.more) {
+    // Older messages stay on the server until asked for.
+    const li = document.createElement("li");
+    li.className = "earlier";
+    const button = document.createElement("button");
+    button.id = "earlier";
+    button.textContent = "Earlier messages";
+    button.onclick = async () => {
+      button.disabled = true;
+      const oldest = items.find((x) => x.msgId)?.msgId;
+      mergeHistory(chat, await state.herald.history(chat.id, { before: oldest, limit: HISTORY_PAGE }));
+      $("messages").firstElementChild?.scrollIntoView({ block: "start" });
+    };
+    li.append(button);
+    $("messages").append(li);
+  }
+  for (const item of items) render(item);
 }
 
 const key = (chat) => chat.kind + ":" + chat.id;
