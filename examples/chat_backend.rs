@@ -9,8 +9,10 @@
 //!   `$CHAT_BACKEND_DIR/cursor` and appends each message to
 //!   `$CHAT_BACKEND_DIR/messages.jsonl`, its own history: a restart of
 //!   either side resumes where it stopped (the cursor is stored after the
-//!   page is written; a crash in between writes the page again, and lines
-//!   carry the feed seq to tell).
+//!   page is written; a page read again is skipped by seq).
+//! - `chat_backend receive ADDR`: the same history, pushed: a receiver for
+//!   herald's `--webhook-url http://ADDR/` that checks each batch's
+//!   signature and skips events it already has by seq.
 //! - `chat_backend hook ADDR`: a moderation hook for `--message-hook
 //!   http://ADDR/`: a message with a word of `BLOCKED` is denied, one in
 //!   capitals is rewritten to lower case, the rest allowed.
@@ -61,31 +63,51 @@ impl Backend {
 /// Words the moderation hook refuses.
 const BLOCKED: &[&str] = &["darn", "heck"];
 
-/// `follow`: the feed, page by page, into `messages.jsonl`, forever.
-async fn follow(backend: &Backend) -> Result<(), String> {
-    use std::io::Write;
-    let dir = std::path::PathBuf::from(
-        std::env::var("CHAT_BACKEND_DIR").unwrap_or_else(|_| "chat-backend-data".into()),
-    );
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let cursor_file = dir.join("cursor");
-    let mut cursor: u64 = std::fs::read_to_string(&cursor_file)
-        .ok()
-        .and_then(|c| c.trim().parse().ok())
-        .unwrap_or(0);
-    println!("following the feed from cursor {cursor}");
-    loop {
-        let path = format!("/api/v1/feed?cursor={cursor}&timeout=25");
-        let page = backend
-            .call(reqwest::Method::GET, &path, Value::Null)
-            .await?;
-        let events = page["events"].as_array().cloned().unwrap_or_default();
+/// The backend's own history: `messages.jsonl` in `$CHAT_BACKEND_DIR`,
+/// and `cursor`, the highest feed seq written to it.
+struct History {
+    dir: std::path::PathBuf,
+    cursor: u64,
+}
+
+impl History {
+    fn open() -> Result<History, String> {
+        let dir = std::path::PathBuf::from(
+            std::env::var("CHAT_BACKEND_DIR").unwrap_or_else(|_| "chat-backend-data".into()),
+        );
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let stored: u64 = std::fs::read_to_string(dir.join("cursor"))
+            .ok()
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(0);
+        // A crash after a message was written and before the cursor was:
+        // the newest line knows better.
+        let written = std::fs::read_to_string(dir.join("messages.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok()?["seq"].as_u64())
+            .max()
+            .unwrap_or(0);
+        Ok(History {
+            dir,
+            cursor: stored.max(written),
+        })
+    }
+
+    /// Writes the messages among `events` that are past the cursor, then
+    /// moves the cursor: a page that comes again (a crash in between, a
+    /// webhook batch retried) is skipped by seq, so each is kept once.
+    fn keep(&mut self, events: &[Value], cursor: u64) -> Result<(), String> {
+        use std::io::Write;
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("messages.jsonl"))
+            .open(self.dir.join("messages.jsonl"))
             .map_err(|e| e.to_string())?;
-        for event in &events {
+        for event in events {
+            if event["seq"].as_u64().unwrap_or(0) <= self.cursor {
+                continue;
+            }
             match event["type"].as_str() {
                 Some("msg" | "group_msg") => {
                     writeln!(log, "{event}").map_err(|e| e.to_string())?;
@@ -99,11 +121,108 @@ async fn follow(backend: &Backend) -> Result<(), String> {
             }
         }
         log.sync_data().map_err(|e| e.to_string())?;
-        cursor = page["cursor"].as_u64().unwrap_or(cursor);
-        // Stored after the page is: at worst a page is written twice.
-        let next = cursor_file.with_extension("new");
-        std::fs::write(&next, cursor.to_string()).map_err(|e| e.to_string())?;
-        std::fs::rename(&next, &cursor_file).map_err(|e| e.to_string())?;
+        if cursor > self.cursor {
+            self.cursor = cursor;
+            let (file, next) = (self.dir.join("cursor"), self.dir.join("cursor.new"));
+            std::fs::write(&next, cursor.to_string()).map_err(|e| e.to_string())?;
+            std::fs::rename(&next, &file).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// `follow`: the feed, page by page, into the history, forever.
+async fn follow(backend: &Backend) -> Result<(), String> {
+    let mut history = History::open()?;
+    println!("following the feed from cursor {}", history.cursor);
+    loop {
+        let path = format!("/api/v1/feed?cursor={}&timeout=25", history.cursor);
+        let page = backend
+            .call(reqwest::Method::GET, &path, Value::Null)
+            .await?;
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        let cursor = page["cursor"].as_u64().unwrap_or(history.cursor);
+        history.keep(&events, cursor)?;
+    }
+}
+
+/// Whether `signature` (`Herald-Signature`) is the HMAC-SHA256 of `body`
+/// keyed by the API key.
+fn signed(api_key: &str, body: &[u8], signature: &str) -> bool {
+    use hmac::Mac;
+    let Some(hex) = signature.strip_prefix("sha256=") else {
+        return false;
+    };
+    let Some(bytes) = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()
+    else {
+        return false;
+    };
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(api_key.as_bytes()).expect("HMAC takes any key");
+    mac.update(body);
+    // Constant time.
+    mac.verify_slice(&bytes).is_ok()
+}
+
+/// `receive ADDR`: the feed pushed by `--webhook-url http://ADDR/`, into
+/// the history: a POST whose signature is wrong is refused (401), a batch
+/// kept answers 200, one that could not be kept 500 (herald retries).
+async fn receive(addr: &str, api_key: String) -> Result<(), String> {
+    use http_body_util::{BodyExt, Full};
+    let history = std::sync::Arc::new(tokio::sync::Mutex::new(History::open()?));
+    let api_key = std::sync::Arc::new(api_key);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    println!("webhook receiver on http://{addr}/");
+    loop {
+        let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let (history, api_key) = (history.clone(), api_key.clone());
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (history, api_key) = (history.clone(), api_key.clone());
+                    async move {
+                        let signature = req
+                            .headers()
+                            .get("herald-signature")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let status = if !signed(&api_key, &body, &signature) {
+                            401
+                        } else {
+                            let page: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            let events = page["events"].as_array().cloned().unwrap_or_default();
+                            let cursor = page["cursor"].as_u64().unwrap_or(0);
+                            match history.lock().await.keep(&events, cursor) {
+                                Ok(()) => 200,
+                                Err(e) => {
+                                    eprintln!("batch not kept: {e}");
+                                    500
+                                }
+                            }
+                        };
+                        let mut answer = hyper::Response::new(Full::new(bytes::Bytes::new()));
+                        *answer.status_mut() =
+                            hyper::StatusCode::from_u16(status).unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(answer)
+                    }
+                });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
     }
 }
 
@@ -162,8 +281,13 @@ async fn main() -> Result<(), String> {
         url: std::env::var("HERALD_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into()),
         api_key: std::env::var("HERALD_API_KEY").map_err(|_| "set HERALD_API_KEY".to_string())?,
     };
-    if command.as_deref() == Some("follow") {
-        return follow(&backend).await;
+    match command.as_deref() {
+        Some("follow") => return follow(&backend).await,
+        Some("receive") => {
+            let addr = args.next().unwrap_or_else(|| "127.0.0.1:9091".into());
+            return receive(&addr, backend.api_key).await;
+        }
+        _ => {}
     }
     use reqwest::Method;
     // 1. Your login succeeded: mint a herald token for the browser.
