@@ -69,7 +69,10 @@ fn kept(dir: &Path) -> Vec<Value> {
 }
 
 async fn wait_kept(dir: &Path, count: usize) -> Vec<Value> {
-    common::eventually(Duration::from_secs(20), || async { kept(dir).len() >= count }).await;
+    common::eventually(Duration::from_secs(20), || async {
+        kept(dir).len() >= count
+    })
+    .await;
     // Anything written twice would show up now.
     tokio::time::sleep(Duration::from_millis(200)).await;
     kept(dir)
@@ -90,19 +93,18 @@ async fn the_example_backend_filters_and_keeps_every_message_once_pushed_or_pull
         format!("http://{hook_addr}/"),
         format!("http://{receive_addr}/"),
     );
-    let server = Server::start_with(&[
-        "--message-hook",
-        &hook_url,
-        "--webhook-url",
-        &webhook_url,
-    ])
-    .await;
+    let server =
+        Server::start_with(&["--message-hook", &hook_url, "--webhook-url", &webhook_url]).await;
     let pushed = dir.path().join("pushed");
     let mut receiver = Backend::start(&["receive", &receive_addr], &server.url(""), &pushed);
     listening(&receive_addr).await;
     let alice = server.token("alice").await;
     assert_eq!(send(&server, &alice, "hello").await, 200);
-    assert_eq!(send(&server, &alice, "oh darn").await, 403, "denied by the filter");
+    assert_eq!(
+        send(&server, &alice, "oh darn").await,
+        403,
+        "denied by the filter"
+    );
     assert_eq!(send(&server, &alice, "LOUD").await, 200);
     assert_eq!(wait_kept(&pushed, 2).await, [json!("hello"), json!("loud")]);
     // The backend restarts; what was sent meanwhile is posted when it is back.
@@ -111,7 +113,10 @@ async fn the_example_backend_filters_and_keeps_every_message_once_pushed_or_pull
     receiver = Backend::start(&["receive", &receive_addr], &server.url(""), &pushed);
     listening(&receive_addr).await;
     let all = wait_kept(&pushed, 3).await;
-    assert_eq!(all, [json!("hello"), json!("loud"), json!("while you were out")]);
+    assert_eq!(
+        all,
+        [json!("hello"), json!("loud"), json!("while you were out")]
+    );
     drop(receiver);
 
     // Pulled: `follow` reads the feed of a server without the webhook.

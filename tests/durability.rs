@@ -10,38 +10,45 @@ use std::time::Duration;
 use common::{seqs, Server, API_KEY};
 use serde_json::{json, Value};
 
-/// Publishes from `writers` tasks to `uid` until the server dies; returns
-/// every acknowledged (seq → data).
+/// Publishes from `writers` tasks to the users `to` (every fourth writer
+/// to the first of them alone, the others to all at once) until the
+/// server dies; returns every acknowledged (uid, seq) → data.
 async fn publish_until_killed(
     server: &mut Server,
-    uid: &str,
+    to: &[&str],
     writers: usize,
     kill_after: Duration,
-) -> BTreeMap<u64, Value> {
+) -> BTreeMap<(String, u64), Value> {
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let mut tasks = Vec::new();
     for w in 0..writers {
         let http = common::client();
         let url = server.url("/api/v1/publish");
         let acked = acked.clone();
-        let uid = uid.to_owned();
+        let to: Vec<String> = match w % 4 {
+            3 => vec![to[0].to_owned()],
+            _ => to.iter().map(|u| u.to_string()).collect(),
+        };
         tasks.push(tokio::spawn(async move {
             for n in 0..100_000u64 {
                 let data = json!({"w": w, "n": n});
                 let sent = http
                     .post(&url)
                     .bearer_auth(API_KEY)
-                    .json(&json!({"to": [uid], "data": data}))
+                    .json(&json!({"to": to, "data": data}))
                     .send()
                     .await;
                 let Ok(response) = sent else { return };
                 let Ok(body) = response.json::<Value>().await else {
                     return;
                 };
-                let Some(seq) = body["seqs"][&uid].as_u64() else {
-                    return;
-                };
-                acked.lock().unwrap().insert(seq, data);
+                let mut acked = acked.lock().unwrap();
+                for uid in &to {
+                    let Some(seq) = body["seqs"][uid].as_u64() else {
+                        return;
+                    };
+                    acked.insert((uid.clone(), seq), data.clone());
+                }
             }
         }));
     }
@@ -53,20 +60,15 @@ async fn publish_until_killed(
     Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_loses_no_acknowledged_event_and_never_reuses_a_seq() {
-    // Sweeps of idle queues every 5 ms: the queue leaves memory between
-    // requests and is reloaded, which must not cost an event or a seq.
-    let mut server = Server::start_with(&["--trim-interval-ms", "5"]).await;
+/// Three rounds of publishing to `to` from 16 writers, each ended by
+/// kill -9 and a restart: every user's queue then has seqs 1..=N without
+/// a hole, every acknowledged event at its seq, and the next publish gets
+/// the next seq.
+async fn publish_kill_and_check(server: &mut Server, to: &[&str]) {
     let mut acknowledged = BTreeMap::new();
     for round in 0..3 {
-        let got = publish_until_killed(
-            &mut server,
-            "dora",
-            16,
-            Duration::from_millis(400 + 200 * round),
-        )
-        .await;
+        let got =
+            publish_until_killed(server, to, 16, Duration::from_millis(400 + 200 * round)).await;
         assert!(
             !got.is_empty(),
             "round {round}: nothing was acknowledged before the kill"
@@ -74,31 +76,55 @@ async fn kill_9_loses_no_acknowledged_event_and_never_reuses_a_seq() {
         acknowledged.extend(got);
         server.restart().await;
 
-        let token = server.token("dora").await;
-        let stored = server.poll_all(&token).await;
-        let stored_seqs = seqs(&stored);
-        // No holes: seqs are 1..=N.
-        assert_eq!(
-            stored_seqs,
-            (1..=stored_seqs.len() as u64).collect::<Vec<_>>(),
-            "round {round}"
-        );
-        let by_seq: BTreeMap<u64, &Value> = stored
-            .iter()
-            .map(|e| (e["seq"].as_u64().unwrap(), &e["data"]))
-            .collect();
-        for (seq, data) in &acknowledged {
-            assert_eq!(
-                by_seq.get(seq),
-                Some(&data),
-                "round {round}: acknowledged seq {seq} lost or changed"
-            );
+        for uid in to {
+            let token = server.token(uid).await;
+            let stored = server.poll_all(&token).await;
+            let stored_seqs = seqs(&stored);
+            // No holes: seqs are 1..=N.
+            let holes = stored_seqs.iter().zip(1..).find(|(seq, n)| **seq != *n);
+            assert_eq!(holes, None, "round {round}, {uid}: a hole");
+            let by_seq: BTreeMap<u64, &Value> = stored
+                .iter()
+                .map(|e| (e["seq"].as_u64().unwrap(), &e["data"]))
+                .collect();
+            for ((user, seq), data) in acknowledged.range((uid.to_string(), 0)..) {
+                if user != uid {
+                    break;
+                }
+                assert_eq!(
+                    by_seq.get(seq),
+                    Some(&data),
+                    "round {round}: acknowledged seq {seq} of {uid} lost or changed"
+                );
+            }
+            // The next seq continues after everything stored.
+            let next = server.publish(&[uid], json!("after")).await;
+            let next = next[uid].as_u64().unwrap();
+            assert_eq!(next, stored_seqs.len() as u64 + 1, "{uid}");
+            acknowledged.insert((uid.to_string(), next), json!("after"));
         }
-        // The next seq continues after everything stored.
-        let next = server.publish(&["dora"], json!("after")).await;
-        assert_eq!(next["dora"].as_u64().unwrap(), stored_seqs.len() as u64 + 1);
-        acknowledged.insert(next["dora"].as_u64().unwrap(), json!("after"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_event_and_never_reuses_a_seq() {
+    // Sweeps of idle queues every 5 ms: the queue leaves memory between
+    // requests and is reloaded, which must not cost an event or a seq.
+    // Room for every event: this is about durability, not retention.
+    let args = ["--trim-interval-ms", "5", "--queue-cap", "1000000"];
+    let mut server = Server::start_with(&args).await;
+    publish_kill_and_check(&mut server, &["dora"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_event_of_publishes_to_many_users() {
+    // 40 recipients: one fan-out record per publish, expanded later; the
+    // first user also gets single publishes in between.
+    let users: Vec<String> = (0..40).map(|i| format!("fan{i}")).collect();
+    let to: Vec<&str> = users.iter().map(String::as_str).collect();
+    let args = ["--trim-interval-ms", "5", "--queue-cap", "1000000"];
+    let mut server = Server::start_with(&args).await;
+    publish_kill_and_check(&mut server, &to).await;
 }
 
 #[tokio::test]

@@ -10,7 +10,9 @@
 //! - tree `kv`:     small records of the IM features (friend lists, group
 //!   members, message records), JSON;
 //! - tree `expiry`: deadline (ms, u64 BE) ++ tree tag ++ key → (): what to
-//!   remove when (see `expiry.rs`).
+//!   remove when (see `expiry.rs`);
+//! - tree `fanout`: record id (u64 BE) → one body and many (user id, seq):
+//!   events that many users get, written once (see `fanout.rs`).
 //!
 //! Seqs are assigned and inserted under the user's lock, so a user's keys
 //! enter sled's log in seq order; readers only read up to the user's durable
@@ -30,6 +32,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
+use self::fanout::{Expander, Job};
 use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
 use super::user_queue::{QueueState, UserQueue};
@@ -79,9 +82,11 @@ pub struct SledStore {
     once: sled::Tree,
     kv: sled::Tree,
     expiry: sled::Tree,
+    fanout: sled::Tree,
     once_ttl: Duration,
     queues: SharedMap<Uid, Arc<UserQueue>>,
-    commit: GroupCommit,
+    commit: Arc<GroupCommit>,
+    expander: Expander,
     metrics: Arc<Metrics>,
     trim_slice: usize,
     /// Made when the store was created: a recreated store has another.
@@ -92,6 +97,9 @@ pub struct SledStore {
     /// leaves behind.
     #[cfg(test)]
     fail_appends: AtomicBool,
+    /// Leaves fan-out records unexpanded, as a crash would.
+    #[cfg(test)]
+    hold_expansion: AtomicBool,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -103,6 +111,9 @@ struct Meta {
 
 /// The kv key of the store's epoch.
 const EPOCH_KEY: &str = "herald/epoch";
+
+/// Per user queue, the highest seq a commit makes durable.
+type Marks = Vec<(Arc<dyn DurableMark>, u64)>;
 
 /// Appends of one batch are committed in chunks of this many, so the first
 /// recipients of a large publish are served while the rest is written.
@@ -116,12 +127,18 @@ fn event_key(id: u64, seq: u64) -> [u8; 16] {
 }
 
 /// The stored form of an event: ts (for retention) ++ its JSON.
-fn stored_event(seq: u64, append: &Append, ts: u64) -> Vec<u8> {
-    let json = event_json(seq, &append.kind, ts, append.data.get());
+fn stored_value(ts: u64, json: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(8 + json.len());
     value.extend_from_slice(&ts.to_be_bytes());
-    value.extend_from_slice(json.as_bytes());
+    value.extend_from_slice(json);
     value
+}
+
+fn stored_event(seq: u64, append: &Append, ts: u64) -> Vec<u8> {
+    stored_value(
+        ts,
+        event_json(seq, &append.kind, ts, append.data.get()).as_bytes(),
+    )
 }
 
 fn be_u64(bytes: &[u8]) -> u64 {
@@ -150,7 +167,25 @@ impl SledStore {
         db.flush()?;
         let log = OpenOptions::new().read(true).open(dir.join("db"))?;
         log.sync_data()?;
-        let commit = GroupCommit::start(db.clone(), log, options.linger, metrics.clone())?;
+        let (events, meta, fanout) = (
+            db.open_tree("events")?,
+            db.open_tree("meta")?,
+            db.open_tree("fanout")?,
+        );
+        if !fanout.is_empty() {
+            let written = fanout::recover(&fanout, &events, &meta)?;
+            db.flush()?;
+            log.sync_data()?;
+            fanout::forget_recovered(&fanout)?;
+            tracing::warn!("expanded the fan-out records a crash left: {written} events");
+        }
+        let commit = Arc::new(GroupCommit::start(
+            db.clone(),
+            log,
+            options.linger,
+            metrics.clone(),
+        )?);
+        let expander = Expander::start(events.clone(), fanout.clone(), commit.clone())?;
         let kv = db.open_tree("kv")?;
         let stored = kv.get(EPOCH_KEY)?;
         let epoch = match stored.and_then(|e| Epoch::parse(&String::from_utf8_lossy(&e))) {
@@ -165,20 +200,24 @@ impl SledStore {
         Ok(SledStore {
             epoch,
             users: db.open_tree("users")?,
-            meta: db.open_tree("meta")?,
-            events: db.open_tree("events")?,
+            meta,
+            events,
             once: db.open_tree("once")?,
             kv,
             expiry: db.open_tree("expiry")?,
+            fanout,
             once_ttl: options.once_ttl,
             db,
             queues: SharedMap::default(),
             commit,
+            expander,
             metrics,
             trim_slice: options.trim_slice.max(1),
             trim_from: Mutex::new(None),
             #[cfg(test)]
             fail_appends: AtomicBool::new(false),
+            #[cfg(test)]
+            hold_expansion: AtomicBool::new(false),
         })
     }
 
@@ -256,6 +295,7 @@ impl SledStore {
                 acked: meta.acked,
                 trimmed: meta.trimmed,
                 recent: VecDeque::new(),
+                pending: Vec::new(),
             }),
             durable: watch::channel(head).0,
             touched: AtomicBool::new(true),
@@ -289,6 +329,77 @@ impl SledStore {
         st.next_seq += 1;
         st.remember(seq, Bytes::copy_from_slice(&value[8..]));
         Ok(seq)
+    }
+
+    /// Like [`Self::insert`] for each of `chunk` (one type and one body
+    /// for many users), as one fan-out record (see `fanout.rs`): every
+    /// recipient is locked in id order while its seq is assigned and the
+    /// record inserted. Pushes the seqs to `seqs`; returns the marks to
+    /// commit.
+    fn insert_fanout(
+        &self,
+        chunk: &[Append],
+        ts: u64,
+        seqs: &mut Vec<u64>,
+    ) -> Result<Marks, StoreError> {
+        let queues = chunk
+            .iter()
+            .map(|append| self.queue(&append.uid))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut order: Vec<usize> = (0..queues.len()).collect();
+        order.sort_by_key(|&i| queues[i].id);
+        // One guard per distinct user; `slot[i]` is the guard of chunk[i].
+        let mut guards = Vec::new();
+        let mut slot = vec![0; queues.len()];
+        for (n, &i) in order.iter().enumerate() {
+            if n == 0 || queues[order[n - 1]].id != queues[i].id {
+                guards.push(queues[i].state());
+            }
+            slot[i] = guards.len() - 1;
+        }
+        let (kind, data) = (chunk[0].kind.as_str(), chunk[0].data.get());
+        let mut taken = vec![0; guards.len()];
+        let mut entries = Vec::with_capacity(queues.len());
+        let mut events = Vec::with_capacity(queues.len());
+        for (q, &g) in queues.iter().zip(&slot) {
+            let seq = guards[g].next_seq + taken[g];
+            taken[g] += 1;
+            entries.push((q.id, seq));
+            events.push(Bytes::from(event_json(seq, kind, ts, data)));
+        }
+        let key = self.db.generate_id()?;
+        self.fanout
+            .insert(key.to_be_bytes(), fanout::encode(ts, kind, data, &entries))?;
+        // Written: now the seqs are taken and the events readable (up to
+        // each user's durable mark).
+        for (st, n) in guards.iter_mut().zip(taken) {
+            st.next_seq += n;
+        }
+        let mut bytes = 0;
+        for ((&g, &(_, seq)), json) in slot.iter().zip(&entries).zip(&events) {
+            bytes += json.len() as u64;
+            guards[g].remember(seq, json.clone());
+            guards[g].pending.push((seq, json.clone()));
+        }
+        drop(guards);
+        self.metrics.appended_bytes.inc_by(bytes);
+        let mut marks: Marks = Vec::with_capacity(queues.len());
+        let mut expand = Vec::with_capacity(queues.len());
+        for ((q, (_, seq)), json) in queues.into_iter().zip(entries).zip(events) {
+            seqs.push(seq);
+            marks.push((q.clone(), seq));
+            expand.push((q, seq, json));
+        }
+        #[cfg(test)]
+        if self.hold_expansion.load(Ordering::Relaxed) {
+            return Ok(marks);
+        }
+        self.expander.submit(Job {
+            key,
+            ts,
+            entries: expand,
+        });
+        Ok(marks)
     }
 
     /// Like [`Self::insert`] for each of `appends` (to the queues
@@ -383,7 +494,7 @@ impl SledStore {
             return Err(StoreError::Io("an atomic append of nothing".into()));
         }
         let (outcome, seqs) = self.insert_all(&queues, &appends, once)?;
-        let marks: Vec<(Arc<dyn DurableMark>, u64)> = match outcome {
+        let marks: Marks = match outcome {
             Once::Appended { .. } => {
                 self.metrics.appends.inc_by(queues.len() as u64);
                 queues
@@ -399,10 +510,7 @@ impl SledStore {
         Ok((outcome, seqs))
     }
 
-    async fn wait_durable(
-        &self,
-        marks: Vec<(Arc<dyn DurableMark>, u64)>,
-    ) -> Result<(), StoreError> {
+    async fn wait_durable(&self, marks: Marks) -> Result<(), StoreError> {
         self.commit_later(marks)?
             .await
             .map_err(|_| StoreError::Closed)?
@@ -412,7 +520,7 @@ impl SledStore {
     /// they are durable (and visible).
     fn commit_later(
         &self,
-        marks: Vec<(Arc<dyn DurableMark>, u64)>,
+        marks: Marks,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (done, durable) = oneshot::channel();
         self.commit.submit(Waiter { marks, done })?;
@@ -427,7 +535,7 @@ impl SledStore {
         limit: PageLimit,
     ) -> Result<Option<Page>, StoreError> {
         let head = q.head();
-        let trimmed = {
+        let (trimmed, pending) = {
             let st = q.state();
             if after >= st.trimmed {
                 if let Some((events, cursor)) = st.recent_after(after, head, limit) {
@@ -439,7 +547,15 @@ impl SledStore {
                     }));
                 }
             }
-            st.trimmed
+            // Taken before sled is read: an event leaves `pending` only
+            // once it is in sled, so it is in one or the other (or both).
+            let pending: Vec<(u64, Bytes)> = st
+                .pending
+                .iter()
+                .filter(|(seq, _)| *seq > after && *seq <= head)
+                .cloned()
+                .collect();
+            (st.trimmed, pending)
         };
         let mut page = Page {
             events: Vec::new(),
@@ -460,15 +576,45 @@ impl SledStore {
             let range = self
                 .events
                 .range(event_key(q.id, from + 1)..=event_key(q.id, head));
-            for item in range {
-                let (key, value) = item?;
-                let json = &value[8..];
+            let mut pending = pending
+                .into_iter()
+                .filter(|(seq, _)| *seq > from)
+                .peekable();
+            // Both in seq order: merged, a seq in both once.
+            let mut add = |seq: u64, json: Bytes| {
                 if !limit.fits(page.events.len(), bytes, json.len()) {
-                    break;
+                    return false;
                 }
                 bytes += json.len();
-                page.cursor = be_u64(&key[8..]);
-                page.events.push(Bytes::copy_from_slice(json));
+                page.cursor = seq;
+                page.events.push(json);
+                true
+            };
+            let mut full = false;
+            'stored: for item in range {
+                let (key, value) = item?;
+                let seq = be_u64(&key[8..]);
+                while let Some((first, _)) = pending.peek() {
+                    if *first > seq {
+                        break;
+                    }
+                    let (first, json) = pending.next().expect("peeked");
+                    if first < seq && !add(first, json) {
+                        full = true;
+                        break 'stored;
+                    }
+                }
+                if !add(seq, Bytes::copy_from_slice(&value[8..])) {
+                    full = true;
+                    break;
+                }
+            }
+            if !full {
+                for (seq, json) in pending {
+                    if !add(seq, json) {
+                        break;
+                    }
+                }
             }
         }
         Ok((q.state().trimmed <= from).then_some(page))
@@ -490,13 +636,21 @@ impl EventQueue for SledStore {
                 // Let the deliveries of the chunks already committed run.
                 tokio::task::yield_now().await;
             }
-            let mut marks: Vec<(Arc<dyn DurableMark>, u64)> = Vec::with_capacity(chunk.len());
-            for append in chunk {
-                let q = self.queue(&append.uid)?;
-                let seq = self.insert(&q, append, ts)?;
-                seqs.push(seq);
-                marks.push((q, seq));
-            }
+            let marks = if chunk.len() >= fanout::MIN_RECIPIENTS
+                && fanout::shares_body(chunk)
+                && self.expander.has_room(chunk.len())
+            {
+                self.insert_fanout(chunk, ts, &mut seqs)?
+            } else {
+                let mut marks: Marks = Vec::with_capacity(chunk.len());
+                for append in chunk {
+                    let q = self.queue(&append.uid)?;
+                    let seq = self.insert(&q, append, ts)?;
+                    seqs.push(seq);
+                    marks.push((q, seq));
+                }
+                marks
+            };
             self.metrics.appends.inc_by(marks.len() as u64);
             commits.push(self.commit_later(marks)?);
         }
@@ -560,5 +714,6 @@ impl EventQueue for SledStore {
 }
 
 mod expiry;
+mod fanout;
 mod records;
 mod retention;

@@ -31,6 +31,9 @@ pub(super) struct QueueState {
     /// The newest few events, so that a woken stream reads what was just
     /// appended from memory instead of from sled (the live fan-out path).
     pub(super) recent: VecDeque<(u64, Bytes)>,
+    /// Events of fan-out records not yet expanded into their own keys, in
+    /// seq order (see `sled/fanout.rs`): readers merge them in.
+    pub(super) pending: Vec<(u64, Bytes)>,
 }
 
 /// How many of the newest events per user [`QueueState::recent`] keeps.

@@ -60,6 +60,10 @@ impl SledStore {
         let head = q.head();
         let (acked, trimmed) = {
             let st = q.state();
+            if !st.pending.is_empty() {
+                // Not all in sled yet: the next pass trims it.
+                return Ok(0);
+            }
             (st.acked, st.trimmed)
         };
         let acked_cutoff = now.saturating_sub(retention.acked_for.as_millis() as u64);
