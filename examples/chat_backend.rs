@@ -177,7 +177,9 @@ async fn receive(addr: &str, api_key: String) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
-    println!("webhook receiver on http://{addr}/");
+    // The bound address: ADDR may ask for any free port (`127.0.0.1:0`).
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("webhook receiver on http://{bound}/");
     loop {
         let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
         let (history, api_key) = (history.clone(), api_key.clone());
@@ -232,7 +234,9 @@ async fn hook(addr: &str) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
-    println!("moderation hook on http://{addr}/");
+    // The bound address: ADDR may ask for any free port (`127.0.0.1:0`).
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("moderation hook on http://{bound}/");
     loop {
         let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
         tokio::spawn(async move {

@@ -20,23 +20,42 @@ fn example() -> PathBuf {
     profile.join("examples").join("chat_backend")
 }
 
-/// A free port on 127.0.0.1 (free when asked; the example binds it next).
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
 /// Runs `chat_backend ARGS` with its history in `dir`; killed on drop.
 struct Backend(Child);
 
 impl Backend {
     fn start(args: &[&str], herald: &str, dir: &Path) -> Backend {
+        Backend::spawn(args, herald, dir, Stdio::null())
+    }
+
+    /// Starts a `hook` or `receive` backend (on `127.0.0.1:0`: any free
+    /// port) and returns it with the address it listens on, from the line
+    /// it prints once it does.
+    fn listen(args: &[&str], dir: &Path) -> (Backend, String) {
+        use std::io::BufRead;
+        let mut backend = Backend::spawn(args, "", dir, Stdio::piped());
+        let stdout = backend.0.stdout.take().expect("piped");
+        let mut stdout = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        // Drained, not closed: its later lines must not fail to print.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("chat_backend {args:?} printed {line:?}"))
+            .to_owned();
+        (backend, addr)
+    }
+
+    fn spawn(args: &[&str], herald: &str, dir: &Path, stdout: Stdio) -> Backend {
         let child = Command::new(example())
             .args(args)
             .env("HERALD_URL", herald)
             .env("HERALD_API_KEY", API_KEY)
             .env("CHAT_BACKEND_DIR", dir)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .spawn()
             .expect("cargo test builds examples/chat_backend");
         Backend(child)
@@ -48,15 +67,6 @@ impl Drop for Backend {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Waits until `addr` accepts connections.
-async fn listening(addr: &str) {
-    let up = common::eventually(Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-    })
-    .await;
-    assert!(up, "chat_backend did not listen on {addr}");
 }
 
 /// The bodies in the backend's history, in its order.
@@ -85,19 +95,16 @@ async fn send(server: &Server, token: &str, body: &str) -> u16 {
 
 #[tokio::test]
 async fn the_example_backend_filters_and_keeps_every_message_once_pushed_or_pulled() {
-    let (hook_addr, receive_addr) = (free_addr(), free_addr());
     let dir = tempfile::tempdir().unwrap();
-    let hook = Backend::start(&["hook", &hook_addr], "", dir.path());
-    listening(&hook_addr).await;
+    let (hook, hook_addr) = Backend::listen(&["hook", "127.0.0.1:0"], dir.path());
+    let pushed = dir.path().join("pushed");
+    let (mut receiver, receive_addr) = Backend::listen(&["receive", "127.0.0.1:0"], &pushed);
     let (hook_url, webhook_url) = (
         format!("http://{hook_addr}/"),
         format!("http://{receive_addr}/"),
     );
     let server =
         Server::start_with(&["--message-hook", &hook_url, "--webhook-url", &webhook_url]).await;
-    let pushed = dir.path().join("pushed");
-    let mut receiver = Backend::start(&["receive", &receive_addr], &server.url(""), &pushed);
-    listening(&receive_addr).await;
     let alice = server.token("alice").await;
     assert_eq!(send(&server, &alice, "hello").await, 200);
     assert_eq!(
@@ -110,8 +117,8 @@ async fn the_example_backend_filters_and_keeps_every_message_once_pushed_or_pull
     // The backend restarts; what was sent meanwhile is posted when it is back.
     drop(receiver);
     assert_eq!(send(&server, &alice, "while you were out").await, 200);
-    receiver = Backend::start(&["receive", &receive_addr], &server.url(""), &pushed);
-    listening(&receive_addr).await;
+    // Back on the same address, which herald keeps posting to.
+    receiver = Backend::listen(&["receive", &receive_addr], &pushed).0;
     let all = wait_kept(&pushed, 3).await;
     assert_eq!(
         all,
