@@ -25,7 +25,7 @@ if ! command -v nginx >/dev/null; then
 fi
 
 echo "== cargo test (unit + integration, real servers on 127.0.0.1)"
-cargo test --all-targets --locked
+cargo test --locked
 
 echo "== benchmark smoke runs (tiny scale: every stage must still run; no timing is asserted)"
 BENCH_SCALE=0.02 cargo run --locked --quiet --example bench_queue

@@ -289,8 +289,7 @@ async fn follow_changes(app: std::sync::Weak<App>) {
 async fn open_backend(config: &Config, metrics: &Arc<Metrics>) -> Result<Backend, StartError> {
     if let Some(url) = config.redis_url() {
         let options = RedisOptions {
-            max_events: config.retention().max_events,
-            queue_ttl: config.retention().max_age,
+            retention: config.retention(),
             once_ttl: config.record_ttl(),
             durability: config.redis_durability,
         };

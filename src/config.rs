@@ -178,6 +178,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_QUEUE_CAP", default_value_t = 10_000)]
     pub queue_cap: u64,
 
+    /// Most events the backend feed keeps (its `--queue-cap`): room for a
+    /// backend that is down a while.
+    #[arg(long, env = "HERALD_FEED_CAP", default_value_t = 1_000_000)]
+    pub feed_cap: u64,
+
     /// Oldest event kept, acked or not, in seconds.
     #[arg(long, env = "HERALD_QUEUE_MAX_AGE", default_value_t = 7 * 24 * 3600)]
     pub queue_max_age: u64,
@@ -277,6 +282,7 @@ impl Config {
         Retention {
             acked_for: Duration::from_secs(self.retention),
             max_events: self.queue_cap.max(1),
+            feed_max_events: self.feed_cap.max(1),
             max_age: Duration::from_secs(self.queue_max_age),
         }
     }

@@ -13,7 +13,8 @@ use std::time::Duration;
 use common::{Server, API_KEY};
 use serde_json::{json, Value};
 
-/// The example's binary, built by `cargo test` next to this test's.
+/// The example's binary, which `cargo test` builds next to this test's
+/// (`--all-targets` builds examples as test harnesses instead).
 fn example() -> PathBuf {
     let deps = std::env::current_exe().unwrap();
     let profile = deps.parent().unwrap().parent().unwrap();

@@ -126,7 +126,7 @@ async fn the_feed_has_every_message_once_in_order_across_kill_9_and_a_consumer_r
 async fn the_feed_is_held_like_a_long_poll_and_gives_a_gap_past_retention() {
     let server = Server::start_with(&[
         "--feed",
-        "--queue-cap",
+        "--feed-cap",
         "5",
         "--trim-interval-ms",
         "100",
@@ -165,6 +165,11 @@ async fn the_feed_is_held_like_a_long_poll_and_gives_a_gap_past_retention() {
     );
     let (events, _) = feed(&server, 1, 0).await;
     assert_eq!(events.last().unwrap()["data"]["body"], 9);
+    // The feed's cap is its own: bob's queue (--queue-cap) keeps all 11.
+    let bob = server.poll_all(&server.token("bob").await).await;
+    let bodies: Vec<&Value> = bob.iter().map(|e| &e["data"]["body"]).collect();
+    assert_eq!(bodies.len(), 11, "{bodies:?}");
+    assert_eq!(bob[0]["type"], "msg");
 }
 
 #[tokio::test]

@@ -126,8 +126,22 @@ pub struct Retention {
     pub acked_for: Duration,
     /// Most events kept per user, acked or not.
     pub max_events: u64,
+    /// Most events the backend feed keeps, acked or not: a backend that
+    /// is down a while must not lose what a user's queue may drop.
+    pub feed_max_events: u64,
     /// Oldest event kept, acked or not.
     pub max_age: Duration,
+}
+
+impl Retention {
+    /// Most events `uid`'s queue keeps.
+    pub fn cap_of(&self, uid: &Uid) -> u64 {
+        if *uid == Uid::feed() {
+            self.feed_max_events
+        } else {
+            self.max_events
+        }
+    }
 }
 
 impl Default for Retention {
@@ -135,6 +149,7 @@ impl Default for Retention {
         Retention {
             acked_for: Duration::from_secs(3600),
             max_events: 10_000,
+            feed_max_events: 1_000_000,
             max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }

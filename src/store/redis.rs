@@ -35,7 +35,7 @@ use redis::{Script, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::event::{gap_event, now_ms};
-use super::{Acked, Append, Epoch, EventQueue, Once, Page, PageLimit, StoreError};
+use super::{Acked, Append, Epoch, EventQueue, Once, Page, PageLimit, Retention, StoreError};
 use crate::uid::Uid;
 use crate::SharedMap;
 
@@ -57,10 +57,9 @@ pub enum Durability {
 /// Tuning of the Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// Most events kept per user (`MAXLEN ~`).
-    pub max_events: u64,
-    /// How long an idle queue is kept.
-    pub queue_ttl: Duration,
+    /// Most events kept per user and by the feed (`MAXLEN ~`), and how
+    /// long an idle queue is kept (its oldest event's age).
+    pub retention: Retention,
     /// How long an idempotency key is kept.
     pub once_ttl: Duration,
     pub durability: Durability,
@@ -270,8 +269,7 @@ impl RedisStore {
         let mut call = self.scripts.append.prepare_invoke();
         let epoch = new_epoch();
         call.arg(&epoch)
-            .arg(self.options.max_events.max(1))
-            .arg(self.options.queue_ttl.as_millis() as u64)
+            .arg(self.options.retention.max_age.as_millis() as u64)
             .arg(once.map_or("", |(k, _)| k))
             .arg(once.map_or(0, |(_, t)| t))
             .arg(self.options.once_ttl.as_millis() as u64);
@@ -280,6 +278,7 @@ impl RedisStore {
             let kind = serde_json::to_string(&append.kind).unwrap_or_else(|_| "\"\"".into());
             call.arg(wake_channel(&append.uid))
                 .arg(append.uid.as_str())
+                .arg(self.options.retention.cap_of(&append.uid).max(1))
                 .arg(format!(
                     r#","type":{kind},"ts":{ts},"data":{}}}"#,
                     append.data.get()
@@ -385,7 +384,7 @@ impl EventQueue for RedisStore {
             .arg(after)
             .arg(limit.events.max(1))
             .arg(new_epoch())
-            .arg(self.options.queue_ttl.as_millis() as u64)
+            .arg(self.options.retention.max_age.as_millis() as u64)
             .invoke_async(&mut self.conn())
             .await?;
         let mut parts = array(reply).ok_or_else(|| bad_reply("read"))?.into_iter();

@@ -1,33 +1,33 @@
 -- Appends one event to each of several users' queues, atomically.
 -- KEYS: per user, its meta hash and its stream (2 keys per user).
 -- ARGV[1] epoch for a queue that has none (new, or its data was lost)
--- ARGV[2] most events kept per user (MAXLEN ~)
--- ARGV[3] ms an idle queue is kept (PEXPIRE of both keys)
--- ARGV[4] idempotency key ('' for none), ARGV[5] its tag, ARGV[6] its ttl ms
--- then per user: wake channel, uid, event JSON after its seq.
+-- ARGV[2] ms an idle queue is kept (PEXPIRE of both keys)
+-- ARGV[3] idempotency key ('' for none), ARGV[4] its tag, ARGV[5] its ttl ms
+-- then per user: wake channel, uid, most events kept (MAXLEN ~), event
+-- JSON after its seq.
 -- Returns the seqs, or {-1, tag} when the idempotency key was used before.
-if ARGV[4] ~= '' then
-  local tag = redis.call('GET', ARGV[4])
+if ARGV[3] ~= '' then
+  local tag = redis.call('GET', ARGV[3])
   if tag then return {-1, tonumber(tag)} end
 end
 local seqs = {}
 local users = #KEYS / 2
 for i = 1, users do
   local meta, stream = KEYS[2 * i - 1], KEYS[2 * i]
-  local at = 6 + 3 * (i - 1)
+  local at = 5 + 4 * (i - 1)
   if redis.call('HSETNX', meta, 'e', ARGV[1]) == 1 then
     -- No meta: a new queue, or one whose meta was lost. Seqs restart at 1
     -- under a new epoch, so nothing older may stay readable.
     redis.call('DEL', stream)
   end
   local seq = redis.call('HINCRBY', meta, 's', 1)
-  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], seq .. '-0', 'j', '{"seq":' .. seq .. ARGV[at + 3])
-  redis.call('PEXPIRE', meta, ARGV[3])
-  redis.call('PEXPIRE', stream, ARGV[3])
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[at + 3], seq .. '-0', 'j', '{"seq":' .. seq .. ARGV[at + 4])
+  redis.call('PEXPIRE', meta, ARGV[2])
+  redis.call('PEXPIRE', stream, ARGV[2])
   redis.call('PUBLISH', ARGV[at + 1], ARGV[at + 2] .. ' ' .. seq)
   seqs[i] = seq
 end
-if ARGV[4] ~= '' then
-  redis.call('SET', ARGV[4], ARGV[5], 'PX', ARGV[6])
+if ARGV[3] ~= '' then
+  redis.call('SET', ARGV[3], ARGV[4], 'PX', ARGV[5])
 end
 return seqs

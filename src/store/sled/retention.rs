@@ -68,7 +68,7 @@ impl SledStore {
         };
         let acked_cutoff = now.saturating_sub(retention.acked_for.as_millis() as u64);
         let age_cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
-        let mut upto = trimmed.max(head.saturating_sub(retention.max_events));
+        let mut upto = trimmed.max(head.saturating_sub(retention.cap_of(&q.uid)));
         for item in self
             .events
             .range(event_key(q.id, upto + 1)..=event_key(q.id, head))
@@ -138,6 +138,7 @@ mod tests {
         let keep_one = Retention {
             acked_for: Duration::from_secs(3600),
             max_events: 1,
+            feed_max_events: 1,
             max_age: Duration::from_secs(3600),
         };
         // Seven users with three events each; a pass visits three users and
