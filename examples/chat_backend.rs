@@ -167,57 +167,36 @@ fn signed(api_key: &str, body: &[u8], signature: &str) -> bool {
     mac.verify_slice(&bytes).is_ok()
 }
 
-/// `receive ADDR`: the feed pushed by `--webhook-url http://ADDR/`, into
-/// the history: a POST whose signature is wrong is refused (401), a batch
-/// kept answers 200, one that could not be kept 500 (herald retries).
-async fn receive(addr: &str, api_key: String) -> Result<(), String> {
+/// Answers every HTTP/1 request on `addr` with `answer(headers, body)`:
+/// a status and a body. Prints where it listens (`addr` may ask for any
+/// free port, `127.0.0.1:0`).
+async fn serve<F, Fut>(addr: &str, what: &str, answer: F) -> Result<(), String>
+where
+    F: Fn(hyper::HeaderMap, bytes::Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (u16, String)> + Send + 'static,
+{
     use http_body_util::{BodyExt, Full};
-    let history = std::sync::Arc::new(tokio::sync::Mutex::new(History::open()?));
-    let api_key = std::sync::Arc::new(api_key);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
-    // The bound address: ADDR may ask for any free port (`127.0.0.1:0`).
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("webhook receiver on http://{bound}/");
+    println!("{what} on http://{bound}/");
     loop {
         let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
-        let (history, api_key) = (history.clone(), api_key.clone());
+        let answer = answer.clone();
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (history, api_key) = (history.clone(), api_key.clone());
+                    let answer = answer.clone();
                     async move {
-                        let signature = req
-                            .headers()
-                            .get("herald-signature")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let status = if !signed(&api_key, &body, &signature) {
-                            401
-                        } else {
-                            let page: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                            let events = page["events"].as_array().cloned().unwrap_or_default();
-                            let cursor = page["cursor"].as_u64().unwrap_or(0);
-                            match history.lock().await.keep(&events, cursor) {
-                                Ok(()) => 200,
-                                Err(e) => {
-                                    eprintln!("batch not kept: {e}");
-                                    500
-                                }
-                            }
-                        };
-                        let mut answer = hyper::Response::new(Full::new(bytes::Bytes::new()));
-                        *answer.status_mut() =
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes());
+                        let (status, text) = answer(parts.headers, body.unwrap_or_default()).await;
+                        let mut response =
+                            hyper::Response::new(Full::new(bytes::Bytes::from(text)));
+                        *response.status_mut() =
                             hyper::StatusCode::from_u16(status).unwrap_or_default();
-                        Ok::<_, std::convert::Infallible>(answer)
+                        Ok::<_, std::convert::Infallible>(response)
                     }
                 });
             let io = hyper_util::rt::TokioIo::new(stream);
@@ -228,49 +207,52 @@ async fn receive(addr: &str, api_key: String) -> Result<(), String> {
     }
 }
 
+/// `receive ADDR`: the feed pushed by `--webhook-url http://ADDR/`, into
+/// the history: a POST whose signature is wrong is refused (401), a batch
+/// kept answers 200, one that could not be kept 500 (herald retries).
+async fn receive(addr: &str, api_key: String) -> Result<(), String> {
+    let history = std::sync::Arc::new(tokio::sync::Mutex::new(History::open()?));
+    let api_key = std::sync::Arc::new(api_key);
+    serve(addr, "webhook receiver", move |headers, body| {
+        let (history, api_key) = (history.clone(), api_key.clone());
+        async move {
+            let signature = headers
+                .get("herald-signature")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !signed(&api_key, &body, signature) {
+                return (401, String::new());
+            }
+            let page: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            let cursor = page["cursor"].as_u64().unwrap_or(0);
+            match history.lock().await.keep(&events, cursor) {
+                Ok(()) => (200, String::new()),
+                Err(e) => {
+                    eprintln!("batch not kept: {e}");
+                    (500, String::new())
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// `hook ADDR`: answers herald's `--message-hook` questions.
 async fn hook(addr: &str) -> Result<(), String> {
-    use http_body_util::{BodyExt, Full};
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
-    // The bound address: ADDR may ask for any free port (`127.0.0.1:0`).
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("moderation hook on http://{bound}/");
-    loop {
-        let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let body = req
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    let question: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    let text = question["body"].as_str().unwrap_or("");
-                    let verdict = if BLOCKED.iter().any(|w| text.to_lowercase().contains(w)) {
-                        json!({"allow": false, "reason": "please keep it friendly"})
-                    } else if !text.is_empty()
-                        && text == text.to_uppercase()
-                        && text != text.to_lowercase()
-                    {
-                        json!({"allow": true, "body": text.to_lowercase()})
-                    } else {
-                        json!({"allow": true})
-                    };
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                        bytes::Bytes::from(verdict.to_string()),
-                    )))
-                },
-            );
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
-        });
-    }
+    serve(addr, "moderation hook", |_, body| async move {
+        let question: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let text = question["body"].as_str().unwrap_or("");
+        let verdict = if BLOCKED.iter().any(|w| text.to_lowercase().contains(w)) {
+            json!({"allow": false, "reason": "please keep it friendly"})
+        } else if !text.is_empty() && text == text.to_uppercase() && text != text.to_lowercase() {
+            json!({"allow": true, "body": text.to_lowercase()})
+        } else {
+            json!({"allow": true})
+        };
+        (200, verdict.to_string())
+    })
+    .await
 }
 
 #[tokio::main]

@@ -21,15 +21,7 @@ async fn feed(server: &Server, cursor: u64, timeout: u64) -> (Vec<Value>, u64) {
 #[tokio::test]
 async fn the_feed_has_every_message_once_in_order_across_kill_9_and_a_consumer_restart() {
     let mut server = Server::start_with(&["--feed", "--send-rate", "0"]).await;
-    assert_eq!(
-        server
-            .backend_put(
-                "/api/v1/groups/g/members",
-                json!({"members": ["alice", "bob"]})
-            )
-            .await,
-        200
-    );
+    server.set_members("g", &["alice", "bob"]).await;
     // The consumer keeps its cursor the way a backend keeps it in a file.
     let mut cursor = 0;
     let mut seen: Vec<Value> = Vec::new();
@@ -197,13 +189,7 @@ async fn only_the_backend_reads_the_feed_and_only_when_kept() {
 async fn the_feed_records_status_changes_group_read_marks_and_presence_when_asked() {
     let server =
         Server::start_with(&["--feed", "--feed-presence", "--presence-window-ms", "50"]).await;
-    let members = json!({"members": ["alice", "bob"]});
-    assert_eq!(
-        server
-            .backend_put("/api/v1/groups/g/members", members)
-            .await,
-        200
-    );
+    server.set_members("g", &["alice", "bob"]).await;
     let (alice, bob) = (server.token("alice").await, server.token("bob").await);
     // alice connects (a stream), chooses busy, and leaves.
     let stream = server.open("/v1/sse", &alice).await;

@@ -121,15 +121,7 @@ async fn the_hook_denies_rewrites_and_a_denied_message_is_nowhere() {
     assert_eq!(kept, [&json!("PLEASE SHOUT THIS"), &json!("fine")]);
 
     // Group messages and WebSocket sends go by the hook too.
-    assert_eq!(
-        server
-            .backend_put(
-                "/api/v1/groups/g/members",
-                json!({"members": ["alice", "bob"]})
-            )
-            .await,
-        200
-    );
+    server.set_members("g", &["alice", "bob"]).await;
     let (status, body) = server
         .post_as(&alice, "/v1/groups/g/messages", json!({"body": "darn it"}))
         .await;

@@ -121,13 +121,7 @@ async fn a_receiver_that_fails_three_times_gets_every_event_in_order_by_seq_acro
     let receiver = start_receiver(3, 500).await;
     let mut server =
         Server::start_with(&["--webhook-url", &receiver.url, "--send-rate", "0"]).await;
-    let members = json!({"members": ["alice", "bob"]});
-    assert_eq!(
-        server
-            .backend_put("/api/v1/groups/g/members", members)
-            .await,
-        200
-    );
+    server.set_members("g", &["alice", "bob"]).await;
     for round in 0..2 {
         let (alice, bob) = (server.token("alice").await, server.token("bob").await);
         for n in 0..8 {

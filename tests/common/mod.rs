@@ -224,6 +224,13 @@ impl Server {
         response.status().as_u16()
     }
 
+    /// Makes `members` the members of group `gid` (the backend's PUT).
+    pub async fn set_members(&self, gid: &str, members: &[&str]) {
+        let path = format!("/api/v1/groups/{gid}/members");
+        let status = self.backend_put(&path, json!({ "members": members })).await;
+        assert_eq!(status, 200, "PUT {path}");
+    }
+
     /// Publishes a notice to `to`; returns the seqs by uid.
     pub async fn publish(&self, to: &[&str], data: Value) -> Value {
         let response = self
