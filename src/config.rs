@@ -115,7 +115,8 @@ pub struct Config {
     pub send_rate: u32,
 
     /// Keep the backend feed (`GET /api/v1/feed`): every direct and group
-    /// message and receipt, in order, for the chat backend. A direct
+    /// message, receipt, group read mark and status choice, in order, for
+    /// the chat backend. A direct
     /// message then takes one atomic write to two queues (measured: p50
     /// 0.49 → 0.66 ms for one sender at a time); off, nothing is kept.
     #[arg(long, env = "HERALD_FEED")]
