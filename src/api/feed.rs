@@ -1,6 +1,7 @@
 //! `GET /api/v1/feed?cursor=N&epoch=E&limit=L&timeout=S` (API key): the
-//! backend feed, what clients send (direct messages, group messages,
-//! receipts), durable and in order, read like a user's queue: the events
+//! backend feed, what clients do (direct and group messages, receipts,
+//! group read marks, status choices; presence with `--feed-presence`),
+//! durable and in order, read like a user's queue: the events
 //! after the cursor, held up to `timeout` seconds (0, the default: answer
 //! at once) when there are none. Passing `cursor=N` acks N, so acked events
 //! follow the queue's retention (unless `--webhook-url` pushes the feed:
