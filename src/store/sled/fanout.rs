@@ -387,6 +387,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_user_twice_in_one_record_gets_two_seqs_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.hold_expansion.store(true, Ordering::Relaxed);
+        let mut to = users(MIN_RECIPIENTS);
+        to.insert(3, to[0].clone());
+        let seqs = store.append(to_all(&to, 7)).await.unwrap();
+        assert_eq!((seqs[0], seqs[3], seqs[1]), (1, 2, 1));
+        let all = PageLimit {
+            events: 100,
+            bytes: 1 << 20,
+        };
+        assert_eq!(read_all(&store, &to[0], 0, all).await, vec![1, 2]);
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(read_all(&store, &to[0], 0, all).await, vec![1, 2]);
+        assert_eq!(store.append(to_all(&to[..1], 8)).await.unwrap(), vec![3]);
+    }
+
+    #[tokio::test]
     async fn records_are_expanded_and_removed_after_the_commit() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
