@@ -14,11 +14,13 @@
 //! - tree `fanout`: record id (u64 BE) → one body and many (user id, seq):
 //!   events that many users get, written once (see `fanout.rs`).
 //!
-//! Seqs are assigned and inserted under the user's lock, so a user's keys
-//! enter sled's log in seq order; readers only read up to the user's durable
-//! mark, which the commit thread raises after the flush that covers them.
-//! After a crash the next seq is one past the highest key (or past
-//! `trimmed`), so a seq any client saw is never handed out again.
+//! Seqs are assigned and inserted (as a key, or in a fan-out record) under
+//! the user's lock, so what holds a user's events enters sled's log in seq
+//! order; readers only read up to the user's durable mark, which the commit
+//! thread raises after the flush that covers them. After a crash the
+//! records left are expanded first, then the next seq is one past the
+//! highest key (or past `trimmed`), so a seq any client saw is never handed
+//! out again.
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
