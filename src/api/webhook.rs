@@ -12,7 +12,9 @@
 //!
 //! Browsers never wait for it: the feed event is written with the message,
 //! and this task reads it later. In a cluster every node runs the task and
-//! the store's lock lets one `POST` at a time, so batches stay in order.
+//! the store's lock lets one `POST` at a time, so batches stay in order; a
+//! node that finds the lock taken looks again a second later (a node killed
+//! while posting holds it at most the lock's 10 s lease).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long an idle task waits for the feed before it looks again anyway
 /// (a wake-up lost by a cluster node costs at most this).
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
+/// How soon a node that found another posting looks again.
+const BUSY_RECHECK: Duration = Duration::from_secs(1);
 
 pub struct Webhook {
     client: Client<HttpConnector, Full<Bytes>>,
@@ -54,6 +58,15 @@ pub struct Webhook {
 struct Position {
     cursor: u64,
     epoch: Option<String>,
+}
+
+/// What one attempt did.
+enum Attempt {
+    Delivered,
+    /// Nothing after the cursor.
+    Idle,
+    /// Another node holds the lock (it is posting).
+    Busy,
 }
 
 /// Why a batch was not delivered, and how soon to try again at the
@@ -79,11 +92,12 @@ impl Webhook {
         let mut backoff = MIN_BACKOFF;
         loop {
             let wait = match self.deliver_one(&app, &feed).await {
-                Ok(true) => {
+                Ok(Attempt::Delivered) => {
                     backoff = MIN_BACKOFF;
                     continue;
                 }
-                Ok(false) => None,
+                Ok(Attempt::Idle) => None,
+                Ok(Attempt::Busy) => Some(BUSY_RECHECK),
                 Err(failed) => {
                     tracing::warn!("webhook: {}; retrying", failed.reason);
                     app.metrics.webhook_failed.inc();
@@ -118,26 +132,29 @@ impl Webhook {
         let _ = tokio::time::timeout(IDLE_RECHECK, head.wait_for(|&h| h > cursor)).await;
     }
 
-    /// Posts the next batch of the feed, if there is one: `Ok(true)` when
-    /// one was delivered, `Ok(false)` when there was none.
-    async fn deliver_one(&self, app: &App, feed: &Uid) -> Result<bool, Failed> {
+    /// Posts the next batch of the feed, if there is one and no other node
+    /// is posting.
+    async fn deliver_one(&self, app: &App, feed: &Uid) -> Result<Attempt, Failed> {
         let failed = |reason: String| Failed {
             reason,
             retry_after: None,
         };
         // One node at a time, from the cursor as the last one left it.
-        let _lease = app
+        let lease = app
             .store
-            .lock("webhook")
+            .try_lock("webhook")
             .await
             .map_err(|e| failed(e.to_string()))?;
+        let Some(_lease) = lease else {
+            return Ok(Attempt::Busy);
+        };
         let at = position(app).await.map_err(failed)?;
         let epoch = at.epoch.as_deref().and_then(Epoch::parse);
         let page = read_after(app, feed, at.cursor, BATCH, epoch)
             .await
             .map_err(|e| failed(format!("reading the feed: {e}")))?;
         if page.events.is_empty() {
-            return Ok(false);
+            return Ok(Attempt::Idle);
         }
         let body = Bytes::from(page_json(app, &page, false));
         match tokio::time::timeout(self.timeout, self.post(app, &page, body)).await {
@@ -160,7 +177,7 @@ impl Webhook {
         app.metrics
             .webhook_delivered
             .inc_by(page.events.len() as u64);
-        Ok(true)
+        Ok(Attempt::Delivered)
     }
 
     async fn post(&self, app: &App, page: &Page, body: Bytes) -> Result<(), Failed> {

@@ -316,6 +316,12 @@ pub trait Records: Send + Sync + 'static {
         Ok(Lease::none())
     }
 
+    /// [`Records::lock`] if nobody holds it now; `None` if another process
+    /// does.
+    async fn try_lock(&self, _name: &str) -> Result<Option<Lease>, StoreError> {
+        Ok(Some(Lease::none()))
+    }
+
     /// Tells every process of the store that the records named by `change`
     /// changed (see [`Records::changes`]).
     async fn announce(&self, _change: &str) -> Result<(), StoreError> {

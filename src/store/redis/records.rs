@@ -12,6 +12,10 @@ use super::{bad_reply, bytes, int, pairs, RedisStore, CHANGES, KV_DEADLINES, KV_
 use crate::store::event::now_ms;
 use crate::store::{Lease, Records, StoreError};
 
+/// How long a lock is held at most: a node killed while holding one blocks
+/// the others no longer than this.
+pub const LEASE: Duration = Duration::from_secs(10);
+
 impl RedisStore {
     /// Removes the records whose deadline passed (at most 1000 per call);
     /// returns how many. Any node may run it: the script is atomic.
@@ -175,38 +179,42 @@ impl Records for RedisStore {
     }
 
     async fn lock(&self, name: &str) -> Result<Lease, StoreError> {
-        let key = format!("h:lock:{name}");
-        let token = format!("{:x}", rand::random::<u64>());
         let mut wait = Duration::from_millis(1);
-        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        let give_up = tokio::time::Instant::now() + LEASE;
         loop {
-            // A lease, so that a node killed while holding it blocks
-            // nobody for longer than this.
-            let set: Option<String> = redis::cmd("SET")
-                .arg(&key)
-                .arg(&token)
-                .arg("NX")
-                .arg("PX")
-                .arg(10_000)
-                .query_async(&mut self.conn())
-                .await?;
-            if set.is_some() {
-                let (conn, release) = (self.conn(), self.scripts.release.clone());
-                return Ok(Lease::new(move || {
-                    tokio::spawn(async move {
-                        let mut conn = conn;
-                        let _: Result<i64, _> =
-                            release.key(key).arg(token).invoke_async(&mut conn).await;
-                    });
-                }));
+            if let Some(lease) = self.try_lock(name).await? {
+                return Ok(lease);
             }
             if tokio::time::Instant::now() > give_up {
                 return Err(StoreError::Unavailable(format!(
-                    "lock {name} still held by another node after 10 s"
+                    "lock {name} still held by another node after {LEASE:?}"
                 )));
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_millis(20));
         }
+    }
+
+    async fn try_lock(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        let key = format!("h:lock:{name}");
+        let token = format!("{:x}", rand::random::<u64>());
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(LEASE.as_millis() as u64)
+            .query_async(&mut self.conn())
+            .await?;
+        if set.is_none() {
+            return Ok(None);
+        }
+        let (conn, release) = (self.conn(), self.scripts.release.clone());
+        Ok(Some(Lease::new(move || {
+            tokio::spawn(async move {
+                let mut conn = conn;
+                let _: Result<i64, _> = release.key(key).arg(token).invoke_async(&mut conn).await;
+            });
+        })))
     }
 }
