@@ -34,7 +34,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
-use self::fanout::{Expander, Job};
+use self::fanout::Expander;
 use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
 use super::user_queue::{QueueState, UserQueue};
@@ -178,7 +178,8 @@ impl SledStore {
             let written = fanout::recover(&fanout, &events, &meta)?;
             db.flush()?;
             log.sync_data()?;
-            fanout::forget_recovered(&fanout)?;
+            // Only once what they stood for is durable.
+            fanout.clear()?;
             tracing::warn!("expanded the fan-out records a crash left: {written} events");
         }
         let commit = Arc::new(GroupCommit::start(
@@ -331,77 +332,6 @@ impl SledStore {
         st.next_seq += 1;
         st.remember(seq, Bytes::copy_from_slice(&value[8..]));
         Ok(seq)
-    }
-
-    /// Like [`Self::insert`] for each of `chunk` (one type and one body
-    /// for many users), as one fan-out record (see `fanout.rs`): every
-    /// recipient is locked in id order while its seq is assigned and the
-    /// record inserted. Pushes the seqs to `seqs`; returns the marks to
-    /// commit.
-    fn insert_fanout(
-        &self,
-        chunk: &[Append],
-        ts: u64,
-        seqs: &mut Vec<u64>,
-    ) -> Result<Marks, StoreError> {
-        let queues = chunk
-            .iter()
-            .map(|append| self.queue(&append.uid))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut order: Vec<usize> = (0..queues.len()).collect();
-        order.sort_by_key(|&i| queues[i].id);
-        // One guard per distinct user; `slot[i]` is the guard of chunk[i].
-        let mut guards = Vec::new();
-        let mut slot = vec![0; queues.len()];
-        for (n, &i) in order.iter().enumerate() {
-            if n == 0 || queues[order[n - 1]].id != queues[i].id {
-                guards.push(queues[i].state());
-            }
-            slot[i] = guards.len() - 1;
-        }
-        let (kind, data) = (chunk[0].kind.as_str(), chunk[0].data.get());
-        let mut taken = vec![0; guards.len()];
-        let mut entries = Vec::with_capacity(queues.len());
-        let mut events = Vec::with_capacity(queues.len());
-        for (q, &g) in queues.iter().zip(&slot) {
-            let seq = guards[g].next_seq + taken[g];
-            taken[g] += 1;
-            entries.push((q.id, seq));
-            events.push(Bytes::from(event_json(seq, kind, ts, data)));
-        }
-        let key = self.db.generate_id()?;
-        self.fanout
-            .insert(key.to_be_bytes(), fanout::encode(ts, kind, data, &entries))?;
-        // Written: now the seqs are taken and the events readable (up to
-        // each user's durable mark).
-        for (st, n) in guards.iter_mut().zip(taken) {
-            st.next_seq += n;
-        }
-        let mut bytes = 0;
-        for ((&g, &(_, seq)), json) in slot.iter().zip(&entries).zip(&events) {
-            bytes += json.len() as u64;
-            guards[g].remember(seq, json.clone());
-            guards[g].pending.push((seq, json.clone()));
-        }
-        drop(guards);
-        self.metrics.appended_bytes.inc_by(bytes);
-        let mut marks: Marks = Vec::with_capacity(queues.len());
-        let mut expand = Vec::with_capacity(queues.len());
-        for ((q, (_, seq)), json) in queues.into_iter().zip(entries).zip(events) {
-            seqs.push(seq);
-            marks.push((q.clone(), seq));
-            expand.push((q, seq, json));
-        }
-        #[cfg(test)]
-        if self.hold_expansion.load(Ordering::Relaxed) {
-            return Ok(marks);
-        }
-        self.expander.submit(Job {
-            key,
-            ts,
-            entries: expand,
-        });
-        Ok(marks)
     }
 
     /// Like [`Self::insert`] for each of `appends` (to the queues

@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::{be_u64, event_key, stored_value, Meta};
+use super::{be_u64, event_key, stored_value, Marks, Meta, SledStore};
 use crate::store::commit::{GroupCommit, Waiter};
 use crate::store::event::event_json;
 use crate::store::user_queue::UserQueue;
@@ -106,8 +106,7 @@ fn decode(record: &[u8]) -> Option<Record<'_>> {
 
 /// Expands the records a crash left (after `open`, before anything reads):
 /// each event not trimmed since goes into `events`. The caller flushes,
-/// then [`forget_recovered`] removes the records. Returns how many events
-/// were written.
+/// then clears the records. Returns how many events were written.
 pub(super) fn recover(
     fanout: &sled::Tree,
     events: &sled::Tree,
@@ -144,10 +143,77 @@ pub(super) fn recover(
     Ok(written)
 }
 
-/// Removes every record (once what [`recover`] wrote is durable).
-pub(super) fn forget_recovered(fanout: &sled::Tree) -> Result<(), StoreError> {
-    fanout.clear()?;
-    Ok(())
+impl SledStore {
+    /// Like [`Self::insert`] for each of `chunk` (one type and one body
+    /// for many users), as one fan-out record (see `fanout.rs`): every
+    /// recipient is locked in id order while its seq is assigned and the
+    /// record inserted. Pushes the seqs to `seqs`; returns the marks to
+    /// commit.
+    pub(super) fn insert_fanout(
+        &self,
+        chunk: &[Append],
+        ts: u64,
+        seqs: &mut Vec<u64>,
+    ) -> Result<Marks, StoreError> {
+        let queues = chunk
+            .iter()
+            .map(|append| self.queue(&append.uid))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut order: Vec<usize> = (0..queues.len()).collect();
+        order.sort_by_key(|&i| queues[i].id);
+        // One guard per distinct user; `slot[i]` is the guard of chunk[i].
+        let mut guards = Vec::new();
+        let mut slot = vec![0; queues.len()];
+        for (n, &i) in order.iter().enumerate() {
+            if n == 0 || queues[order[n - 1]].id != queues[i].id {
+                guards.push(queues[i].state());
+            }
+            slot[i] = guards.len() - 1;
+        }
+        let (kind, data) = (chunk[0].kind.as_str(), chunk[0].data.get());
+        let mut taken = vec![0; guards.len()];
+        let mut entries = Vec::with_capacity(queues.len());
+        let mut events = Vec::with_capacity(queues.len());
+        for (q, &g) in queues.iter().zip(&slot) {
+            let seq = guards[g].next_seq + taken[g];
+            taken[g] += 1;
+            entries.push((q.id, seq));
+            events.push(Bytes::from(event_json(seq, kind, ts, data)));
+        }
+        let key = self.db.generate_id()?;
+        self.fanout
+            .insert(key.to_be_bytes(), encode(ts, kind, data, &entries))?;
+        // Written: now the seqs are taken and the events readable (up to
+        // each user's durable mark).
+        for (st, n) in guards.iter_mut().zip(taken) {
+            st.next_seq += n;
+        }
+        let mut bytes = 0;
+        for ((&g, &(_, seq)), json) in slot.iter().zip(&entries).zip(&events) {
+            bytes += json.len() as u64;
+            guards[g].remember(seq, json.clone());
+            guards[g].pending.push((seq, json.clone()));
+        }
+        drop(guards);
+        self.metrics.appended_bytes.inc_by(bytes);
+        let mut marks: Marks = Vec::with_capacity(queues.len());
+        let mut expand = Vec::with_capacity(queues.len());
+        for ((q, (_, seq)), json) in queues.into_iter().zip(entries).zip(events) {
+            seqs.push(seq);
+            marks.push((q.clone(), seq));
+            expand.push((q, seq, json));
+        }
+        #[cfg(test)]
+        if self.hold_expansion.load(Ordering::Relaxed) {
+            return Ok(marks);
+        }
+        self.expander.submit(Job {
+            key,
+            ts,
+            entries: expand,
+        });
+        Ok(marks)
+    }
 }
 
 /// A record to expand: its key, its ts, and per recipient the queue, the
