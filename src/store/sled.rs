@@ -4,7 +4,8 @@
 //! ordered key range and no uid byte can collide with a separator):
 //! - tree `users`:  uid → user id (u64 BE), assigned once by `generate_id`;
 //! - tree `meta`:   user id → JSON `{uid, acked, trimmed}`;
-//! - tree `events`: user id (u64 BE) ++ seq (u64 BE) → ts (u64 BE) ++ event JSON;
+//! - tree `events`: user id (u64 BE) ++ seq (u64 BE) → ts (u64 BE) ++ event
+//!   JSON, or a run of events from that seq on (see `values.rs`);
 //! - tree `once`:   idempotency key → tag (u64 BE), written in one sled
 //!   transaction with the event it guards;
 //! - tree `kv`:     small records of the IM features (friend lists, group
@@ -128,16 +129,8 @@ fn event_key(id: u64, seq: u64) -> [u8; 16] {
     key
 }
 
-/// The stored form of an event: ts (for retention) ++ its JSON.
-fn stored_value(ts: u64, json: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(8 + json.len());
-    value.extend_from_slice(&ts.to_be_bytes());
-    value.extend_from_slice(json);
-    value
-}
-
 fn stored_event(seq: u64, append: &Append, ts: u64) -> Vec<u8> {
-    stored_value(
+    values::single(
         ts,
         event_json(seq, &append.kind, ts, append.data.get()).as_bytes(),
     )
@@ -285,11 +278,7 @@ impl SledStore {
         // a queue reloaded after it was forgotten rewrites nothing.
         let new_meta = meta.is_none();
         let meta: Meta = meta.unwrap_or_default();
-        let last = match self.events.scan_prefix(id.to_be_bytes()).next_back() {
-            Some(item) => be_u64(&item?.0[8..]),
-            None => 0,
-        };
-        let head = last.max(meta.trimmed);
+        let head = values::last_stored(&self.events, id)?.max(meta.trimmed);
         let queue = UserQueue {
             id,
             uid: uid.clone(),
@@ -505,9 +494,6 @@ impl SledStore {
             from = trimmed;
         }
         if from < head {
-            let range = self
-                .events
-                .range(event_key(q.id, from + 1)..=event_key(q.id, head));
             let mut pending = pending
                 .into_iter()
                 .filter(|(seq, _)| *seq > from)
@@ -523,9 +509,8 @@ impl SledStore {
                 true
             };
             let mut full = false;
-            'stored: for item in range {
-                let (key, value) = item?;
-                let seq = be_u64(&key[8..]);
+            'stored: for item in values::stored(&self.events, q.id, from + 1, head)? {
+                let (seq, _, json) = item?;
                 while let Some((first, _)) = pending.peek() {
                     if *first > seq {
                         break;
@@ -536,7 +521,7 @@ impl SledStore {
                         break 'stored;
                     }
                 }
-                if !add(seq, Bytes::copy_from_slice(&value[8..])) {
+                if !add(seq, json) {
                     full = true;
                     break;
                 }
@@ -568,10 +553,8 @@ impl EventQueue for SledStore {
                 // Let the deliveries of the chunks already committed run.
                 tokio::task::yield_now().await;
             }
-            let marks = if chunk.len() >= fanout::MIN_RECIPIENTS
-                && fanout::shares_body(chunk)
-                && self.expander.has_room(chunk.len())
-            {
+            let marks = if chunk.len() >= fanout::MIN_RECIPIENTS && fanout::shares_body(chunk) {
+                self.expander.room(chunk.len()).await;
                 self.insert_fanout(chunk, ts, &mut seqs)?
             } else {
                 let mut marks: Marks = Vec::with_capacity(chunk.len());
@@ -649,3 +632,4 @@ mod expiry;
 mod fanout;
 mod records;
 mod retention;
+mod values;

@@ -8,13 +8,18 @@
 //! record durable, every recipient's event is durable, and readers get it
 //! from the queue's memory (its `pending` events, and the newest few).
 //!
-//! The record is then expanded into the per-user keys of `events` by a
-//! thread of the lowest priority (`SCHED_IDLE`: it runs when the core has
-//! nothing else to do, so deliveries come first). An event leaves its
+//! The records are then expanded into the `events` tree by a thread at
+//! nice 19, so deliveries come first. It lets records gather for
+//! [`GATHER`], then writes what each user got in all of them as ONE key per
+//! run of consecutive seqs (see `values.rs`): a sustained fan-out costs a
+//! few inserts per user and second, not one per event. An event leaves its
 //! queue's `pending` only once its key is in `events`; when every key of a
 //! record is durable, the record is removed. A crash before that leaves the
-//! record, and opening the store expands it again (skipping what retention
-//! trimmed since), so no event of a record is lost or comes back.
+//! record, and opening the store expands it again (skipping what is stored
+//! or what retention trimmed since), so no event of a record is lost or
+//! comes back. Past [`MAX_PENDING`] events waiting, a fan-out append waits
+//! for the thread to catch up, so memory stays bounded under a load that
+//! never lets up.
 //!
 //! A user's seqs are assigned and the record inserted with every recipient
 //! locked (in id order, like atomic appends), so a later event of any of
@@ -26,11 +31,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::{be_u64, event_key, stored_value, Marks, Meta, SledStore};
+use super::{be_u64, event_key, values, Marks, Meta, SledStore};
 use crate::store::commit::{GroupCommit, Waiter};
 use crate::store::event::event_json;
 use crate::store::user_queue::UserQueue;
@@ -39,9 +45,9 @@ use crate::store::{Append, StoreError};
 /// Chunks smaller than this are inserted event by event.
 pub(super) const MIN_RECIPIENTS: usize = 16;
 
-/// Most events waiting for expansion; past it appends insert per event
-/// (a server kept busy never lets the idle-priority thread run).
-const MAX_PENDING: usize = 200_000;
+/// Most events waiting for expansion (about 200 bytes of memory each);
+/// past it a fan-out append waits for the thread to catch up.
+const MAX_PENDING: usize = 1_000_000;
 
 /// Whether every append of `chunk` has the type and body of the first.
 pub(super) fn shares_body(chunk: &[Append]) -> bool {
@@ -131,12 +137,14 @@ pub(super) fn recover(
                     *trimmed.entry(id).or_insert(t)
                 }
             };
-            let key = event_key(id, seq);
-            if seq <= below || events.contains_key(key)? {
+            if seq <= below || values::is_stored(events, id, seq)? {
                 continue;
             }
             let json = event_json(seq, record.kind, record.ts, record.data);
-            events.insert(key, stored_value(record.ts, json.as_bytes()))?;
+            events.insert(
+                event_key(id, seq),
+                values::single(record.ts, json.as_bytes()),
+            )?;
             written += 1;
         }
     }
@@ -224,11 +232,20 @@ pub(super) struct Job {
     pub entries: Vec<(Arc<UserQueue>, u64, Bytes)>,
 }
 
+/// What waits for expansion.
+#[derive(Default)]
+struct Backlog {
+    /// Events submitted and not expanded yet.
+    events: AtomicUsize,
+    /// Wakes appends waiting for room after each expansion.
+    expanded: tokio::sync::Notify,
+}
+
 /// The expanding thread.
 pub(super) struct Expander {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    pending: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
     /// The store is closing: stop at once (the records stay for the next
     /// open).
     stop: Arc<AtomicBool>,
@@ -241,23 +258,33 @@ impl Expander {
         commit: Arc<GroupCommit>,
     ) -> std::io::Result<Expander> {
         let (jobs, queue) = mpsc::channel();
-        let pending = Arc::new(AtomicUsize::new(0));
+        let backlog = Arc::new(Backlog::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (counter, stopped) = (pending.clone(), stop.clone());
+        let (counter, stopped) = (backlog.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("herald-expand".into())
             .spawn(move || expand_loop(&queue, &events, &fanout, &commit, &counter, &stopped))?;
         Ok(Expander {
             jobs: Mutex::new(Some(jobs)),
             thread: Mutex::new(Some(thread)),
-            pending,
+            backlog,
             stop,
         })
     }
 
-    /// Whether `count` more events may wait for expansion.
-    pub fn has_room(&self, count: usize) -> bool {
-        self.pending.load(Ordering::Relaxed) + count <= MAX_PENDING
+    /// Waits until `count` more events may wait for expansion: under a
+    /// load that keeps the core busy for long, appends slow down to the
+    /// pace of expansion instead of taking all memory.
+    pub async fn room(&self, count: usize) {
+        loop {
+            let expanded = self.backlog.expanded.notified();
+            tokio::pin!(expanded);
+            expanded.as_mut().enable();
+            if self.backlog.events.load(Ordering::Relaxed) + count <= MAX_PENDING {
+                return;
+            }
+            expanded.await;
+        }
     }
 
     /// Hands `job` to the thread. Without a thread (the store is closing)
@@ -266,9 +293,9 @@ impl Expander {
         let count = job.entries.len();
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(jobs) = jobs.as_ref() {
-            self.pending.fetch_add(count, Ordering::Relaxed);
+            self.backlog.events.fetch_add(count, Ordering::Relaxed);
             if jobs.send(job).is_err() {
-                self.pending.fetch_sub(count, Ordering::Relaxed);
+                self.backlog.events.fetch_sub(count, Ordering::Relaxed);
             }
         }
     }
@@ -286,40 +313,45 @@ impl Drop for Expander {
     }
 }
 
+/// How long the thread lets records gather before it expands them: what
+/// one user got in the records of this window becomes ONE key (a run).
+const GATHER: Duration = Duration::from_millis(100);
+
+/// Most events one expansion takes.
+const MOST_PER_EXPANSION: usize = 100_000;
+
+/// Runs are cut at this size, far below what sled would move out of its
+/// log into a blob file (which it does not fsync).
+const RUN_BYTES: usize = 32 << 10;
+
 fn expand_loop(
     jobs: &mpsc::Receiver<Job>,
     events: &sled::Tree,
     fanout: &sled::Tree,
     commit: &GroupCommit,
-    pending: &AtomicUsize,
+    backlog: &Backlog,
     stop: &AtomicBool,
 ) {
     lowest_priority();
-    while let Ok(job) = jobs.recv() {
-        let mut complete = true;
-        for (q, seq, json) in &job.entries {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let value = stored_value(job.ts, json);
-            let mut st = q.state();
-            match events.insert(event_key(q.id, *seq), value) {
-                // Readers find it in sled from now on.
-                Ok(_) => st.pending.retain(|(s, _)| s != seq),
-                Err(e) => {
-                    tracing::error!(
-                        "expanding a fan-out record: {e}; it stays in memory and on disk"
-                    );
-                    complete = false;
-                }
-            }
+    while let Ok(first) = jobs.recv() {
+        std::thread::sleep(GATHER);
+        let mut count = first.entries.len();
+        let mut batch = vec![first];
+        while count < MOST_PER_EXPANSION {
+            let Ok(job) = jobs.try_recv() else { break };
+            count += job.entries.len();
+            batch.push(job);
         }
-        pending.fetch_sub(job.entries.len(), Ordering::Relaxed);
-        drop(job.entries);
+        let Some(complete) = expand(&batch, events, stop) else {
+            return;
+        };
+        backlog.events.fetch_sub(count, Ordering::Relaxed);
+        backlog.expanded.notify_waiters();
+        let keys: Vec<u64> = batch.into_iter().map(|job| job.key).collect();
         if !complete {
             continue;
         }
-        // The record goes once every key it stood for is durable.
+        // The records go once every key they stood for is durable.
         let (done, durable) = oneshot::channel();
         if commit
             .submit(Waiter {
@@ -331,11 +363,66 @@ fn expand_loop(
             return;
         }
         if let Ok(Ok(())) = durable.blocking_recv() {
-            if let Err(e) = fanout.remove(job.key.to_be_bytes()) {
-                tracing::error!("removing an expanded fan-out record: {e}");
+            for key in keys {
+                if let Err(e) = fanout.remove(key.to_be_bytes()) {
+                    tracing::error!("removing an expanded fan-out record: {e}");
+                }
             }
         }
     }
+}
+
+/// Writes the events of `batch` into `events`: per user, one key per run
+/// of consecutive seqs (cut at [`RUN_BYTES`]), each taken out of the
+/// queue's `pending` once written. Returns whether every key was written;
+/// `None` if the store is closing (the records stay for the next open).
+pub(super) fn expand(batch: &[Job], events: &sled::Tree, stop: &AtomicBool) -> Option<bool> {
+    type Entry<'a> = (u64, u64, &'a Bytes);
+    let mut by_user: HashMap<u64, (&Arc<UserQueue>, Vec<Entry<'_>>)> = HashMap::new();
+    for job in batch {
+        for (q, seq, json) in &job.entries {
+            let (_, list) = by_user.entry(q.id).or_insert_with(|| (q, Vec::new()));
+            list.push((*seq, job.ts, json));
+        }
+    }
+    let mut complete = true;
+    for (q, mut list) in by_user.into_values() {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        list.sort_unstable_by_key(|e| e.0);
+        let mut rest = &list[..];
+        while !rest.is_empty() {
+            let mut len = 1;
+            let mut bytes = rest[0].2.len();
+            while let Some(next) = rest.get(len) {
+                if next.0 != rest[len - 1].0 + 1 || bytes + next.2.len() > RUN_BYTES {
+                    break;
+                }
+                bytes += next.2.len();
+                len += 1;
+            }
+            let (run, after) = rest.split_at(len);
+            rest = after;
+            let (first, last) = (run[0].0, run[run.len() - 1].0);
+            let value = match run {
+                [(_, ts, json)] => values::single(*ts, json),
+                _ => values::run(run.iter().map(|(_, ts, json)| (*ts, &json[..]))),
+            };
+            let mut st = q.state();
+            match events.insert(event_key(q.id, first), value) {
+                // Readers find them in sled from now on.
+                Ok(_) => st.pending.retain(|(s, _)| !(first..=last).contains(s)),
+                Err(e) => {
+                    tracing::error!(
+                        "expanding fan-out records: {e}; they stay in memory and on disk"
+                    );
+                    complete = false;
+                }
+            }
+        }
+    }
+    Some(complete)
 }
 
 /// Makes the calling thread the least favoured by the scheduler (nice 19:
@@ -489,8 +576,81 @@ mod tests {
         for uid in &to {
             let q = store.queue(uid).unwrap();
             assert!(q.state().pending.is_empty());
-            assert_eq!(store.events.scan_prefix(q.id.to_be_bytes()).count(), 3);
+            let stored = values::stored(&store.events, q.id, 1, 3).unwrap();
+            let seqs: Vec<u64> = stored.map(|e| e.unwrap().0).collect();
+            assert_eq!(seqs, vec![1, 2, 3]);
         }
+    }
+
+    #[tokio::test]
+    async fn one_expansion_writes_a_user_one_key_per_run_of_consecutive_seqs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.hold_expansion.store(true, Ordering::Relaxed);
+        let to = users(MIN_RECIPIENTS);
+        // u0: 1 and 2 with everybody, 3 alone (its own key at once), 4..=8
+        // with everybody, the last three 12 KB each.
+        store.append(to_all(&to, 1)).await.unwrap();
+        store.append(to_all(&to, 2)).await.unwrap();
+        store.append(to_all(&to[..1], 3)).await.unwrap();
+        store.append(to_all(&to, 4)).await.unwrap();
+        store.append(to_all(&to, 5)).await.unwrap();
+        let big = "x".repeat(12 << 10);
+        for _ in 6..=8 {
+            let batch = to.iter().map(|u| Append::new(u.clone(), "notice", &big));
+            store.append(batch.collect()).await.unwrap();
+        }
+        // What the records held, as the thread gets it: one job.
+        let mut entries = Vec::new();
+        for uid in &to {
+            let q = store.queue(uid).unwrap();
+            let pending = q.state().pending.clone();
+            entries.extend(
+                pending
+                    .into_iter()
+                    .map(|(seq, json)| (q.clone(), seq, json)),
+            );
+        }
+        let job = Job {
+            key: 0,
+            ts: 1,
+            entries,
+        };
+        assert_eq!(
+            expand(&[job], &store.events, &AtomicBool::new(false)),
+            Some(true)
+        );
+        let keys = |uid: &Uid| {
+            let q = store.queue(uid).unwrap();
+            assert!(q.state().pending.is_empty(), "all out of memory");
+            let keys = store.events.scan_prefix(q.id.to_be_bytes()).keys();
+            keys.map(|k| be_u64(&k.unwrap()[8..])).collect::<Vec<_>>()
+        };
+        // Runs: 1..=2 and 4..=7, cut before 8 (three big events would pass
+        // 32 KiB); 3 alone. u1 got only the records: 1..=6, then 7.
+        assert_eq!(keys(&to[0]), vec![1, 3, 4, 8]);
+        assert_eq!(keys(&to[1]), vec![1, 7]);
+        let all = PageLimit {
+            events: 100,
+            bytes: 1 << 20,
+        };
+        assert_eq!(
+            read_all(&store, &to[0], 0, all).await,
+            (1..=8).collect::<Vec<_>>()
+        );
+        assert_eq!(read_all(&store, &to[1], 3, all).await, vec![4, 5, 6, 7]);
+        // Each event once, with its own seq and data, from any cursor.
+        for after in 0..8 {
+            let page = store.read(&to[0], after, all).await.unwrap();
+            for (n, json) in page.events.iter().enumerate() {
+                let event: serde_json::Value = serde_json::from_slice(json).unwrap();
+                assert_eq!(event["seq"], after + 1 + n as u64);
+            }
+        }
+        // Reopened, the next seq follows the last run.
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.append(to_all(&to[..1], 9)).await.unwrap(), vec![9]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
-use super::{be_u64, event_key, Meta, SledStore};
+use super::{be_u64, event_key, values, Meta, SledStore};
 use crate::store::event::now_ms;
 use crate::store::user_queue::{unused, UserQueue};
 use crate::store::{Retention, StoreError};
@@ -55,7 +55,7 @@ impl SledStore {
         self.metrics.queues_in_memory.set(self.queues.len() as i64);
     }
 
-    /// Drops `q`'s events that fell out of `retention`.
+    /// Drops `q`'s events that fell out of `retention`; returns how many.
     fn trim_queue(&self, q: &UserQueue, retention: Retention, now: u64) -> Result<u64, StoreError> {
         let head = q.head();
         let (acked, trimmed) = {
@@ -69,12 +69,8 @@ impl SledStore {
         let acked_cutoff = now.saturating_sub(retention.acked_for.as_millis() as u64);
         let age_cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
         let mut upto = trimmed.max(head.saturating_sub(retention.cap_of(&q.uid)));
-        for item in self
-            .events
-            .range(event_key(q.id, upto + 1)..=event_key(q.id, head))
-        {
-            let (key, value) = item?;
-            let (seq, ts) = (be_u64(&key[8..]), be_u64(&value));
+        for item in values::stored(&self.events, q.id, upto + 1, head)? {
+            let (seq, ts, _) = item?;
             if ts < age_cutoff || (seq <= acked && ts < acked_cutoff) {
                 upto = seq;
             } else {
@@ -91,16 +87,22 @@ impl SledStore {
             st.trimmed = st.trimmed.max(upto);
             self.write_meta(q, &st)?;
         }
-        let mut removed = 0;
-        for key in self
+        let from = values::run_start(&self.events, q.id, trimmed + 1)?;
+        for item in self
             .events
-            .range(event_key(q.id, trimmed + 1)..=event_key(q.id, upto))
-            .keys()
+            .range(event_key(q.id, from)..=event_key(q.id, upto))
         {
-            self.events.remove(key?)?;
-            removed += 1;
+            let (key, value) = item?;
+            let first = be_u64(&key[8..]);
+            let events = values::decode(first, &value);
+            if events.last().map_or(first, |e| e.0) > upto {
+                // A run that goes past the mark stays until all of it is
+                // trimmed; readers skip what it holds up to the mark.
+                break;
+            }
+            self.events.remove(key)?;
         }
-        Ok(removed)
+        Ok(upto - trimmed)
     }
 }
 
@@ -109,10 +111,12 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use super::super::fanout::{expand, Job};
     use super::*;
     use crate::metrics::Metrics;
     use crate::store::sled::SledOptions;
-    use crate::store::{Append, EventQueue};
+    use crate::store::{Append, EventQueue, PageLimit};
+    use std::sync::atomic::AtomicBool;
 
     #[tokio::test]
     async fn retention_visits_users_in_slices_then_starts_over() {
@@ -162,5 +166,83 @@ mod tests {
             let page = store.read(user, 0, limit).await.unwrap();
             assert_eq!(page.events.len(), 2, "a gap event and the newest");
         }
+    }
+
+    #[tokio::test]
+    async fn a_run_trimmed_in_part_is_read_from_the_mark_and_removed_once_all_of_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SledStore::open(dir.path(), SledOptions::default(), Arc::new(Metrics::new())).unwrap();
+        store.hold_expansion.store(true, Ordering::Relaxed);
+        let users: Vec<Uid> = (0..16)
+            .map(|i| Uid::parse(&format!("u{i}")).unwrap())
+            .collect();
+        for n in 1..=5u64 {
+            let batch = users.iter().map(|u| Append::new(u.clone(), "notice", &n));
+            store.append(batch.collect()).await.unwrap();
+        }
+        // Expanded as one job: each user's 1..=5 is one run.
+        let mut entries = Vec::new();
+        for uid in &users {
+            let q = store.queue(uid).unwrap();
+            let pending = q.state().pending.clone();
+            entries.extend(
+                pending
+                    .into_iter()
+                    .map(|(seq, json)| (q.clone(), seq, json)),
+            );
+        }
+        let job = Job {
+            key: 0,
+            ts: now_ms(),
+            entries,
+        };
+        let expanded = expand(&[job], &store.events, &AtomicBool::new(false));
+        assert_eq!(expanded, Some(true));
+        let keep_two = Retention {
+            acked_for: Duration::from_secs(3600),
+            max_events: 2,
+            feed_max_events: 2,
+            max_age: Duration::from_secs(3600),
+        };
+        assert_eq!(store.maintain(keep_two).unwrap(), 16 * 3);
+        let limit = PageLimit {
+            events: 10,
+            bytes: 1 << 20,
+        };
+        let seqs = |page: crate::store::Page| -> Vec<(String, u64)> {
+            let events = page.events.iter();
+            let events = events.map(|e| serde_json::from_slice::<serde_json::Value>(e).unwrap());
+            events
+                .map(|e| {
+                    (
+                        e["type"].as_str().unwrap().to_owned(),
+                        e["seq"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let event = |kind: &str, seq| (kind.to_owned(), seq);
+        // A gap up to 3, then 4 and 5 from the run that still holds 1..=5.
+        let page = store.read(&users[0], 0, limit).await.unwrap();
+        assert_eq!(
+            seqs(page),
+            vec![event("gap", 3), event("notice", 4), event("notice", 5)]
+        );
+        let id = store.queue(&users[0]).unwrap().id;
+        assert_eq!(store.events.scan_prefix(id.to_be_bytes()).count(), 1);
+        for n in 6..=8u64 {
+            let to_one = vec![Append::new(users[0].clone(), "notice", &n)];
+            store.append(to_one).await.unwrap();
+        }
+        assert_eq!(store.maintain(keep_two).unwrap(), 3, "4, 5 and 6");
+        let page = store.read(&users[0], 3, limit).await.unwrap();
+        assert_eq!(
+            seqs(page),
+            vec![event("gap", 6), event("notice", 7), event("notice", 8)]
+        );
+        let keys = store.events.scan_prefix(id.to_be_bytes()).keys();
+        let keys: Vec<u64> = keys.map(|k| be_u64(&k.unwrap()[8..])).collect();
+        assert_eq!(keys, vec![7, 8], "the run went with the rest");
     }
 }
