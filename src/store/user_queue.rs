@@ -36,8 +36,11 @@ pub(super) struct QueueState {
     pub(super) pending: Vec<(u64, Bytes)>,
 }
 
-/// How many of the newest events per user [`QueueState::recent`] keeps.
-const RECENT_EVENTS: usize = 4;
+/// How many of the newest events per user [`QueueState::recent`] keeps: a
+/// stream a few events behind under a sustained fan-out still reads from
+/// memory (16 instead of 4: 200 publishes/s to 1 000 subscribers, p99
+/// 1.2–1.6 s instead of 2.5–3.1 s, alternating runs).
+const RECENT_EVENTS: usize = 16;
 
 impl QueueState {
     pub(super) fn remember(&mut self, seq: u64, json: Bytes) {
