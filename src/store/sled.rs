@@ -470,10 +470,12 @@ impl SledStore {
             }
             // Taken before sled is read: an event leaves `pending` only
             // once it is in sled, so it is in one or the other (or both).
-            let pending: Vec<(u64, Bytes)> = st
-                .pending
+            // In seq order: no page takes more than its first few.
+            let start = st.pending.partition_point(|(seq, _)| *seq <= after);
+            let pending: Vec<(u64, Bytes)> = st.pending[start..]
                 .iter()
-                .filter(|(seq, _)| *seq > after && *seq <= head)
+                .take_while(|(seq, _)| *seq <= head)
+                .take(limit.events.max(1))
                 .cloned()
                 .collect();
             (st.trimmed, pending)
@@ -494,10 +496,19 @@ impl SledStore {
             from = trimmed;
         }
         if from < head {
-            let mut pending = pending
-                .into_iter()
-                .filter(|(seq, _)| *seq > from)
-                .peekable();
+            let pending: Vec<_> = pending.into_iter().filter(|(seq, _)| *seq > from).collect();
+            // A stream behind a sustained fan-out reads events not expanded
+            // yet: when they alone fill the page from `from` on, sled is
+            // not read.
+            let alone = pending.len() == limit.events.max(1)
+                || pending.last().is_some_and(|(seq, _)| *seq == head);
+            let alone = alone
+                && (pending.iter().enumerate()).all(|(i, (seq, _))| *seq == from + 1 + i as u64);
+            let stored = match alone {
+                true => None,
+                false => Some(values::stored(&self.events, q.id, from + 1, head)?),
+            };
+            let mut pending = pending.into_iter().peekable();
             // Both in seq order: merged, a seq in both once.
             let mut add = |seq: u64, json: Bytes| {
                 if !limit.fits(page.events.len(), bytes, json.len()) {
@@ -509,7 +520,7 @@ impl SledStore {
                 true
             };
             let mut full = false;
-            'stored: for item in values::stored(&self.events, q.id, from + 1, head)? {
+            'stored: for item in stored.into_iter().flatten() {
                 let (seq, _, json) = item?;
                 while let Some((first, _)) = pending.peek() {
                     if *first > seq {
