@@ -1,8 +1,6 @@
 //! `POST /api/v1/publish {"to":[uids],"type":"notice","data":…}` appends one
 //! event to each user's queue and answers `{"seqs":{uid:seq}}` once durable.
 
-use std::collections::BTreeMap;
-
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
@@ -92,6 +90,25 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error
         })
         .collect();
     let seqs = app.store.append(batch).await?;
-    let seqs: BTreeMap<&str, u64> = to.iter().map(Uid::as_str).zip(seqs).collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "seqs": seqs })))
+    Ok(json(
+        StatusCode::OK,
+        &Published {
+            seqs: Seqs(&to, &seqs),
+        },
+    ))
+}
+
+/// `{"seqs":{uid:seq}}`, written straight from the sorted recipients (a
+/// publish to 10 000 users built 10 000 JSON values for it).
+#[derive(serde::Serialize)]
+struct Published<'a> {
+    seqs: Seqs<'a>,
+}
+
+struct Seqs<'a>(&'a [Uid], &'a [u64]);
+
+impl serde::Serialize for Seqs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(Uid::as_str).zip(self.1))
+    }
 }

@@ -4,9 +4,28 @@ use bytes::Bytes;
 
 /// `{"seq":…,"type":…,"ts":…,"data":…}` with `data` already valid JSON.
 pub fn event_json(seq: u64, kind: &str, ts: u64, data: &str) -> String {
+    let json = event_json_with(seq, &event_tail(kind, ts, data));
+    // Made of valid UTF-8 pieces.
+    String::from_utf8(json).unwrap_or_default()
+}
+
+/// What follows the seq in [`event_json`]: events of one type, ts and
+/// data (a fan-out) share it, and each is [`event_json_with`] its seq.
+pub fn event_tail(kind: &str, ts: u64, data: &str) -> String {
     // serde_json::to_string of a &str cannot fail.
     let kind = serde_json::to_string(kind).unwrap_or_else(|_| "\"\"".into());
-    format!(r#"{{"seq":{seq},"type":{kind},"ts":{ts},"data":{data}}}"#)
+    format!(r#","type":{kind},"ts":{ts},"data":{data}}}"#)
+}
+
+/// [`event_json`] of `seq` from its [`event_tail`].
+pub fn event_json_with(seq: u64, tail: &str) -> Vec<u8> {
+    let mut digits = itoa::Buffer::new();
+    let seq = digits.format(seq);
+    let mut json = Vec::with_capacity(7 + seq.len() + tail.len());
+    json.extend_from_slice(br#"{"seq":"#);
+    json.extend_from_slice(seq.as_bytes());
+    json.extend_from_slice(tail.as_bytes());
+    json
 }
 
 /// The seq of an event written by [`event_json`] (it comes first).
@@ -48,4 +67,20 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_its_seq_then_its_tail() {
+        let json = event_json(42, "a\"b", 7, r#"{"x":[1]}"#);
+        assert_eq!(json, r#"{"seq":42,"type":"a\"b","ts":7,"data":{"x":[1]}}"#);
+        let tail = event_tail("a\"b", 7, r#"{"x":[1]}"#);
+        assert_eq!(event_json_with(42, &tail), json.as_bytes());
+        assert_eq!(event_seq(json.as_bytes()), Some(42));
+        let max = event_json_with(u64::MAX, &tail);
+        assert_eq!(event_seq(&max), Some(u64::MAX));
+    }
 }

@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 
 use super::{be_u64, event_key, values, Marks, Meta, SledStore};
 use crate::store::commit::{GroupCommit, Waiter};
-use crate::store::event::event_json;
+use crate::store::event::{event_json, event_json_with, event_tail};
 use crate::store::user_queue::UserQueue;
 use crate::store::{Append, StoreError};
 
@@ -179,6 +179,7 @@ impl SledStore {
             slot[i] = guards.len() - 1;
         }
         let (kind, data) = (chunk[0].kind.as_str(), chunk[0].data.get());
+        let tail = event_tail(kind, ts, data);
         let mut taken = vec![0; guards.len()];
         let mut entries = Vec::with_capacity(queues.len());
         let mut events = Vec::with_capacity(queues.len());
@@ -186,7 +187,7 @@ impl SledStore {
             let seq = guards[g].next_seq + taken[g];
             taken[g] += 1;
             entries.push((q.id, seq));
-            events.push(Bytes::from(event_json(seq, kind, ts, data)));
+            events.push(Bytes::from(event_json_with(seq, &tail)));
         }
         let key = self.db.generate_id()?;
         self.fanout
