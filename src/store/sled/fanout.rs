@@ -225,6 +225,30 @@ impl SledStore {
     }
 }
 
+#[cfg(test)]
+impl SledStore {
+    /// Expands what `users` have waiting (appended while `hold_expansion`)
+    /// as ONE job with `ts`, as the thread would after gathering records.
+    pub(super) fn expand_held(&self, users: &[crate::uid::Uid], ts: u64) -> Option<bool> {
+        let mut entries = Vec::new();
+        for uid in users {
+            let q = self.queue(uid).ok()?;
+            let pending = q.state().pending.clone();
+            entries.extend(
+                pending
+                    .into_iter()
+                    .map(|(seq, json)| (q.clone(), seq, json)),
+            );
+        }
+        let job = Job {
+            key: 0,
+            ts,
+            entries,
+        };
+        expand(&[job], &self.events, &AtomicBool::new(false))
+    }
+}
+
 /// A record to expand: its key, its ts, and per recipient the queue, the
 /// seq and the event JSON.
 pub(super) struct Job {
@@ -377,7 +401,7 @@ fn expand_loop(
 /// of consecutive seqs (cut at [`RUN_BYTES`]), each taken out of the
 /// queue's `pending` once written. Returns whether every key was written;
 /// `None` if the store is closing (the records stay for the next open).
-pub(super) fn expand(batch: &[Job], events: &sled::Tree, stop: &AtomicBool) -> Option<bool> {
+fn expand(batch: &[Job], events: &sled::Tree, stop: &AtomicBool) -> Option<bool> {
     type Entry<'a> = (u64, u64, &'a Bytes);
     let mut by_user: HashMap<u64, (&Arc<UserQueue>, Vec<Entry<'_>>)> = HashMap::new();
     for job in batch {
@@ -601,26 +625,7 @@ mod tests {
             let batch = to.iter().map(|u| Append::new(u.clone(), "notice", &big));
             store.append(batch.collect()).await.unwrap();
         }
-        // What the records held, as the thread gets it: one job.
-        let mut entries = Vec::new();
-        for uid in &to {
-            let q = store.queue(uid).unwrap();
-            let pending = q.state().pending.clone();
-            entries.extend(
-                pending
-                    .into_iter()
-                    .map(|(seq, json)| (q.clone(), seq, json)),
-            );
-        }
-        let job = Job {
-            key: 0,
-            ts: 1,
-            entries,
-        };
-        assert_eq!(
-            expand(&[job], &store.events, &AtomicBool::new(false)),
-            Some(true)
-        );
+        assert_eq!(store.expand_held(&to, 1), Some(true));
         let keys = |uid: &Uid| {
             let q = store.queue(uid).unwrap();
             assert!(q.state().pending.is_empty(), "all out of memory");

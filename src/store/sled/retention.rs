@@ -111,12 +111,10 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::super::fanout::{expand, Job};
     use super::*;
     use crate::metrics::Metrics;
     use crate::store::sled::SledOptions;
     use crate::store::{Append, EventQueue, PageLimit};
-    use std::sync::atomic::AtomicBool;
 
     #[tokio::test]
     async fn retention_visits_users_in_slices_then_starts_over() {
@@ -182,23 +180,7 @@ mod tests {
             store.append(batch.collect()).await.unwrap();
         }
         // Expanded as one job: each user's 1..=5 is one run.
-        let mut entries = Vec::new();
-        for uid in &users {
-            let q = store.queue(uid).unwrap();
-            let pending = q.state().pending.clone();
-            entries.extend(
-                pending
-                    .into_iter()
-                    .map(|(seq, json)| (q.clone(), seq, json)),
-            );
-        }
-        let job = Job {
-            key: 0,
-            ts: now_ms(),
-            entries,
-        };
-        let expanded = expand(&[job], &store.events, &AtomicBool::new(false));
-        assert_eq!(expanded, Some(true));
+        assert_eq!(store.expand_held(&users, now_ms()), Some(true));
         let keep_two = Retention {
             acked_for: Duration::from_secs(3600),
             max_events: 2,
