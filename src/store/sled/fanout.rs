@@ -45,7 +45,7 @@ use crate::store::{Append, StoreError};
 /// Chunks smaller than this are inserted event by event.
 pub(super) const MIN_RECIPIENTS: usize = 16;
 
-/// Most events waiting for expansion (about 200 bytes of memory each);
+/// Most events waiting for expansion (about 230 bytes of memory each);
 /// past it a fan-out append waits for the thread to catch up.
 const MAX_PENDING: usize = 1_000_000;
 
