@@ -51,7 +51,7 @@ pub(super) fn decode(first: u64, value: &[u8]) -> Vec<(u64, u64, &[u8])> {
     let mut rest = &value[1..];
     while rest.len() >= 12 {
         let ts = be_u64(&rest[..8]);
-        let len = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
+        let len = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
         let Some(json) = rest.get(12..12 + len) else {
             break;
         };
