@@ -35,7 +35,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
-use self::fanout::Expander;
+use self::expander::Expander;
 use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
 use super::user_queue::{QueueState, UserQueue};
@@ -639,6 +639,7 @@ impl EventQueue for SledStore {
     }
 }
 
+mod expander;
 mod expiry;
 mod fanout;
 mod records;
