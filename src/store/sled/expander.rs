@@ -2,7 +2,9 @@
 //! per-user keys of the `events` tree.
 //!
 //! It runs at nice 19, so deliveries come first. It lets records gather
-//! for [`GATHER`], then writes what each user got in all of them as ONE key
+//! until none came for [`QUIET`] (at most [`GATHER`]), so that a fan-out's
+//! deliveries are done before it starts, then writes what each user got in
+//! all of them as ONE key
 //! per run of consecutive seqs (see `values.rs`): a sustained fan-out costs
 //! a few inserts per user and second, not one per event. An event leaves
 //! its queue's `pending` only once its key is in `events`; when every key
@@ -15,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -117,9 +119,14 @@ impl Drop for Expander {
     }
 }
 
-/// How long the thread lets records gather before it expands them: what
-/// one user got in the records of this window becomes ONE key (a run).
-const GATHER: Duration = Duration::from_millis(100);
+/// The thread expands once no record came for this long: by then the
+/// deliveries of a burst of fan-outs are done (10 000 take ~120 ms on one
+/// core), and its work does not compete with them, even at nice 19.
+const QUIET: Duration = Duration::from_millis(200);
+
+/// Longest it lets records gather under a steady stream of them. What one
+/// user got in the records of a window becomes ONE key (a run).
+const GATHER: Duration = Duration::from_secs(1);
 
 /// Most events one expansion takes.
 const MOST_PER_EXPANSION: usize = 100_000;
@@ -138,11 +145,14 @@ fn expand_loop(
 ) {
     lowest_priority();
     while let Ok(first) = jobs.recv() {
-        std::thread::sleep(GATHER);
+        let until = Instant::now() + GATHER;
         let mut count = first.entries.len();
         let mut batch = vec![first];
         while count < MOST_PER_EXPANSION {
-            let Ok(job) = jobs.try_recv() else { break };
+            let wait = QUIET.min(until.saturating_duration_since(Instant::now()));
+            let Ok(job) = jobs.recv_timeout(wait) else {
+                break;
+            };
             count += job.entries.len();
             batch.push(job);
         }
