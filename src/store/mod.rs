@@ -175,6 +175,21 @@ pub enum Once {
     Duplicate { tag: u64 },
 }
 
+/// A reader's hold on one user's queue (see [`EventQueue::follow`]).
+pub struct Follow {
+    /// Changes whenever a new event of this user can be read.
+    pub head: watch::Receiver<u64>,
+    /// The store's handle on the queue, if it keeps one in memory.
+    queue: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Follow {
+    /// The store's handle on the queue, if it is a `T`.
+    fn queue<T: 'static>(&self) -> Option<&T> {
+        self.queue.as_deref()?.downcast_ref()
+    }
+}
+
 /// Errors of the storage layer; the HTTP edge maps them to 500/503.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -237,6 +252,30 @@ pub trait EventQueue: Send + Sync + 'static {
     /// A receiver of the user's durable head: it changes whenever a new event
     /// of this user can be read.
     async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError>;
+
+    /// What a reader that follows the user's queue for long (a stream, a
+    /// held long-poll) keeps: [`EventQueue::watch`]'s receiver, and the
+    /// store's own handle on the queue if it has one, so that
+    /// [`EventQueue::read_followed`] need not look the queue up again.
+    async fn follow(&self, uid: &Uid) -> Result<Follow, StoreError> {
+        Ok(Follow {
+            head: self.watch(uid).await?,
+            queue: None,
+        })
+    }
+
+    /// [`EventQueue::read`] of the queue `follow` (from
+    /// [`EventQueue::follow`] of `uid`) holds.
+    async fn read_followed(
+        &self,
+        uid: &Uid,
+        follow: &Follow,
+        after: u64,
+        limit: PageLimit,
+    ) -> Result<Page, StoreError> {
+        let _ = follow;
+        self.read(uid, after, limit).await
+    }
 
     /// Resolves once everything written before the call (events and
     /// records) is durable.

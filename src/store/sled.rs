@@ -39,7 +39,9 @@ use self::expander::Expander;
 use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
 use super::user_queue::{QueueState, UserQueue};
-use super::{Acked, Append, Epoch, EventQueue, Once, Page, PageLimit, Retention, StoreError};
+use super::{
+    Acked, Append, Epoch, EventQueue, Follow, Once, Page, PageLimit, Retention, StoreError,
+};
 use crate::metrics::Metrics;
 use crate::uid::Uid;
 use crate::SharedMap;
@@ -448,6 +450,15 @@ impl SledStore {
         Ok(durable)
     }
 
+    /// The page of `q` after `after` (see [`EventQueue::read`]).
+    fn read_queue(&self, q: &UserQueue, after: u64, limit: PageLimit) -> Result<Page, StoreError> {
+        loop {
+            if let Some(page) = self.read_once(q, after, limit)? {
+                return Ok(page);
+            }
+        }
+    }
+
     /// One read attempt; `None` if retention trimmed into the range meanwhile.
     fn read_once(
         &self,
@@ -606,12 +617,7 @@ impl EventQueue for SledStore {
     }
 
     async fn read(&self, uid: &Uid, after: u64, limit: PageLimit) -> Result<Page, StoreError> {
-        let q = self.queue(uid)?;
-        loop {
-            if let Some(page) = self.read_once(&q, after, limit)? {
-                return Ok(page);
-            }
-        }
+        self.read_queue(&*self.queue(uid)?, after, limit)
     }
 
     async fn ack(&self, uid: &Uid, seq: u64) -> Result<Acked, StoreError> {
@@ -632,6 +638,29 @@ impl EventQueue for SledStore {
 
     async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError> {
         Ok(self.queue(uid)?.durable.subscribe())
+    }
+
+    /// Keeps the queue itself: a followed queue stays in memory anyway (it
+    /// has a receiver), and a read then skips the lookup by uid.
+    async fn follow(&self, uid: &Uid) -> Result<Follow, StoreError> {
+        let q = self.queue(uid)?;
+        Ok(Follow {
+            head: q.durable.subscribe(),
+            queue: Some(q),
+        })
+    }
+
+    async fn read_followed(
+        &self,
+        uid: &Uid,
+        follow: &Follow,
+        after: u64,
+        limit: PageLimit,
+    ) -> Result<Page, StoreError> {
+        match follow.queue::<UserQueue>() {
+            Some(q) => self.read_queue(q, after, limit),
+            None => self.read(uid, after, limit).await,
+        }
     }
 
     async fn sync(&self) -> Result<(), StoreError> {

@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::http::reply::{raw_json, Response};
 use crate::http::request::Query;
 use crate::hub::Transport;
-use crate::store::{event_json, event_seq, now_ms, Epoch, Page, PageLimit};
+use crate::store::{event_json, event_seq, now_ms, Epoch, Follow, Page, PageLimit};
 use crate::uid::Uid;
 
 /// Default and largest page size of a poll.
@@ -104,13 +104,32 @@ pub async fn read_after(
     events: usize,
     epoch: Option<Epoch>,
 ) -> Result<Page, Error> {
+    read_following(app, uid, None, cursor, events, epoch).await
+}
+
+/// [`read_after`] for a reader that holds `follow` (see
+/// [`crate::store::EventQueue::follow`]) on `uid`'s queue.
+pub async fn read_following(
+    app: &App,
+    uid: &Uid,
+    follow: Option<&Follow>,
+    cursor: u64,
+    events: usize,
+    epoch: Option<Epoch>,
+) -> Result<Page, Error> {
     let limit = PageLimit {
         events,
         bytes: app.config.max_page_bytes(),
     };
-    let mut page = app.store.read(uid, cursor, limit).await?;
+    let read = |after| async move {
+        match follow {
+            Some(follow) => app.store.read_followed(uid, follow, after, limit).await,
+            None => app.store.read(uid, after, limit).await,
+        }
+    };
+    let mut page = read(cursor).await?;
     if epoch.is_some_and(|e| e != page.epoch) {
-        page = app.store.read(uid, 0, limit).await?;
+        page = read(0).await?;
         let data = serde_json::json!({"from": 1, "to": cursor, "epoch": page.epoch.to_string()});
         let gap = event_json(0, "gap", now_ms(), &data.to_string());
         page.events.insert(0, bytes::Bytes::from(gap));

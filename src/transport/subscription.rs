@@ -10,16 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{parse_epoch, read_after};
+use super::{parse_epoch, read_after, read_following};
 use crate::app::App;
 use crate::error::Error;
 use crate::http::request::{parse_u64, Query};
 use crate::hub::{Connection, Transport};
-use crate::store::{Epoch, StoreError};
+use crate::store::{Epoch, Follow, StoreError};
 use crate::uid::Uid;
 use hyper::Request;
 
@@ -107,7 +106,7 @@ pub struct Subscription {
     cursor: u64,
     /// The epoch of the queue this cursor belongs to; `None` until known.
     epoch: Option<Epoch>,
-    head: watch::Receiver<u64>,
+    follow: Follow,
     /// The head moved (or the store came back): read even if it is not
     /// beyond the cursor, since a recreated queue starts again at 1.
     recheck: bool,
@@ -131,8 +130,8 @@ impl Subscription {
         cursor: u64,
         epoch: Option<Epoch>,
     ) -> Result<Subscription, Error> {
-        let head = app.store.watch(&uid).await?;
-        let newest = *head.borrow();
+        let follow = app.store.follow(&uid).await?;
+        let newest = *follow.head.borrow();
         // A cursor that may not be this queue's is checked now, so that a
         // refused stream changes nothing (the 409 of the polls). The
         // events are read again by next(), which also turns a cursor of
@@ -152,7 +151,7 @@ impl Subscription {
             uid,
             cursor,
             epoch,
-            head,
+            follow,
             recheck,
             heartbeat,
             last_sent: Instant::now(),
@@ -214,12 +213,19 @@ impl Subscription {
             if self.app.shutdown.is_cancelled() {
                 return Ok(Next::End(EndReason::ShuttingDown));
             }
-            let head = *self.head.borrow_and_update();
+            let head = *self.follow.head.borrow_and_update();
             if head > self.cursor || std::mem::take(&mut self.recheck) {
                 // Boxed: an idle stream's state would otherwise carry room
                 // for a whole read (store and group-log futures) between
                 // pages (measured: ~600 B per idle SSE connection).
-                let read = read_after(&self.app, &self.uid, self.cursor, PAGE, self.epoch);
+                let read = read_following(
+                    &self.app,
+                    &self.uid,
+                    Some(&self.follow),
+                    self.cursor,
+                    PAGE,
+                    self.epoch,
+                );
                 match Box::pin(read).await {
                     Ok(page) => {
                         self.epoch = Some(page.epoch);
@@ -253,7 +259,7 @@ impl Subscription {
                 }
             };
             tokio::select! {
-                changed = self.head.changed() => {
+                changed = self.follow.head.changed() => {
                     if changed.is_err() {
                         return Ok(Next::End(EndReason::ShuttingDown));
                     }
