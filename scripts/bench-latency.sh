@@ -6,7 +6,8 @@
 # server on core 0, the load client (examples/bench_latency.rs) on core 1.
 # Then sustained fan-out: every publish to all 1 000 WebSocket subscribers
 # (herald: 1 000 durable events per publish), at rising rates, herald vs
-# nchan, 10 s each: deliveries/s and their p99.
+# nchan, 10 s each: deliveries/s and their p99. After each herald run, its
+# group commit's flush + fdatasync times (its /metrics): herald's floor.
 # Writes target/bench/latency.jsonl and sustained.jsonl, and the charts
 # target/bench/latency.svg and sustained.svg.
 #
@@ -52,15 +53,16 @@ run() { # server transport port [rate seconds out extra...]
         --pub "127.0.0.1:$3" --sub "127.0.0.1:$3" --subscribers "$SUBSCRIBERS" --rate "${4:-$RATE}" \
         --seconds "${5:-$SECONDS_PER_RUN}" --out "$OUT/${6:-latency}.jsonl" "${@:7}"
 }
+API_KEY=bench-api-key-0123
 herald_start() {
     start 18080 "$BIN/herald" --listen 127.0.0.1:18080 --data "$WORK/data-$RANDOM" \
-        --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 \
+        --secret bench-secret-0123456789abcdefghij --api-key "$API_KEY" \
         --send-rate 0 --max-conns-per-ip 0
 }
 
 for transport in ws sse longpoll; do
     herald_start
-    run herald "$transport" 18080; stop
+    run herald "$transport" 18080; flush_figures 18080 "$API_KEY"; stop
     if have_nchan; then
         start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
         run nchan "$transport" 18081; stop
@@ -76,7 +78,7 @@ FAN_RATES=$([ -n "$SMOKE" ] && echo 2 || echo "20 50 100 200")
 FAN_SECONDS=$([ -n "$SMOKE" ] && echo 2 || echo 10)
 for rate in $FAN_RATES; do
     herald_start
-    run herald ws 18080 "$rate" "$FAN_SECONDS" sustained --fanout; stop
+    run herald ws 18080 "$rate" "$FAN_SECONDS" sustained --fanout; flush_figures 18080 "$API_KEY"; stop
     if have_nchan; then
         start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
         run nchan ws 18081 "$rate" "$FAN_SECONDS" sustained --fanout; stop

@@ -24,3 +24,24 @@ start() {
 }
 
 stop() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
+
+# flush_figures PORT KEY: what herald's group commit did so far, from its
+# /metrics (herald_flush_seconds: flush + fdatasync, in power-of-two
+# buckets): how many flushes, and the bucket bounds under which 50% and
+# 99% of them finished. A delivery waits for one of them, so they are
+# herald's floor for publish -> receive.
+flush_figures() {
+    curl -sf -H "authorization: Bearer $2" "http://127.0.0.1:$1/metrics" | awk '
+        /^herald_flush_seconds_bucket/ {
+            match($0, /le="[^"]+"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+            n++; bound[n] = le; count[n] = $NF
+        }
+        END {
+            total = count[n]
+            for (i = 1; i <= n; i++) {
+                if (!p50 && count[i] >= total * 0.5) p50 = bound[i]
+                if (!p99 && count[i] >= total * 0.99) p99 = bound[i]
+            }
+            if (total > 0) printf "  herald group commit: %d flushes, 50%% within %.2f ms, 99%% within %.2f ms\n", total, p50 * 1000, p99 * 1000
+        }'
+}
