@@ -253,10 +253,10 @@ pub trait EventQueue: Send + Sync + 'static {
     /// of this user can be read.
     async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError>;
 
-    /// What a reader that follows the user's queue for long (a stream, a
-    /// held long-poll) keeps: [`EventQueue::watch`]'s receiver, and the
-    /// store's own handle on the queue if it has one, so that
-    /// [`EventQueue::read_followed`] need not look the queue up again.
+    /// What a reader that follows the user's queue for long (a stream)
+    /// keeps: [`EventQueue::watch`]'s receiver, and the store's own handle
+    /// on the queue if it has one, so that [`EventQueue::read_followed`]
+    /// need not look the queue up again.
     async fn follow(&self, uid: &Uid) -> Result<Follow, StoreError> {
         Ok(Follow {
             head: self.watch(uid).await?,
@@ -269,11 +269,10 @@ pub trait EventQueue: Send + Sync + 'static {
     async fn read_followed(
         &self,
         uid: &Uid,
-        follow: &Follow,
+        _follow: &Follow,
         after: u64,
         limit: PageLimit,
     ) -> Result<Page, StoreError> {
-        let _ = follow;
         self.read(uid, after, limit).await
     }
 

@@ -117,6 +117,44 @@ mod tests {
     use crate::store::{Append, EventQueue, PageLimit};
 
     #[tokio::test]
+    async fn a_followed_queue_stays_in_memory_and_reads_what_is_appended_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SledStore::open(dir.path(), SledOptions::default(), Arc::new(Metrics::new())).unwrap();
+        let (alice, bob) = (Uid::parse("alice").unwrap(), Uid::parse("bob").unwrap());
+        let mut follow = store.follow(&alice).await.unwrap();
+        // bob's queue is loaded, and its receiver dropped at once.
+        store.watch(&bob).await.unwrap();
+        // Two passes: the first clears `touched`, the second forgets what
+        // nobody holds.
+        for _ in 0..2 {
+            store.forget_idle_queues();
+        }
+        assert!(store.queues.contains_key(&alice), "followed: kept");
+        assert!(!store.queues.contains_key(&bob), "idle: forgotten");
+        let to = |uid: &Uid, n: u64| store.append(vec![Append::new(uid.clone(), "notice", &n)]);
+        to(&alice, 1).await.unwrap();
+        to(&bob, 2).await.unwrap();
+        // The append answered after raising the durable mark it watches.
+        assert_eq!(*follow.head.borrow_and_update(), 1);
+        let limit = PageLimit {
+            events: 10,
+            bytes: 1 << 20,
+        };
+        let page = store
+            .read_followed(&alice, &follow, 0, limit)
+            .await
+            .unwrap();
+        assert_eq!(page.events.len(), 1);
+        assert_eq!((page.head, page.cursor), (1, 1));
+        // The append found the queue by uid in the store's map: the handle
+        // is that queue, not a copy, and a read by uid agrees.
+        let page = store.read(&alice, 0, limit).await.unwrap();
+        assert_eq!((page.head, page.events.len()), (1, 1));
+        assert_eq!(store.read(&bob, 0, limit).await.unwrap().head, 1);
+    }
+
+    #[tokio::test]
     async fn retention_visits_users_in_slices_then_starts_over() {
         let dir = tempfile::tempdir().unwrap();
         let options = SledOptions {
