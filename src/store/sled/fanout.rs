@@ -310,6 +310,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_of_many_chunks_reaches_every_user_once_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        // 2 500 users, one body: a first chunk of 128 made durable alone,
+        // then records of 1 024, 1 024 and 324.
+        let to = users(2_500);
+        let seqs = store.append(to_all(&to, 7)).await.unwrap();
+        assert_eq!(seqs, vec![1; 2_500]);
+        // 1 500 of them, a body each: inserted event by event, same chunks.
+        let own: Vec<Append> = to[..1_500]
+            .iter()
+            .enumerate()
+            .map(|(i, u)| Append::new(u.clone(), "notice", &i))
+            .collect();
+        assert_eq!(store.append(own).await.unwrap(), vec![2; 1_500]);
+        // Each user has the shared event, then its own (the first 1 500).
+        async fn check(store: &SledStore, to: &[Uid]) {
+            let limit = PageLimit {
+                events: 10,
+                bytes: 1 << 20,
+            };
+            for (i, uid) in to.iter().enumerate() {
+                let page = store.read(uid, 0, limit).await.unwrap();
+                let data: Vec<serde_json::Value> = page
+                    .events
+                    .iter()
+                    .map(|e| {
+                        serde_json::from_slice::<serde_json::Value>(e).unwrap()["data"].clone()
+                    })
+                    .collect();
+                let mut want = vec![serde_json::json!(7)];
+                if i < 1_500 {
+                    want.push(serde_json::json!(i));
+                }
+                assert_eq!(data, want, "{uid}");
+            }
+        }
+        check(&store, &to).await;
+        drop(store);
+        check(&open(dir.path()), &to).await;
+    }
+
+    #[tokio::test]
     async fn a_user_twice_in_one_record_gets_two_seqs_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
