@@ -21,7 +21,7 @@ use crate::metrics::Label;
 use crate::routes;
 use crate::SharedMap;
 
-mod direct;
+pub(crate) mod direct;
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -819,3 +819,55 @@ async fn streams_whose_client_stops_reading_end_after_the_send_timeout() {
         server.metric(&open("ws")).await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_that_reads_late_gets_every_event_once_in_order_when_they_outran_its_socket() {
+    // Live events go straight from the commit thread to an idle, caught-up
+    // socket. This one does not read while ~12 MiB arrive (more than the
+    // socket buffers hold), so some writes are refused or cut short and
+    // the session takes over; then it reads everything.
+    let server = Server::start_with(&["--send-timeout-ms", "60000"]).await;
+    let token = server.token("late").await;
+    let mut ws = ws_connect(&server, &token, 0).await;
+    let hello = ws_next_frame(&mut ws).await;
+    assert_eq!(hello["type"], "hello", "{hello}");
+    let pad = "y".repeat(3000);
+    let (publishers, each) = (8u64, 500u64);
+    let tasks: Vec<_> = (0..publishers)
+        .map(|p| {
+            let (http, url, pad) = (
+                server.http.clone(),
+                server.url("/api/v1/publish"),
+                pad.clone(),
+            );
+            tokio::spawn(async move {
+                for i in 0..each {
+                    let response = http
+                        .post(&url)
+                        .bearer_auth(common::API_KEY)
+                        .json(&json!({"to": ["late"], "data": {"p": p, "i": i, "pad": pad}}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(response.status().is_success());
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let total = publishers * each;
+    let mut got = Vec::new();
+    let mut next_of = vec![0u64; publishers as usize];
+    while (got.len() as u64) < total {
+        let event = ws_next_json(&mut ws).await;
+        assert_eq!(event["data"]["pad"].as_str(), Some(pad.as_str()), "intact");
+        // Each publisher's events in the order it published them.
+        let p = event["data"]["p"].as_u64().unwrap() as usize;
+        assert_eq!(event["data"]["i"].as_u64(), Some(next_of[p]));
+        next_of[p] += 1;
+        got.push(event);
+    }
+    assert_eq!(seqs(&got), (1..=total).collect::<Vec<_>>());
+}

@@ -274,6 +274,21 @@ pub struct Rewind {
 }
 
 impl Rewind {
+    /// The socket's file descriptor (for `transport/ws.rs`'s direct writes).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.inner.as_raw_fd()
+    }
+
+    /// Puts `bytes` back in front of what is read next.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            let mut joined = bytes::BytesMut::from(&bytes[..]);
+            joined.extend_from_slice(&self.prefix);
+            self.prefix = joined.freeze();
+        }
+    }
+
     pub fn new(inner: TcpStream, prefix: Bytes, send_timeout: Duration) -> Rewind {
         Rewind {
             prefix,

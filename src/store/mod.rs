@@ -190,6 +190,16 @@ impl Follow {
     }
 }
 
+/// A reader that takes a user's events the moment they are durable, on
+/// the thread that made them durable, instead of being woken to read them
+/// (a WebSocket writes them straight to its socket: `transport/ws.rs`).
+pub trait Direct: Send + Sync {
+    /// The events `after+1 ..= head` are durable; `events` are they, in
+    /// order, or empty when the store does not have them at hand. Takes
+    /// them, or arranges to read them itself (wakes its reader).
+    fn durable(&self, after: u64, head: u64, events: &[Bytes]);
+}
+
 /// Errors of the storage layer; the HTTP edge maps them to 500/503.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -262,6 +272,14 @@ pub trait EventQueue: Send + Sync + 'static {
             head: self.watch(uid).await?,
             queue: None,
         })
+    }
+
+    /// Calls `direct` whenever the queue `follow` holds has new durable
+    /// events, for as long as `direct` lives. `false` if this store cannot;
+    /// the reader then waits on `follow.head`.
+    fn attach(&self, follow: &Follow, direct: std::sync::Weak<dyn Direct>) -> bool {
+        let _ = (follow, direct);
+        false
     }
 
     /// [`EventQueue::read`] of the queue `follow` (from

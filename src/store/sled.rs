@@ -40,7 +40,7 @@ use super::commit::{DurableMark, GroupCommit, Waiter};
 use super::event::{event_json, gap_event, now_ms};
 use super::user_queue::{QueueState, UserQueue};
 use super::{
-    Acked, Append, Epoch, EventQueue, Follow, Once, Page, PageLimit, Retention, StoreError,
+    Acked, Append, Direct, Epoch, EventQueue, Follow, Once, Page, PageLimit, Retention, StoreError,
 };
 use crate::metrics::Metrics;
 use crate::uid::Uid;
@@ -299,6 +299,7 @@ impl SledStore {
             }),
             durable: watch::channel(head).0,
             touched: AtomicBool::new(true),
+            directs: Mutex::new(Vec::new()),
         };
         if new_meta {
             self.write_meta(&queue, &queue.state())?;
@@ -668,6 +669,16 @@ impl EventQueue for SledStore {
             head: q.durable.subscribe(),
             queue: Some(q),
         })
+    }
+
+    fn attach(&self, follow: &Follow, direct: std::sync::Weak<dyn Direct>) -> bool {
+        let Some(q) = follow.queue::<UserQueue>() else {
+            return false;
+        };
+        let mut directs = q.directs.lock().unwrap_or_else(|e| e.into_inner());
+        directs.retain(|d| d.strong_count() > 0);
+        directs.push(direct);
+        true
     }
 
     async fn read_followed(

@@ -3,13 +3,13 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::commit::DurableMark;
-use super::PageLimit;
+use super::{Direct, PageLimit};
 use crate::uid::Uid;
 
 /// One user's queue as kept in memory.
@@ -21,6 +21,8 @@ pub(super) struct UserQueue {
     pub(super) durable: watch::Sender<u64>,
     /// Used since the last sweep of idle queues.
     pub(super) touched: AtomicBool,
+    /// Readers that take new durable events directly (see [`Direct`]).
+    pub(super) directs: Mutex<Vec<Weak<dyn Direct>>>,
 }
 
 pub(super) struct QueueState {
@@ -100,12 +102,67 @@ pub(super) fn unused(q: &Arc<UserQueue>) -> bool {
 
 impl DurableMark for UserQueue {
     fn mark_durable(&self, seq: u64) {
-        self.durable.send_if_modified(|mark| {
+        let mut before = 0;
+        let raised = self.durable.send_if_modified(|mark| {
+            before = *mark;
             let raise = seq > *mark;
             if raise {
                 *mark = seq;
             }
             raise
         });
+        if !raised {
+            return;
+        }
+        let mut directs = self.directs.lock().unwrap_or_else(|e| e.into_inner());
+        directs.retain(|d| d.strong_count() > 0);
+        if directs.is_empty() {
+            return;
+        }
+        let unlimited = PageLimit {
+            events: usize::MAX,
+            bytes: usize::MAX,
+        };
+        let events = match self.state().recent_after(before, seq, unlimited) {
+            Some((events, last)) if last == seq => events,
+            _ => Vec::new(),
+        };
+        let directs: Vec<_> = directs.iter().filter_map(Weak::upgrade).collect();
+        let _ = DELIVERY.send(Delivery {
+            directs,
+            after: before,
+            head: seq,
+            events,
+        });
     }
 }
+
+/// New durable events for [`Direct`] readers.
+struct Delivery {
+    directs: Vec<Arc<dyn Direct>>,
+    after: u64,
+    head: u64,
+    events: Vec<Bytes>,
+}
+
+/// One thread hands new durable events to [`Direct`] readers, in the
+/// order the commit thread made them durable, so that the commit thread
+/// goes back to flushing at once instead of writing to thousands of
+/// sockets after a fan-out.
+static DELIVERY: std::sync::LazyLock<std::sync::mpsc::Sender<Delivery>> =
+    std::sync::LazyLock::new(|| {
+        let (sender, deliveries) = std::sync::mpsc::channel::<Delivery>();
+        let spawned = std::thread::Builder::new()
+            .name("herald-deliver".into())
+            .spawn(move || {
+                for delivery in deliveries {
+                    for direct in &delivery.directs {
+                        direct.durable(delivery.after, delivery.head, &delivery.events);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("no thread for direct deliveries: {e}");
+        }
+        sender
+    });

@@ -99,6 +99,20 @@ impl StreamRequest {
     }
 }
 
+/// A stream's cursor shared with a writer that sends new events itself
+/// the moment they are durable (a WebSocket's, see `ws.rs`), so that the
+/// stream's task is not woken for each of them.
+pub trait Handoff: Send + Sync {
+    /// The stream is about to read its queue: the writer leaves events to
+    /// it until [`Handoff::end`]. The cursor to read from.
+    fn begin(&self) -> u64;
+    /// The stream has sent everything up to `cursor` (or found nothing
+    /// new): the writer may go on from there.
+    fn end(&self, cursor: u64);
+    /// Notified when the writer left events to the stream.
+    fn woken(&self) -> &tokio::sync::Notify;
+}
+
 /// A cursor on one user's queue that waits for what comes after it.
 pub struct Subscription {
     app: Arc<App>,
@@ -107,6 +121,8 @@ pub struct Subscription {
     /// The epoch of the queue this cursor belongs to; `None` until known.
     epoch: Option<Epoch>,
     follow: Follow,
+    /// Set when a writer takes new events straight from the store.
+    handoff: Option<Arc<dyn Handoff>>,
     /// The head moved (or the store came back): read even if it is not
     /// beyond the cursor, since a recreated queue starts again at 1.
     recheck: bool,
@@ -152,6 +168,7 @@ impl Subscription {
             cursor,
             epoch,
             follow,
+            handoff: None,
             recheck,
             heartbeat,
             last_sent: Instant::now(),
@@ -175,6 +192,53 @@ impl Subscription {
         match self.hints() {
             Some(hints) => format!(r#"{{"type":"hb","hints":{hints}}}"#),
             None => r#"{"type":"hb"}"#.to_owned(),
+        }
+    }
+
+    /// From now on, `handoff` shares the cursor, and `direct` is given new
+    /// durable events by the store; the handoff wakes the stream for what
+    /// the writer leaves to it. `false` if the store cannot (nothing
+    /// changed).
+    pub fn hand_off(
+        &mut self,
+        handoff: Arc<dyn Handoff>,
+        direct: std::sync::Weak<dyn crate::store::Direct>,
+    ) -> bool {
+        if !self.app.store.attach(&self.follow, direct) {
+            return false;
+        }
+        self.handoff = Some(handoff);
+        true
+    }
+
+    /// The `hello`, if the stream has nothing to send yet (caught up,
+    /// nothing to recheck); the queue's epoch is read if not known yet.
+    pub async fn idle_hello(&mut self) -> Option<String> {
+        if self.recheck || *self.follow.head.borrow() > self.cursor {
+            return None;
+        }
+        if self.epoch.is_none() {
+            let read = read_following(
+                &self.app,
+                &self.uid,
+                Some(&self.follow),
+                self.cursor,
+                1,
+                None,
+            );
+            let page = Box::pin(read).await.ok()?;
+            if !page.events.is_empty() {
+                return None;
+            }
+            self.epoch = Some(page.epoch);
+        }
+        Some(self.hello_json())
+    }
+
+    /// The events handed out by the last [`Subscription::next`] are sent.
+    pub fn sent(&self) {
+        if let Some(handoff) = &self.handoff {
+            handoff.end(self.cursor);
         }
     }
 
@@ -213,6 +277,9 @@ impl Subscription {
             if self.app.shutdown.is_cancelled() {
                 return Ok(Next::End(EndReason::ShuttingDown));
             }
+            if let Some(handoff) = &self.handoff {
+                self.cursor = handoff.begin();
+            }
             let head = *self.follow.head.borrow_and_update();
             if head > self.cursor || std::mem::take(&mut self.recheck) {
                 // Boxed: an idle stream's state would otherwise carry room
@@ -242,6 +309,16 @@ impl Subscription {
                     Err(e) => return Err(e),
                 }
             }
+            if let Some(handoff) = &self.handoff {
+                handoff.end(self.cursor);
+            }
+            let handoff = self.handoff.clone();
+            let woken = async {
+                match &handoff {
+                    Some(handoff) => handoff.woken().notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             // Boxed: a timer held inline would cost every idle stream its
             // size, for a wait only an unavailable store needs.
             let retry = async {
@@ -259,12 +336,13 @@ impl Subscription {
                 }
             };
             tokio::select! {
-                changed = self.follow.head.changed() => {
+                changed = self.follow.head.changed(), if handoff.is_none() => {
                     if changed.is_err() {
                         return Ok(Next::End(EndReason::ShuttingDown));
                     }
                     self.recheck = true;
                 }
+                () = woken => {}
                 _ = retry => {}
                 _ = self.heartbeat.tick() => {
                     let due = self.last_sent + self.heartbeat.period();

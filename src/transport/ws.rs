@@ -30,18 +30,19 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::command::{self, Command, Frame};
-use super::subscription::{EndReason, Next, StreamRequest, Subscription};
+use super::subscription::{EndReason, Handoff, Next, StreamRequest, Subscription};
 use crate::app::App;
 use crate::deadline::sent_in_time;
 use crate::error::Error;
 use crate::http::reply::{empty, Response};
 use crate::http::request::header_has;
 use crate::hub::{Connection, Transport};
+use crate::server::direct::Rewind;
+use crate::store::Direct;
 use crate::uid::Uid;
+use bytes::Bytes;
 
 const PING_EVERY: Duration = Duration::from_secs(25);
-
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// `GET /v1/ws?cursor=N&epoch=E` with an Upgrade: websocket.
 pub async fn handle(
@@ -85,19 +86,52 @@ pub async fn handle(
                     .max_write_buffer_size(1 << 20)
                     .max_message_size(Some(max_message))
                     .max_frame_size(Some(max_message));
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                Session {
+                let mut session = Session {
                     app,
                     conn: connection,
                     sub: subscription,
+                };
+                // herald's own connections: the commit thread may write
+                // events straight to the socket (see `Straight`).
+                match upgraded.downcast::<TokioIo<Rewind>>() {
+                    Ok(parts) => {
+                        let mut io = parts.io.into_inner();
+                        io.unread(parts.read_buf);
+                        let straight = Arc::new(Straight::new(
+                            &io,
+                            session.app.clone(),
+                            session.sub.cursor(),
+                        ));
+                        let direct: Arc<dyn Direct> = straight.clone();
+                        let direct = session
+                            .sub
+                            .hand_off(straight.clone(), Arc::downgrade(&direct));
+                        let io = Guarded {
+                            io,
+                            straight: straight.clone(),
+                        };
+                        let socket =
+                            WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                        let straight = direct.then_some(straight);
+                        if let Some(straight) = &straight {
+                            // Sent now, straight to the empty socket, so
+                            // that the first event can follow it the same way.
+                            if let Some(hello) = session.sub.idle_hello().await {
+                                straight.hello(hello.as_bytes());
+                            }
+                        }
+                        session.run(socket, straight.as_deref()).await;
+                    }
+                    Err(upgraded) => {
+                        let socket = WebSocketStream::from_raw_socket(
+                            TokioIo::new(upgraded),
+                            Role::Server,
+                            Some(config),
+                        )
+                        .await;
+                        session.run(socket, None).await;
+                    }
                 }
-                .run(socket)
-                .await;
             }
             Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
         }
@@ -128,15 +162,25 @@ enum Close {
 }
 
 impl Session {
-    async fn run(mut self, socket: Socket) {
+    /// Serves the socket until it closes. With `straight`, the commit
+    /// thread writes new events to the socket itself while the session is
+    /// idle and caught up.
+    async fn run<S>(mut self, socket: WebSocketStream<S>, straight: Option<&Straight>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let (mut sink, mut stream) = socket.split();
+        // No direct frame after the close frame (and none once the socket
+        // is dropped: `Guarded`).
+        let closing = straight.map(Closing);
         let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         let limit = self.app.config.send_timeout();
-        // The hello goes out with the first page: an idle socket that never
-        // gets an event then never grows its write buffer (~650 B).
-        let mut greeted = false;
+        // The hello goes out with the first page (unless `straight` sent
+        // it): an idle socket that never gets an event then never grows
+        // its write buffer (~650 B).
+        let mut greeted = straight.is_some_and(Straight::is_greeted);
         let close = loop {
             tokio::select! {
                 incoming = stream.next() => {
@@ -179,6 +223,10 @@ impl Session {
                         if !sent_in_time(limit, page).await {
                             break Close::Gone;
                         }
+                        if let Some(straight) = straight {
+                            straight.greeted();
+                        }
+                        self.sub.sent();
                         self.conn.sent(count, bytes);
                     }
                     Ok(Next::Heartbeat) => {
@@ -190,6 +238,11 @@ impl Session {
                     Ok(Next::End(EndReason::Expired)) => break Close::With(CloseCode::Away, "reconnect"),
                     Err(_) => break Close::With(CloseCode::Error, "storage error"),
                 },
+                () = owing(straight) => {
+                    if !sent_in_time(limit, sink.flush()).await {
+                        break Close::Gone;
+                    }
+                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > PING_EVERY * 2 {
                         break Close::Gone;
@@ -200,6 +253,7 @@ impl Session {
                 }
             }
         };
+        drop(closing);
         if let Close::With(code, reason) = close {
             let frame = CloseFrame {
                 code,
@@ -260,4 +314,273 @@ impl Session {
 
 fn error_reply(id: Option<Value>, code: &str, message: &str) -> Value {
     json!({"op": "reply", "id": id, "ok": false, "error": code, "message": message})
+}
+
+/// A WebSocket's socket as the commit thread writes to it (see
+/// [`Direct`]): when the session is idle (not reading or writing events),
+/// caught up, and tungstenite holds nothing unwritten, a new durable event
+/// goes out as a frame with one non-blocking `send`, without waking the
+/// session's task; otherwise the session is woken and sends it as before.
+/// The frames are those tungstenite writes (text, unmasked).
+pub(crate) struct Straight {
+    fd: std::os::fd::RawFd,
+    app: Arc<App>,
+    shared: std::sync::Mutex<Shared>,
+    woken: tokio::sync::Notify,
+    /// Notified when `owed` needs the session to write it.
+    owing: tokio::sync::Notify,
+}
+
+struct Shared {
+    /// The seq of the last event sent or handed to the session.
+    cursor: u64,
+    /// The session reads or sends events: new ones are left to it.
+    busy: bool,
+    /// tungstenite holds bytes it has not written yet: nothing may go to
+    /// the socket before them.
+    dirty: bool,
+    /// The `hello` went out (the session sends it with its first page).
+    greeted: bool,
+    /// The end of frames a direct write could put only in part to the
+    /// socket: they go before anything else (`Guarded`).
+    owed: Vec<u8>,
+    /// The socket is closing or a direct write failed: no more of them.
+    closed: bool,
+}
+
+/// Largest batch of frames written directly; a larger one is left to the
+/// session, which can wait for the socket to drain.
+const STRAIGHT_MAX: usize = 16 << 10;
+
+impl Straight {
+    /// For a session whose stream is at `cursor`.
+    fn new(io: &Rewind, app: Arc<App>, cursor: u64) -> Straight {
+        Straight {
+            fd: io.raw_fd(),
+            app,
+            shared: std::sync::Mutex::new(Shared {
+                cursor,
+                busy: true,
+                dirty: false,
+                greeted: false,
+                owed: Vec::new(),
+                closed: false,
+            }),
+            woken: tokio::sync::Notify::new(),
+            owing: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn greeted(&self) {
+        self.shared().greeted = true;
+    }
+
+    fn is_greeted(&self) -> bool {
+        self.shared().greeted
+    }
+
+    /// Writes the `hello` frame, before anything else (the session has
+    /// not started: `busy`). Left to the session if it does not go out
+    /// whole at once.
+    fn hello(&self, hello: &[u8]) {
+        let mut shared = self.shared();
+        if shared.greeted || shared.closed || hello.len() > 125 {
+            return;
+        }
+        let mut frame = Vec::with_capacity(hello.len() + 2);
+        frame.extend_from_slice(&[0x81, hello.len() as u8]);
+        frame.extend_from_slice(hello);
+        // SAFETY: see `durable`.
+        let sent = unsafe {
+            libc::send(
+                self.fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent > 0 {
+            shared.greeted = true;
+            if (sent as usize) < frame.len() {
+                shared.owed = frame.split_off(sent as usize);
+                shared.dirty = true;
+                self.owing.notify_one();
+            }
+        }
+    }
+}
+
+impl Handoff for Straight {
+    fn begin(&self) -> u64 {
+        let mut shared = self.shared();
+        shared.busy = true;
+        shared.cursor
+    }
+
+    fn end(&self, cursor: u64) {
+        let mut shared = self.shared();
+        shared.cursor = cursor;
+        shared.busy = false;
+    }
+
+    fn woken(&self) -> &tokio::sync::Notify {
+        &self.woken
+    }
+}
+
+impl Direct for Straight {
+    fn durable(&self, after: u64, head: u64, events: &[Bytes]) {
+        let mut shared = self.shared();
+        let bytes: usize = events.iter().map(|e| e.len()).sum();
+        let ready = !(shared.busy || shared.dirty || shared.closed || !shared.greeted);
+        if !ready || shared.cursor != after || events.is_empty() || bytes > STRAIGHT_MAX {
+            drop(shared);
+            self.woken.notify_one();
+            return;
+        }
+        let mut frames = Vec::with_capacity(bytes + 4 * events.len());
+        for event in events {
+            frames.push(0x81); // FIN, text
+            match event.len() {
+                len @ 0..=125 => frames.push(len as u8),
+                len => {
+                    frames.push(126);
+                    frames.extend_from_slice(&(len as u16).to_be_bytes());
+                }
+            }
+            frames.extend_from_slice(event);
+        }
+        // SAFETY: `fd` is the session's socket, open while `closed` is
+        // false (`Closing` sets it, under this lock, before the socket is
+        // dropped); the buffer is valid for its length.
+        let sent = unsafe {
+            libc::send(
+                self.fd,
+                frames.as_ptr().cast(),
+                frames.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent > 0 {
+            shared.cursor = head;
+            if (sent as usize) < frames.len() {
+                // The socket is full: the session writes the rest before
+                // anything else, as the socket drains.
+                shared.owed = frames.split_off(sent as usize);
+                shared.dirty = true;
+                self.owing.notify_one();
+            }
+            drop(shared);
+            self.app.hub.sent(Transport::Ws, events.len(), bytes);
+            return;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {
+            // The connection is gone: the session finds out on its own.
+            shared.closed = true;
+        }
+        drop(shared);
+        self.woken.notify_one();
+    }
+}
+
+/// Resolves when a direct write left bytes for the session to write.
+async fn owing(straight: Option<&Straight>) {
+    match straight {
+        Some(straight) => straight.owing.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends direct writes when dropped (see [`Session::run`]).
+struct Closing<'a>(&'a Straight);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.0.shared().closed = true;
+    }
+}
+
+/// The session's socket, telling [`Straight`] whether tungstenite left
+/// bytes unwritten; its writes and the direct ones take turns.
+struct Guarded {
+    io: Rewind,
+    straight: Arc<Straight>,
+}
+
+impl Drop for Guarded {
+    /// Before the socket closes (its fd could be reused at once), under
+    /// the lock a direct write holds: no direct write after this.
+    fn drop(&mut self) {
+        self.straight.shared().closed = true;
+    }
+}
+
+impl tokio::io::AsyncRead for Guarded {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let mut shared = this.straight.shared();
+        std::task::ready!(pay(&mut this.io, &mut shared.owed, cx))?;
+        let poll = std::pin::Pin::new(&mut this.io).poll_write(cx, buf);
+        shared.dirty = !matches!(poll, std::task::Poll::Ready(Ok(n)) if n == buf.len());
+        poll
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let mut shared = this.straight.shared();
+        // tungstenite flushes once it has written all it holds.
+        std::task::ready!(pay(&mut this.io, &mut shared.owed, cx))?;
+        shared.dirty = false;
+        drop(shared);
+        std::pin::Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.straight.shared().closed = true;
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Writes `owed` (what a direct write left) to `io`, as far as it goes.
+fn pay(
+    io: &mut Rewind,
+    owed: &mut Vec<u8>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<()>> {
+    use tokio::io::AsyncWrite;
+    while !owed.is_empty() {
+        let n = std::task::ready!(std::pin::Pin::new(&mut *io).poll_write(cx, owed))?;
+        if n == 0 {
+            return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+        }
+        owed.drain(..n);
+    }
+    if owed.capacity() > 0 {
+        *owed = Vec::new();
+    }
+    std::task::Poll::Ready(Ok(()))
 }
