@@ -384,34 +384,56 @@ impl Straight {
     }
 
     /// Writes the `hello` frame, before anything else (the session has
-    /// not started: `busy`). Left to the session if it does not go out
-    /// whole at once.
+    /// not started: `busy`).
     fn hello(&self, hello: &[u8]) {
         let mut shared = self.shared();
-        if shared.greeted || shared.closed || hello.len() > 125 {
+        if shared.greeted || shared.closed {
             return;
         }
-        let mut frame = Vec::with_capacity(hello.len() + 2);
-        frame.extend_from_slice(&[0x81, hello.len() as u8]);
-        frame.extend_from_slice(hello);
-        // SAFETY: see `durable`.
+        let mut frame = Vec::with_capacity(hello.len() + 4);
+        text_frame(&mut frame, hello);
+        shared.greeted = self.send(&mut shared, frame);
+    }
+
+    /// Sends `frames` with one non-blocking `send`, under the lock of
+    /// `shared`; what the socket does not take is owed (the session writes
+    /// it first). Whether any of it went (if not, `errno` says why).
+    fn send(&self, shared: &mut Shared, mut frames: Vec<u8>) -> bool {
+        // SAFETY: `fd` is the session's socket, open while `closed` is
+        // false (`Guarded::drop` sets it, under this lock, before the fd
+        // is closed); the buffer is valid for its length.
         let sent = unsafe {
             libc::send(
                 self.fd,
-                frame.as_ptr().cast(),
-                frame.len(),
+                frames.as_ptr().cast(),
+                frames.len(),
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
-        if sent > 0 {
-            shared.greeted = true;
-            if (sent as usize) < frame.len() {
-                shared.owed = frame.split_off(sent as usize);
-                shared.dirty = true;
-                self.owing.notify_one();
-            }
+        if sent <= 0 {
+            return false;
+        }
+        if (sent as usize) < frames.len() {
+            shared.owed = frames.split_off(sent as usize);
+            shared.dirty = true;
+            self.owing.notify_one();
+        }
+        true
+    }
+}
+
+/// Appends `payload` to `out` as one text frame (FIN, unmasked: from a
+/// server), as tungstenite writes it; `payload` is under 64 KiB.
+fn text_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.push(0x81);
+    match payload.len() {
+        len @ 0..=125 => out.push(len as u8),
+        len => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
         }
     }
+    out.extend_from_slice(payload);
 }
 
 impl Handoff for Straight {
@@ -444,36 +466,10 @@ impl Direct for Straight {
         }
         let mut frames = Vec::with_capacity(bytes + 4 * events.len());
         for event in events {
-            frames.push(0x81); // FIN, text
-            match event.len() {
-                len @ 0..=125 => frames.push(len as u8),
-                len => {
-                    frames.push(126);
-                    frames.extend_from_slice(&(len as u16).to_be_bytes());
-                }
-            }
-            frames.extend_from_slice(event);
+            text_frame(&mut frames, event);
         }
-        // SAFETY: `fd` is the session's socket, open while `closed` is
-        // false (`Closing` sets it, under this lock, before the socket is
-        // dropped); the buffer is valid for its length.
-        let sent = unsafe {
-            libc::send(
-                self.fd,
-                frames.as_ptr().cast(),
-                frames.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent > 0 {
+        if self.send(&mut shared, frames) {
             shared.cursor = head;
-            if (sent as usize) < frames.len() {
-                // The socket is full: the session writes the rest before
-                // anything else, as the socket drains.
-                shared.owed = frames.split_off(sent as usize);
-                shared.dirty = true;
-                self.owing.notify_one();
-            }
             drop(shared);
             self.app.hub.sent(Transport::Ws, events.len(), bytes);
             return;
