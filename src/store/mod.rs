@@ -190,9 +190,9 @@ impl Follow {
     }
 }
 
-/// A reader that takes a user's events the moment they are durable, on
-/// the thread that made them durable, instead of being woken to read them
-/// (a WebSocket writes them straight to its socket: `transport/ws.rs`).
+/// A reader that is handed a user's events as soon as they are durable,
+/// on a thread of the store's, instead of being woken to read them (a
+/// WebSocket writes them straight to its socket: `transport/ws.rs`).
 pub trait Direct: Send + Sync {
     /// The events `after+1 ..= head` are durable; `events` are they, in
     /// order, or empty when the store does not have them at hand. Takes

@@ -91,7 +91,7 @@ pub async fn handle(
                     conn: connection,
                     sub: subscription,
                 };
-                // herald's own connections: the commit thread may write
+                // herald's own connections: the delivery thread may write
                 // events straight to the socket (see `Straight`).
                 match upgraded.downcast::<TokioIo<Rewind>>() {
                     Ok(parts) => {
@@ -162,9 +162,9 @@ enum Close {
 }
 
 impl Session {
-    /// Serves the socket until it closes. With `straight`, the commit
-    /// thread writes new events to the socket itself while the session is
-    /// idle and caught up.
+    /// Serves the socket until it closes. With `straight`, the store's
+    /// delivery thread writes new events to the socket itself while the
+    /// session is idle and caught up.
     async fn run<S>(mut self, socket: WebSocketStream<S>, straight: Option<&Straight>)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -316,13 +316,13 @@ fn error_reply(id: Option<Value>, code: &str, message: &str) -> Value {
     json!({"op": "reply", "id": id, "ok": false, "error": code, "message": message})
 }
 
-/// A WebSocket's socket as the commit thread writes to it (see
+/// A WebSocket's socket as the store's delivery thread writes to it (see
 /// [`Direct`]): when the session is idle (not reading or writing events),
 /// caught up, and tungstenite holds nothing unwritten, a new durable event
 /// goes out as a frame with one non-blocking `send`, without waking the
 /// session's task; otherwise the session is woken and sends it as before.
 /// The frames are those tungstenite writes (text, unmasked).
-pub(crate) struct Straight {
+struct Straight {
     fd: std::os::fd::RawFd,
     app: Arc<App>,
     shared: std::sync::Mutex<Shared>,
