@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::error::Error;
 use crate::http::request::{parse_u64, Query};
 use crate::hub::{Connection, Transport};
-use crate::store::{Epoch, Follow, StoreError};
+use crate::store::{Epoch, Follow, Page, StoreError};
 use crate::uid::Uid;
 use hyper::Request;
 
@@ -218,21 +218,33 @@ impl Subscription {
             return None;
         }
         if self.epoch.is_none() {
-            let read = read_following(
-                &self.app,
-                &self.uid,
-                Some(&self.follow),
-                self.cursor,
-                1,
-                None,
-            );
-            let page = Box::pin(read).await.ok()?;
+            let page = self.read(1, None).await.ok()?;
             if !page.events.is_empty() {
                 return None;
             }
             self.epoch = Some(page.epoch);
         }
         Some(self.hello_json())
+    }
+
+    /// Up to `events` events after the cursor, of `epoch`. Boxed: an idle
+    /// stream's state would otherwise carry room for a whole read (store
+    /// and group-log futures) between pages (measured: ~600 B per idle SSE
+    /// connection).
+    fn read(
+        &self,
+        events: usize,
+        epoch: Option<Epoch>,
+    ) -> Pin<Box<impl std::future::Future<Output = Result<Page, Error>> + Send + '_>> {
+        let follow = Some(&self.follow);
+        Box::pin(read_following(
+            &self.app,
+            &self.uid,
+            follow,
+            self.cursor,
+            events,
+            epoch,
+        ))
     }
 
     /// The events handed out by the last [`Subscription::next`] are sent.
@@ -282,18 +294,7 @@ impl Subscription {
             }
             let head = *self.follow.head.borrow_and_update();
             if head > self.cursor || std::mem::take(&mut self.recheck) {
-                // Boxed: an idle stream's state would otherwise carry room
-                // for a whole read (store and group-log futures) between
-                // pages (measured: ~600 B per idle SSE connection).
-                let read = read_following(
-                    &self.app,
-                    &self.uid,
-                    Some(&self.follow),
-                    self.cursor,
-                    PAGE,
-                    self.epoch,
-                );
-                match Box::pin(read).await {
+                match self.read(PAGE, self.epoch).await {
                     Ok(page) => {
                         self.epoch = Some(page.epoch);
                         if !page.events.is_empty() {
