@@ -27,9 +27,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use hyper::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE,
-};
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, UPGRADE};
 use hyper::{Request, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -66,7 +64,7 @@ pub enum Head {
 /// Reads the next request of a connection (after the bytes already read,
 /// `prefix`) until it is clear whether it is served here (then until its
 /// head is complete).
-pub async fn read_head(stream: &mut TcpStream, prefix: Bytes) -> Head {
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, prefix: Bytes) -> Head {
     let mut buf = BytesMut::from(prefix);
     let mut read_more = buf.is_empty();
     loop {
@@ -105,13 +103,24 @@ pub async fn read_head(stream: &mut TcpStream, prefix: Bytes) -> Head {
     }
 }
 
-/// The request as an `http::Request` if it is one served here: a bodiless
+/// The request as an `http::Request` if it is one served here: an
 /// HTTP/1.1 GET of exactly `/v1/sse`, `/v1/iframe`, `/v1/longpoll` or
-/// `/v1/poll`.
+/// `/v1/poll` with no framing headers at all.
+///
+/// A request that names a length or a transfer coding (even
+/// `Content-Length: 0`, even twice the same) goes to hyper, which frames
+/// it or answers 400 and closes: two parsers must never disagree on where
+/// a request ends (a proxy in front that takes the other reading would
+/// desynchronise, and one connection would carry another user's request).
 fn stream_request(parsed: &httparse::Request) -> Option<Request<()>> {
     let target = parsed.path?;
     let path = target.split('?').next()?;
-    if parsed.method != Some("GET")
+    let framed = parsed.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-length")
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
+    });
+    if framed
+        || parsed.method != Some("GET")
         || parsed.version != Some(1)
         || !matches!(path, "/v1/sse" | "/v1/iframe" | "/v1/longpoll" | "/v1/poll")
     {
@@ -130,12 +139,7 @@ fn stream_request(parsed: &httparse::Request) -> Option<Request<()>> {
             HeaderValue::from_bytes(header.value).ok()?,
         );
     }
-    let headers = request.headers();
-    let has_body = headers.contains_key(TRANSFER_ENCODING)
-        || headers
-            .get(CONTENT_LENGTH)
-            .is_some_and(|length| length.as_bytes() != b"0");
-    (!has_body && !headers.contains_key(UPGRADE)).then_some(request)
+    (!request.headers().contains_key(UPGRADE)).then_some(request)
 }
 
 /// Answers `request` on `stream`. Returns the bytes that followed it if the
@@ -213,18 +217,18 @@ pub async fn serve(
     None
 }
 
-/// Reads what the client sends while its request is handled into `extra`
-/// (at most a head's worth; then it waits); returns when the client closed
-/// or failed.
+/// Reads what the client sends while its request is handled into `extra`;
+/// returns when the client closed or failed, or when it pipelined more
+/// than a head's worth: that much is not kept, and a socket no longer read
+/// would not show its client leaving (the connection is closed instead).
 async fn read_while_waiting(stream: &mut TcpStream, extra: &mut BytesMut) {
     let mut scratch = [0u8; 256];
-    while extra.len() < MAX_HEAD {
+    while extra.len() <= MAX_HEAD {
         match stream.read(&mut scratch).await {
             Ok(0) | Err(_) => return,
             Ok(n) => extra.extend_from_slice(&scratch[..n]),
         }
     }
-    std::future::pending().await
 }
 
 /// Writes `body` as chunks until it ends, the client goes away, or a chunk
@@ -397,3 +401,6 @@ fn http_date(with: impl FnOnce(&[u8])) {
         with(date.as_bytes());
     });
 }
+
+#[cfg(test)]
+mod tests;
