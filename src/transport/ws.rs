@@ -158,6 +158,8 @@ struct Session {
 /// Why the socket loop stopped, and how to close.
 enum Close {
     With(CloseCode, &'static str),
+    /// The client closed: its Close frame is echoed.
+    Answer,
     Gone,
 }
 
@@ -191,7 +193,9 @@ impl Session {
                         // per idle WebSocket, scripts/bench-connections.sh).
                         Some(Ok(Message::Text(text))) => Box::pin(self.command(text.as_str())).await,
                         Some(Ok(Message::Binary(_))) => Some(error_reply(None, "bad_frame", "frames must be JSON text")),
-                        Some(Ok(Message::Close(_))) | None => break Close::Gone,
+                        // tungstenite has queued the Close reply: flushing sends it.
+                        Some(Ok(Message::Close(_))) => break Close::Answer,
+                        None => break Close::Gone,
                         Some(Ok(_)) => None, // ping/pong: tungstenite answers pings itself
                         Some(Err(WsError::Capacity(_))) => break Close::With(CloseCode::Size, "message too big"),
                         Some(Err(WsError::Utf8(_))) => break Close::With(CloseCode::Invalid, "text frames must be UTF-8"),
@@ -230,7 +234,9 @@ impl Session {
                         self.conn.sent(count, bytes);
                     }
                     Ok(Next::Heartbeat) => {
-                        if self.sub.hints().is_some() && !sent_in_time(limit, sink.send(Message::text(self.sub.heartbeat_json()))).await {
+                        // Also without hints: the page cannot see pings, and
+                        // herald.js takes a silent socket for dead.
+                        if !sent_in_time(limit, sink.send(Message::text(self.sub.heartbeat_json()))).await {
                             break Close::Gone;
                         }
                     }
@@ -254,17 +260,20 @@ impl Session {
             }
         };
         drop(closing);
-        if let Close::With(code, reason) = close {
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                sink.send(Message::Close(Some(frame))),
-            )
-            .await;
-        }
+        let last_frame = async {
+            match close {
+                Close::With(code, reason) => {
+                    let frame = CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    sink.send(Message::Close(Some(frame))).await
+                }
+                Close::Answer => sink.flush().await,
+                Close::Gone => Ok(()),
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), last_frame).await;
     }
 
     /// Runs one client command; the reply to send back, if any.
