@@ -158,7 +158,7 @@ async fn a_fresh_sse_connection_is_chunked_and_noticed_when_it_goes() {
     let first = String::from_utf8(raw.chunk().await.expect("opening chunk")).unwrap();
     assert!(first.starts_with("retry: "), "{first}");
     assert!(
-        first.ends_with("event: ready\ndata: {\"type\":\"ready\"}\n\n"),
+        first.ends_with("event: ready\ndata: {\"type\":\"ready\",\"heartbeat_ms\":15000}\n\n"),
         "{first}"
     );
     // The first page comes with the hello that names the epoch.
@@ -201,7 +201,9 @@ async fn an_iframe_on_a_fresh_connection_is_padded_and_chunked() {
     // The opening chunk: the padding, then the `ready` call.
     html.push_str(&String::from_utf8(raw.chunk().await.expect("chunk")).unwrap());
     assert!(
-        html.ends_with("<script>parent.parent.h({\"type\":\"ready\"});</script>\n"),
+        html.ends_with(
+            "<script>parent.parent.h({\"type\":\"ready\",\"heartbeat_ms\":15000});</script>\n"
+        ),
         "{html}"
     );
     while !html.contains(r#""data":"\u003c/script\u003e"});</script>"#) {

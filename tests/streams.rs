@@ -69,9 +69,9 @@ async fn sse_replays_the_backlog_then_delivers_live_events() {
     assert!(text.starts_with("retry: "), "{text}");
     let mut buf = text.clone();
     let events = sse_events(&mut buf);
-    // The stream says `ready` at once, then its epoch with the first page;
-    // every id is `seq:epoch`.
-    assert_eq!(events[0], json!({"type": "ready"}));
+    // The stream says `ready` at once, with its heartbeat interval, then
+    // its epoch with the first page; every id is `seq:epoch`.
+    assert_eq!(events[0], json!({"type": "ready", "heartbeat_ms": 15000}));
     assert_eq!(events[1]["type"], "hello");
     let epoch = events[1]["epoch"].as_str().expect("an epoch");
     assert!(
@@ -158,7 +158,7 @@ async fn iframe_pads_validates_the_callback_and_escapes_script_endings() {
     );
     // The first call says `ready` (at once), the next hello with the epoch.
     let calls = iframe_calls(&html, "herald.deliver");
-    assert_eq!(calls[0], json!({"type": "ready"}));
+    assert_eq!(calls[0], json!({"type": "ready", "heartbeat_ms": 15000}));
     assert_eq!(calls[1]["type"], "hello");
     // Exactly one script element opened and closed: the payload did not end
     // it (the ready call and the hello come before it).
@@ -230,7 +230,7 @@ async fn sse_heartbeat_comes_only_after_an_interval_of_silence() {
     let silence = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(Ok(chunk)) = stream.next().await {
             text.push_str(&String::from_utf8_lossy(&chunk));
-            if text.ends_with(": hb\n\n") {
+            if text.ends_with("event: hb\ndata: {\"type\":\"hb\"}\n\n") {
                 return last_event_at.elapsed();
             }
             last_event_at = tokio::time::Instant::now();
@@ -245,7 +245,7 @@ async fn sse_heartbeat_comes_only_after_an_interval_of_silence() {
         seqs(&queue(sse_events(&mut buf))),
         (1..=12).collect::<Vec<_>>()
     );
-    assert_eq!(text.matches(": hb").count(), 1, "{text}");
+    assert_eq!(text.matches("event: hb").count(), 1, "{text}");
     assert!(silence >= Duration::from_millis(350), "{silence:?}");
 }
 

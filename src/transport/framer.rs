@@ -23,8 +23,8 @@ pub struct Written {
 
 /// How a text stream writes what its subscription hands out.
 pub trait Framer: Send + 'static {
-    /// The first chunk.
-    fn opening(&mut self) -> Bytes;
+    /// The first chunk, with the `ready` of [`Subscription::ready_json`].
+    fn opening(&mut self, sub: &Subscription) -> Bytes;
     /// The `hello` of [`Subscription::hello_json`], written before the
     /// first page of events.
     fn hello(&mut self, sub: &Subscription) -> Bytes;
@@ -57,7 +57,7 @@ impl<F: Framer> Framing<F> {
         match self.stage {
             Stage::Opening => {
                 self.stage = Stage::Streaming;
-                return Some(self.framer.opening());
+                return Some(self.framer.opening(&self.sub));
             }
             Stage::Ending => return self.end(),
             Stage::Done => return None,

@@ -96,13 +96,13 @@ struct Document {
 }
 
 impl Framer for Document {
-    fn opening(&mut self) -> Bytes {
+    fn opening(&mut self, sub: &Subscription) -> Bytes {
         let mut doc = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>herald</title></head><body>\n<!--");
         doc.push_str(&" ".repeat(PADDING));
         doc.push_str("-->\n");
         // `ready` at once: the page knows the document streams (and a page
         // that does not see it within seconds is behind a buffering proxy).
-        doc.push_str(&String::from_utf8_lossy(&self.call(super::sse::READY)));
+        doc.push_str(&String::from_utf8_lossy(&self.call(&sub.ready_json())));
         self.written(Bytes::from(doc))
     }
 

@@ -18,8 +18,6 @@ use crate::store::event_head;
 
 /// How long the browser waits before reconnecting, in ms.
 const RETRY_MS: u32 = 1000;
-/// The pseudo-event every text stream (SSE, iframe) opens with.
-pub const READY: &str = r#"{"type":"ready"}"#;
 
 /// `GET /v1/sse?cursor=N&epoch=E` (or `Last-Event-ID: N:E`, which wins: it
 /// is what EventSource sends when it reconnects to the same URL).
@@ -41,11 +39,12 @@ pub async fn handle<B>(app: &Arc<App>, req: Request<B>) -> Result<Response, Erro
 struct SseFramer;
 
 impl Framer for SseFramer {
-    fn opening(&mut self) -> Bytes {
+    fn opening(&mut self, sub: &Subscription) -> Bytes {
         // `ready` at once: a client that does not see it within seconds is
         // behind something that buffers the stream (herald.js falls back).
         Bytes::from(format!(
-            "retry: {RETRY_MS}\n: herald\n\nevent: ready\ndata: {READY}\n\n"
+            "retry: {RETRY_MS}\n: herald\n\nevent: ready\ndata: {}\n\n",
+            sub.ready_json()
         ))
     }
 
@@ -64,12 +63,10 @@ impl Framer for SseFramer {
         }
     }
 
-    // A keepalive; with pull hints it is an `hb` event without an id.
+    // A keepalive: an `hb` event without an id (not a comment, which
+    // EventSource hides from the page: herald.js watches for heartbeats).
     fn heartbeat(&mut self, sub: &Subscription) -> Bytes {
-        match sub.hints() {
-            Some(_) => Bytes::from(format!("event: hb\ndata: {}\n\n", sub.heartbeat_json())),
-            None => Bytes::from_static(b": hb\n\n"),
-        }
+        Bytes::from(format!("event: hb\ndata: {}\n\n", sub.heartbeat_json()))
     }
 
     fn end(&mut self, _: &Subscription) -> Option<Bytes> {

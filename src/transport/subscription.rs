@@ -264,13 +264,25 @@ impl Subscription {
         self.epoch
     }
 
+    /// The `ready` pseudo-event SSE and the iframe stream send at open:
+    /// the stream flows, and a heartbeat comes at least every
+    /// `heartbeat_ms` (a client that hears nothing for about 2.5 of them
+    /// takes the stream for dead).
+    pub fn ready_json(&self) -> String {
+        let every = self.heartbeat.period().as_millis();
+        format!(r#"{{"type":"ready","heartbeat_ms":{every}}}"#)
+    }
+
     /// The `hello` pseudo-event a stream sends before its first events:
-    /// the epoch to send back with a cursor when reconnecting. (Not at
-    /// open: an idle stream that never gets an event then never holds the
-    /// buffers that writing it would grow.)
+    /// the epoch to send back with a cursor when reconnecting, and the
+    /// heartbeat interval (a client that hears nothing for about 2.5 of
+    /// them takes the stream for dead and reconnects). (Not at open: an
+    /// idle stream that never gets an event then never holds the buffers
+    /// that writing it would grow.)
     pub fn hello_json(&self) -> String {
         let epoch = self.epoch.map(|e| e.to_string()).unwrap_or_default();
-        format!(r#"{{"type":"hello","epoch":"{epoch}"}}"#)
+        let every = self.heartbeat.period().as_millis();
+        format!(r#"{{"type":"hello","epoch":"{epoch}","heartbeat_ms":{every}}}"#)
     }
 
     /// Takes back the events after `cursor` that were handed out but not
@@ -303,7 +315,9 @@ impl Subscription {
                             return Ok(Next::Events(page.events));
                         }
                     }
-                    Err(Error::Store(StoreError::Unavailable(e))) => {
+                    Err(Error::Store(
+                        StoreError::Unavailable(e) | StoreError::OutcomeUnknown(e),
+                    )) => {
                         tracing::debug!("stream of {} waits for the store: {e}", self.uid);
                         self.recheck = true;
                     }
