@@ -18,6 +18,8 @@ export interface HeraldOptions {
   pollInterval?: number;
   /** Long-poll hold, seconds (1-110). Default 25; shortened by itself when a proxy cuts held requests sooner. */
   hold?: number;
+  /** The server's heartbeat interval (ms) until a stream announces it; default 15000. A transport that hears nothing for 2.5 of them is reopened from the cursor. */
+  heartbeatMs?: number;
   /** Extra (custom) event types to receive over SSE. */
   types?: string[];
 }
@@ -76,7 +78,9 @@ export interface GapData {
 export interface StatusEvent {
   type: "status";
   transport: TransportName;
-  state: "connecting" | "open" | "retrying" | "fallback" | "unauthorized" | "adapting";
+  state: "connecting" | "open" | "retrying" | "fallback" | "unauthorized" | "adapting" | "stale";
+  /** stale: how long nothing was heard (ms) before the transport was reopened. */
+  silentMs?: number;
   /** adapting: the long-poll hold (s) from now on, and when the path cut the last one (s). */
   hold?: number;
   cutAfter?: number;

@@ -29,6 +29,9 @@ export class Herald {
    * @param {number} [o.pollInterval] short-poll interval, ms
    * @param {number} [o.hold] long-poll hold, seconds (1-110, default 25)
    * @param {string[]} [o.types] extra event types to receive over SSE
+   * @param {number} [o.heartbeatMs] the server's heartbeat interval until
+   *   a stream announces it (default 15000): a transport silent for 2.5 of
+   *   them is taken for dead and reopened from the cursor
    */
   constructor(o) {
     this.url = (o.url || location.origin).replace(/\/$/, "");
@@ -40,6 +43,8 @@ export class Herald {
     // Seconds a long-poll is held; shortened if the path cuts it (cutShort).
     this.hold = Math.min(110, Math.max(1, Math.round(o.hold || 25)));
     this.types = STREAM_TYPES.concat(o.types || []);
+    this.heartbeatMs = o.heartbeatMs || 15000;
+    this.lastHeard = Date.now();
     this.handlers = new Map();
     this.cursor = Number(sessionStorage.getItem(this.storageKey) || 0);
     // The history the cursor belongs to; a server whose queue was recreated
@@ -65,12 +70,14 @@ export class Herald {
     this.order = this.wanted === "auto" ? TRANSPORTS.slice(0, 4) : [this.wanted];
     this.ackTimer = setInterval(() => this.flushAcks(), 1000);
     this.connect();
+    this.watch();
     return this;
   }
 
   stop() {
     this.running = false;
     clearInterval(this.ackTimer);
+    clearTimeout(this.watchdog);
     this.flushAcks();
     this.teardown();
   }
@@ -78,6 +85,7 @@ export class Herald {
   // ---- delivery -------------------------------------------------------
 
   deliver(event, bytes) {
+    this.heard(event);
     this.stats.bytes += bytes || 0;
     if (event.type === "hb") { this.emit(event); return; }
     if (event.type === "hello" || event.type === "reconnect") { this.setEpoch(event.epoch); return; }
@@ -123,6 +131,41 @@ export class Herald {
     for (const fn of this.handlers.get("*") || []) fn(event);
   }
 
+  // ---- the watchdog -----------------------------------------------------
+  //
+  // A connection can die without a word (sleep and wake, a Wi-Fi switch, a
+  // NAT that forgot it): no close, no error, only silence, and a chat that
+  // looks fine but shows nothing new. The server writes a heartbeat at
+  // least every `heartbeat_ms` (its `ready` and `hello` say how often), so
+  // an open transport that hears nothing for 2.5 of them (a long-poll: its
+  // hold and as much again) is taken for dead and reopened from the cursor.
+
+  /** Something came from the server; it may say the heartbeat interval. */
+  heard(event) {
+    this.lastHeard = Date.now();
+    const every = event && event.heartbeat_ms;
+    if (typeof every === "number" && every > 0) this.heartbeatMs = every;
+  }
+
+  /** How long the open transport may stay silent. */
+  silenceAllowed() {
+    const beats = 2.5 * this.heartbeatMs;
+    if (this.stats.transport === "longpoll") return this.hold * 1000 + beats;
+    if (this.stats.transport === "poll") return this.pollInterval + beats;
+    return beats;
+  }
+
+  watch() {
+    clearTimeout(this.watchdog);
+    if (!this.running) return;
+    const silent = Date.now() - this.lastHeard;
+    if (this.live && silent > this.silenceAllowed()) {
+      this.emit({ type: "status", transport: this.order[0], state: "stale", silentMs: silent });
+      this.streamFailed(new Error(`nothing heard for ${silent} ms`), this.wasOpen);
+    }
+    this.watchdog = setTimeout(() => this.watch(), Math.max(100, Math.min(1000, this.heartbeatMs / 4)));
+  }
+
   // ---- connection management -----------------------------------------
   //
   // Every failure goes through recover(): a refusal the server explains
@@ -136,6 +179,9 @@ export class Herald {
     if (!this.running) return;
     const transport = this.order[0];
     this.stats.transport = transport;
+    this.live = true;
+    this.wasOpen = false;
+    this.heard();
     this.emit({ type: "status", transport, state: "connecting" });
     this["open_" + transport]();
   }
@@ -235,6 +281,8 @@ export class Herald {
   }
 
   opened() {
+    this.wasOpen = true;
+    this.heard();
     this.attempt = 0;
     this.renewedAt = this.resyncedAt = -1;
     this.emit({ type: "status", transport: this.order[0], state: "open" });
@@ -263,6 +311,7 @@ export class Herald {
   }
 
   teardown() {
+    this.live = false;
     clearTimeout(this.readyTimer);
     clearTimeout(this.retryTimer);
     clearTimeout(this.pollTimer);
@@ -290,6 +339,7 @@ export class Herald {
       const hold = this.hold;
       const q = kind === "longpoll" ? `&timeout=${hold}` : "";
       const sent = Date.now();
+      this.heard();
       let response;
       try {
         this.stats.requests += 1;
@@ -351,7 +401,7 @@ export class Herald {
     es.onopen = () => { if (!opened) { opened = true; this.opened(); } };
     const handle = (e) => this.deliver(JSON.parse(e.data), e.data.length);
     for (const type of this.types) es.addEventListener(type, handle);
-    es.addEventListener("ready", () => clearTimeout(this.readyTimer));
+    es.addEventListener("ready", (e) => { clearTimeout(this.readyTimer); this.heard(JSON.parse(e.data)); });
     this.expectReady("sse");
     es.onerror = () => {
       if (es.readyState !== EventSource.CLOSED) return; // it reconnects by itself with Last-Event-ID
@@ -395,6 +445,7 @@ export class Herald {
     ws.onopen = () => { opened = true; this.opened(); };
     ws.onmessage = (e) => {
       const frame = JSON.parse(e.data);
+      this.heard(frame);
       if (frame.op === "reply") {
         const pending = this.replies.get(frame.id);
         if (pending) { this.replies.delete(frame.id); pending(frame); }
