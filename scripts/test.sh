@@ -17,6 +17,10 @@ apt_install() {
 # cluster browser test puts Debian's haproxy in front of three nodes.
 command -v redis-server >/dev/null || apt_install redis-server
 command -v haproxy >/dev/null || apt_install haproxy
+# The dead-peer test drops one client's packets with nftables inside a
+# network namespace of its own (ip netns, from iproute2).
+command -v ip >/dev/null || apt_install iproute2
+command -v nft >/dev/null || apt_install nftables
 # A browser test runs the demo through Debian's nginx with docs/deploy/nginx.conf.
 if ! command -v nginx >/dev/null; then
     apt_install nginx-light

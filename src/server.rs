@@ -59,6 +59,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, max_connections: usize)
             continue;
         };
         let _ = stream.set_nodelay(true);
+        detect_dead_peer(&stream, app.config.dead_peer());
         let app = app.clone();
         connections.spawn(async move {
             serve_connection(app, stream).await;
@@ -75,6 +76,26 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, max_connections: usize)
     };
     if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         tracing::warn!("some connections were still open after {DRAIN_TIMEOUT:?}");
+    }
+}
+
+/// Has the kernel end `stream` if its peer vanishes without a FIN, within
+/// about `within`: keepalive probes start after a third of it of silence,
+/// and data (a probe, a heartbeat) left unacknowledged for `within` ends
+/// the connection (`TCP_USER_TIMEOUT`). Every transport reads its socket,
+/// so the error ends the request or stream, and its user goes offline.
+fn detect_dead_peer(stream: &TcpStream, within: Duration) {
+    let probe = (within / 3).max(Duration::from_secs(1));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(probe)
+        .with_interval(probe)
+        .with_retries(3);
+    let socket = socket2::SockRef::from(stream);
+    if let Err(e) = socket
+        .set_tcp_keepalive(&keepalive)
+        .and_then(|()| socket.set_tcp_user_timeout(Some(within)))
+    {
+        tracing::debug!("dead-peer detection not set: {e}");
     }
 }
 
