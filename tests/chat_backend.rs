@@ -70,10 +70,12 @@ impl Drop for Backend {
     }
 }
 
-/// The bodies in the backend's history, in its order.
+/// The bodies in the backend's history, in its order (its complete lines:
+/// the backend may be writing the next one).
 fn kept(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("messages.jsonl"))
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(dir.join("messages.jsonl")).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+    complete
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).unwrap()["data"]["body"].clone())
         .collect()
