@@ -65,6 +65,16 @@ impl Backend {
         }
     }
 
+    /// Why the store cannot serve now, if it has been unreachable for a
+    /// few seconds (for `/healthz`, so that a load balancer routes around
+    /// a node cut off from Redis).
+    pub fn unreachable(&self) -> Option<String> {
+        match self {
+            Backend::Sled(_) => None,
+            Backend::Redis(redis) => redis.unreachable(),
+        }
+    }
+
     /// How durable an acknowledged write is, for `/healthz`.
     pub fn durability(&self) -> String {
         match self {
@@ -198,6 +208,7 @@ impl App {
                     url,
                     Duration::from_millis(config.message_hook_timeout_ms),
                     config.message_hook_failure == "allow",
+                    config.max_body,
                 )
                 .map_err(StartError::Config)?,
             )),
@@ -292,6 +303,7 @@ async fn open_backend(config: &Config, metrics: &Arc<Metrics>) -> Result<Backend
             retention: config.retention(),
             once_ttl: config.record_ttl(),
             durability: config.redis_durability,
+            timeout: config.redis_timeout(),
         };
         return match RedisStore::connect(url, options).await {
             Ok(redis) => Ok(Backend::Redis(redis)),

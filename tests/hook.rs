@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A moderation backend on a free port: bodies with "darn" are denied,
-/// "shout" is rewritten to upper case, "slow" answers after 3 s. Counts
+/// "shout" is rewritten to upper case, "inflate" to 900 KB, "slow" answers after 3 s. Counts
 /// the questions and keeps the last one.
 struct Hook {
     url: String,
@@ -54,6 +54,8 @@ async fn start_hook() -> Hook {
                         let text = question["body"].to_string();
                         let verdict = if text.contains("darn") {
                             json!({"allow": false, "reason": "language"})
+                        } else if text.contains("inflate") {
+                            json!({"allow": true, "body": "x".repeat(900_000)})
                         } else if text.contains("shout") {
                             json!({"allow": true, "body": question["body"].as_str().unwrap_or("").to_uppercase()})
                         } else {
@@ -239,4 +241,44 @@ async fn backend_settings_that_cannot_work_refuse_to_start() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn a_rewrite_larger_than_a_client_may_send_is_refused_and_nothing_is_stored() {
+    let hook = start_hook().await;
+    let server = Server::start_with(&["--message-hook", &hook.url, "--send-rate", "0"]).await;
+    let (alice, bob) = (server.token("alice").await, server.token("bob").await);
+    // A body the client could not send itself (over --max-body, 64 KiB)
+    // does not get in through the hook, whichever way it is sent.
+    let (status, body) = send(&server, &alice, "bob", json!("inflate me")).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (502, &json!("hook_invalid")),
+        "{body}"
+    );
+    server.set_members("g", &["alice", "bob"]).await;
+    let (status, body) = server
+        .post_as(
+            &alice,
+            "/v1/groups/g/messages",
+            json!({"body": "inflate us"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (502, &json!("hook_invalid")),
+        "{body}"
+    );
+    assert_eq!(hook.asked.load(Ordering::SeqCst), 2);
+    // Nothing was stored: no event, no history, no group message.
+    assert!(server.poll_all(&bob).await.is_empty());
+    let history = server
+        .get_json("/v1/conversations/alice/messages", &bob)
+        .await;
+    assert_eq!(history["messages"], json!([]));
+    let group = server.get_json("/v1/groups/g/messages", &bob).await;
+    assert_eq!(group["messages"], json!([]));
+    // A rewrite within the limit still goes through.
+    let (status, _) = send(&server, &alice, "bob", json!("please shout")).await;
+    assert_eq!(status, 200);
 }

@@ -37,6 +37,9 @@ pub struct MessageHook {
     url: Uri,
     timeout: Duration,
     fail_open: bool,
+    /// Most bytes of a rewritten body: the same as of a body a client sends
+    /// (`--max-body`).
+    max_body: usize,
 }
 
 #[derive(Deserialize)]
@@ -62,7 +65,12 @@ pub fn backend_url(flag: &str, url: &str) -> Result<Uri, String> {
 
 impl MessageHook {
     /// A hook at `url` (plain `http://`); `Err` with a reason otherwise.
-    pub fn new(url: &str, timeout: Duration, fail_open: bool) -> Result<MessageHook, String> {
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        fail_open: bool,
+        max_body: usize,
+    ) -> Result<MessageHook, String> {
         let url = backend_url("--message-hook", url)?;
         let client = Client::builder(TokioExecutor::new()).build_http();
         Ok(MessageHook {
@@ -70,13 +78,15 @@ impl MessageHook {
             url,
             timeout,
             fail_open,
+            max_body,
         })
     }
 
     /// Asks the hook about `body` from `from` to `to`: the body to send
     /// (the same or rewritten), or `403 rejected` with the backend's reason,
     /// or on a failure `503 hook_unavailable` (or the body as it is, when
-    /// failing open).
+    /// failing open). A rewritten body larger than a client may send is
+    /// refused, `502 hook_invalid`, whatever the failure mode.
     pub async fn check(
         &self,
         from: &Uid,
@@ -100,7 +110,7 @@ impl MessageHook {
                 allow: true,
                 body: Some(rewritten),
                 ..
-            })) if !rewritten.is_null() => Ok(rewritten),
+            })) if !rewritten.is_null() => self.fits(rewritten),
             Ok(Ok(Verdict { allow: true, .. })) => Ok(question["body"].take()),
             Ok(Ok(Verdict {
                 allow: false,
@@ -112,6 +122,19 @@ impl MessageHook {
             Ok(Err(failure)) => self.failed(failure, question),
             Err(_) => self.failed(format!("no answer within {:?}", self.timeout), question),
         }
+    }
+
+    /// `body` if it is no larger than a body a client may send.
+    fn fits(&self, body: Value) -> Result<Value, Error> {
+        let len = serde_json::to_vec(&body).map_or(usize::MAX, |b| b.len());
+        if len > self.max_body {
+            tracing::warn!("message hook: a rewritten body of {len} bytes is over --max-body");
+            return Err(Error::HookInvalid(format!(
+                "the message hook rewrote the body to {len} bytes, over the {}-byte limit of a message; nothing was sent",
+                self.max_body
+            )));
+        }
+        Ok(body)
     }
 
     fn failed(&self, failure: String, mut question: Value) -> Result<Value, Error> {
