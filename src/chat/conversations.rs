@@ -117,61 +117,53 @@ impl Conversations {
         Ok(())
     }
 
-    /// A page of the conversation of `me` with `other`, oldest first.
-    pub async fn page(&self, me: &Uid, other: &Uid, window: Window) -> Result<Page, Error> {
+    /// A page of the conversation of `me` with `other`, oldest first: at
+    /// most the window's limit of messages and, past the first, at most
+    /// `max_bytes` of them as stored. Reads no more than that from the
+    /// store, however long the conversation.
+    pub async fn page(
+        &self,
+        me: &Uid,
+        other: &Uid,
+        window: Window,
+        max_bytes: usize,
+    ) -> Result<Page, Error> {
         let prefix = prefix(me, other);
-        let decode = |(key, raw): (String, Vec<u8>)| {
-            serde_json::from_slice::<Message>(&raw)
-                .map_err(|e| Error::Internal(format!("history record {key:?}: {e}")))
-        };
-        match window {
+        let (rows, limit, newest_first) = match window {
+            // Newest first from just past `before` (greater keys are older).
             Window::Before(before, limit) => {
-                // Newest first from just past `before`.
                 let after = before.map_or_else(String::new, |id| key(me, other, id));
-                let mut rows = self.store.kv_range(&prefix, &after, limit + 1).await?;
-                let more = rows.len() > limit;
-                rows.truncate(limit);
-                let mut messages = rows
-                    .into_iter()
-                    .map(decode)
-                    .collect::<Result<Vec<_>, _>>()?;
-                messages.reverse();
-                Ok(Page { messages, more })
+                let rows = self.store.kv_range(&prefix, &after, limit + 1).await?;
+                (rows, limit, true)
             }
+            // Oldest first from just past `after`: the keys below its key,
+            // greatest (oldest) first.
             Window::After(after, limit) => {
-                // Newest first down to `after`, then the oldest `limit` of them.
-                let mut newer = Vec::new();
-                let mut from = String::new();
-                loop {
-                    let rows = self.store.kv_range(&prefix, &from, 1000).await?;
-                    let Some((last, _)) = rows.last() else { break };
-                    from = last.clone();
-                    let full = rows.len() == 1000;
-                    for row in rows {
-                        let message = decode(row)?;
-                        if message.id <= after {
-                            return Ok(oldest(newer, limit));
-                        }
-                        newer.push(message);
-                    }
-                    if !full {
-                        break;
-                    }
-                }
-                Ok(oldest(newer, limit))
+                let rows = self
+                    .store
+                    .kv_range_back(&prefix, &key(me, other, after), limit + 1)
+                    .await?;
+                (rows, limit, false)
             }
+        };
+        let mut more = rows.len() > limit;
+        let mut messages = Vec::with_capacity(rows.len().min(limit));
+        let mut bytes = 0usize;
+        for (key, raw) in rows.into_iter().take(limit) {
+            bytes = bytes.saturating_add(raw.len());
+            if !messages.is_empty() && bytes > max_bytes {
+                more = true;
+                break;
+            }
+            messages.push(
+                serde_json::from_slice::<Message>(&raw)
+                    .map_err(|e| Error::Internal(format!("history record {key:?}: {e}")))?,
+            );
         }
-    }
-}
-
-/// The oldest `limit` of `newest_first`, oldest first.
-fn oldest(mut newest_first: Vec<Message>, limit: usize) -> Page {
-    newest_first.reverse();
-    let more = newest_first.len() > limit;
-    newest_first.truncate(limit);
-    Page {
-        messages: newest_first,
-        more,
+        if newest_first {
+            messages.reverse();
+        }
+        Ok(Page { messages, more })
     }
 }
 

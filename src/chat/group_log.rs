@@ -238,24 +238,30 @@ impl GroupLog {
         Ok(())
     }
 
-    /// Up to `limit` messages of `gid` after `after`, oldest first.
+    /// Up to `limit` messages of `gid` after `after`, oldest first, and
+    /// past the first at most `max_bytes` of them.
     pub async fn history(
         &self,
         gid: &Gid,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<Bytes>, StoreError> {
         let start = if after == 0 {
             log_prefix(gid)
         } else {
             log_key(gid, after)
         };
-        Ok(self
-            .store
-            .kv_range(&log_prefix(gid), &start, limit)
-            .await?
+        let rows = self.store.kv_range(&log_prefix(gid), &start, limit).await?;
+        let mut bytes = 0usize;
+        Ok(rows
             .into_iter()
-            .map(|(_, v)| Bytes::from(v))
+            .enumerate()
+            .take_while(|(i, (_, v))| {
+                bytes = bytes.saturating_add(v.len());
+                *i == 0 || bytes <= max_bytes
+            })
+            .map(|(_, (_, v))| Bytes::from(v))
             .collect())
     }
 

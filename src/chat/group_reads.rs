@@ -171,7 +171,7 @@ impl GroupReads {
         }
         // Whose messages just got a reader: their senders' receipts changed.
         let limit = (after - before).min(1000) as usize;
-        for raw in self.log.history(gid, before, limit).await? {
+        for raw in self.log.history(gid, before, limit, usize::MAX).await? {
             let Ok(message) = serde_json::from_slice::<Stored>(&raw) else {
                 continue;
             };

@@ -43,10 +43,15 @@ elseif op == 'range' then
     out[2 * i] = redis.call('HGET', KEYS[1], key) or ''
   end
   return out
-elseif op == 'last' then
-  local keys = redis.call('ZRANGE', KEYS[2], '[' .. ARGV[2] .. '\255', '[' .. ARGV[2], 'BYLEX', 'REV', 'LIMIT', 0, 1)
-  if not keys[1] then return {} end
-  return {keys[1], redis.call('HGET', KEYS[1], keys[1]) or ''}
+elseif op == 'back' then
+  -- prefix, end ('[' or '(' bound), limit; greatest key first
+  local keys = redis.call('ZRANGE', KEYS[2], ARGV[3], '[' .. ARGV[2], 'BYLEX', 'REV', 'LIMIT', 0, ARGV[4])
+  local out = {}
+  for i, key in ipairs(keys) do
+    out[2 * i - 1] = key
+    out[2 * i] = redis.call('HGET', KEYS[1], key) or ''
+  end
+  return out
 elseif op == 'expire_due' then
   -- now, most keys: removes the records whose deadline passed
   local due = redis.call('ZRANGE', KEYS[3], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, ARGV[3])

@@ -140,9 +140,30 @@ impl Records for RedisStore {
         Ok(found)
     }
 
-    async fn kv_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        let reply = self.kv_op("last", &[prefix.as_bytes()]).await?;
-        Ok(pairs(reply)?.into_iter().next())
+    async fn kv_range_back(
+        &self,
+        prefix: &str,
+        before: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if !before.is_empty() && before <= prefix {
+            return Ok(Vec::new());
+        }
+        // A byte 0xff sorts after every key of the prefix (keys are UTF-8).
+        let end: Vec<u8> = if before.is_empty() {
+            [b"[", prefix.as_bytes(), &[0xff]].concat()
+        } else {
+            [b"(", before.as_bytes()].concat()
+        };
+        let reply = self
+            .kv_op(
+                "back",
+                &[prefix.as_bytes(), &end, limit.to_string().as_bytes()],
+            )
+            .await?;
+        let mut found = pairs(reply)?;
+        found.retain(|(k, _)| k.starts_with(prefix));
+        Ok(found)
     }
 
     async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {

@@ -54,6 +54,8 @@ impl Records for SledStore {
         Ok(self.kv.get(key)?.map(|v| v.to_vec()))
     }
 
+    // The ranges and scans run on tokio's blocking pool: a page may come
+    // from disk, and an async worker must not wait on it.
     async fn kv_range(
         &self,
         prefix: &str,
@@ -66,38 +68,47 @@ impl Records for SledStore {
         } else {
             Bound::Excluded(after.as_bytes().to_vec())
         };
-        self.kv
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            .take_while(|item| {
-                item.as_ref()
-                    .map_or(true, |(k, _)| k.starts_with(prefix.as_bytes()))
-            })
-            .take(limit)
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
-            })
-            .collect()
+        let prefix = prefix.as_bytes().to_vec();
+        let kv = self.kv.clone();
+        off_worker(move || {
+            let rows = kv
+                .range::<Vec<u8>, _>((start, Bound::Unbounded))
+                .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)));
+            pairs(rows, limit)
+        })
+        .await
     }
 
-    async fn kv_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        match self.kv.scan_prefix(prefix).next_back() {
-            Some(item) => {
-                let (k, v) = item?;
-                Ok(Some((String::from_utf8_lossy(&k).into_owned(), v.to_vec())))
-            }
-            None => Ok(None),
+    async fn kv_range_back(
+        &self,
+        prefix: &str,
+        before: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if !before.is_empty() && before <= prefix {
+            return Ok(Vec::new());
         }
+        let (prefix, before) = (prefix.as_bytes().to_vec(), before.as_bytes().to_vec());
+        let kv = self.kv.clone();
+        off_worker(move || {
+            let rows: sled::Iter = if before.is_empty() {
+                kv.scan_prefix(&prefix)
+            } else {
+                kv.range(prefix.clone()..before)
+            };
+            let rows = rows
+                .rev()
+                .skip_while(|item| item.as_ref().is_ok_and(|(k, _)| !k.starts_with(&prefix)))
+                .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)));
+            pairs(rows, limit)
+        })
+        .await
     }
 
     async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.kv
-            .scan_prefix(prefix)
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
-            })
-            .collect()
+        let kv = self.kv.clone();
+        let prefix = prefix.to_owned();
+        off_worker(move || pairs(kv.scan_prefix(prefix), usize::MAX)).await
     }
 
     async fn kv_raise(&self, key: &str, value: u64) -> Result<u64, StoreError> {
@@ -110,4 +121,26 @@ impl Records for SledStore {
         })?;
         Ok(parse(now.as_deref()))
     }
+}
+
+/// Runs `read` on tokio's blocking pool.
+async fn off_worker<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| StoreError::Io(format!("a store read failed: {e}")))?
+}
+
+/// Up to `limit` of `rows` as string keys and values.
+fn pairs(
+    rows: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    limit: usize,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    rows.take(limit)
+        .map(|item| {
+            let (k, v) = item?;
+            Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+        })
+        .collect()
 }
