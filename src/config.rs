@@ -62,6 +62,14 @@ pub struct Config {
     )]
     pub redis_durability: crate::store::redis::Durability,
 
+    /// With a Redis store: how long a command may wait for Redis's answer,
+    /// in milliseconds. Past it the request gets `504 outcome_unknown`
+    /// (the command was sent: it may still be applied; retry with the same
+    /// idempotency key); a Redis that cannot be reached at all is a `503
+    /// store_unavailable`.
+    #[arg(long, env = "HERALD_REDIS_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_timeout_ms: u64,
+
     /// With a Redis store: how long, in seconds, a node that stops
     /// refreshing its users (killed) keeps them online. It refreshes every
     /// third of this.
@@ -88,7 +96,8 @@ pub struct Config {
 
     /// A connection that is not streaming is closed when no request head
     /// completes for this long (a new connection, an idle keep-alive one,
-    /// or one that trickles its head), in milliseconds.
+    /// or one that trickles its head), in milliseconds; a request body
+    /// must arrive within this of its head too (else 408 and close).
     #[arg(long, env = "HERALD_IDLE_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
 
@@ -103,6 +112,15 @@ pub struct Config {
     /// one event, however large.
     #[arg(long, env = "HERALD_MAX_PAGE_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_page_bytes: u64,
+
+    /// A connection whose peer vanished without a word (a closed laptop, a
+    /// dropped mobile network, a NAT that forgot it) is closed, and its
+    /// user pushed offline, within about this, in milliseconds: TCP
+    /// keepalive probes an idle connection, and data a peer leaves
+    /// unacknowledged this long ends it (`TCP_USER_TIMEOUT`). Default: two
+    /// heartbeats + 15 s.
+    #[arg(long, env = "HERALD_DEAD_PEER_MS", value_parser = clap::value_parser!(u64).range(1000..))]
+    pub dead_peer_ms: Option<u64>,
 
     /// A stream whose client takes longer than this to accept one write
     /// (stalled, or gone without a word) is closed, in milliseconds.
@@ -224,6 +242,14 @@ impl Config {
             }
         }
         if let Some(key) = &self.api_key {
+            // A key is sent in an `Authorization` header, whose value is
+            // trimmed: one with spaces or other invisible bytes would start
+            // herald and then never match.
+            if !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(
+                    "--api-key (HERALD_API_KEY) must be visible ASCII with no spaces (it travels in an Authorization header)".into(),
+                );
+            }
             if key.len() < MIN_API_KEY_BYTES {
                 return Err(format!(
                     "--api-key (HERALD_API_KEY) must be at least {MIN_API_KEY_BYTES} bytes, got {}",
@@ -263,9 +289,30 @@ impl Config {
         Duration::from_secs(self.node_lease_s.max(3))
     }
 
+    /// See `--dead-peer-ms`.
+    pub fn dead_peer(&self) -> Duration {
+        Duration::from_millis(
+            self.dead_peer_ms
+                .unwrap_or(2 * self.heartbeat_ms.max(100) + 15_000),
+        )
+    }
+
+    /// See `--redis-timeout-ms`.
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
     /// See `--idle-timeout-ms`.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// How large a request body may be and how long it may take.
+    pub fn body_limits(&self) -> crate::http::request::BodyLimits {
+        crate::http::request::BodyLimits {
+            max: self.max_body,
+            within: self.idle_timeout(),
+        }
     }
 
     /// See `--max-page-bytes`.

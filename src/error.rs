@@ -20,6 +20,9 @@ pub enum Error {
     /// The message hook denied a message, with its reason (403).
     #[error("{0}")]
     Rejected(String),
+    /// The message hook answered something herald cannot send (502).
+    #[error("{0}")]
+    HookInvalid(String),
     /// The message hook failed and fails closed (503).
     #[error("{0}")]
     HookUnavailable(String),
@@ -36,6 +39,9 @@ pub enum Error {
     /// `cursor_ahead`): the client remembers a queue this server never had.
     #[error("cursor {cursor} is beyond the newest event {head}; resume from {head}")]
     CursorAhead { cursor: u64, head: u64 },
+    /// The body did not arrive within the deadline after its head (408).
+    #[error("the request body did not arrive within {0} ms of its head")]
+    BodyTimeout(u64),
     /// The body is over the limit, in bytes (413).
     #[error("request body is over the {0}-byte limit")]
     TooLarge(usize),
@@ -73,14 +79,17 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::Rejected(_) => "rejected",
             Error::HookUnavailable(_) => "hook_unavailable",
+            Error::HookInvalid(_) => "hook_invalid",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::TooLarge(_) => "body_too_large",
+            Error::BodyTimeout(_) => "body_timeout",
             Error::TooMany { .. } => "too_many_requests",
             Error::ShuttingDown | Error::Store(StoreError::Closed) => "shutting_down",
             Error::Internal(_) => "internal",
             Error::Store(StoreError::Io(_) | StoreError::Refused(_)) => "storage_error",
             Error::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            Error::Store(StoreError::OutcomeUnknown(_)) => "outcome_unknown",
         }
     }
 }

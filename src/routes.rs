@@ -81,10 +81,17 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
     match segments.as_slice() {
         ["healthz"] => {
             allow(&method, "GET, HEAD")?;
-            Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ok", "durability": app.backend.durability()}),
-            ))
+            let durability = app.backend.durability();
+            Ok(match app.backend.unreachable() {
+                None => json(
+                    StatusCode::OK,
+                    &serde_json::json!({"status": "ok", "durability": durability}),
+                ),
+                Some(reason) => json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"status": "store_unavailable", "reason": reason, "durability": durability}),
+                ),
+            })
         }
         ["metrics"] => {
             allow(&method, "GET")?;

@@ -43,7 +43,7 @@ pub async fn post(app: &App, gid: &str, from: &Uid, msg: Outgoing) -> Result<u64
 /// `POST /v1/groups/{gid}/messages {"body","cid"}` → `{"msgid"}` once durable.
 pub async fn post_message(app: &App, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let msg: Outgoing = json_body(req, app.config.max_body).await?;
+    let msg: Outgoing = json_body(req, app.config.body_limits()).await?;
     let msgid = post(app, gid, &uid, msg).await?;
     Ok(json(StatusCode::OK, &json!({ "msgid": msgid })))
 }
@@ -55,7 +55,10 @@ pub async fn history(app: &App, req: Request<Incoming>, gid: &str) -> Result<Res
     let query = Query::of(&req);
     let after = query.u64("after")?.unwrap_or(0);
     let limit = query.u64_in("limit", 1..=1000, 100)? as usize;
-    let messages = app.group_log.history(&gid, after, limit).await?;
+    let messages = app
+        .group_log
+        .history(&gid, after, limit, app.config.max_page_bytes())
+        .await?;
     Ok(list_after("messages", &messages, "msgid", after))
 }
 
@@ -74,7 +77,7 @@ pub async fn mark_read(app: &Arc<App>, gid: &str, uid: &Uid, msgid: u64) -> Resu
 /// `POST /v1/groups/{gid}/read {"msgid":M}` → `{"last_read"}`.
 pub async fn read(app: &Arc<App>, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let mark: ReadMark = json_body(req, app.config.max_body).await?;
+    let mark: ReadMark = json_body(req, app.config.body_limits()).await?;
     let last_read = mark_read(app, gid, &uid, mark.msgid).await?;
     Ok(json(StatusCode::OK, &json!({ "last_read": last_read })))
 }

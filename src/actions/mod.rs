@@ -29,7 +29,7 @@ struct AckRequest {
 /// `POST /v1/ack {"seq":N}` → `{"acked":M}` once the ack is durable.
 pub async fn ack(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let body: AckRequest = json_body(req, app.config.max_body).await?;
+    let body: AckRequest = json_body(req, app.config.body_limits()).await?;
     let acked = app.receipts.ack(&uid, body.seq).await?;
     app.store.sync().await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "acked": acked })))
@@ -38,7 +38,7 @@ pub async fn ack(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
 /// `POST /v1/messages {"to","body","cid"}` → `{"id":…}` once durable.
 pub async fn send_message(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let from = app.auth.user(&req)?;
-    let msg: messages::Outgoing = json_body(req, app.config.max_body).await?;
+    let msg: messages::Outgoing = json_body(req, app.config.body_limits()).await?;
     let id = app.messages.send(&from, msg).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "id": id })))
 }
@@ -54,7 +54,7 @@ const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// `POST /v1/demo/login {"uid":"alice"}` → `{"token":"..."}` (demo mode only).
 pub async fn demo_login(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
-    let body: DemoLogin = json_body(req, app.config.max_body).await?;
+    let body: DemoLogin = json_body(req, app.config.body_limits()).await?;
     let token = app.auth.mint(&body.uid, DEMO_TOKEN_TTL)?;
     Ok(json(
         StatusCode::OK,
@@ -92,7 +92,7 @@ struct StatusRequest {
 /// `PUT /v1/status {"status":"busy"}`
 pub async fn put_status(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let body: StatusRequest = json_body(req, app.config.max_body).await?;
+    let body: StatusRequest = json_body(req, app.config.body_limits()).await?;
     let status = set_status(app, &uid, &body.status).await?;
     Ok(json(
         StatusCode::OK,
@@ -238,7 +238,10 @@ pub async fn conversation(
         (before, None) => Window::Before(before, limit),
         (None, Some(after)) => Window::After(after, limit),
     };
-    let page = app.conversations.page(&me, &other, window).await?;
+    let page = app
+        .conversations
+        .page(&me, &other, window, app.config.max_page_bytes())
+        .await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "with": other, "messages": page.messages, "more": page.more }),

@@ -46,14 +46,20 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error
     }
     if page.events.is_empty() && timeout > 0 {
         let mut head = app.store.watch(&feed).await?;
-        page = read_after(app, &feed, cursor, limit, epoch).await?;
+        // Acked: from here a store failure answers the empty page read
+        // above (the consumer asks again) rather than a refusal.
+        page = read_after(app, &feed, cursor, limit, epoch)
+            .await
+            .unwrap_or(page);
         if page.events.is_empty() {
             tokio::select! {
                 _ = head.wait_for(|&h| h > cursor) => {}
                 _ = tokio::time::sleep(Duration::from_secs(timeout)) => {}
                 _ = app.shutdown.cancelled() => {}
             }
-            page = read_after(app, &feed, cursor, limit, epoch).await?;
+            page = read_after(app, &feed, cursor, limit, epoch)
+                .await
+                .unwrap_or(page);
         }
     }
     // Not a client's delivery: no pull hints, not counted per transport.

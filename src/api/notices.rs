@@ -28,7 +28,7 @@ pub async fn change_counter(
 ) -> Result<Response, Error> {
     app.auth.backend(&req)?;
     let uid = Uid::parse(uid).map_err(|e| Error::bad("bad_uid", e.to_string()))?;
-    let body: CounterChange = json_body(req, app.config.max_body).await?;
+    let body: CounterChange = json_body(req, app.config.body_limits()).await?;
     if !valid_counter_name(&body.name) {
         return Err(Error::bad(
             "bad_counter",
@@ -74,7 +74,7 @@ pub async fn put_news(app: &App, req: Request<Incoming>, date: &str) -> Result<R
             "the date must be a real day written YYYY-MM-DD",
         ));
     }
-    let body: News = json_body(req, app.config.max_body).await?;
+    let body: News = json_body(req, app.config.body_limits()).await?;
     if body.body.is_null() {
         return Err(Error::bad("bad_body", "body is required"));
     }
@@ -106,7 +106,7 @@ const DEFAULT_RATE: u32 = 5_000;
 /// pull: `200 {"bid","mode"}` once stored.
 pub async fn broadcast(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     app.auth.backend(&req)?;
-    let body: Broadcast = json_body(req, app.config.max_body).await?;
+    let body: Broadcast = json_body(req, app.config.body_limits()).await?;
     if body.body.is_null() {
         return Err(Error::bad("bad_body", "body is required"));
     }

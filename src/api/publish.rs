@@ -8,8 +8,8 @@ use serde::Deserialize;
 use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::{json, Response};
-use crate::http::request::json_body;
-use crate::store::Append;
+use crate::http::request::{idempotency_key, json_body};
+use crate::store::{Append, Once};
 use crate::uid::Uid;
 
 /// Most recipients of one publish call.
@@ -70,7 +70,8 @@ fn check_type(kind: &str) -> Result<(), Error> {
 
 pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     app.auth.backend(&req)?;
-    let body: PublishRequest = json_body(req, app.config.max_body).await?;
+    let key = idempotency_key(&req)?;
+    let body: PublishRequest = json_body(req, app.config.body_limits()).await?;
     check_type(&body.kind)?;
     if body.to.is_empty() || body.to.len() > MAX_RECIPIENTS {
         return Err(Error::bad(
@@ -89,7 +90,34 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error
             ..event.clone()
         })
         .collect();
-    let seqs = app.store.append(batch).await?;
+    let seqs = match key {
+        None => app.store.append(batch).await?,
+        // All of it atomically with the key: a retry of a publish whose
+        // outcome was unknown gets the first answer, whether the first
+        // attempt landed before, after or never.
+        Some(key) => {
+            let recipients: Vec<&str> = to.iter().map(Uid::as_str).collect();
+            let fingerprint = super::fingerprint(&[
+                body.kind.as_bytes(),
+                recipients.join("\0").as_bytes(),
+                event.data.get().as_bytes(),
+            ]);
+            match app
+                .store
+                .append_once(&format!("publish\0{key}"), fingerprint, batch)
+                .await?
+            {
+                Once::Appended { seqs } => seqs,
+                Once::Duplicate { tag, seqs } if tag == fingerprint => seqs,
+                Once::Duplicate { .. } => {
+                    return Err(Error::Conflict(
+                        "idempotency_key_reused",
+                        "this Idempotency-Key was used for another publish".into(),
+                    ))
+                }
+            }
+        }
+    };
     Ok(json(
         StatusCode::OK,
         &Published {

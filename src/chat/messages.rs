@@ -127,7 +127,7 @@ impl Messages {
         let key = format!("msg\0{from}\0{cid}");
         match self.store.append_once(&key, id, appends).await? {
             Once::Appended { .. } => Ok(id),
-            Once::Duplicate { tag } => {
+            Once::Duplicate { tag, .. } => {
                 // The retry's own records are for a message never sent.
                 self.store.kv_stage_remove(&record_key(id)).await?;
                 self.history.forget(from, &msg.to, id).await?;

@@ -18,6 +18,9 @@ impl Error {
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::Conflict(..) | Error::CursorAhead { .. } => StatusCode::CONFLICT,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::HookInvalid(_) => StatusCode::BAD_GATEWAY,
+            Error::Store(StoreError::OutcomeUnknown(_)) => StatusCode::GATEWAY_TIMEOUT,
             Error::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::ShuttingDown
             | Error::HookUnavailable(_)
@@ -51,12 +54,12 @@ impl Error {
             }
             Error::ShuttingDown
             | Error::HookUnavailable(_)
-            | Error::Store(StoreError::Unavailable(_)) => {
+            | Error::Store(StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_)) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // The rest of the body may be unread: the connection cannot be
             // reused, and the client must know before it tries.
-            Error::TooLarge(_) => {
+            Error::TooLarge(_) | Error::BodyTimeout(_) => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

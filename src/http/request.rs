@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::ops::RangeInclusive;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use http_body_util::BodyExt;
@@ -13,15 +14,40 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 
-/// Reads the body of `req` (at most `limit` bytes) as JSON of type `T`.
+/// How much of a body is read, and how long it may take.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Most bytes (`--max-body`).
+    pub max: usize,
+    /// The whole body must arrive within this of its head
+    /// (`--idle-timeout-ms`): a client that sends a head and then trickles
+    /// or withholds its body would otherwise hold a connection, and its
+    /// file descriptor, for as long as it likes.
+    pub within: Duration,
+}
+
+/// Reads the body of `req` (at most `limits.max` bytes, all of it within
+/// `limits.within`) as JSON of type `T`; 408 `body_timeout` past the
+/// deadline (the connection is then closed).
 ///
 /// A body over the limit is still read and discarded up to a few times the
 /// limit before the 413 goes out: a client still writing its body when the
 /// server answers and closes would get a broken pipe instead of the 413.
 pub async fn json_body<T: DeserializeOwned>(
     req: Request<Incoming>,
-    limit: usize,
+    limits: BodyLimits,
 ) -> Result<T, Error> {
+    let within = limits.within;
+    tokio::time::timeout(within, read_json(req, limits.max))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::BodyTimeout(
+                u64::try_from(within.as_millis()).unwrap_or(u64::MAX),
+            ))
+        })
+}
+
+async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, Error> {
     let drain_budget = limit.saturating_mul(4).max(1 << 20);
     let declared = req
         .headers()
@@ -107,6 +133,22 @@ impl<'a> Query<'a> {
             ))
         }
     }
+}
+
+/// The `Idempotency-Key` header of a backend write, if given: 1-64
+/// visible ASCII characters, else 400 `bad_idempotency_key`.
+pub fn idempotency_key<B>(req: &Request<B>) -> Result<Option<String>, Error> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.as_bytes();
+    if key.is_empty() || key.len() > 64 || !key.iter().all(u8::is_ascii_graphic) {
+        return Err(Error::bad(
+            "bad_idempotency_key",
+            "Idempotency-Key must be 1-64 visible ASCII characters",
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(key).into_owned()))
 }
 
 /// Whether a comma-separated header value (`Connection`, `Upgrade`) lists

@@ -166,13 +166,15 @@ pub struct Acked {
 }
 
 /// What [`Store::append_once`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Once {
-    /// The key was new: the event was appended with this seq.
-    Appended { seq: u64 },
+    /// The key was new: the events were appended with these seqs, in the
+    /// order given.
+    Appended { seqs: Vec<u64> },
     /// The key was used before; nothing was appended. `tag` is the value
-    /// stored with the key the first time.
-    Duplicate { tag: u64 },
+    /// stored with the key the first time (at most 2^52, so that every
+    /// store keeps it exactly), `seqs` the seqs that call appended.
+    Duplicate { tag: u64, seqs: Vec<u64> },
 }
 
 /// A reader's hold on one user's queue (see [`EventQueue::follow`]).
@@ -207,9 +209,16 @@ pub enum StoreError {
     Io(String),
     #[error("the store is shutting down")]
     Closed,
-    /// The store cannot be reached now (Redis down): retry shortly.
+    /// The store cannot be reached now (Redis down): nothing was done;
+    /// retry shortly.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// A command was sent and no answer came in time (Redis frozen, or the
+    /// connection lost while waiting): it may or may not have been
+    /// applied, now or later. A retry is safe with the same idempotency
+    /// key (`cid`, `Idempotency-Key`).
+    #[error("no answer from the store in time; the outcome is unknown (retry with the same idempotency key): {0}")]
+    OutcomeUnknown(String),
     /// The store's settings are not what herald needs (at start).
     #[error("{0}")]
     Refused(String),
@@ -230,8 +239,8 @@ pub trait EventQueue: Send + Sync + 'static {
 
     /// Appends every event of `appends` (each to a different user) unless
     /// `key` was used before, atomically with recording `key → tag`: a
-    /// crash keeps all of them or none. Resolves once durable; the seq of
-    /// [`Once::Appended`] is the first event's. Makes client retries (the
+    /// crash keeps all of them or none. Resolves once durable. Makes client
+    /// retries (the
     /// `cid` of a message) idempotent even across a crash, for as long as
     /// the store keeps idempotency keys (the queue's maximum age), and
     /// keeps a message and its record in the backend feed together.
@@ -352,8 +361,19 @@ pub trait Records: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
+    /// Up to `limit` pairs with keys starting with `prefix` and less than
+    /// `before` (`""`: no bound), greatest key first.
+    async fn kv_range_back(
+        &self,
+        prefix: &str,
+        before: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
     /// The greatest key starting with `prefix`, with its value.
-    async fn kv_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError>;
+    async fn kv_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        Ok(self.kv_range_back(prefix, "", 1).await?.pop())
+    }
 
     /// Every key starting with `prefix`, with its value.
     async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;

@@ -63,6 +63,8 @@ pub struct RedisOptions {
     /// How long an idempotency key is kept.
     pub once_ttl: Duration,
     pub durability: Durability,
+    /// How long a command waits for its answer (`--redis-timeout-ms`).
+    pub timeout: Duration,
 }
 
 /// The Redis-backed store.
@@ -73,6 +75,8 @@ pub struct RedisStore {
     options: RedisOptions,
     /// What [`Durability`] found at start, for `/healthz`.
     persistence: String,
+    /// Whether Redis answers (probed every second).
+    health: health::Health,
 }
 
 struct Scripts {
@@ -121,12 +125,14 @@ fn new_epoch() -> String {
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error()
-            || e.is_connection_refusal()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_unrecoverable_error()
-        {
+        // Refused: nothing reached Redis.
+        if e.is_connection_refusal() {
+            StoreError::Unavailable(format!("redis: {e}"))
+        } else if e.is_timeout() || e.is_connection_dropped() {
+            // Sent and not answered in time, or the connection lost while
+            // waiting: Redis may have applied it, or may still.
+            StoreError::OutcomeUnknown(format!("redis: {e}"))
+        } else if e.is_io_error() || e.is_unrecoverable_error() {
             StoreError::Unavailable(format!("redis: {e}"))
         } else {
             StoreError::Io(format!("redis: {e}"))
@@ -183,7 +189,7 @@ impl RedisStore {
             .map_err(|e| StoreError::Io(format!("bad redis url {url}: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(options.timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let mut conn = client
@@ -213,6 +219,7 @@ impl RedisStore {
             wakes: wakes.clone(),
             options,
             persistence,
+            health: health::Health::default(),
         });
 
         // The wake subscription: RESP3 pushes, resubscribed by the manager
@@ -239,6 +246,7 @@ impl RedisStore {
         pubsub.subscribe(&channels).await?;
         tokio::spawn(wakes::wake_loop(received, Arc::downgrade(&store)));
         tokio::spawn(wakes::keep_subscribed(pubsub, Arc::downgrade(&store)));
+        tokio::spawn(health::probe(Arc::downgrade(&store)));
         Ok(store)
     }
 
@@ -264,7 +272,7 @@ impl RedisStore {
         &self,
         batch: &[Append],
         once: Option<(&str, u64)>,
-    ) -> Result<Result<Vec<u64>, u64>, StoreError> {
+    ) -> Result<Result<Vec<u64>, (u64, Vec<u64>)>, StoreError> {
         let ts = now_ms();
         let mut call = self.scripts.append.prepare_invoke();
         let epoch = new_epoch();
@@ -286,7 +294,9 @@ impl RedisStore {
         }
         let reply: Vec<i64> = call.invoke_async(&mut self.conn()).await?;
         if once.is_some() && reply.first() == Some(&-1) {
-            return Ok(Err(reply.get(1).copied().unwrap_or(0) as u64));
+            let tag = reply.get(1).copied().unwrap_or(0) as u64;
+            let seqs = reply.iter().skip(2).map(|&s| s as u64).collect();
+            return Ok(Err((tag, seqs)));
         }
         let seqs: Vec<u64> = reply.into_iter().map(|s| s as u64).collect();
         // Local waiters need not wait for the publish to come back.
@@ -354,10 +364,8 @@ impl EventQueue for RedisStore {
         let once_key = format!("h:once:{key}");
         // One script: all of the appends and the key, or none.
         match self.append_script(&appends, Some((&once_key, tag))).await? {
-            Ok(seqs) => Ok(Once::Appended {
-                seq: seqs.first().copied().ok_or_else(|| bad_reply("append"))?,
-            }),
-            Err(tag) => Ok(Once::Duplicate { tag }),
+            Ok(seqs) => Ok(Once::Appended { seqs }),
+            Err((tag, seqs)) => Ok(Once::Duplicate { tag, seqs }),
         }
     }
 
@@ -485,6 +493,7 @@ impl EventQueue for RedisStore {
     }
 }
 
+mod health;
 mod records;
 mod shared;
 mod wakes;

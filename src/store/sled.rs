@@ -367,17 +367,29 @@ impl SledStore {
         let outcome = match once {
             Some((key, tag)) => {
                 let outcome = (&self.once, &self.events).transaction(|(once, events)| {
+                    // The key keeps the tag and the seqs appended: the
+                    // first call's answer, for its retries.
                     if let Some(first) = once.get(key)? {
                         return Ok(Once::Duplicate {
                             tag: be_u64(&first),
+                            seqs: first
+                                .get(8..)
+                                .unwrap_or_default()
+                                .chunks(8)
+                                .map(be_u64)
+                                .collect(),
                         });
                     }
-                    once.insert(key, &tag.to_be_bytes())?;
+                    let record: Vec<u8> = std::iter::once(tag)
+                        .chain(seqs.iter().copied())
+                        .flat_map(u64::to_be_bytes)
+                        .collect();
+                    once.insert(key, record)?;
                     for ((q, &seq), value) in queues.iter().zip(&seqs).zip(&values) {
                         events.insert(&event_key(q.id, seq), value.as_slice())?;
                     }
                     Ok::<_, ConflictableTransactionError<StoreError>>(Once::Appended {
-                        seq: seqs[0],
+                        seqs: seqs.clone(),
                     })
                 });
                 outcome.map_err(|e| match e {
@@ -391,7 +403,7 @@ impl SledStore {
                     batch.insert(&event_key(q.id, seq)[..], value.as_slice());
                 }
                 self.events.apply_batch(batch)?;
-                Once::Appended { seq: seqs[0] }
+                Once::Appended { seqs: seqs.clone() }
             }
         };
         if let Once::Appended { .. } = outcome {

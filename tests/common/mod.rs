@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod proxy;
 pub mod redis;
 
 use std::io::{BufRead, BufReader};

@@ -5,10 +5,15 @@
 -- ARGV[3] idempotency key ('' for none), ARGV[4] its tag, ARGV[5] its ttl ms
 -- then per user: wake channel, uid, most events kept (MAXLEN ~), event
 -- JSON after its seq.
--- Returns the seqs, or {-1, tag} when the idempotency key was used before.
+-- Returns the seqs, or {-1, tag, seqs...} when the idempotency key was
+-- used before (the key keeps "tag,seq,seq,...": the first call's answer).
 if ARGV[3] ~= '' then
-  local tag = redis.call('GET', ARGV[3])
-  if tag then return {-1, tonumber(tag)} end
+  local first = redis.call('GET', ARGV[3])
+  if first then
+    local out = {-1}
+    for n in string.gmatch(first, '%d+') do out[#out + 1] = tonumber(n) end
+    return out
+  end
 end
 local seqs = {}
 local users = #KEYS / 2
@@ -28,6 +33,6 @@ for i = 1, users do
   seqs[i] = seq
 end
 if ARGV[3] ~= '' then
-  redis.call('SET', ARGV[3], ARGV[4], 'PX', ARGV[5])
+  redis.call('SET', ARGV[3], ARGV[4] .. ',' .. table.concat(seqs, ','), 'PX', ARGV[5])
 end
 return seqs
