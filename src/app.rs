@@ -242,7 +242,7 @@ impl App {
             conversations,
             hook,
             sends,
-            counters: Counters::new(store.clone()),
+            counters: Counters::new(store.clone(), config.record_ttl()),
             group_log,
             group_reads,
             broadcasts: Broadcasts::start(store.clone(), metrics.clone(), pacer).await?,

@@ -259,3 +259,100 @@ async fn a_history_page_is_bounded_by_its_limit_and_by_bytes_from_either_end() {
         .await;
     assert_eq!(group["messages"].as_array().expect("messages").len(), 3);
 }
+
+/// `POST path` with the API key, `body`, and `key` as Idempotency-Key.
+async fn backend_once(server: &Server, path: &str, key: &str, body: Value) -> (u16, Value) {
+    let response = server
+        .http
+        .post(server.url(path))
+        .bearer_auth(API_KEY)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("an answer");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn backend_writes_retried_with_their_idempotency_key_change_nothing_more() {
+    let server = Server::start().await;
+    let alice = server.token("alice").await;
+    let _online = server.open("/v1/sse", &alice).await;
+    let writes = [
+        (
+            "/api/v1/publish",
+            json!({"to": ["alice"], "data": "once"}),
+            json!({"to": ["alice"], "data": "other"}),
+        ),
+        (
+            "/api/v1/users/alice/counters",
+            json!({"name": "unread", "delta": 5}),
+            json!({"name": "unread", "delta": 6}),
+        ),
+        (
+            "/api/v1/broadcast",
+            json!({"body": "pushed once", "mode": "push"}),
+            json!({"body": "other", "mode": "push"}),
+        ),
+        (
+            "/api/v1/broadcast",
+            json!({"body": "pulled once", "mode": "pull"}),
+            json!({"body": "other", "mode": "pull"}),
+        ),
+    ];
+    for (i, (path, body, other)) in writes.into_iter().enumerate() {
+        let key = format!("key-{i}");
+        let first = backend_once(&server, path, &key, body.clone()).await;
+        assert!(first.0 == 200 || first.0 == 202, "{path}: {first:?}");
+        // Each retry answers the same and does nothing more.
+        for _ in 0..2 {
+            assert_eq!(
+                backend_once(&server, path, &key, body.clone()).await,
+                first,
+                "{path}"
+            );
+        }
+        // The same key for something else is refused.
+        let (status, refused) = backend_once(&server, path, &key, other).await;
+        assert_eq!(
+            (status, &refused["error"]),
+            (409, &json!("idempotency_key_reused")),
+            "{path}"
+        );
+    }
+    let (status, refused) = backend_once(
+        &server,
+        "/api/v1/publish",
+        &"k".repeat(65),
+        json!({"to": ["alice"]}),
+    )
+    .await;
+    assert_eq!(
+        (status, &refused["error"]),
+        (400, &json!("bad_idempotency_key"))
+    );
+    // alice got one notice, one counter event and one push broadcast; the
+    // total counted the delta once; one pull broadcast is kept.
+    let wanted = |events: &[Value]| {
+        let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+        kinds == ["notice", "counter", "broadcast"]
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            wanted(&server.poll_all(&alice).await)
+        })
+        .await,
+        "{:?}",
+        server.poll_all(&alice).await
+    );
+    let counters = server.get_json("/v1/counters", &alice).await;
+    assert_eq!(counters["counters"]["unread"], 5, "{counters}");
+    let pulled = server.get_json("/v1/broadcasts?after=0", &alice).await;
+    assert_eq!(
+        pulled["broadcasts"].as_array().map(Vec::len),
+        Some(1),
+        "{pulled}"
+    );
+}

@@ -5,10 +5,11 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::chat::idempotency::IdempotencyKey;
 use crate::chat::notices::{news_key, valid_counter_name, valid_date, Change, CounterError};
 use crate::error::Error;
 use crate::http::reply::{json, Response};
-use crate::http::request::json_body;
+use crate::http::request::{idempotency_key, json_body};
 use crate::uid::Uid;
 
 #[derive(Deserialize)]
@@ -28,6 +29,7 @@ pub async fn change_counter(
 ) -> Result<Response, Error> {
     app.auth.backend(&req)?;
     let uid = Uid::parse(uid).map_err(|e| Error::bad("bad_uid", e.to_string()))?;
+    let key = idempotency_key(&req)?;
     let body: CounterChange = json_body(req, app.config.body_limits()).await?;
     if !valid_counter_name(&body.name) {
         return Err(Error::bad(
@@ -45,12 +47,26 @@ pub async fn change_counter(
             ))
         }
     };
+    let key = key.map(|key| {
+        let (kind, n) = match change {
+            Change::Delta(n) => ("delta", n),
+            Change::Set(n) => ("value", n),
+        };
+        let content = [
+            uid.as_str().as_bytes(),
+            body.name.as_bytes(),
+            kind.as_bytes(),
+            &n.to_be_bytes(),
+        ];
+        IdempotencyKey::new("counter", &key, &content)
+    });
     let value = app
         .counters
-        .change(&uid, &body.name, change)
+        .change(&uid, &body.name, change, key.as_ref())
         .await
         .map_err(|e| match e {
             CounterError::Store(e) => Error::Store(e),
+            CounterError::Key(e) => e,
             other => Error::Conflict("counter_limit", other.to_string()),
         })?;
     Ok(json(
@@ -102,46 +118,75 @@ const MAX_RATE: u32 = 100_000;
 const DEFAULT_RATE: u32 = 5_000;
 
 /// `POST /api/v1/broadcast {"body":…,"mode":"push","rate":5000}` →
-/// push: `202 {"bid","mode","recipients"}` (delivery proceeds at the rate);
-/// pull: `200 {"bid","mode"}` once stored.
+/// push: `202 {"bid","mode","recipients","rate"}` (delivery proceeds at the
+/// rate); pull: `200 {"bid","mode"}` once stored. With an
+/// `Idempotency-Key`, a retry answers the first answer and neither stores
+/// nor queues a second broadcast.
 pub async fn broadcast(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     app.auth.backend(&req)?;
+    let key = idempotency_key(&req)?;
     let body: Broadcast = json_body(req, app.config.body_limits()).await?;
     if body.body.is_null() {
         return Err(Error::bad("bad_body", "body is required"));
     }
-    match body.mode.as_str() {
-        "push" => {
-            let rate = body.rate.unwrap_or(DEFAULT_RATE);
-            let rate = std::num::NonZeroU32::new(rate)
+    let rate = match (body.mode.as_str(), body.rate) {
+        ("push", rate) => Some(
+            std::num::NonZeroU32::new(rate.unwrap_or(DEFAULT_RATE))
                 .filter(|r| r.get() <= MAX_RATE)
                 .ok_or_else(|| {
                     Error::bad(
                         "bad_rate",
                         format!("rate must be 1 to {MAX_RATE} per second"),
                     )
-                })?;
-            let recipients = app.presence.online_users().await?;
-            let count = recipients.len();
-            let bid = app.broadcasts.push(body.body, rate, recipients).await?;
-            Ok(json(
-                StatusCode::ACCEPTED,
-                &serde_json::json!({"bid": bid, "mode": "push", "recipients": count, "rate": rate.get()}),
+                })?,
+        ),
+        ("pull", None) => None,
+        ("pull", Some(_)) => {
+            return Err(Error::bad(
+                "bad_rate",
+                "rate applies to push broadcasts only",
             ))
         }
-        "pull" => {
-            if body.rate.is_some() {
-                return Err(Error::bad(
-                    "bad_rate",
-                    "rate applies to push broadcasts only",
-                ));
-            }
-            let bid = app.broadcasts.store_for_pull(body.body).await?;
-            Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({"bid": bid, "mode": "pull"}),
-            ))
+        _ => return Err(Error::bad("bad_mode", "mode must be push or pull")),
+    };
+    let key = key.map(|key| {
+        let rate = rate.map_or(0, |r| r.get()).to_be_bytes();
+        let content = body.body.to_string();
+        IdempotencyKey::new(
+            "broadcast",
+            &key,
+            &[body.mode.as_bytes(), &rate, content.as_bytes()],
+        )
+    });
+    let ttl = app.config.record_ttl();
+    let bid = app.broadcasts.new_bid().await?;
+    let Some(rate) = rate else {
+        let mut answer = serde_json::json!({"bid": bid, "mode": "pull"});
+        if let Some(key) = &key {
+            answer = first_answer(key.reserve(&*app.store, &answer.to_string(), ttl).await?)?;
         }
-        _ => Err(Error::bad("bad_mode", "mode must be push or pull")),
+        let bid = answer["bid"].as_u64().unwrap_or(bid);
+        app.broadcasts.store_for_pull(bid, body.body).await?;
+        return Ok(json(StatusCode::OK, &answer));
+    };
+    let recipients = app.presence.online_users().await?;
+    let mut answer = serde_json::json!({"bid": bid, "mode": "push", "recipients": recipients.len(), "rate": rate.get()});
+    let queue = match &key {
+        None => true,
+        Some(key) => {
+            answer = first_answer(key.reserve(&*app.store, &answer.to_string(), ttl).await?)?;
+            key.claim(&*app.store, "queued", ttl).await?
+        }
+    };
+    if queue {
+        let bid = answer["bid"].as_u64().unwrap_or(bid);
+        app.broadcasts.push(bid, body.body, rate, recipients)?;
     }
+    Ok(json(StatusCode::ACCEPTED, &answer))
+}
+
+/// The answer kept under an idempotency key.
+fn first_answer(kept: String) -> Result<serde_json::Value, Error> {
+    serde_json::from_str(&kept)
+        .map_err(|e| Error::Internal(format!("a bad idempotency record: {e}")))
 }

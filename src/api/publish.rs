@@ -6,6 +6,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::chat::idempotency::IdempotencyKey;
 use crate::error::Error;
 use crate::http::reply::{json, Response};
 use crate::http::request::{idempotency_key, json_body};
@@ -97,24 +98,23 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error
         // attempt landed before, after or never.
         Some(key) => {
             let recipients: Vec<&str> = to.iter().map(Uid::as_str).collect();
-            let fingerprint = super::fingerprint(&[
-                body.kind.as_bytes(),
-                recipients.join("\0").as_bytes(),
-                event.data.get().as_bytes(),
-            ]);
+            let key = IdempotencyKey::new(
+                "publish",
+                &key,
+                &[
+                    body.kind.as_bytes(),
+                    recipients.join("\0").as_bytes(),
+                    event.data.get().as_bytes(),
+                ],
+            );
             match app
                 .store
-                .append_once(&format!("publish\0{key}"), fingerprint, batch)
+                .append_once(&key.record, key.fingerprint, batch)
                 .await?
             {
                 Once::Appended { seqs } => seqs,
-                Once::Duplicate { tag, seqs } if tag == fingerprint => seqs,
-                Once::Duplicate { .. } => {
-                    return Err(Error::Conflict(
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was used for another publish".into(),
-                    ))
-                }
+                Once::Duplicate { tag, seqs } if tag == key.fingerprint => seqs,
+                Once::Duplicate { .. } => return Err(IdempotencyKey::reused()),
             }
         }
     };

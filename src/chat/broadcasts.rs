@@ -64,15 +64,20 @@ impl Broadcasts {
         Ok(broadcasts)
     }
 
-    /// Queues a push broadcast of `body` to `recipients` at `rate` per
-    /// second; returns its id.
-    pub async fn push(
+    /// A new broadcast id.
+    pub async fn new_bid(&self) -> Result<u64, StoreError> {
+        self.store.next_id().await
+    }
+
+    /// Queues push broadcast `bid` of `body` to `recipients` at `rate` per
+    /// second.
+    pub fn push(
         &self,
+        bid: u64,
         body: serde_json::Value,
         rate: NonZeroU32,
         recipients: Vec<Uid>,
-    ) -> Result<u64, StoreError> {
-        let bid = self.store.next_id().await?;
+    ) -> Result<(), StoreError> {
         self.metrics
             .broadcast_pending
             .inc_by(recipients.len() as i64);
@@ -83,20 +88,22 @@ impl Broadcasts {
                 rate,
                 recipients,
             })
-            .map_err(|_| StoreError::Closed)?;
-        Ok(bid)
+            .map_err(|_| StoreError::Closed)
     }
 
-    /// Stores a pull broadcast; the hints point to it once it is durable.
-    pub async fn store_for_pull(&self, body: serde_json::Value) -> Result<u64, StoreError> {
-        let bid = self.store.next_id().await?;
+    /// Stores pull broadcast `bid` (again, the same, for a retry); the hints
+    /// point to it once it is durable.
+    pub async fn store_for_pull(
+        &self,
+        bid: u64,
+        body: serde_json::Value,
+    ) -> Result<(), StoreError> {
         let record = json!({"bid": bid, "body": body, "ts": now_ms()});
         self.store
             .kv_put(&key(bid), record.to_string().into_bytes())
             .await?;
         self.newest_pull.fetch_max(bid, Ordering::SeqCst);
-        self.store.announce(PREFIX).await?;
-        Ok(bid)
+        self.store.announce(PREFIX).await
     }
 
     /// Rereads the newest pull broadcast (another node of a cluster stored

@@ -13,6 +13,7 @@ pub mod group_log;
 pub mod group_reads;
 pub mod groups;
 pub mod hook;
+pub mod idempotency;
 pub mod limits;
 pub mod messages;
 pub mod notices;

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 
+use crate::chat::idempotency::IdempotencyKey;
 use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
 use crate::SharedMap;
@@ -39,6 +41,8 @@ pub enum Change {
 pub struct Counters {
     values: SharedMap<Uid, UserCounters>,
     store: Arc<dyn Store>,
+    /// How long an idempotency key is kept.
+    key_ttl: Duration,
 }
 
 type UserCounters = Arc<tokio::sync::Mutex<BTreeMap<String, i64>>>;
@@ -51,13 +55,17 @@ pub enum CounterError {
     Overflow,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The idempotency key was used for another change.
+    #[error(transparent)]
+    Key(#[from] crate::error::Error),
 }
 
 impl Counters {
-    pub fn new(store: Arc<dyn Store>) -> Counters {
+    pub fn new(store: Arc<dyn Store>, key_ttl: Duration) -> Counters {
         Counters {
             values: SharedMap::default(),
             store,
+            key_ttl,
         }
     }
 
@@ -97,8 +105,17 @@ impl Counters {
     }
 
     /// Applies `change` to `uid`'s counter `name` and pushes the new total
-    /// as a `counter` event; returns the total once durable.
-    pub async fn change(&self, uid: &Uid, name: &str, change: Change) -> Result<i64, CounterError> {
+    /// as a `counter` event; returns the total once durable. Under an
+    /// idempotency `key`, a change made before is not made again: the
+    /// total it gave is returned (and its event appended if a crash came
+    /// between the two).
+    pub async fn change(
+        &self,
+        uid: &Uid,
+        name: &str,
+        change: Change,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<i64, CounterError> {
         let values = self.of(uid).await?;
         let mut values = values.lock().await;
         // In a cluster the lock spans every node, and what another node
@@ -106,6 +123,16 @@ impl Counters {
         let _lease = self.store.lock(&format!("{COUNTER_PREFIX}{uid}")).await?;
         if self.store.shared() {
             *values = self.load(uid).await?;
+        }
+        let key_name = format!("{COUNTER_PREFIX}{uid}/{name}");
+        if let Some(key) = key {
+            if let Some(first) = key.first(&*self.store).await? {
+                let total = values.get(name).copied().unwrap_or(0);
+                self.push_once(uid, name, total, key).await?;
+                return first.parse().map_err(|_| {
+                    CounterError::Store(StoreError::Io("a bad counter key record".into()))
+                });
+            }
         }
         if !values.contains_key(name) && values.len() >= MAX_COUNTERS {
             return Err(CounterError::TooMany);
@@ -115,8 +142,24 @@ impl Counters {
             Change::Delta(d) => old.checked_add(d).ok_or(CounterError::Overflow)?,
             Change::Set(v) => v,
         };
+        if let Some(key) = key {
+            // The total and the key's record at once: a retry finds the
+            // record exactly when the total changed.
+            self.store.expire(&key.record, self.key_ttl).await?;
+            let total = new.to_string();
+            let record = key.record_of(&total);
+            self.store
+                .kv_put_all(vec![
+                    (key_name, total.into_bytes()),
+                    (key.record.clone(), record),
+                ])
+                .await?;
+            values.insert(name.to_owned(), new);
+            self.push_once(uid, name, new, key).await?;
+            return Ok(new);
+        }
         // The total and its event become durable in one commit.
-        let key = format!("{COUNTER_PREFIX}{uid}/{name}");
+        let key = key_name;
         self.store
             .kv_stage(&key, new.to_string().into_bytes())
             .await?;
@@ -136,6 +179,26 @@ impl Counters {
         }
         values.insert(name.to_owned(), new);
         Ok(new)
+    }
+
+    /// Appends the `counter` event of a keyed change, once per key.
+    async fn push_once(
+        &self,
+        uid: &Uid,
+        name: &str,
+        total: i64,
+        key: &IdempotencyKey,
+    ) -> Result<(), StoreError> {
+        let event = Append::new(
+            uid.clone(),
+            "counter",
+            &json!({"name": name, "value": total}),
+        );
+        let once = format!("{}/event", key.record);
+        self.store
+            .append_once(&once, key.fingerprint, vec![event])
+            .await?;
+        Ok(())
     }
 
     /// Forgets the counters of users nobody is reading or changing (they
@@ -236,11 +299,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let sled = Arc::new(SledStore::open(dir.path(), SledOptions::default(), metrics).unwrap());
-        let counters = Counters::new(sled.clone());
+        let counters = Counters::new(sled.clone(), Duration::from_secs(3600));
         let uid = Uid::parse("alice").unwrap();
         assert_eq!(
             counters
-                .change(&uid, "unread", Change::Delta(1))
+                .change(&uid, "unread", Change::Delta(1), None)
                 .await
                 .unwrap(),
             1
@@ -248,10 +311,13 @@ mod tests {
 
         sled.fail_appends(true);
         assert!(counters
-            .change(&uid, "unread", Change::Delta(1))
+            .change(&uid, "unread", Change::Delta(1), None)
             .await
             .is_err());
-        assert!(counters.change(&uid, "new", Change::Set(5)).await.is_err());
+        assert!(counters
+            .change(&uid, "new", Change::Set(5), None)
+            .await
+            .is_err());
         sled.fail_appends(false);
 
         // Memory and store still hold the last total that was answered, so
@@ -269,7 +335,7 @@ mod tests {
         assert_eq!(sled.kv_get("counter/alice/new").await.unwrap(), None);
         assert_eq!(
             counters
-                .change(&uid, "unread", Change::Delta(1))
+                .change(&uid, "unread", Change::Delta(1), None)
                 .await
                 .unwrap(),
             2
