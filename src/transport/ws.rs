@@ -235,8 +235,12 @@ impl Session {
                     }
                     Ok(Next::Heartbeat) => {
                         // Also without hints: the page cannot see pings, and
-                        // herald.js takes a silent socket for dead.
-                        if !sent_in_time(limit, sink.send(Message::text(self.sub.heartbeat_json()))).await {
+                        // herald.js takes a silent socket for dead. Written
+                        // directly when it can be, so that an idle socket's
+                        // write buffer does not grow for it.
+                        let hb = self.sub.heartbeat_json();
+                        let direct = straight.is_some_and(|s| s.heartbeat(hb.as_bytes()));
+                        if !direct && !sent_in_time(limit, sink.send(Message::text(hb))).await {
                             break Close::Gone;
                         }
                     }
@@ -402,6 +406,19 @@ impl Straight {
         let mut frame = Vec::with_capacity(hello.len() + 4);
         text_frame(&mut frame, hello);
         shared.greeted = self.send(&mut shared, frame);
+    }
+
+    /// Writes a heartbeat frame directly if nothing else may be in the way
+    /// (the session waits, tungstenite holds nothing, the hello went out);
+    /// whether it did.
+    fn heartbeat(&self, hb: &[u8]) -> bool {
+        let mut shared = self.shared();
+        if shared.busy || shared.dirty || shared.closed || !shared.greeted {
+            return false;
+        }
+        let mut frame = Vec::with_capacity(hb.len() + 4);
+        text_frame(&mut frame, hb);
+        self.send(&mut shared, frame)
     }
 
     /// Sends `frames` with one non-blocking `send`, under the lock of
