@@ -28,6 +28,9 @@ if ! command -v nginx >/dev/null; then
     systemctl stop nginx 2>/dev/null || pkill -x nginx || true
 fi
 
+echo "== layer check (src/lib.rs's drawing: no import cycle, nothing runs up it)"
+python3 scripts/check-layers.py
+
 echo "== cargo test (unit + integration, real servers on 127.0.0.1)"
 cargo test --locked
 

@@ -300,7 +300,7 @@ async fn follow_changes(app: std::sync::Weak<App>) {
 async fn open_backend(config: &Config, metrics: &Arc<Metrics>) -> Result<Backend, StartError> {
     if let Some(url) = config.redis_url() {
         let options = RedisOptions {
-            retention: config.retention(),
+            retention: store::Retention::of(config),
             once_ttl: config.record_ttl(),
             durability: config.redis_durability,
             timeout: config.redis_timeout(),

@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::store::Retention;
-
 /// herald — a realtime push server: every web transport over one durable
 /// per-user event queue.
 #[derive(Parser, Debug, Clone)]
@@ -60,7 +58,7 @@ pub struct Config {
         value_enum,
         default_value = "fsync"
     )]
-    pub redis_durability: crate::store::redis::Durability,
+    pub redis_durability: Durability,
 
     /// With a Redis store: how long a command may wait for Redis's answer,
     /// in milliseconds. Past it the request gets `504 outcome_unknown`
@@ -225,6 +223,18 @@ pub struct Config {
     pub commit_linger_us: u64,
 }
 
+/// What herald requires of Redis's persistence (`--redis-durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Refuse to start unless Redis runs `appendonly yes` and
+    /// `appendfsync always`: an acknowledged write survives a kill -9 of
+    /// Redis.
+    Fsync,
+    /// Accept any persistence setting (and say so): Redis may lose the
+    /// last second of acknowledged writes.
+    Async,
+}
+
 /// Shortest accepted `--secret`: HS256 wants a key of 256 bits.
 pub const MIN_SECRET_BYTES: usize = 32;
 /// Shortest accepted `--api-key`.
@@ -307,14 +317,6 @@ impl Config {
         Duration::from_millis(self.idle_timeout_ms)
     }
 
-    /// How large a request body may be and how long it may take.
-    pub fn body_limits(&self) -> crate::http::request::BodyLimits {
-        crate::http::request::BodyLimits {
-            max: self.max_body,
-            within: self.idle_timeout(),
-        }
-    }
-
     /// See `--max-page-bytes`.
     pub fn max_page_bytes(&self) -> usize {
         usize::try_from(self.max_page_bytes).unwrap_or(usize::MAX)
@@ -323,16 +325,6 @@ impl Config {
     /// See `--send-timeout-ms`.
     pub fn send_timeout(&self) -> Duration {
         Duration::from_millis(self.send_timeout_ms.max(1))
-    }
-
-    /// The retention policy these flags describe.
-    pub fn retention(&self) -> Retention {
-        Retention {
-            acked_for: Duration::from_secs(self.retention),
-            max_events: self.queue_cap.max(1),
-            feed_max_events: self.feed_cap.max(1),
-            max_age: Duration::from_secs(self.queue_max_age),
-        }
     }
 
     /// How long records tied to the queue are kept: direct-message records

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::chat::presence::Presence;
 use crate::error::Error;
-use crate::SharedMap;
+use crate::util::SharedMap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 

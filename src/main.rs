@@ -46,7 +46,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    herald::say(format_args!("shutting down: releasing held requests"));
+    herald::util::say(format_args!("shutting down: releasing held requests"));
     shutdown.cancel();
 }
 

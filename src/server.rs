@@ -15,11 +15,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use self::direct::{Head, Rewind};
+use self::direct::Head;
 use crate::app::App;
+use crate::http::rewind::Rewind;
 use crate::metrics::Label;
 use crate::routes;
-use crate::SharedMap;
+use crate::util::SharedMap;
 
 pub(crate) mod direct;
 

@@ -43,7 +43,7 @@ pub async fn post(app: &App, gid: &str, from: &Uid, msg: Outgoing) -> Result<u64
 /// `POST /v1/groups/{gid}/messages {"body","cid"}` → `{"msgid"}` once durable.
 pub async fn post_message(app: &App, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let msg: Outgoing = json_body(req, app.config.body_limits()).await?;
+    let msg: Outgoing = json_body(req, &app.config).await?;
     let msgid = post(app, gid, &uid, msg).await?;
     Ok(json(StatusCode::OK, &json!({ "msgid": msgid })))
 }
@@ -77,7 +77,7 @@ pub async fn mark_read(app: &Arc<App>, gid: &str, uid: &Uid, msgid: u64) -> Resu
 /// `POST /v1/groups/{gid}/read {"msgid":M}` → `{"last_read"}`.
 pub async fn read(app: &Arc<App>, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let mark: ReadMark = json_body(req, app.config.body_limits()).await?;
+    let mark: ReadMark = json_body(req, &app.config).await?;
     let last_read = mark_read(app, gid, &uid, mark.msgid).await?;
     Ok(json(StatusCode::OK, &json!({ "last_read": last_read })))
 }

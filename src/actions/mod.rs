@@ -13,7 +13,8 @@ use serde::Deserialize;
 
 use crate::app::App;
 use crate::chat::conversations::{Window, DEFAULT_PAGE, MAX_PAGE};
-use crate::chat::{messages, notices, presence};
+use crate::chat::online::STATUSES;
+use crate::chat::{messages, notices};
 use crate::error::Error;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
@@ -29,7 +30,7 @@ struct AckRequest {
 /// `POST /v1/ack {"seq":N}` → `{"acked":M}` once the ack is durable.
 pub async fn ack(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let body: AckRequest = json_body(req, app.config.body_limits()).await?;
+    let body: AckRequest = json_body(req, &app.config).await?;
     let acked = app.receipts.ack(&uid, body.seq).await?;
     app.store.sync().await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "acked": acked })))
@@ -38,7 +39,7 @@ pub async fn ack(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
 /// `POST /v1/messages {"to","body","cid"}` → `{"id":…}` once durable.
 pub async fn send_message(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let from = app.auth.user(&req)?;
-    let msg: messages::Outgoing = json_body(req, app.config.body_limits()).await?;
+    let msg: messages::Outgoing = json_body(req, &app.config).await?;
     let id = app.messages.send(&from, msg).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "id": id })))
 }
@@ -54,7 +55,7 @@ const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// `POST /v1/demo/login {"uid":"alice"}` → `{"token":"..."}` (demo mode only).
 pub async fn demo_login(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
-    let body: DemoLogin = json_body(req, app.config.body_limits()).await?;
+    let body: DemoLogin = json_body(req, &app.config).await?;
     let token = app.auth.mint(&body.uid, DEMO_TOKEN_TTL)?;
     Ok(json(
         StatusCode::OK,
@@ -64,15 +65,12 @@ pub async fn demo_login(app: &App, req: Request<Incoming>) -> Result<Response, E
 
 /// Sets `uid`'s chosen status; returns it.
 pub async fn set_status(app: &App, uid: &Uid, status: &str) -> Result<&'static str, Error> {
-    let status = presence::STATUSES
-        .into_iter()
-        .find(|s| *s == status)
-        .ok_or_else(|| {
-            Error::bad(
-                "bad_status",
-                "status must be one of online, busy, dnd, invisible",
-            )
-        })?;
+    let status = STATUSES.into_iter().find(|s| *s == status).ok_or_else(|| {
+        Error::bad(
+            "bad_status",
+            "status must be one of online, busy, dnd, invisible",
+        )
+    })?;
     app.sends.take(uid).await?;
     if app.config.feed {
         let data = serde_json::json!({"uid": uid, "status": status});
@@ -92,7 +90,7 @@ struct StatusRequest {
 /// `PUT /v1/status {"status":"busy"}`
 pub async fn put_status(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
-    let body: StatusRequest = json_body(req, app.config.body_limits()).await?;
+    let body: StatusRequest = json_body(req, &app.config).await?;
     let status = set_status(app, &uid, &body.status).await?;
     Ok(json(
         StatusCode::OK,

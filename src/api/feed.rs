@@ -17,7 +17,7 @@ use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::{raw_json, Response};
 use crate::http::request::Query;
-use crate::transport::{page_json, parse_epoch, read_after};
+use crate::pages::{page_json, parse_epoch, read_after};
 use crate::uid::Uid;
 
 /// Default and largest page of the feed.

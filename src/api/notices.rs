@@ -30,7 +30,7 @@ pub async fn change_counter(
     app.auth.backend(&req)?;
     let uid = Uid::parse(uid).map_err(|e| Error::bad("bad_uid", e.to_string()))?;
     let key = idempotency_key(&req)?;
-    let body: CounterChange = json_body(req, app.config.body_limits()).await?;
+    let body: CounterChange = json_body(req, &app.config).await?;
     if !valid_counter_name(&body.name) {
         return Err(Error::bad(
             "bad_counter",
@@ -90,7 +90,7 @@ pub async fn put_news(app: &App, req: Request<Incoming>, date: &str) -> Result<R
             "the date must be a real day written YYYY-MM-DD",
         ));
     }
-    let body: News = json_body(req, app.config.body_limits()).await?;
+    let body: News = json_body(req, &app.config).await?;
     if body.body.is_null() {
         return Err(Error::bad("bad_body", "body is required"));
     }
@@ -125,7 +125,7 @@ const DEFAULT_RATE: u32 = 5_000;
 pub async fn broadcast(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     app.auth.backend(&req)?;
     let key = idempotency_key(&req)?;
-    let body: Broadcast = json_body(req, app.config.body_limits()).await?;
+    let body: Broadcast = json_body(req, &app.config).await?;
     if body.body.is_null() {
         return Err(Error::bad("bad_body", "body is required"));
     }

@@ -72,7 +72,7 @@ fn check_type(kind: &str) -> Result<(), Error> {
 pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     app.auth.backend(&req)?;
     let key = idempotency_key(&req)?;
-    let body: PublishRequest = json_body(req, app.config.body_limits()).await?;
+    let body: PublishRequest = json_body(req, &app.config).await?;
     check_type(&body.kind)?;
     if body.to.is_empty() || body.to.len() > MAX_RECIPIENTS {
         return Err(Error::bad(

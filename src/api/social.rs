@@ -22,7 +22,7 @@ struct FriendList {
 pub async fn put_friends(app: &App, req: Request<Incoming>, uid: &str) -> Result<Response, Error> {
     app.auth.backend(&req)?;
     let uid = Uid::parse(uid).map_err(|e| Error::bad("bad_uid", e.to_string()))?;
-    let body: FriendList = json_body(req, app.config.body_limits()).await?;
+    let body: FriendList = json_body(req, &app.config).await?;
     if body.friends.len() > MAX_FRIENDS {
         return Err(Error::bad(
             "too_many_friends",
@@ -46,7 +46,7 @@ struct MemberList {
 pub async fn put_members(app: &App, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
     app.auth.backend(&req)?;
     let gid = Gid::parse(gid).map_err(|e| Error::bad("bad_gid", e.to_string()))?;
-    let body: MemberList = json_body(req, app.config.body_limits()).await?;
+    let body: MemberList = json_body(req, &app.config).await?;
     if body.members.len() > MAX_MEMBERS {
         return Err(Error::bad(
             "too_many_members",

@@ -27,7 +27,7 @@ fn default_ttl() -> u64 {
 
 pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
     app.auth.backend(&req)?;
-    let body: TokenRequest = json_body(req, app.config.body_limits()).await?;
+    let body: TokenRequest = json_body(req, &app.config).await?;
     if body.ttl_s == 0 || body.ttl_s > MAX_TOKEN_TTL.as_secs() {
         return Err(Error::bad(
             "bad_ttl",

@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::chat::hook::backend_url;
+use crate::pages::{page_json, read_after};
 use crate::store::{Epoch, Page};
-use crate::transport::{page_json, read_after};
 use crate::uid::Uid;
 
 /// Where the webhook's cursor is kept.

@@ -26,7 +26,7 @@ use crate::chat::groups::{Gid, Groups};
 use crate::error::Error;
 use crate::store::{event_json, now_ms, Append, PageLimit, Store, StoreError};
 use crate::uid::Uid;
-use crate::SharedMap;
+use crate::util::SharedMap;
 
 /// The message log of every group.
 pub struct GroupLog {

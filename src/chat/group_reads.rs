@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
-use crate::SharedMap;
+use crate::util::SharedMap;
 
 /// At most one receipt push per sender per group in this window.
 const PUSH_WINDOW: Duration = Duration::from_secs(1);

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::chat::idempotency::IdempotencyKey;
 use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
-use crate::SharedMap;
+use crate::util::SharedMap;
 
 const COUNTER_PREFIX: &str = "counter/";
 /// Most counters one user may have.

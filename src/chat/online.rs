@@ -26,10 +26,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::chat::presence::STATUSES;
 use crate::store::{RedisStore, StoreError};
 use crate::uid::Uid;
-use crate::SharedMap;
+use crate::util::SharedMap;
 
 /// Online state of every user. The methods that record what happens on
 /// this node are synchronous (they run where a connection opens or closes,
@@ -81,6 +80,9 @@ pub trait OnlineDirectory: Send + Sync + 'static {
         Ok(Vec::new())
     }
 }
+
+/// A status a client may choose.
+pub const STATUSES: [&str; 4] = ["online", "busy", "dnd", "invisible"];
 
 /// The `'static` form of a status Redis gave back.
 fn known_status(status: &str) -> &'static str {

@@ -33,10 +33,7 @@ use crate::chat::online::OnlineDirectory;
 use crate::metrics::Metrics;
 use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
-use crate::SharedMap;
-
-/// A status a client may choose.
-pub const STATUSES: [&str; 4] = ["online", "busy", "dnd", "invisible"];
+use crate::util::SharedMap;
 
 /// The last visible status pushed for a user.
 struct Pushed {

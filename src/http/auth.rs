@@ -12,7 +12,7 @@ use super::request::Query;
 use crate::error::Error;
 use crate::store::now_ms;
 use crate::uid::Uid;
-use crate::SharedMap;
+use crate::util::SharedMap;
 
 /// Longest token lifetime that may be minted: 30 days.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);

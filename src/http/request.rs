@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::ops::RangeInclusive;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use http_body_util::BodyExt;
@@ -12,33 +11,24 @@ use hyper::header::CONTENT_LENGTH;
 use hyper::Request;
 use serde::de::DeserializeOwned;
 
+use crate::config::Config;
 use crate::error::Error;
 
-/// How much of a body is read, and how long it may take.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
-    /// Most bytes (`--max-body`).
-    pub max: usize,
-    /// The whole body must arrive within this of its head
-    /// (`--idle-timeout-ms`): a client that sends a head and then trickles
-    /// or withholds its body would otherwise hold a connection, and its
-    /// file descriptor, for as long as it likes.
-    pub within: Duration,
-}
-
-/// Reads the body of `req` (at most `limits.max` bytes, all of it within
-/// `limits.within`) as JSON of type `T`; 408 `body_timeout` past the
-/// deadline (the connection is then closed).
+/// Reads the body of `req` (at most `--max-body` bytes) as JSON of type
+/// `T`. The whole body must arrive within `--idle-timeout-ms` of its head,
+/// else `408 body_timeout` (the connection is then closed): a client that
+/// sends a head and then trickles or withholds its body would otherwise
+/// hold a connection, and its file descriptor, for as long as it likes.
 ///
 /// A body over the limit is still read and discarded up to a few times the
 /// limit before the 413 goes out: a client still writing its body when the
 /// server answers and closes would get a broken pipe instead of the 413.
 pub async fn json_body<T: DeserializeOwned>(
     req: Request<Incoming>,
-    limits: BodyLimits,
+    config: &Config,
 ) -> Result<T, Error> {
-    let within = limits.within;
-    tokio::time::timeout(within, read_json(req, limits.max))
+    let within = config.idle_timeout();
+    tokio::time::timeout(within, read_json(req, config.max_body))
         .await
         .unwrap_or_else(|_| {
             Err(Error::BodyTimeout(

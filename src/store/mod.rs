@@ -134,6 +134,16 @@ pub struct Retention {
 }
 
 impl Retention {
+    /// The retention policy of `config`'s flags.
+    pub fn of(config: &crate::config::Config) -> Retention {
+        Retention {
+            acked_for: Duration::from_secs(config.retention),
+            max_events: config.queue_cap.max(1),
+            feed_max_events: config.feed_cap.max(1),
+            max_age: Duration::from_secs(config.queue_max_age),
+        }
+    }
+
     /// Most events `uid`'s queue keeps.
     pub fn cap_of(&self, uid: &Uid) -> u64 {
         if *uid == Uid::feed() {

@@ -36,23 +36,12 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::event::{gap_event, now_ms};
 use super::{Acked, Append, Epoch, EventQueue, Once, Page, PageLimit, Retention, StoreError};
+use crate::config::Durability;
 use crate::uid::Uid;
-use crate::SharedMap;
+use crate::util::SharedMap;
 
 /// How many wake channels appends are spread over.
 pub const PARTITIONS: u32 = 16;
-
-/// What herald requires of Redis's persistence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Durability {
-    /// Refuse to start unless Redis runs `appendonly yes` and
-    /// `appendfsync always`: an acknowledged write survives a kill -9 of
-    /// Redis.
-    Fsync,
-    /// Accept any persistence setting (and say so): Redis may lose the
-    /// last second of acknowledged writes.
-    Async,
-}
 
 /// Tuning of the Redis store.
 #[derive(Debug, Clone)]

@@ -44,7 +44,7 @@ use super::{
 };
 use crate::metrics::Metrics;
 use crate::uid::Uid;
-use crate::SharedMap;
+use crate::util::SharedMap;
 
 /// Tuning of the sled store.
 #[derive(Debug, Clone, Copy)]

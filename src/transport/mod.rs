@@ -13,8 +13,6 @@ pub mod sse;
 pub mod subscription;
 pub mod ws;
 
-use std::io::Write as _;
-
 use hyper::{Request, StatusCode};
 
 use crate::app::App;
@@ -22,7 +20,8 @@ use crate::error::Error;
 use crate::http::reply::{raw_json, Response};
 use crate::http::request::Query;
 use crate::hub::Transport;
-use crate::store::{event_json, event_seq, now_ms, Epoch, Follow, Page, PageLimit};
+use crate::pages::{page_json, parse_epoch, read_after};
+use crate::store::{Epoch, Page};
 use crate::uid::Uid;
 
 /// Default and largest page size of a poll.
@@ -36,19 +35,6 @@ pub struct PollRequest {
     pub limit: usize,
     /// The epoch the cursor belongs to, if the client sent one.
     pub epoch: Option<Epoch>,
-}
-
-/// The `epoch` a client sent back: what a page or stream gave it.
-pub fn parse_epoch(raw: Option<&str>) -> Result<Option<Epoch>, Error> {
-    match raw {
-        None | Some("") => Ok(None),
-        Some(text) => Epoch::parse(text).map(Some).ok_or_else(|| {
-            Error::bad(
-                "bad_epoch",
-                "epoch must be the 1-13 base-36 digits a page or stream gave",
-            )
-        }),
-    }
 }
 
 impl PollRequest {
@@ -88,65 +74,6 @@ impl PollRequest {
     }
 }
 
-/// Reads events after `cursor`, group-message references expanded, at most
-/// `limit` events and about `--max-page-bytes` (at least one event); a
-/// cursor beyond the queue's head is a 409 so that the client resets
-/// instead of waiting forever.
-///
-/// A cursor of another `epoch` than the queue's belongs to a history that
-/// is gone (the store was wiped or recreated): the page then starts with a
-/// `gap` event of seq 0 that names the new epoch, followed by the queue
-/// from its start.
-pub async fn read_after(
-    app: &App,
-    uid: &Uid,
-    cursor: u64,
-    events: usize,
-    epoch: Option<Epoch>,
-) -> Result<Page, Error> {
-    read_following(app, uid, None, cursor, events, epoch).await
-}
-
-/// [`read_after`] for a reader that holds `follow` (see
-/// [`crate::store::EventQueue::follow`]) on `uid`'s queue.
-pub async fn read_following(
-    app: &App,
-    uid: &Uid,
-    follow: Option<&Follow>,
-    cursor: u64,
-    events: usize,
-    epoch: Option<Epoch>,
-) -> Result<Page, Error> {
-    let limit = PageLimit {
-        events,
-        bytes: app.config.max_page_bytes(),
-    };
-    let read = |after| async move {
-        match follow {
-            Some(follow) => app.store.read_followed(uid, follow, after, limit).await,
-            None => app.store.read(uid, after, limit).await,
-        }
-    };
-    let mut page = read(cursor).await?;
-    if epoch.is_some_and(|e| e != page.epoch) {
-        page = read(0).await?;
-        let data = serde_json::json!({"from": 1, "to": cursor, "epoch": page.epoch.to_string()});
-        let gap = event_json(0, "gap", now_ms(), &data.to_string());
-        page.events.insert(0, bytes::Bytes::from(gap));
-    } else if cursor > page.head {
-        return Err(Error::cursor_ahead(cursor, page.head));
-    }
-    // References grow into whole messages here: the budget holds after.
-    if crate::chat::group_log::expand(&app.group_log, &mut page.events, limit).await? {
-        page.cursor = page
-            .events
-            .last()
-            .and_then(|e| event_seq(e))
-            .ok_or_else(|| Error::Internal("an event without a seq".into()))?;
-    }
-    Ok(page)
-}
-
 /// The response of a stream (SSE, iframe): `frames` as a chunked body
 /// that no cache or proxy buffer holds back.
 pub fn stream_response<S>(
@@ -176,28 +103,4 @@ pub fn page_response(app: &App, transport: Transport, page: &Page) -> Response {
     let body = page_json(app, page, true);
     app.hub.sent(transport, page.events.len(), body.len());
     raw_json(StatusCode::OK, body)
-}
-
-/// The JSON of [`page_response`]; with `hints`, pull hints are added.
-pub fn page_json(app: &App, page: &Page, hints: bool) -> Vec<u8> {
-    let size: usize = page.events.iter().map(|e| e.len() + 1).sum();
-    let mut body = Vec::with_capacity(size + 40);
-    body.extend_from_slice(b"{\"events\":[");
-    for (i, event) in page.events.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(event);
-    }
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        body,
-        "],\"cursor\":{},\"epoch\":\"{}\"",
-        page.cursor, page.epoch
-    );
-    if let Some(hints) = app.broadcasts.hints().filter(|_| hints) {
-        let _ = write!(body, ",\"hints\":{hints}");
-    }
-    body.push(b'}');
-    body
 }

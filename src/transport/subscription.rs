@@ -13,11 +13,11 @@ use bytes::Bytes;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{parse_epoch, read_after, read_following};
 use crate::app::App;
 use crate::error::Error;
 use crate::http::request::{parse_u64, Query};
 use crate::hub::{Connection, Transport};
+use crate::pages::{parse_epoch, read_after, read_following};
 use crate::store::{Epoch, Follow, Page, StoreError};
 use crate::uid::Uid;
 use hyper::Request;
