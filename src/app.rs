@@ -7,17 +7,18 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::chat::broadcasts::{Broadcasts, LocalPacer, Pacer, SharedPacer};
+use crate::chat::admission::Admission;
+use crate::chat::broadcasts::{Broadcasts, Pacer};
 use crate::chat::conversations::Conversations;
 use crate::chat::friends::Friends;
 use crate::chat::group_log::GroupLog;
 use crate::chat::group_reads::GroupReads;
 use crate::chat::groups::Groups;
 use crate::chat::hook::MessageHook;
-use crate::chat::limits::{Counted, SendBudget, SendLimit, SharedSendLimit};
+use crate::chat::limits::SendLimit;
 use crate::chat::messages::Messages;
 use crate::chat::notices::Counters;
-use crate::chat::online::{LocalDirectory, OnlineDirectory, RedisDirectory};
+use crate::chat::online::OnlineDirectory;
 use crate::chat::presence::Presence;
 use crate::chat::receipts::Receipts;
 use crate::config::Config;
@@ -27,69 +28,14 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::sled::{SledOptions, SledStore};
-use crate::store::{self, Records, Store, StoreError};
-
-/// The store a server runs on, for what only its implementation knows
-/// (maintenance, its persistence setting).
-#[derive(Clone)]
-pub enum Backend {
-    Sled(Arc<SledStore>),
-    Redis(Arc<RedisStore>),
-}
-
-impl Backend {
-    /// The store as every service sees it.
-    pub fn store(&self) -> Arc<dyn Store> {
-        match self {
-            Backend::Sled(sled) => sled.clone(),
-            Backend::Redis(redis) => redis.clone(),
-        }
-    }
-
-    /// One maintenance pass (see `SledStore::maintain`; Redis trims on
-    /// append and expires idle queues itself, so only records with a
-    /// deadline and the local waiter registry are left). Returns how many
-    /// events or records it removed.
-    pub async fn maintain(&self, retention: store::Retention) -> Result<u64, StoreError> {
-        match self {
-            Backend::Sled(sled) => {
-                let sled = sled.clone();
-                tokio::task::spawn_blocking(move || sled.maintain(retention))
-                    .await
-                    .map_err(|e| StoreError::Io(e.to_string()))?
-            }
-            Backend::Redis(redis) => {
-                redis.forget_idle();
-                redis.expire_due().await
-            }
-        }
-    }
-
-    /// Why the store cannot serve now, if it has been unreachable for a
-    /// few seconds (for `/healthz`, so that a load balancer routes around
-    /// a node cut off from Redis).
-    pub fn unreachable(&self) -> Option<String> {
-        match self {
-            Backend::Sled(_) => None,
-            Backend::Redis(redis) => redis.unreachable(),
-        }
-    }
-
-    /// How durable an acknowledged write is, for `/healthz`.
-    pub fn durability(&self) -> String {
-        match self {
-            Backend::Sled(_) => "fsync (sled, group commit)".into(),
-            Backend::Redis(redis) => format!("redis {}", redis.persistence()),
-        }
-    }
-}
+use crate::store::{self, Backend, Store, StoreError, Upkeep};
 
 /// Everything a request handler may use. One per server, behind an `Arc`.
 pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
-    /// The same store, by implementation.
-    pub backend: Backend,
+    /// What only the backend knows how to do (retention, health).
+    pub upkeep: Arc<dyn Upkeep>,
     pub auth: Auth,
     pub cors: Cors,
     /// Who is connected, on which transport.
@@ -98,13 +44,14 @@ pub struct App {
     pub friends: Arc<Friends>,
     pub groups: Arc<Groups>,
     /// How fast each user may send messages and status changes.
-    pub sends: Arc<dyn SendBudget>,
+    pub sends: Arc<SendLimit>,
     pub messages: Messages,
     pub receipts: Receipts,
     /// The history of direct conversations.
     pub conversations: Arc<Conversations>,
-    /// `--message-hook`, if set.
-    pub hook: Option<Arc<MessageHook>>,
+    /// What every client message goes through: checks, the send limit,
+    /// `--message-hook`.
+    pub admission: Arc<Admission>,
     pub counters: Counters,
     pub group_log: Arc<GroupLog>,
     pub group_reads: Arc<GroupReads>,
@@ -146,9 +93,18 @@ impl App {
     ) -> Result<Arc<App>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let backend = open_backend(&config, &metrics).await?;
-        let store = backend.store();
-        if let Backend::Sled(sled) = &backend {
-            index_legacy_records(sled, &config).await?;
+        let store = backend.store.clone();
+        // Records herald 0.5 wrote without a retention deadline.
+        let indexed = backend
+            .upkeep
+            .index_legacy_records(&[
+                ("msg/", config.record_ttl()),
+                ("gcid/", config.record_ttl()),
+                ("glog/", config.history_ttl()),
+            ])
+            .await?;
+        if indexed > 0 {
+            tracing::info!("gave {indexed} records written by herald 0.5 their retention deadline");
         }
         let friends = Arc::new(Friends::load(store.clone()).await?);
         let groups = Arc::new(Groups::load(store.clone()).await?);
@@ -162,29 +118,17 @@ impl App {
         if recovered > 0 {
             tracing::warn!("finished {recovered} group posts that a crash interrupted");
         }
-        // What a cluster shares in Redis; one process keeps it in memory.
-        let (directory, sends, pacer): (
-            Arc<dyn OnlineDirectory>,
-            Arc<dyn SendBudget>,
-            Arc<dyn Pacer>,
-        ) = match &backend {
-            Backend::Redis(redis) => (
-                Arc::new(RedisDirectory::new(
-                    redis.clone(),
-                    config.presence_grace(),
-                    config.node_lease(),
-                )),
-                Arc::new(SharedSendLimit::new(redis.clone(), config.send_rate)),
-                Arc::new(SharedPacer::new(redis.clone())),
-            ),
-            Backend::Sled(_) => (
-                Arc::new(LocalDirectory::new(config.presence_grace())),
-                Arc::new(SendLimit::new(config.send_rate)),
-                Arc::new(LocalPacer::default()),
-            ),
-        };
-        let sends: Arc<dyn SendBudget> =
-            Arc::new(Counted::new(sends, metrics.send_limited.clone()));
+        let directory = Arc::new(OnlineDirectory::new(
+            backend.presence.clone(),
+            config.presence_grace(),
+            config.node_lease(),
+        ));
+        let sends = Arc::new(SendLimit::new(
+            backend.buckets.clone(),
+            config.send_rate,
+            metrics.send_limited.clone(),
+        ));
+        let pacer = Pacer::new(backend.buckets.clone());
         let presence = Presence::new(
             store.clone(),
             friends.clone(),
@@ -214,6 +158,7 @@ impl App {
             )),
             None => None,
         };
+        let admission = Arc::new(Admission::new(sends.clone(), hook));
         let app = Arc::new(App {
             auth,
             cors: Cors::new(&config.allow_origins),
@@ -227,10 +172,9 @@ impl App {
             groups,
             messages: Messages::new(
                 store.clone(),
-                sends.clone(),
+                admission.clone(),
                 config.record_ttl(),
                 conversations.clone(),
-                hook.clone(),
                 config.feed,
             ),
             receipts: Receipts::new(
@@ -240,30 +184,29 @@ impl App {
                 config.feed,
             ),
             conversations,
-            hook,
+            admission,
             sends,
             counters: Counters::new(store.clone(), config.record_ttl()),
             group_log,
             group_reads,
             broadcasts: Broadcasts::start(store.clone(), metrics.clone(), pacer).await?,
             store: store.clone(),
-            backend,
+            upkeep: backend.upkeep.clone(),
             metrics,
             demo: config.demo_mode(),
             shutdown: shutdown.clone(),
             tasks: TaskTracker::new(),
             config,
         });
-        if app.store.shared() {
-            tokio::spawn(follow_changes(Arc::downgrade(&app)));
-        }
+        tokio::spawn(follow_changes(Arc::downgrade(&app)));
         Ok(app)
     }
 }
 
-/// In a cluster: rereads what another node announced as changed (friend
-/// lists, group members, the newest pull broadcast), or everything after
-/// the announcements may have been missed.
+/// Rereads what another node announced as changed (friend lists, group
+/// members, the newest pull broadcast), or everything after the
+/// announcements may have been missed. A store that no other process
+/// writes announces nothing: the task then ends at once.
 async fn follow_changes(app: std::sync::Weak<App>) {
     let Some(mut changes) = app.upgrade().map(|app| app.store.changes()) else {
         return;
@@ -275,20 +218,12 @@ async fn follow_changes(app: std::sync::Weak<App>) {
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         let Some(app) = app.upgrade() else { return };
+        // Each service knows its own records: the one they belong to
+        // rereads them (all of them, when some may have been missed).
         let reloaded = async {
-            let uid = |s: &str| crate::uid::Uid::parse(s).ok();
-            if change.is_empty() {
-                app.friends.reload_all().await?;
-                app.groups.reload_all().await?;
-                app.broadcasts.reload().await?;
-            } else if let Some(user) = change.strip_prefix("friends/").and_then(uid) {
-                app.friends.reload(&user).await?;
-            } else if let Some(gid) = change.strip_prefix("group/").and_then(uid) {
-                app.groups.reload(&gid).await?;
-            } else if change == Broadcasts::RECORDS {
-                app.broadcasts.reload().await?;
-            }
-            Ok::<_, StoreError>(())
+            app.friends.changed(&change).await?;
+            app.groups.changed(&change).await?;
+            app.broadcasts.changed(&change).await
         };
         if let Err(e) = reloaded.await {
             tracing::warn!("could not reread {change:?} after another node changed it: {e}");
@@ -306,7 +241,7 @@ async fn open_backend(config: &Config, metrics: &Arc<Metrics>) -> Result<Backend
             timeout: config.redis_timeout(),
         };
         return match RedisStore::connect(url, options).await {
-            Ok(redis) => Ok(Backend::Redis(redis)),
+            Ok(redis) => Ok(redis.into_backend()),
             Err(StoreError::Refused(reason)) => Err(StartError::Config(reason)),
             Err(e) => Err(StartError::Load(e)),
         };
@@ -323,35 +258,7 @@ async fn open_backend(config: &Config, metrics: &Arc<Metrics>) -> Result<Backend
             source,
         }
     })?;
-    Ok(Backend::Sled(Arc::new(sled)))
-}
-
-/// The key that says every record has had its retention deadline.
-const RECORDS_INDEXED: &str = "herald/records-have-deadlines";
-
-/// Gives the records that herald 0.5 wrote without a retention deadline
-/// (message records, cids, group messages) one from now, once per store,
-/// so that a store carried over from 0.5 stops growing too.
-async fn index_legacy_records(sled: &SledStore, config: &Config) -> Result<(), StoreError> {
-    if sled.kv_get(RECORDS_INDEXED).await?.is_some() {
-        return Ok(());
-    }
-    let mut indexed = sled.index_every_once_key()?;
-    for (prefix, ttl) in [
-        ("msg/", config.record_ttl()),
-        ("gcid/", config.record_ttl()),
-        ("glog/", config.history_ttl()),
-    ] {
-        for (key, _) in sled.kv_scan(prefix).await? {
-            sled.expire(&key, ttl).await?;
-            indexed += 1;
-        }
-    }
-    sled.kv_put(RECORDS_INDEXED, b"1".to_vec()).await?;
-    if indexed > 0 {
-        tracing::info!("gave {indexed} records written by herald 0.5 their retention deadline");
-    }
-    Ok(())
+    Ok(Arc::new(sled).into_backend())
 }
 
 /// An [`App`] on a fresh store in `dir`, for in-process tests; `flags` are

@@ -159,11 +159,7 @@ async fn trim_periodically(app: Arc<App>) {
     every.tick().await;
     loop {
         every.tick().await;
-        match app
-            .backend
-            .maintain(store::Retention::of(&app.config))
-            .await
-        {
+        match app.upkeep.maintain(store::Retention::of(&app.config)).await {
             Ok(n) if n > 0 => tracing::debug!("retention dropped {n} events or records"),
             Err(e) => tracing::warn!("retention failed: {e}"),
             _ => {}

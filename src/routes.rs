@@ -81,8 +81,8 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
     match segments.as_slice() {
         ["healthz"] => {
             allow(&method, "GET, HEAD")?;
-            let durability = app.backend.durability();
-            Ok(match app.backend.unreachable() {
+            let durability = app.upkeep.durability();
+            Ok(match app.upkeep.unreachable() {
                 None => json(
                     StatusCode::OK,
                     &serde_json::json!({"status": "ok", "durability": durability}),

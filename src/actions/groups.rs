@@ -24,17 +24,11 @@ pub struct Outgoing {
 /// Posts `msg` to `gid` from `from` (a member); returns the msgid.
 pub async fn post(app: &App, gid: &str, from: &Uid, msg: Outgoing) -> Result<u64, Error> {
     let (gid, members) = app.groups.member_of(gid, from).await?;
-    crate::chat::messages::check(&msg.body, &msg.cid)?;
-    app.sends.take(from).await?;
-    let body = match &app.hook {
-        Some(hook) => {
-            let target = crate::chat::hook::Target::Group(gid.as_str());
-            let body = hook.check(from, target, msg.body, &msg.cid).await?;
-            crate::chat::messages::check(&body, &None)?;
-            body
-        }
-        None => msg.body,
-    };
+    let target = crate::chat::hook::Target::Group(gid.as_str());
+    let body = app
+        .admission
+        .admit(from, target, msg.body, &msg.cid)
+        .await?;
     app.group_log
         .post(&gid, from, body, msg.cid, &members)
         .await

@@ -13,12 +13,12 @@ use serde::Deserialize;
 
 use crate::app::App;
 use crate::chat::conversations::{Window, DEFAULT_PAGE, MAX_PAGE};
+use crate::chat::feed::Feed;
 use crate::chat::online::STATUSES;
 use crate::chat::{messages, notices};
 use crate::error::Error;
 use crate::http::reply::{json, Response};
 use crate::http::request::json_body;
-use crate::store::Append;
 use crate::uid::Uid;
 
 #[derive(Deserialize)]
@@ -72,9 +72,8 @@ pub async fn set_status(app: &App, uid: &Uid, status: &str) -> Result<&'static s
         )
     })?;
     app.sends.take(uid).await?;
-    if app.config.feed {
-        let data = serde_json::json!({"uid": uid, "status": status});
-        let record = Append::new(Uid::feed(), "status", &data);
+    let data = serde_json::json!({"uid": uid, "status": status});
+    if let Some(record) = Feed::new(app.config.feed).record("status", &data) {
         app.store.append(vec![record]).await?;
     }
     app.presence.set_status(uid, status).await?;

@@ -13,12 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::store::{now_ms, Append, RedisStore, Store, StoreError};
+use crate::store::{now_ms, Append, Store, StoreError, TokenBuckets};
 use crate::uid::Uid;
 
 const PREFIX: &str = "bcast/";
@@ -46,7 +45,7 @@ impl Broadcasts {
     pub async fn start(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
-        pacer: Arc<dyn Pacer>,
+        pacer: Pacer,
     ) -> Result<Arc<Broadcasts>, StoreError> {
         let newest = store
             .kv_last(PREFIX)
@@ -106,9 +105,13 @@ impl Broadcasts {
         self.store.announce(PREFIX).await
     }
 
-    /// Rereads the newest pull broadcast (another node of a cluster stored
-    /// one).
-    pub async fn reload(&self) -> Result<(), StoreError> {
+    /// Rereads the newest pull broadcast if an announced change (a key of
+    /// [`crate::store::Records::announce`]) says another node stored one,
+    /// or may have (`""`).
+    pub async fn changed(&self, change: &str) -> Result<(), StoreError> {
+        if !change.is_empty() && change != PREFIX {
+            return Ok(());
+        }
         if let Some(newest) = self
             .store
             .kv_last(PREFIX)
@@ -119,9 +122,6 @@ impl Broadcasts {
         }
         Ok(())
     }
-
-    /// The prefix of the records [`Broadcasts::reload`] reads.
-    pub const RECORDS: &'static str = PREFIX;
 
     /// Pull broadcasts after `after`, oldest first.
     pub async fn after(&self, after: u64, limit: usize) -> Result<Vec<Bytes>, StoreError> {
@@ -148,59 +148,26 @@ impl Broadcasts {
     }
 }
 
-/// The pace of push broadcasts. Shared by every node of a deployment (the
-/// rate asked for is the whole deployment's); [`LocalPacer`] is the
-/// single-process implementation.
-#[async_trait::async_trait]
-pub trait Pacer: Send + Sync + 'static {
+/// The pace of push broadcasts: a token bucket of the backend's per
+/// broadcast ([`TokenBuckets`]), so the rate asked for is the whole
+/// deployment's.
+pub struct Pacer {
+    buckets: Arc<dyn TokenBuckets>,
+}
+
+impl Pacer {
+    pub fn new(buckets: Arc<dyn TokenBuckets>) -> Pacer {
+        Pacer { buckets }
+    }
+
     /// Waits until `n` more deliveries of broadcast `bid` fit its `rate`
     /// per second (`n` is at most a twentieth of a second's worth, or 1).
-    async fn admit(&self, bid: u64, rate: NonZeroU32, n: NonZeroU32);
-}
-
-/// A token bucket in this process for the broadcast being pushed (they go
-/// out one after another).
-#[derive(Default)]
-pub struct LocalPacer {
-    current: tokio::sync::Mutex<Option<(u64, DefaultDirectRateLimiter)>>,
-}
-
-#[async_trait::async_trait]
-impl Pacer for LocalPacer {
-    async fn admit(&self, bid: u64, rate: NonZeroU32, n: NonZeroU32) {
-        let mut current = self.current.lock().await;
-        if current.as_ref().is_none_or(|(b, _)| *b != bid) {
-            let burst = n.max(NonZeroU32::new(rate.get() / 20).unwrap_or(NonZeroU32::MIN));
-            let limiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
-            *current = Some((bid, limiter));
-        }
-        if let Some((_, limiter)) = current.as_ref() {
-            // Cannot fail: n never exceeds the burst.
-            let _ = limiter.until_n_ready(n).await;
-        }
-    }
-}
-
-/// The pace of a cluster: one token bucket per broadcast in Redis, so the
-/// rate asked for is the whole cluster's.
-pub struct SharedPacer {
-    store: Arc<RedisStore>,
-}
-
-impl SharedPacer {
-    pub fn new(store: Arc<RedisStore>) -> SharedPacer {
-        SharedPacer { store }
-    }
-}
-
-#[async_trait::async_trait]
-impl Pacer for SharedPacer {
     async fn admit(&self, bid: u64, rate: NonZeroU32, n: NonZeroU32) {
         let burst = n.get().max(rate.get() / 20);
         loop {
             match self
-                .store
-                .rate_take(&format!("bcast:{bid}"), rate.get(), burst, n.get())
+                .buckets
+                .take(&format!("bcast:{bid}"), rate.get(), burst, n.get())
                 .await
             {
                 Ok(wait) if wait.is_zero() => return,
@@ -218,7 +185,7 @@ async fn push_worker(
     mut queue: mpsc::UnboundedReceiver<PushJob>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    pacer: Arc<dyn Pacer>,
+    pacer: Pacer,
 ) {
     while let Some(job) = queue.recv().await {
         // Appends go out in chunks of 1/20 s worth of deliveries.

@@ -88,6 +88,19 @@ impl Friends {
         Ok(())
     }
 
+    /// Rereads what an announced change (a key of
+    /// [`crate::store::Records::announce`]) says changed, if it is a friend
+    /// list; everything for `""` (changes may have been missed).
+    pub async fn changed(&self, change: &str) -> Result<(), StoreError> {
+        if change.is_empty() {
+            return self.reload_all().await;
+        }
+        match change.strip_prefix(PREFIX).map(Uid::parse) {
+            Some(Ok(uid)) => self.reload(&uid).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Rereads every friend list from the store.
     pub async fn reload_all(&self) -> Result<(), StoreError> {
         for (key, _) in self.store.kv_scan(PREFIX).await? {

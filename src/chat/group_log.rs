@@ -22,6 +22,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::chat::feed::Feed;
 use crate::chat::groups::{Gid, Groups};
 use crate::error::Error;
 use crate::store::{event_json, now_ms, Append, PageLimit, Store, StoreError};
@@ -39,7 +40,7 @@ pub struct GroupLog {
     /// How long cid records are kept.
     cid_ttl: Duration,
     /// References also go to the backend feed (`--feed`).
-    feed: bool,
+    feed: Feed,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -85,7 +86,7 @@ impl GroupLog {
             last: SharedMap::default(),
             history_ttl,
             cid_ttl,
-            feed,
+            feed: Feed::new(feed),
         }
     }
 
@@ -118,9 +119,7 @@ impl GroupLog {
     pub async fn newest(&self, gid: &Gid) -> Result<u64, StoreError> {
         let lock = self.last.entry(gid.clone()).or_default().clone();
         let mut last = lock.lock().await;
-        if self.store.shared() {
-            *last = None; // another node may have posted
-        }
+        *last = None; // another node may have posted
         self.loaded(gid, &mut last).await
     }
 
@@ -135,13 +134,16 @@ impl GroupLog {
             .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
             .unwrap_or(0);
         // Groups written by herald 0.5 have no `gnext` record.
-        let in_log = match self.store.kv_last(&log_prefix(gid)).await? {
-            Some((key, _)) => key
-                .rsplit('/')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0),
-            None => 0,
+        let in_log = match recorded {
+            0 => match self.store.kv_last(&log_prefix(gid)).await? {
+                Some((key, _)) => key
+                    .rsplit('/')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+                None => 0,
+            },
+            _ => 0,
         };
         let newest = recorded.max(in_log);
         *last = Some(newest);
@@ -160,12 +162,10 @@ impl GroupLog {
     ) -> Result<u64, Error> {
         let lock = self.last.entry(gid.clone()).or_default().clone();
         let mut last = lock.lock().await;
-        // In a cluster the lock spans every node, and the newest msgid is
-        // read again under it.
+        // The lock spans every node of a deployment, and the newest msgid
+        // is read again under it.
         let _lease = self.store.lock(&format!("glog/{gid}")).await?;
-        if self.store.shared() {
-            *last = None;
-        }
+        *last = None;
         let cid_key = cid.as_ref().map(|cid| format!("gcid/{gid}/{from}\0{cid}"));
         if let Some(key) = &cid_key {
             if let Some(raw) = self.store.kv_get(key).await? {
@@ -229,7 +229,7 @@ impl GroupLog {
         let batch: Vec<Append> = members
             .iter()
             .cloned()
-            .chain(self.feed.then(Uid::feed))
+            .chain(self.feed.reader())
             .map(|m| Append::new(m, "group_msg", &reference))
             .collect();
         if !batch.is_empty() {

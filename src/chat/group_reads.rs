@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::chat::feed::Feed;
 use crate::chat::group_log::GroupLog;
 use crate::chat::groups::Gid;
 use crate::chat::groups::Groups;
@@ -74,7 +75,7 @@ pub struct GroupReads {
     last_read: SharedMap<(Gid, Uid), Cursor>,
     pending: SharedMap<(Uid, Gid), Pending>,
     /// Read marks also go to the backend feed (`--feed`).
-    feed: bool,
+    feed: Feed,
 }
 
 #[derive(Deserialize)]
@@ -114,7 +115,7 @@ impl GroupReads {
             metrics,
             last_read: SharedMap::default(),
             pending: SharedMap::default(),
-            feed,
+            feed: Feed::new(feed),
         })
     }
 
@@ -148,12 +149,11 @@ impl GroupReads {
         let target = msgid.min(newest);
         let before = self.last_read(gid, uid).await?;
         let after = if target > before {
-            if self.feed {
-                // Recorded first: after a crash before the cursor is raised,
-                // the client marks again and the feed has the mark twice,
-                // which is harmless (a consumer keeps the highest).
-                let data = json!({"gid": gid, "by": uid, "msgid": target});
-                let mark = Append::new(Uid::feed(), "group_read", &data);
+            // Recorded first: after a crash before the cursor is raised,
+            // the client marks again and the feed has the mark twice, which
+            // is harmless (a consumer keeps the highest).
+            let data = json!({"gid": gid, "by": uid, "msgid": target});
+            if let Some(mark) = self.feed.record("group_read", &data) {
                 self.store.append(vec![mark]).await?;
             }
             // The store keeps the highest of all raises, whatever order

@@ -94,6 +94,19 @@ impl Groups {
         Ok(())
     }
 
+    /// Rereads what an announced change (a key of
+    /// [`crate::store::Records::announce`]) says changed, if it is a group's
+    /// members; everything for `""` (changes may have been missed).
+    pub async fn changed(&self, change: &str) -> Result<(), StoreError> {
+        if change.is_empty() {
+            return self.reload_all().await;
+        }
+        match change.strip_prefix(PREFIX).map(Gid::parse) {
+            Some(Ok(gid)) => self.reload(&gid).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Rereads every group from the store.
     pub async fn reload_all(&self) -> Result<(), StoreError> {
         for (key, _) in self.store.kv_scan(PREFIX).await? {
@@ -106,12 +119,12 @@ impl Groups {
 
     /// The group `gid` (a raw id from a request) and its members, if `uid`
     /// is one of them: 400 for a malformed id, 404 for no such group, 403
-    /// for a non-member. In a cluster a miss is checked against the store
-    /// first: another node may have just added the group or the member.
+    /// for a non-member. A miss is checked against the store first: another
+    /// node of a deployment may have just added the group or the member.
     pub async fn member_of(&self, gid: &str, uid: &Uid) -> Result<(Gid, Members), Error> {
         let gid = Gid::parse(gid).map_err(|e| Error::bad("bad_gid", e.to_string()))?;
         let known = self.members(&gid).is_some_and(|m| m.contains(uid));
-        if !known && self.store.shared() {
+        if !known {
             self.reload(&gid).await?;
         }
         let members = self

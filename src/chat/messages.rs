@@ -7,9 +7,10 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::chat::admission::Admission;
 use crate::chat::conversations::Conversations;
-use crate::chat::hook::{MessageHook, Target};
-use crate::chat::limits::SendBudget;
+use crate::chat::feed::Feed;
+use crate::chat::hook::Target;
 use crate::chat::receipts::{record_key, MessageRecord};
 use crate::error::Error;
 use crate::store::{Append, Once, Store};
@@ -24,51 +25,31 @@ pub struct Outgoing {
     pub cid: Option<String>,
 }
 
-/// Checks what a client sends with any message (direct or group): a
-/// non-null body and, if given, a cid of 1–64 printable characters.
-pub fn check(body: &serde_json::Value, cid: &Option<String>) -> Result<(), Error> {
-    if body.is_null() {
-        return Err(Error::bad("bad_body", "body is required"));
-    }
-    if let Some(cid) = cid {
-        if cid.is_empty() || cid.len() > 64 || cid.chars().any(char::is_control) {
-            return Err(Error::bad(
-                "bad_cid",
-                "cid must be 1-64 printable characters",
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Direct messages: the store they go to, the send limit they count
 /// against, how long their records are kept, and their history.
 pub struct Messages {
     store: Arc<dyn Store>,
-    sends: Arc<dyn SendBudget>,
+    admission: Arc<Admission>,
     record_ttl: Duration,
     history: Arc<Conversations>,
-    hook: Option<Arc<MessageHook>>,
     /// Messages also go to the backend feed (`--feed`).
-    feed: bool,
+    feed: Feed,
 }
 
 impl Messages {
     pub fn new(
         store: Arc<dyn Store>,
-        sends: Arc<dyn SendBudget>,
+        admission: Arc<Admission>,
         record_ttl: Duration,
         history: Arc<Conversations>,
-        hook: Option<Arc<MessageHook>>,
         feed: bool,
     ) -> Messages {
         Messages {
             store,
-            sends,
+            admission,
             record_ttl,
             history,
-            hook,
-            feed,
+            feed: Feed::new(feed),
         }
     }
 
@@ -77,16 +58,12 @@ impl Messages {
     /// nothing. Counts against the sender's send limit (429 past it), then
     /// goes by the message hook, if one is set.
     pub async fn send(&self, from: &Uid, mut msg: Outgoing) -> Result<u64, Error> {
-        check(&msg.body, &msg.cid)?;
-        self.sends.take(from).await?;
-        if let Some(hook) = &self.hook {
-            // Asked before anything is stored: a denied message is nowhere.
-            let body = std::mem::take(&mut msg.body);
-            msg.body = hook
-                .check(from, Target::Direct(&msg.to), body, &msg.cid)
-                .await?;
-            check(&msg.body, &None)?;
-        }
+        // Admitted before anything is stored: a denied message is nowhere.
+        let body = std::mem::take(&mut msg.body);
+        msg.body = self
+            .admission
+            .admit(from, Target::Direct(&msg.to), body, &msg.cid)
+            .await?;
         let id = self.store.next_id().await?;
         // The record read receipts are checked against, written before the
         // event: the commit that makes the event durable (and visible) covers
@@ -108,13 +85,8 @@ impl Messages {
         );
         // The backend feed's copy, if kept, goes with it atomically: a
         // crash keeps both or neither.
-        let mut appends = vec![event];
-        if self.feed {
-            appends.push(Append {
-                uid: Uid::feed(),
-                ..appends[0].clone()
-            });
-        }
+        let copy = self.feed.copy_of(&event);
+        let appends: Vec<Append> = std::iter::once(event).chain(copy).collect();
         let Some(cid) = &msg.cid else {
             if appends.len() == 1 {
                 self.store.append(appends).await?;

@@ -6,8 +6,10 @@
 //! with its own dependencies (the store, metrics, each other); none knows
 //! HTTP or the transports.
 
+pub mod admission;
 pub mod broadcasts;
 pub mod conversations;
+pub mod feed;
 pub mod friends;
 pub mod group_log;
 pub mod group_reads;

@@ -87,9 +87,8 @@ impl Counters {
     pub async fn all(&self, uid: &Uid) -> Result<BTreeMap<String, i64>, StoreError> {
         let values = self.of(uid).await?;
         let mut values = values.lock().await;
-        if self.store.shared() {
-            *values = self.load(uid).await?;
-        }
+        // Another node may have changed them.
+        *values = self.load(uid).await?;
         Ok(values.clone())
     }
 
@@ -118,12 +117,10 @@ impl Counters {
     ) -> Result<i64, CounterError> {
         let values = self.of(uid).await?;
         let mut values = values.lock().await;
-        // In a cluster the lock spans every node, and what another node
+        // The lock spans every node of a deployment, and what another node
         // changed is read again under it.
         let _lease = self.store.lock(&format!("{COUNTER_PREFIX}{uid}")).await?;
-        if self.store.shared() {
-            *values = self.load(uid).await?;
-        }
+        *values = self.load(uid).await?;
         let key_name = format!("{COUNTER_PREFIX}{uid}/{name}");
         if let Some(key) = key {
             if let Some(first) = key.first(&*self.store).await? {
@@ -294,11 +291,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_whose_append_fails_leaves_nothing_behind() {
-        use crate::store::sled::{SledOptions, SledStore};
         use crate::store::{EventQueue, Records};
         let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(crate::metrics::Metrics::new());
-        let sled = Arc::new(SledStore::open(dir.path(), SledOptions::default(), metrics).unwrap());
+        let sled = crate::store::sled::open_for_tests(dir.path());
         let counters = Counters::new(sled.clone(), Duration::from_secs(3600));
         let uid = Uid::parse("alice").unwrap();
         assert_eq!(

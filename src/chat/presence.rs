@@ -5,9 +5,9 @@
 //! long-poll of theirs arrived within the grace period (so a long-poller
 //! does not flap between requests). Their visible status is the status they
 //! chose (`online`, `busy`, `dnd`) while online, and `offline` when they are
-//! not or chose `invisible`. Who is online is kept by an
-//! [`OnlineDirectory`] (in memory for one process: after a restart
-//! everyone starts offline and comes back as they reconnect).
+//! not or chose `invisible`. Who is online is kept by the
+//! [`OnlineDirectory`]: this node's connections, and the backend's presence
+//! table that every node of a deployment shares.
 //!
 //! A visible change is pushed as a `presence` event to every ONLINE user
 //! who has added this user (the reverse friends), never to offline users
@@ -17,9 +17,9 @@
 //! the status current at its end, so a flapping connection cannot storm
 //! anyone.
 //!
-//! In a cluster the directory is shared: each change is published to it,
-//! and the one node whose publication changed the visible status pushes
-//! it (the window then applies per node).
+//! Each change is published to the table, and the one node whose
+//! publication changed the visible status pushes it (the window applies per
+//! node).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -28,18 +28,22 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::chat::feed::Feed;
 use crate::chat::friends::Friends;
 use crate::chat::online::OnlineDirectory;
 use crate::metrics::Metrics;
+use crate::store::shared::visible;
 use crate::store::{Append, Store, StoreError};
 use crate::uid::Uid;
 use crate::util::SharedMap;
 
-/// The last visible status pushed for a user.
+/// When a user's state was last published here, whether a trailing
+/// publication is due at the end of its window, and whether one is on its
+/// way to the table (one at a time per user: they arrive in order).
 struct Pushed {
-    status: &'static str,
     at: Instant,
     trailing: bool,
+    in_flight: bool,
 }
 
 pub struct Presence {
@@ -47,25 +51,16 @@ pub struct Presence {
     store: Arc<dyn Store>,
     friends: Arc<Friends>,
     metrics: Arc<Metrics>,
-    /// Who is online (shared by the nodes of a cluster).
-    directory: Arc<dyn OnlineDirectory>,
+    /// Who is online (shared by the nodes of a deployment).
+    directory: Arc<OnlineDirectory>,
     /// The last push per user: the coalescing window (per node).
     pushed: SharedMap<Uid, Pushed>,
     window: Duration,
-    /// A cluster sweep is running (they take a round trip; one at a time).
+    /// A sweep of the table is running (one at a time).
     sweeping: AtomicBool,
     /// Every pushed change also goes to the backend feed
     /// (`--feed-presence`).
-    feed: bool,
-}
-
-/// What others see of a user who is `online` (anywhere) with `chosen`.
-fn shown(online: bool, chosen: Option<&'static str>) -> &'static str {
-    match (online, chosen) {
-        (false, _) | (true, Some("invisible")) => "offline",
-        (true, Some(status)) => status,
-        (true, None) => "online",
-    }
+    feed: Feed,
 }
 
 impl Presence {
@@ -73,7 +68,7 @@ impl Presence {
         store: Arc<dyn Store>,
         friends: Arc<Friends>,
         metrics: Arc<Metrics>,
-        directory: Arc<dyn OnlineDirectory>,
+        directory: Arc<OnlineDirectory>,
         window: Duration,
         feed: bool,
     ) -> Arc<Presence> {
@@ -86,7 +81,7 @@ impl Presence {
             pushed: SharedMap::default(),
             window,
             sweeping: AtomicBool::new(false),
-            feed,
+            feed: Feed::new(feed),
         })
     }
 
@@ -121,14 +116,14 @@ impl Presence {
 
     /// Sets the status `uid` chose (one of [`STATUSES`]).
     pub async fn set_status(&self, uid: &Uid, status: &'static str) -> Result<(), StoreError> {
-        self.directory.choose(uid, status);
-        if self.directory.shared() {
-            // Recorded before the answer: every node sees it from now on.
-            if let Some(visible) = self.directory.publish(uid, Some(status)).await? {
-                self.push(uid.clone(), visible);
-            }
-        } else {
-            self.refresh(uid);
+        // Recorded before the answer: every node sees it from now on.
+        let online_here = self.directory.online_here(uid);
+        if let Some(visible) = self
+            .directory
+            .publish(uid, online_here, Some(status))
+            .await?
+        {
+            self.push(uid.clone(), visible);
         }
         Ok(())
     }
@@ -148,18 +143,18 @@ impl Presence {
     /// What others see of each of `uids`.
     pub async fn visible(&self, uids: &[Uid]) -> Result<Vec<&'static str>, StoreError> {
         let states = self.directory.states(uids).await?;
-        Ok(states.into_iter().map(|(o, c)| shown(o, c)).collect())
+        Ok(states.into_iter().map(|(o, c)| visible(o, c)).collect())
     }
 
     /// Forgets pollers whose grace ran out, publishing their going offline,
-    /// and the push state of users long offline. In a cluster it also
-    /// renews this node's leases and takes the users of dead nodes
-    /// offline. Called periodically.
+    /// renews this node's leases, takes the users of dead nodes offline,
+    /// and forgets the push state of users long offline. Called
+    /// periodically.
     pub fn sweep(&self) {
         for uid in self.directory.expire_pollers() {
             self.refresh(&uid);
         }
-        if self.directory.shared() && !self.sweeping.swap(true, Ordering::AcqRel) {
+        if !self.sweeping.swap(true, Ordering::AcqRel) {
             let me = self.me.clone();
             tokio::spawn(async move {
                 let Some(me) = me.upgrade() else { return };
@@ -174,43 +169,10 @@ impl Presence {
                 me.sweeping.store(false, Ordering::Release);
             });
         }
-        // An offline user pushed longer than a window ago is what a missing
-        // entry means too: keep entries for the users who are around.
+        // An entry whose window is over means what a missing one does: the
+        // next change is published at once.
         self.pushed
-            .retain(|_, p| p.trailing || p.status != "offline" || p.at.elapsed() < self.window);
-    }
-
-    /// Pushes `uid`'s visible status if it changed, throttled per user.
-    fn refresh(&self, uid: &Uid) {
-        if self.directory.shared() {
-            return self.publish_throttled(uid);
-        }
-        let (online, chosen) = self.directory.here(uid);
-        let status = shown(online, chosen);
-        // Looked up before it is inserted: most refreshes (a poller's
-        // every request) find the user and change nothing.
-        let mut pushed = match self.pushed.get_mut(uid) {
-            Some(pushed) => pushed,
-            None => self.pushed.entry(uid.clone()).or_insert(Pushed {
-                status: "offline",
-                at: Instant::now() - self.window,
-                trailing: false,
-            }),
-        };
-        if pushed.status == status || pushed.trailing {
-            return;
-        }
-        let since = pushed.at.elapsed();
-        if since >= self.window {
-            pushed.status = status;
-            pushed.at = Instant::now();
-            drop(pushed);
-            self.push(uid.clone(), status);
-        } else {
-            pushed.trailing = true;
-            drop(pushed);
-            self.refresh_after(uid.clone(), self.window - since);
-        }
+            .retain(|_, p| p.trailing || p.in_flight || p.at.elapsed() < self.window);
     }
 
     /// Refreshes `uid` once `wait` has passed: the trailing end of a window.
@@ -227,49 +189,54 @@ impl Presence {
         });
     }
 
-    /// In a cluster: publishes `uid`'s state on this node at most once per
-    /// window (a later change waits for the window's end, when the state
-    /// then current is published), and pushes what the publication changed.
-    fn publish_throttled(&self, uid: &Uid) {
+    /// Publishes `uid`'s state on this node, as it is now, at most once
+    /// per window and one publication at a time (a later change waits for
+    /// the window's end, when the state then current is published), and
+    /// pushes what the publication changed.
+    fn refresh(&self, uid: &Uid) {
         let mut pushed = self.pushed.entry(uid.clone()).or_insert(Pushed {
-            status: "offline",
             at: Instant::now() - self.window,
             trailing: false,
+            in_flight: false,
         });
         if pushed.trailing {
             return;
         }
         let since = pushed.at.elapsed();
-        if since >= self.window {
-            pushed.at = Instant::now();
-            drop(pushed);
-            let (me, uid) = (self.me.clone(), uid.clone());
-            tokio::spawn(async move {
-                let Some(me) = me.upgrade() else { return };
-                match me.directory.publish(&uid, None).await {
-                    Ok(Some(status)) => me.push(uid, status),
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!("presence of {uid} not published: {e}"),
-                }
-            });
-        } else {
+        if since < self.window || pushed.in_flight {
             pushed.trailing = true;
             drop(pushed);
-            self.refresh_after(uid.clone(), self.window - since);
+            let wait = self
+                .window
+                .saturating_sub(since)
+                .max(Duration::from_millis(10));
+            return self.refresh_after(uid.clone(), wait);
         }
+        pushed.at = Instant::now();
+        pushed.in_flight = true;
+        drop(pushed);
+        let online_here = self.directory.online_here(uid);
+        let (me, uid) = (self.me.clone(), uid.clone());
+        tokio::spawn(async move {
+            let Some(me) = me.upgrade() else { return };
+            match me.directory.publish(&uid, online_here, None).await {
+                Ok(Some(status)) => me.push(uid.clone(), status),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("presence of {uid} not published: {e}"),
+            }
+            if let Some(mut pushed) = me.pushed.get_mut(&uid) {
+                pushed.in_flight = false;
+            };
+        });
     }
 
     /// Appends a `presence` event to every online reverse friend of `uid`,
     /// and to the backend feed if it records presence.
     fn push(&self, uid: Uid, status: &'static str) {
         let mut friends = self.friends.reverse_of(&uid);
-        if !self.directory.shared() {
-            // This node knows: no task at all when nobody is to be told.
-            friends.retain(|f| self.directory.here(f).0);
-            if friends.is_empty() && !self.feed {
-                self.metrics.presence_fanout.observe(0.0);
-                return;
-            }
+        if friends.is_empty() && self.feed.reader().is_none() {
+            self.metrics.presence_fanout.observe(0.0);
+            return;
         }
         let (store, directory, metrics, feed) = (
             self.store.clone(),
@@ -278,20 +245,18 @@ impl Presence {
             self.feed,
         );
         tokio::spawn(async move {
-            if directory.shared() {
-                let states = match directory.states(&friends).await {
-                    Ok(states) => states,
-                    Err(e) => return tracing::warn!("presence of {uid} not pushed: {e}"),
-                };
-                let mut online = states.into_iter().map(|(online, _)| online);
-                friends.retain(|_| online.next().unwrap_or(false));
-            }
+            let states = match directory.states(&friends).await {
+                Ok(states) => states,
+                Err(e) => return tracing::warn!("presence of {uid} not pushed: {e}"),
+            };
+            let mut online = states.into_iter().map(|(online, _)| online);
+            friends.retain(|_| online.next().unwrap_or(false));
             metrics.presence_fanout.observe(friends.len() as f64);
             metrics.presence_pushed.inc_by(friends.len() as u64);
             let data = json!({"uid": uid, "status": status});
             let batch: Vec<Append> = friends
                 .into_iter()
-                .chain(feed.then(Uid::feed))
+                .chain(feed.reader())
                 .map(|f| Append::new(f, "presence", &data))
                 .collect();
             if batch.is_empty() {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::chat::conversations::Conversations;
+use crate::chat::feed::Feed;
 use crate::error::Error;
 use crate::store::{Append, PageLimit, Store};
 use crate::uid::Uid;
@@ -50,7 +51,7 @@ pub struct Receipts {
     page_bytes: usize,
     history: Arc<Conversations>,
     /// Receipts also go to the backend feed (`--feed`).
-    feed: bool,
+    feed: Feed,
 }
 
 impl Receipts {
@@ -65,7 +66,7 @@ impl Receipts {
             store,
             page_bytes,
             history,
-            feed,
+            feed: Feed::new(feed),
         }
     }
 
@@ -172,14 +173,11 @@ impl Receipts {
                 &json!({"kind": kind, "ids": ids, "by": by}),
             ));
         }
-        if self.feed && !all.is_empty() {
+        if !all.is_empty() {
             // The backend feed: one event per mark or ack, every sender's ids.
             all.sort_unstable();
-            batch.push(Append::new(
-                Uid::feed(),
-                "receipt",
-                &json!({"kind": kind, "ids": all, "by": by}),
-            ));
+            let data = json!({"kind": kind, "ids": all, "by": by});
+            batch.extend(self.feed.record("receipt", &data));
         }
         if !batch.is_empty() {
             self.store.append(batch).await?;

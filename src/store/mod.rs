@@ -10,10 +10,13 @@
 
 mod commit;
 mod event;
+mod memory;
 pub mod redis;
+pub mod shared;
 pub mod sled;
 mod user_queue;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,8 +27,7 @@ use tokio::sync::{broadcast, watch};
 use crate::uid::Uid;
 
 pub use self::event::{event_head, event_json, event_seq, gap_event, now_ms};
-pub use self::redis::RedisStore;
-pub use self::sled::SledStore;
+pub use self::shared::{OnNode, PresenceTable, TokenBuckets};
 
 /// The identity of a queue's history: it changes when a queue is recreated
 /// (its store wiped, or a Redis queue expired), so a client holding a
@@ -388,13 +390,6 @@ pub trait Records: Send + Sync + 'static {
     /// Every key starting with `prefix`, with its value.
     async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
-    /// Whether other processes write to this store too (a cluster): then
-    /// what a service keeps in memory may be stale, and it serialises
-    /// read-modify-write cycles with [`Records::lock`].
-    fn shared(&self) -> bool {
-        false
-    }
-
     /// Holds the lock `name` across every process of the store until the
     /// lease is dropped. A single-process store needs none (its callers
     /// serialise in memory) and hands out an empty lease.
@@ -449,3 +444,41 @@ impl Drop for Lease {
 pub trait Store: EventQueue + Records {}
 
 impl<T: EventQueue + Records> Store for T {}
+
+/// Housekeeping only a backend knows how to do, and what it says of
+/// itself.
+#[async_trait]
+pub trait Upkeep: Send + Sync + 'static {
+    /// One maintenance pass (retention, records past their deadline, state
+    /// nobody uses); returns how many events or records it removed.
+    async fn maintain(&self, retention: Retention) -> Result<u64, StoreError>;
+
+    /// How durable an acknowledged write is, for `/healthz`.
+    fn durability(&self) -> String;
+
+    /// Why the store cannot serve now, if it has not answered for a few
+    /// seconds (for `/healthz`).
+    fn unreachable(&self) -> Option<String> {
+        None
+    }
+
+    /// Gives records a store carried over from herald 0.5 kept without a
+    /// retention deadline (keys under each prefix) one from now, once per
+    /// store; returns how many. Only sled can hold such records.
+    async fn index_legacy_records(&self, prefixes: &[(&str, Duration)]) -> Result<u64, StoreError> {
+        let _ = prefixes;
+        Ok(0)
+    }
+}
+
+/// One backend's whole family, as the services see it: the queue and the
+/// records, who is online, the token buckets, and its upkeep. One process
+/// (sled) keeps presence and buckets in memory, a cluster (Redis) shares
+/// all of it; nothing above asks which.
+#[derive(Clone)]
+pub struct Backend {
+    pub store: Arc<dyn Store>,
+    pub presence: Arc<dyn PresenceTable>,
+    pub buckets: Arc<dyn TokenBuckets>,
+    pub upkeep: Arc<dyn Upkeep>,
+}

@@ -485,4 +485,5 @@ impl EventQueue for RedisStore {
 mod health;
 mod records;
 mod shared;
+mod upkeep;
 mod wakes;

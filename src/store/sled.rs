@@ -711,9 +711,17 @@ impl EventQueue for SledStore {
     }
 }
 
+/// A store in `dir` with default options, for in-process tests.
+#[cfg(test)]
+pub(crate) fn open_for_tests(dir: &Path) -> Arc<SledStore> {
+    let metrics = Arc::new(Metrics::new());
+    Arc::new(SledStore::open(dir, SledOptions::default(), metrics).expect("a store in a temp dir"))
+}
+
 mod expander;
 mod expiry;
 mod fanout;
 mod records;
 mod retention;
+mod upkeep;
 mod values;

@@ -33,7 +33,7 @@ impl Health {
 
 impl RedisStore {
     /// Why Redis has not answered for the last few seconds, if it has not.
-    pub fn unreachable(&self) -> Option<String> {
+    pub(super) fn not_answering(&self) -> Option<String> {
         let state = self.health.0.lock().unwrap_or_else(|e| e.into_inner());
         let (since, reason) = state.as_ref()?;
         let failing = since.elapsed();

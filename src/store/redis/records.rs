@@ -182,10 +182,6 @@ impl Records for RedisStore {
         }
     }
 
-    fn shared(&self) -> bool {
-        true
-    }
-
     async fn announce(&self, change: &str) -> Result<(), StoreError> {
         let _: i64 = redis::cmd("PUBLISH")
             .arg(CHANGES)

@@ -1,11 +1,14 @@
-//! What the nodes of a cluster share besides queues and records: who is
-//! online on which node (`presence.lua`) and token buckets (`rate.lua`).
+//! What the nodes of a cluster share besides queues and records, in Redis:
+//! the [`PresenceTable`] (`presence.lua`) and the [`TokenBuckets`]
+//! (`rate.lua`).
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use redis::Value;
 
 use super::{array, bad_reply, bytes, int, RedisStore};
+use crate::store::shared::{OnNode, PresenceTable, TokenBuckets};
 use crate::store::StoreError;
 use crate::uid::Uid;
 
@@ -18,20 +21,29 @@ impl RedisStore {
         }
         Ok(call.invoke_async(&mut self.conn()).await?)
     }
+}
 
+#[async_trait]
+impl PresenceTable for RedisStore {
     /// Records whether `uid` is online on `node` (`on`, `off` or `keep`)
     /// for `lease`, and the status it chose if it changes; returns its
     /// visible status cluster-wide, and whether this call is the one that
     /// changed it (then the caller pushes it).
-    pub async fn presence_set(
+    async fn set(
         &self,
         uid: &Uid,
         node: &str,
-        state: &str,
+        here: OnNode,
         lease: Duration,
-        chosen: &str,
+        chosen: Option<&str>,
     ) -> Result<(bool, String), StoreError> {
         let lease = lease.as_millis().to_string();
+        let state = match here {
+            OnNode::On => "on",
+            OnNode::Off => "off",
+            OnNode::Keep => "keep",
+        };
+        let chosen = chosen.unwrap_or("");
         let reply = self
             .presence_op(&["set", uid.as_str(), node, state, &lease, chosen])
             .await?;
@@ -48,12 +60,7 @@ impl RedisStore {
     }
 
     /// Renews `node`'s lease on each of `uids` (its online users).
-    pub async fn presence_refresh(
-        &self,
-        node: &str,
-        lease: Duration,
-        uids: &[Uid],
-    ) -> Result<(), StoreError> {
+    async fn refresh(&self, node: &str, lease: Duration, uids: &[Uid]) -> Result<(), StoreError> {
         let lease = lease.as_millis().to_string();
         for chunk in uids.chunks(1000) {
             let mut args = vec!["refresh", node, &lease];
@@ -64,10 +71,7 @@ impl RedisStore {
     }
 
     /// Whether each of `uids` is online on any node, and the status it chose.
-    pub async fn presence_states(
-        &self,
-        uids: &[Uid],
-    ) -> Result<Vec<(bool, Option<String>)>, StoreError> {
+    async fn states(&self, uids: &[Uid]) -> Result<Vec<(bool, Option<String>)>, StoreError> {
         let mut out = Vec::with_capacity(uids.len());
         for chunk in uids.chunks(1000) {
             let mut args = vec!["states"];
@@ -86,7 +90,7 @@ impl RedisStore {
     }
 
     /// Every user online on any node.
-    pub async fn presence_online(&self) -> Result<Vec<Uid>, StoreError> {
+    async fn online(&self) -> Result<Vec<Uid>, StoreError> {
         let reply = array(self.presence_op(&["online"]).await?).unwrap_or_default();
         Ok(reply
             .into_iter()
@@ -97,7 +101,7 @@ impl RedisStore {
 
     /// Users whose nodes all stopped renewing them, with their new visible
     /// status; each is returned to one caller only.
-    pub async fn presence_sweep(&self) -> Result<Vec<(Uid, String)>, StoreError> {
+    async fn sweep(&self) -> Result<Vec<(Uid, String)>, StoreError> {
         let reply = array(self.presence_op(&["sweep", "500"]).await?).unwrap_or_default();
         let mut out = Vec::new();
         let mut it = reply.into_iter();
@@ -111,11 +115,14 @@ impl RedisStore {
         }
         Ok(out)
     }
+}
 
+#[async_trait]
+impl TokenBuckets for RedisStore {
     /// Takes `n` tokens from the shared bucket `name` that refills
     /// `per_second` and holds `burst`; returns how long to wait if they
     /// are not there (nothing is taken then).
-    pub async fn rate_take(
+    async fn take(
         &self,
         name: &str,
         per_second: u32,
