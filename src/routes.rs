@@ -31,7 +31,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Response {
 }
 
 /// Answers a `GET /v1/sse`, `/v1/iframe`, `/v1/longpoll` or `/v1/poll` whose head the server parsed
-/// itself (see `server::direct`): the same handlers and headers as
+/// itself (see `server::compact`): the same handlers and headers as
 /// [`handle`] gives them.
 pub async fn handle_stream(app: &Arc<App>, req: Request<()>) -> Response {
     let origin = origin_of(&req);

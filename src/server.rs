@@ -1,5 +1,5 @@
 //! The accept loop: one task per socket, HTTP/1.1 by hyper (or, for a
-//! connection that opens with a stream, by [`direct`]), caps on open
+//! connection that opens with a stream, by [`compact`]), caps on open
 //! connections (in all and per client address), the idle timeout, and
 //! graceful shutdown.
 
@@ -15,14 +15,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use self::direct::Head;
+use self::compact::Head;
 use crate::app::App;
 use crate::http::rewind::Rewind;
 use crate::metrics::Label;
 use crate::routes;
 use crate::util::SharedMap;
 
-pub(crate) mod direct;
+pub(crate) mod compact;
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,12 +151,12 @@ impl Drop for AddressSlot {
 }
 
 /// Serves one connection: its requests directly while they are streams or
-/// polls (see [`direct`]), the rest with hyper.
+/// polls (see [`compact`]), the rest with hyper.
 async fn serve_connection(app: Arc<App>, mut stream: TcpStream) {
     let mut read = Bytes::new();
     let prefix = loop {
         let head = tokio::select! {
-            head = tokio::time::timeout(app.config.idle_timeout(), direct::read_head(&mut stream, read)) => {
+            head = tokio::time::timeout(app.config.idle_timeout(), compact::read_head(&mut stream, read)) => {
                 head.unwrap_or(Head::Gone)
             }
             _ = app.shutdown.cancelled() => return,
@@ -164,8 +164,8 @@ async fn serve_connection(app: Arc<App>, mut stream: TcpStream) {
         read = match head {
             Head::Gone => return,
             Head::Other(prefix) => break prefix,
-            Head::Direct { request, rest } => {
-                match direct::serve(&app, &mut stream, request, rest).await {
+            Head::Compact { request, rest } => {
+                match compact::serve(&app, &mut stream, request, rest).await {
                     Some(rest) => rest,
                     None => return,
                 }

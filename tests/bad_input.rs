@@ -356,11 +356,7 @@ async fn a_flooding_sender_gets_429_and_its_excess_is_not_sent() {
 
     // The same bucket over WebSocket (an error reply, the socket stays
     // open) and for status changes.
-    let url = format!(
-        "{}/v1/ws?token={alice}",
-        server.base.replacen("http", "ws", 1)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut ws = server.ws(&format!("token={alice}")).await;
     ws.send(Message::text(
         json!({"op": "send", "id": 7, "to": "bob", "body": "hi"}).to_string(),
     ))

@@ -162,11 +162,7 @@ async fn pull_broadcasts_are_hinted_on_every_transport_and_fetched_once() {
     );
 
     // WebSocket: an hb frame.
-    let url = format!(
-        "{}/v1/ws?token={token}",
-        server.base.replacen("http", "ws", 1)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut ws = server.ws(&format!("token={token}")).await;
     let hb = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(Ok(message)) = ws.next().await {
             if let Message::Text(text) = message {

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::clients::{assert_acknowledged, follow_every_transport, publisher, Base};
+use common::clients::{
+    assert_acknowledged, assert_every_consumer_got_all, follow_every_transport, publisher, Base,
+};
 use common::redis::{nodes, Redis};
 use common::{eventually, seqs, Server, API_KEY};
 use futures::StreamExt;
@@ -91,14 +93,7 @@ async fn publish_and_follow<Fut>(
     *until.lock().unwrap() = last;
     assert!(acked.len() > 30, "only {} events published", acked.len());
     assert_acknowledged(&all, &acked, "the queue");
-    for consumer in consumers {
-        let (transport, events) = consumer.await.unwrap();
-        assert_eq!(
-            seqs(&events),
-            (1..=last).collect::<Vec<_>>(),
-            "{transport}: not every event exactly once, in order"
-        );
-    }
+    assert_every_consumer_got_all(consumers, last, &acked).await;
     rotator.abort();
     eprintln!("{} events acknowledged, head {last}", acked.len());
 }

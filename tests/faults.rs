@@ -142,11 +142,7 @@ async fn pipelining_more_than_a_head_behind_a_held_long_poll_ends_it() {
 async fn a_websocket_close_from_the_client_is_answered_with_a_close_frame() {
     let server = Server::start().await;
     let token = server.token("alice").await;
-    let url = format!(
-        "{}/v1/ws?token={token}",
-        server.base.replacen("http", "ws", 1)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut ws = server.ws(&format!("token={token}")).await;
     ws.send(Message::Close(None)).await.unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(5), async {
         loop {

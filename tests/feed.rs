@@ -148,7 +148,7 @@ async fn the_feed_is_held_like_a_long_poll_and_gives_a_gap_past_retention() {
             .post_as(&alice, "/v1/messages", json!({"to": "bob", "body": n}))
             .await;
     }
-    // Once retention ran (every 100 ms here), the oldest are gone.
+    // IdempotentAppend retention ran (every 100 ms here), the oldest are gone.
     assert!(
         common::eventually(std::time::Duration::from_secs(5), || async {
             feed(&server, 1, 0).await.0[0]["type"] == "gap"

@@ -90,6 +90,7 @@ async fn records_expire_and_memory_returns_to_what_is_in_use() {
         let cursor = events.last().unwrap()["seq"].as_u64().unwrap();
         server.poll(&bob, cursor).await;
     }
+    let last_write = std::time::Instant::now();
     // Per DM and per retry: a message record and an idempotency key; per
     // group post: the message and its cid record. Each has a deadline.
     assert!(
@@ -151,6 +152,18 @@ async fn records_expire_and_memory_returns_to_what_is_in_use() {
             server.metric(&name).await
         );
     }
+    // Every record was written by `last_write` with a deadline 2 s on:
+    // once that passed, the passes (every 200 ms) remove the last of them,
+    // and the count of expired records stops moving.
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            let before = server.metric("herald_expired_records_total").await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let after = server.metric("herald_expired_records_total").await;
+            last_write.elapsed() > Duration::from_millis(2600) && before == after
+        })
+        .await
+    );
     stop(&mut server).await;
 
     let db = open_store(&server.data);

@@ -85,11 +85,7 @@ async fn held_requests_and_streams_outlive_the_idle_timeout() {
     assert_eq!((status, body["events"].clone()), (200, json!([])));
     assert!(started.elapsed() >= Duration::from_secs(2));
 
-    let url = format!(
-        "{}/v1/ws?token={alice}",
-        server.base.replacen("http", "ws", 1)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut ws = server.ws(&format!("token={alice}")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     server.publish(&["alice"], json!("still here")).await;
     let hello = ws.next().await.unwrap().unwrap();
@@ -173,11 +169,7 @@ async fn a_refused_poll_long_poll_or_ack_changes_nothing() {
     }
     let (status, _) = server.post_as(&alice, "/v1/ack", json!({"seq": 10})).await;
     assert_eq!(status, 409);
-    let url = format!(
-        "{}/v1/ws?token={alice}&cursor=3",
-        server.base.replacen("http", "ws", 1)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut ws = server.ws(&format!("token={alice}&cursor=3")).await;
     ws.send(Message::text(r#"{"op":"ack","seq":10,"id":1}"#))
         .await
         .unwrap();
@@ -554,11 +546,7 @@ async fn sigterm_waits_for_every_websocket_close_frame() {
     let mut sockets = Vec::new();
     for i in 0..300 {
         let token = server.token(&format!("u{i}")).await;
-        let url = format!(
-            "{}/v1/ws?token={token}",
-            server.base.replacen("http", "ws", 1)
-        );
-        sockets.push(tokio_tungstenite::connect_async(url).await.unwrap().0);
+        sockets.push(server.ws(&format!("token={token}")).await);
     }
     server.sigterm();
     for mut ws in sockets {

@@ -129,11 +129,7 @@ async fn the_hook_denies_rewrites_and_a_denied_message_is_nowhere() {
         .await;
     assert_eq!((status, &body["error"]), (403, &json!("rejected")));
     assert_eq!(hook.last.lock().unwrap()["gid"], "g");
-    let url = format!(
-        "{}/v1/ws?token={alice}",
-        server.base.replacen("http", "ws", 1)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut ws = server.ws(&format!("token={alice}")).await;
     ws.send(Message::text(
         json!({"op": "send", "id": 1, "to": "bob", "body": "darn"}).to_string(),
     ))

@@ -14,7 +14,7 @@ use herald::config::Durability;
 use herald::metrics::Metrics;
 use herald::store::redis::{RedisOptions, RedisStore};
 use herald::store::sled::{SledOptions, SledStore};
-use herald::store::{Append, Backend, OnNode, Once, PageLimit, Retention};
+use herald::store::{Append, Backend, IdempotentAppend, OnNode, PageLimit, Retention};
 use herald::uid::Uid;
 use serde_json::json;
 
@@ -86,7 +86,7 @@ async fn an_idempotency_key_appends_once_and_answers_the_first_seqs(b: &Backend)
         .append_once("contract-key", 7, vec![event("cid", 1), event("dee", 1)])
         .await
         .unwrap();
-    let Once::Appended { seqs: appended } = first else {
+    let IdempotentAppend::Appended { seqs: appended } = first else {
         panic!("the first call appends: {first:?}");
     };
     let again = b
@@ -96,7 +96,7 @@ async fn an_idempotency_key_appends_once_and_answers_the_first_seqs(b: &Backend)
         .unwrap();
     assert_eq!(
         again,
-        Once::Duplicate {
+        IdempotentAppend::Duplicate {
             tag: 7,
             seqs: appended
         }

@@ -249,19 +249,8 @@ async fn sse_heartbeat_comes_only_after_an_interval_of_silence() {
     assert!(silence >= Duration::from_millis(350), "{silence:?}");
 }
 
-async fn ws_connect(
-    server: &Server,
-    token: &str,
-    cursor: u64,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let url = format!(
-        "{}/v1/ws?cursor={cursor}&token={token}",
-        server.base.replacen("http", "ws", 1)
-    );
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("ws connect")
-        .0
+async fn ws_connect(server: &Server, token: &str, cursor: u64) -> common::WebSocket {
+    server.ws(&format!("cursor={cursor}&token={token}")).await
 }
 
 /// The code of the close frame the server sends within 10 s.

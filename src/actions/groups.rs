@@ -7,6 +7,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::command::Command;
 use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::{json, list_after, Response};
@@ -35,11 +36,16 @@ pub async fn post(app: &App, gid: &str, from: &Uid, msg: Outgoing) -> Result<u64
 }
 
 /// `POST /v1/groups/{gid}/messages {"body","cid"}` → `{"msgid"}` once durable.
-pub async fn post_message(app: &App, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
+pub async fn post_message(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    gid: &str,
+) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
     let msg: Outgoing = json_body(req, &app.config).await?;
-    let msgid = post(app, gid, &uid, msg).await?;
-    Ok(json(StatusCode::OK, &json!({ "msgid": msgid })))
+    let gid = gid.to_owned();
+    let posted = Command::GroupSend { gid, msg }.apply(app, &uid).await?;
+    Ok(json(StatusCode::OK, &posted.fields()))
 }
 
 /// `GET /v1/groups/{gid}/messages?after=M&limit=L` → `{"messages":[…],"cursor":K}`.
@@ -72,8 +78,10 @@ pub async fn mark_read(app: &Arc<App>, gid: &str, uid: &Uid, msgid: u64) -> Resu
 pub async fn read(app: &Arc<App>, req: Request<Incoming>, gid: &str) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
     let mark: ReadMark = json_body(req, &app.config).await?;
-    let last_read = mark_read(app, gid, &uid, mark.msgid).await?;
-    Ok(json(StatusCode::OK, &json!({ "last_read": last_read })))
+    let gid = gid.to_owned();
+    let msgid = mark.msgid;
+    let last_read = Command::GroupRead { gid, msgid }.apply(app, &uid).await?;
+    Ok(json(StatusCode::OK, &last_read.fields()))
 }
 
 /// `GET /v1/groups/{gid}/receipts?msgids=a,b` → per message: read and

@@ -1,16 +1,20 @@
-//! Client actions over HTTP, for transports without an upstream channel
-//! (the WebSocket runs the same ones as commands); `groups` holds those of
-//! group chat.
+//! Client actions over HTTP, for transports without an upstream channel:
+//! each route that acts builds the [`Command`] the WebSocket parses from a
+//! frame and applies it (`command.rs`); `groups` holds the routes of group
+//! chat.
 
+pub mod command;
 pub mod groups;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
+use self::command::{Command, Outcome};
 use crate::app::App;
 use crate::chat::conversations::{Window, DEFAULT_PAGE, MAX_PAGE};
 use crate::chat::feed::Feed;
@@ -28,20 +32,23 @@ struct AckRequest {
 }
 
 /// `POST /v1/ack {"seq":N}` → `{"acked":M}` once the ack is durable.
-pub async fn ack(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
+pub async fn ack(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
     let body: AckRequest = json_body(req, &app.config).await?;
-    let acked = app.receipts.ack(&uid, body.seq).await?;
+    let acked = Command::Ack { seq: body.seq }.apply(app, &uid).await?;
+    // Answered once durable (a WebSocket's acks are not waited for).
     app.store.sync().await?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "acked": acked })))
+    Ok(json(StatusCode::OK, &acked.fields()))
 }
 
 /// `POST /v1/messages {"to","body","cid"}` → `{"id":…}` once durable.
-pub async fn send_message(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
+pub async fn send_message(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error> {
     let from = app.auth.user(&req)?;
     let msg: messages::Outgoing = json_body(req, &app.config).await?;
-    let id = app.messages.send(&from, msg).await?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "id": id })))
+    match Command::Send(msg).apply(app, &from).await? {
+        Outcome::Sent(id) => Ok(json(StatusCode::OK, &serde_json::json!({ "id": id }))),
+        other => Err(Error::Internal(format!("a send did {other:?}"))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -87,14 +94,11 @@ struct StatusRequest {
 }
 
 /// `PUT /v1/status {"status":"busy"}`
-pub async fn put_status(app: &App, req: Request<Incoming>) -> Result<Response, Error> {
+pub async fn put_status(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
     let body: StatusRequest = json_body(req, &app.config).await?;
-    let status = set_status(app, &uid, &body.status).await?;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "status": status }),
-    ))
+    let status = Command::Status(body.status).apply(app, &uid).await?;
+    Ok(json(StatusCode::OK, &status.fields()))
 }
 
 /// The visible statuses of `uids`, counted as pulled.
@@ -157,11 +161,15 @@ pub fn read_ids(frame: &serde_json::Value) -> Result<Vec<u64>, Error> {
 }
 
 /// `POST /v1/messages/{id}/read` → the sender gets a `read` receipt.
-pub async fn message_read(app: &App, req: Request<Incoming>, id: &str) -> Result<Response, Error> {
+pub async fn message_read(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Response, Error> {
     let uid = app.auth.user(&req)?;
     let id = crate::http::request::parse_u64("message id", id)?;
-    app.receipts.mark_read(&uid, &[id]).await?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "read": [id] })))
+    let read = Command::Read(vec![id]).apply(app, &uid).await?;
+    Ok(json(StatusCode::OK, &read.fields()))
 }
 
 /// `GET /v1/counters` → `{"counters": {name: value}}` (the login pull).

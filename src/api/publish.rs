@@ -10,7 +10,7 @@ use crate::chat::idempotency::IdempotencyKey;
 use crate::error::Error;
 use crate::http::reply::{json, Response};
 use crate::http::request::{idempotency_key, json_body};
-use crate::store::{Append, Once};
+use crate::store::{Append, IdempotentAppend};
 use crate::uid::Uid;
 
 /// Most recipients of one publish call.
@@ -112,9 +112,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error
                 .append_once(&key.record, key.fingerprint, batch)
                 .await?
             {
-                Once::Appended { seqs } => seqs,
-                Once::Duplicate { tag, seqs } if tag == key.fingerprint => seqs,
-                Once::Duplicate { .. } => return Err(IdempotencyKey::reused()),
+                IdempotentAppend::Appended { seqs } => seqs,
+                IdempotentAppend::Duplicate { tag, seqs } if tag == key.fingerprint => seqs,
+                IdempotentAppend::Duplicate { .. } => return Err(IdempotencyKey::reused()),
             }
         }
     };

@@ -13,7 +13,7 @@ use crate::chat::feed::Feed;
 use crate::chat::hook::Target;
 use crate::chat::receipts::{record_key, MessageRecord};
 use crate::error::Error;
-use crate::store::{Append, Once, Store};
+use crate::store::{Append, IdempotentAppend, Store};
 use crate::uid::Uid;
 
 /// A direct message as a client sends it (HTTP body or WebSocket frame).
@@ -98,8 +98,8 @@ impl Messages {
         // uids cannot contain NUL, so `from NUL cid` is unambiguous.
         let key = format!("msg\0{from}\0{cid}");
         match self.store.append_once(&key, id, appends).await? {
-            Once::Appended { .. } => Ok(id),
-            Once::Duplicate { tag, .. } => {
+            IdempotentAppend::Appended { .. } => Ok(id),
+            IdempotentAppend::Duplicate { tag, .. } => {
                 // The retry's own records are for a message never sent.
                 self.store.kv_stage_remove(&record_key(id)).await?;
                 self.history.forget(from, &msg.to, id).await?;

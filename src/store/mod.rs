@@ -177,9 +177,9 @@ pub struct Acked {
     pub head: u64,
 }
 
-/// What [`Store::append_once`] did.
+/// What [`EventQueue::append_once`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Once {
+pub enum IdempotentAppend {
     /// The key was new: the events were appended with these seqs, in the
     /// order given.
     Appended { seqs: Vec<u64> },
@@ -207,7 +207,7 @@ impl Follow {
 /// A reader that is handed a user's events as soon as they are durable,
 /// on a thread of the store's, instead of being woken to read them (a
 /// WebSocket writes them straight to its socket: `transport/ws.rs`).
-pub trait Direct: Send + Sync {
+pub trait DurableSink: Send + Sync {
     /// The events `after+1 ..= head` are durable; `events` are they, in
     /// order, or empty when the store does not have them at hand. Takes
     /// them, or arranges to read them itself (wakes its reader).
@@ -261,7 +261,7 @@ pub trait EventQueue: Send + Sync + 'static {
         key: &str,
         tag: u64,
         appends: Vec<Append>,
-    ) -> Result<Once, StoreError>;
+    ) -> Result<IdempotentAppend, StoreError>;
 
     /// Appends every event of `appends` (each to a different user)
     /// atomically: a crash keeps all of them or none. Resolves with their
@@ -298,7 +298,7 @@ pub trait EventQueue: Send + Sync + 'static {
     /// Calls `direct` whenever the queue `follow` holds has new durable
     /// events, for as long as `direct` lives. `false` if this store cannot;
     /// the reader then waits on `follow.head`.
-    fn attach(&self, follow: &Follow, direct: std::sync::Weak<dyn Direct>) -> bool {
+    fn attach(&self, follow: &Follow, direct: std::sync::Weak<dyn DurableSink>) -> bool {
         let _ = (follow, direct);
         false
     }

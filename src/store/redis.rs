@@ -35,7 +35,9 @@ use redis::{Script, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::event::{gap_event, now_ms};
-use super::{Acked, Append, Epoch, EventQueue, Once, Page, PageLimit, Retention, StoreError};
+use super::{
+    Acked, Append, Epoch, EventQueue, IdempotentAppend, Page, PageLimit, Retention, StoreError,
+};
 use crate::config::Durability;
 use crate::uid::Uid;
 use crate::util::SharedMap;
@@ -349,12 +351,12 @@ impl EventQueue for RedisStore {
         key: &str,
         tag: u64,
         appends: Vec<Append>,
-    ) -> Result<Once, StoreError> {
+    ) -> Result<IdempotentAppend, StoreError> {
         let once_key = format!("h:once:{key}");
         // One script: all of the appends and the key, or none.
         match self.append_script(&appends, Some((&once_key, tag))).await? {
-            Ok(seqs) => Ok(Once::Appended { seqs }),
-            Err((tag, seqs)) => Ok(Once::Duplicate { tag, seqs }),
+            Ok(seqs) => Ok(IdempotentAppend::Appended { seqs }),
+            Err((tag, seqs)) => Ok(IdempotentAppend::Duplicate { tag, seqs }),
         }
     }
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::commit::DurableMark;
-use super::{Direct, PageLimit};
+use super::{DurableSink, PageLimit};
 use crate::uid::Uid;
 
 /// One user's queue as kept in memory.
@@ -21,8 +21,8 @@ pub(super) struct UserQueue {
     pub(super) durable: watch::Sender<u64>,
     /// Used since the last sweep of idle queues.
     pub(super) touched: AtomicBool,
-    /// Readers that take new durable events directly (see [`Direct`]).
-    pub(super) directs: Mutex<Vec<Weak<dyn Direct>>>,
+    /// Readers that take new durable events directly (see [`DurableSink`]).
+    pub(super) directs: Mutex<Vec<Weak<dyn DurableSink>>>,
 }
 
 pub(super) struct QueueState {
@@ -137,15 +137,15 @@ impl DurableMark for UserQueue {
     }
 }
 
-/// New durable events for [`Direct`] readers.
+/// New durable events for [`DurableSink`] readers.
 struct Delivery {
-    directs: Vec<Arc<dyn Direct>>,
+    directs: Vec<Arc<dyn DurableSink>>,
     after: u64,
     head: u64,
     events: Vec<Bytes>,
 }
 
-/// One thread hands new durable events to [`Direct`] readers, in the
+/// One thread hands new durable events to [`DurableSink`] readers, in the
 /// order the commit thread made them durable, so that the commit thread
 /// goes back to flushing at once instead of writing to thousands of
 /// sockets after a fan-out.

@@ -1,31 +1,15 @@
-//! The commands a WebSocket client sends up, parsed into a typed
-//! [`Command`] before anything runs: a frame is a JSON object with an `op`,
-//! an optional `id` echoed in the reply, and the op's fields.
+//! The commands a WebSocket client sends up, parsed into the typed
+//! [`Command`] of the client's actions before anything runs: a frame is a
+//! JSON object with an `op`, an optional `id` echoed in the reply, and the
+//! op's fields.
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::actions::command::Command;
 use crate::actions::groups;
-use crate::chat::messages;
 use crate::error::Error;
-
-/// One client command.
-#[derive(Debug)]
-pub enum Command {
-    /// `{"op":"ack","seq":N}`
-    Ack { seq: u64 },
-    /// `{"op":"send","to","body","cid"}`
-    Send(messages::Outgoing),
-    /// `{"op":"status","status"}`
-    Status(String),
-    /// `{"op":"read","msg_id":N}` or `{"op":"read","ids":[…]}`
-    Read(Vec<u64>),
-    /// `{"op":"group_send","gid","body","cid"}`
-    GroupSend { gid: String, msg: groups::Outgoing },
-    /// `{"op":"group_read","gid","msgid"}`
-    GroupRead { gid: String, msgid: u64 },
-}
 
 /// A parsed frame: the `id` to answer with (if the frame had one) and the
 /// command, or why it is not one.

@@ -202,7 +202,7 @@ impl Subscription {
     pub fn hand_off(
         &mut self,
         handoff: Arc<dyn Handoff>,
-        direct: std::sync::Weak<dyn crate::store::Direct>,
+        direct: std::sync::Weak<dyn crate::store::DurableSink>,
     ) -> bool {
         if !self.app.store.attach(&self.follow, direct) {
             return false;

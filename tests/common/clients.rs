@@ -282,3 +282,23 @@ pub fn assert_acknowledged(
         );
     }
 }
+
+/// Waits for every consumer of [`follow_every_transport`] and asserts that
+/// each got every event 1..=`last` exactly once, in order, and each
+/// acknowledged one as it was published.
+pub async fn assert_every_consumer_got_all(
+    consumers: Vec<tokio::task::JoinHandle<(String, Vec<Value>)>>,
+    last: u64,
+    acked: &std::collections::BTreeMap<u64, (u64, u64)>,
+) {
+    for consumer in consumers {
+        let (transport, events) = consumer.await.expect("a consumer");
+        let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+        assert_eq!(
+            seqs,
+            (1..=last).collect::<Vec<_>>(),
+            "{transport}: not every event exactly once, in order"
+        );
+        assert_acknowledged(&events, acked, &transport);
+    }
+}

@@ -18,6 +18,10 @@ use serde_json::{json, Value};
 pub const SECRET: &str = "test-secret-0123456789abcdefghij";
 pub const API_KEY: &str = "test-api-key-012";
 
+/// A client's WebSocket to the server under test.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// A running herald process.
 pub struct Server {
     child: Child,
@@ -278,6 +282,16 @@ impl Server {
             cursor = last["seq"].as_u64().expect("seq");
             all.extend(page);
         }
+    }
+
+    /// Opens a WebSocket to `/v1/ws?{query}` (the token, cursor and epoch
+    /// go in the query).
+    pub async fn ws(&self, query: &str) -> WebSocket {
+        let url = format!("{}/v1/ws?{query}", self.base.replacen("http", "ws", 1));
+        tokio_tungstenite::connect_async(url)
+            .await
+            .expect("a WebSocket")
+            .0
     }
 
     /// The value of a metric line (first sample whose line starts with `name`).

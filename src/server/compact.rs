@@ -47,7 +47,7 @@ const DIRECT_REQUESTS: [&[u8]; 4] = [
 /// What the first bytes of a connection turned out to be.
 pub enum Head {
     /// A request served here; `rest` is what followed its head.
-    Direct {
+    Compact {
         request: Box<Request<()>>,
         rest: Bytes,
     },
@@ -88,7 +88,7 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, prefix: Bytes) -> H
                     return Head::Other(buf.freeze());
                 };
                 let rest = buf.split_off(len).freeze();
-                return Head::Direct {
+                return Head::Compact {
                     request: Box::new(request),
                     rest,
                 };

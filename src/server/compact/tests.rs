@@ -1,5 +1,5 @@
-//! The direct path and hyper must agree on where every request ends: a
-//! head the direct path serves is one hyper reads as the same bodiless
+//! The compact path and hyper must agree on where every request ends: a
+//! head the compact path serves is one hyper reads as the same bodiless
 //! request, followed by the same next request; anything else the direct
 //! path leaves to hyper.
 
@@ -137,10 +137,10 @@ proptest! {
             h.starts_with("content-length") || h.starts_with("transfer-encoding")
         });
         match direct_reads(bytes.as_bytes()) {
-            Head::Direct { request, rest } => {
+            Head::Compact { request, rest } => {
                 prop_assert!(!framing, "a framing header was served directly: {head:?}");
                 // hyper must read the same request, bodiless, and then the
-                // request that starts where the direct path's ended.
+                // request that starts where the compact path's ended.
                 let hyper = hyper_reads(bytes.as_bytes());
                 prop_assert!(!hyper.requests.is_empty(), "hyper refused what was served: {head:?}");
                 prop_assert_eq!(&hyper.requests[0].0, &request.uri().to_string());
@@ -149,7 +149,7 @@ proptest! {
                 prop_assert_eq!(
                     hyper.requests.get(1).map(|r| &r.0),
                     next.requests.first().map(|r| &r.0),
-                    "after {:?} hyper and the direct path resume at different bytes", head
+                    "after {:?} hyper and the compact path resume at different bytes", head
                 );
             }
             Head::Other(prefix) => prop_assert_eq!(&prefix[..], bytes.as_bytes()),
