@@ -9,6 +9,9 @@
 #
 #   ./scripts/bench-connections.sh [COUNT]      (default 10000)
 #
+# HERALD_BIN=path/to/herald runs another build of herald (side by side
+# with the previous binary) with this build's load client.
+#
 # BENCH_SMOKE=1 (what the test suite runs): 200 connections, a debug build,
 # and the peers only if they are already installed; it checks that every
 # stage still runs and prints its figures, and asserts no timing.
@@ -42,7 +45,7 @@ trap cleanup EXIT
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
 herald() {
-    start 18080 "$BIN/herald" --listen 127.0.0.1:18080 --data "$WORK/data-$RANDOM" \
+    start 18080 "${HERALD_BIN:-$BIN/herald}" --listen 127.0.0.1:18080 --data "$WORK/data-$RANDOM" \
         --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 --max-body 1048576 --max-user-connections 4 --max-conns-per-ip 0
 }
 idle() { taskset -c 1 "$CLIENT" idle --pid "$SERVER_PID" --count "$COUNT" "$@" | tee -a "$WORK/results"; }

@@ -296,16 +296,6 @@ async fn a_wiped_redis_gives_clients_a_gap_by_epoch_not_silence() {
     );
 }
 
-/// The statuses of `about` pushed to the owner of `token`.
-async fn pushed_statuses(node: &Server, token: &str, about: &str) -> Vec<String> {
-    node.poll(token, 0)
-        .await
-        .into_iter()
-        .filter(|e| e["type"] == "presence" && e["data"]["uid"] == about)
-        .map(|e| e["data"]["status"].as_str().unwrap_or("").to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_spans_nodes_and_a_killed_node_takes_its_users_offline() {
     let redis = Redis::start();
@@ -327,7 +317,7 @@ async fn presence_spans_nodes_and_a_killed_node_takes_its_users_offline() {
     let alice_stream = nodes[0].open("/v1/sse", &alice).await;
     assert!(
         eventually(Duration::from_secs(5), || async {
-            pushed_statuses(&nodes[1], &bob, "alice").await == ["online"]
+            nodes[1].pushed_statuses(&bob, "alice").await == ["online"]
         })
         .await,
         "bob on B sees alice on A come online"
@@ -343,18 +333,18 @@ async fn presence_spans_nodes_and_a_killed_node_takes_its_users_offline() {
     drop(alice_on_c);
     assert!(
         eventually(Duration::from_secs(5), || async {
-            pushed_statuses(&nodes[1], &bob, "alice").await == ["online", "offline"]
+            nodes[1].pushed_statuses(&bob, "alice").await == ["online", "offline"]
         })
         .await,
         "{:?}",
-        pushed_statuses(&nodes[1], &bob, "alice").await
+        nodes[1].pushed_statuses(&bob, "alice").await
     );
     // alice back on A, then A is killed: no cleanup by hand, she goes
     // offline within the lease (3 s here).
     let _alice_again = nodes[0].open("/v1/sse", &alice).await;
     assert!(
         eventually(Duration::from_secs(5), || async {
-            pushed_statuses(&nodes[1], &bob, "alice").await.len() == 3
+            nodes[1].pushed_statuses(&bob, "alice").await.len() == 3
         })
         .await
     );
@@ -362,12 +352,12 @@ async fn presence_spans_nodes_and_a_killed_node_takes_its_users_offline() {
     let killed_at = std::time::Instant::now();
     assert!(
         eventually(Duration::from_secs(10), || async {
-            pushed_statuses(&nodes[1], &bob, "alice").await
+            nodes[1].pushed_statuses(&bob, "alice").await
                 == ["online", "offline", "online", "offline"]
         })
         .await,
         "{:?}",
-        pushed_statuses(&nodes[1], &bob, "alice").await
+        nodes[1].pushed_statuses(&bob, "alice").await
     );
     assert!(killed_at.elapsed() < Duration::from_secs(8));
     let (_, pulled) = nodes[2].get("/v1/friends/presence", &bob).await;

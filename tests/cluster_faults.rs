@@ -160,16 +160,6 @@ async fn a_long_poll_whose_store_freezes_during_its_hold_answers_the_cursor_it_a
     proxy.thaw();
 }
 
-/// The statuses of `about` pushed to the owner of `token`.
-async fn pushed_statuses(node: &Server, token: &str, about: &str) -> Vec<String> {
-    node.poll(token, 0)
-        .await
-        .into_iter()
-        .filter(|e| e["type"] == "presence" && e["data"]["uid"] == about)
-        .map(|e| e["data"]["status"].as_str().unwrap_or("").to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_users_go_offline_for_their_friends_within_the_default_lease() {
     let redis = Redis::start();
@@ -201,7 +191,7 @@ async fn a_killed_nodes_users_go_offline_for_their_friends_within_the_default_le
     let _rex_online = a.open("/v1/sse", &rex).await;
     assert!(
         eventually(Duration::from_secs(5), || async {
-            pushed_statuses(&b, &pat, "rex").await == ["online"]
+            b.pushed_statuses(&pat, "rex").await == ["online"]
         })
         .await
     );
@@ -211,14 +201,14 @@ async fn a_killed_nodes_users_go_offline_for_their_friends_within_the_default_le
     for (uid, before) in [("quin", 0), ("rex", 1)] {
         assert!(
             eventually(Duration::from_secs(30), || async {
-                pushed_statuses(&b, &pat, uid).await.len() == before + 1
+                b.pushed_statuses(&pat, uid).await.len() == before + 1
             })
             .await,
             "pat was never told of {uid}: {:?}",
-            pushed_statuses(&b, &pat, uid).await
+            b.pushed_statuses(&pat, uid).await
         );
         assert_eq!(
-            pushed_statuses(&b, &pat, uid).await.last().unwrap(),
+            b.pushed_statuses(&pat, uid).await.last().unwrap(),
             "offline"
         );
     }

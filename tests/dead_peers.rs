@@ -104,17 +104,6 @@ fn get(path: &str, token: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n")
 }
 
-/// What `watcher` was pushed about `uid`.
-async fn statuses(server: &Server, watcher: &str, uid: &str) -> Vec<String> {
-    server
-        .poll(watcher, 0)
-        .await
-        .into_iter()
-        .filter(|e| e["type"] == "presence" && e["data"]["uid"] == uid)
-        .map(|e| e["data"]["status"].as_str().unwrap_or("").to_owned())
-        .collect()
-}
-
 async fn vanish_on_every_transport(ns: &Netns) {
     let server = Server::start_with(&[
         "--heartbeat-ms",
@@ -161,11 +150,11 @@ async fn vanish_on_every_transport(ns: &Netns) {
     for uid in users {
         assert!(
             eventually(Duration::from_secs(10), || async {
-                statuses(&server, &pat, uid).await == ["online"]
+                server.pushed_statuses(&pat, uid).await == ["online"]
             })
             .await,
             "{uid} online: {:?}",
-            statuses(&server, &pat, uid).await
+            server.pushed_statuses(&pat, uid).await
         );
     }
     // Every client falls off the network at once, without a FIN.
@@ -176,12 +165,12 @@ async fn vanish_on_every_transport(ns: &Netns) {
     for uid in users {
         assert!(
             eventually(Duration::from_secs(20), || async {
-                statuses(&server, &pat, uid).await == ["online", "offline"]
+                server.pushed_statuses(&pat, uid).await == ["online", "offline"]
             })
             .await,
             "{uid} still online after {:?}: {:?}",
             vanished.elapsed(),
-            statuses(&server, &pat, uid).await
+            server.pushed_statuses(&pat, uid).await
         );
     }
     // Within the bound: 3 s of silence, a heartbeat interval to notice it,

@@ -294,6 +294,17 @@ impl Server {
             .0
     }
 
+    /// The visible statuses of `about` pushed to the owner of `token`, in
+    /// order (its queue's `presence` events).
+    pub async fn pushed_statuses(&self, token: &str, about: &str) -> Vec<String> {
+        self.poll(token, 0)
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == "presence" && e["data"]["uid"] == about)
+            .map(|e| e["data"]["status"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
     /// The value of a metric line (first sample whose line starts with `name`).
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self

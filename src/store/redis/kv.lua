@@ -2,6 +2,16 @@
 -- sorted set (all scores 0) for ordered prefix ranges.
 -- KEYS[1] values hash, KEYS[2] key index, KEYS[3] deadlines
 -- ARGV[1] operation, then its arguments.
+-- Each of `keys` with its value: key, value, key, value, ...
+local function with_values(keys)
+  local out = {}
+  for i, key in ipairs(keys) do
+    out[2 * i - 1] = key
+    out[2 * i] = redis.call('HGET', KEYS[1], key) or ''
+  end
+  return out
+end
+
 local op = ARGV[1]
 if op == 'put' then
   -- pairs: key, value, key, value, ...
@@ -36,22 +46,10 @@ elseif op == 'raise' then
   return tostring(current)
 elseif op == 'range' then
   -- prefix, start ('[' or '(' bound), limit; returns key, value, ...
-  local keys = redis.call('ZRANGE', KEYS[2], ARGV[3], '[' .. ARGV[2] .. '\255', 'BYLEX', 'LIMIT', 0, ARGV[4])
-  local out = {}
-  for i, key in ipairs(keys) do
-    out[2 * i - 1] = key
-    out[2 * i] = redis.call('HGET', KEYS[1], key) or ''
-  end
-  return out
+  return with_values(redis.call('ZRANGE', KEYS[2], ARGV[3], '[' .. ARGV[2] .. '\255', 'BYLEX', 'LIMIT', 0, ARGV[4]))
 elseif op == 'back' then
   -- prefix, end ('[' or '(' bound), limit; greatest key first
-  local keys = redis.call('ZRANGE', KEYS[2], ARGV[3], '[' .. ARGV[2], 'BYLEX', 'REV', 'LIMIT', 0, ARGV[4])
-  local out = {}
-  for i, key in ipairs(keys) do
-    out[2 * i - 1] = key
-    out[2 * i] = redis.call('HGET', KEYS[1], key) or ''
-  end
-  return out
+  return with_values(redis.call('ZRANGE', KEYS[2], ARGV[3], '[' .. ARGV[2], 'BYLEX', 'REV', 'LIMIT', 0, ARGV[4]))
 elseif op == 'expire_due' then
   -- now, most keys: removes the records whose deadline passed
   local due = redis.call('ZRANGE', KEYS[3], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, ARGV[3])
