@@ -410,16 +410,20 @@ async fn wake_latency(base: &str, users: usize, rate: u64, seconds: u64) -> Outc
             while Instant::now() < deadline
                 && delivered.load(Ordering::Relaxed) < expected.load(Ordering::Relaxed)
             {
+                // A poll refused or cut (a busy box, the connection caps)
+                // is made again: its events are still in the queue.
                 let Ok(response) = http
                     .get(format!("{base}/v1/longpoll?cursor={cursor}&timeout=2"))
                     .bearer_auth(&token)
                     .send()
                     .await
                 else {
-                    break;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 };
                 let Ok(body) = response.json::<Value>().await else {
-                    break;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 };
                 let now = epoch.elapsed();
                 for event in body["events"].as_array().into_iter().flatten() {
