@@ -26,6 +26,7 @@ use crate::http::auth::Auth;
 use crate::http::cors::Cors;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::store::cluster::ClusterStore;
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::{self, Backend, Store, StoreError, Upkeep};
@@ -233,18 +234,28 @@ async fn follow_changes(app: std::sync::Weak<App>) {
 
 /// The store `config` asks for.
 async fn open_backend(config: &Config, metrics: &Arc<Metrics>) -> Result<Backend, StartError> {
+    let redis_options = || RedisOptions {
+        retention: store::Retention::of(config),
+        once_ttl: config.record_ttl(),
+        durability: config.redis_durability,
+        timeout: config.redis_timeout(),
+        replicas: config.redis_replicas,
+    };
+    let refused = |e| match e {
+        StoreError::Refused(reason) => StartError::Config(reason),
+        e => StartError::Load(e),
+    };
+    if let Some(seeds) = config.redis_cluster_seeds() {
+        return ClusterStore::connect(seeds, redis_options())
+            .await
+            .map(ClusterStore::into_backend)
+            .map_err(refused);
+    }
     if let Some(url) = config.redis_url() {
-        let options = RedisOptions {
-            retention: store::Retention::of(config),
-            once_ttl: config.record_ttl(),
-            durability: config.redis_durability,
-            timeout: config.redis_timeout(),
-        };
-        return match RedisStore::connect(url, options).await {
-            Ok(redis) => Ok(redis.into_backend()),
-            Err(StoreError::Refused(reason)) => Err(StartError::Config(reason)),
-            Err(e) => Err(StartError::Load(e)),
-        };
+        return RedisStore::connect(url, redis_options())
+            .await
+            .map(RedisStore::into_backend)
+            .map_err(refused);
     }
     let options = SledOptions {
         cache_bytes: config.cache_mb << 20,

@@ -44,8 +44,10 @@ pub struct Config {
     )]
     pub allow_origins: Vec<String>,
 
-    /// Queue store: `sled` (embedded, in --data), or `redis://HOST:PORT[/DB]`
-    /// to share one Redis with other herald nodes (a cluster).
+    /// Queue store: `sled` (embedded, in --data), `redis://HOST:PORT[/DB]`
+    /// to share one Redis with other herald nodes (a cluster), or
+    /// `redis-cluster://HOST:PORT[,HOST:PORT...]` (seed nodes of a Redis
+    /// Cluster; the rest is discovered).
     #[arg(long, env = "HERALD_STORE", default_value = "sled")]
     pub store: String,
 
@@ -67,6 +69,14 @@ pub struct Config {
     /// store_unavailable`.
     #[arg(long, env = "HERALD_REDIS_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub redis_timeout_ms: u64,
+
+    /// With a Redis Cluster store: how many replicas of its primary must
+    /// have an append before it is visible and acknowledged (`WAIT`); a
+    /// primary's death then loses nothing acknowledged. Default: 1 if
+    /// every primary has a replica, else 0 (logged, and shown in
+    /// `/healthz`).
+    #[arg(long, env = "HERALD_REDIS_REPLICAS")]
+    pub redis_replicas: Option<u32>,
 
     /// With a Redis store: how long, in seconds, a node that stops
     /// refreshing its users (killed) keeps them online. It refreshes every
@@ -279,9 +289,12 @@ impl Config {
         if self.feed_presence && !self.feed && self.webhook_url.is_none() {
             return Err("--feed-presence records presence in the backend feed: it needs --feed (or --webhook-url)".into());
         }
-        if self.redis_url().is_none() && self.store != "sled" {
+        let known = self.store == "sled"
+            || self.redis_url().is_some()
+            || self.redis_cluster_seeds().is_some_and(|s| !s.is_empty());
+        if !known {
             return Err(format!(
-                "unknown --store {:?}; supported: sled, redis://HOST:PORT[/DB]",
+                "unknown --store {:?}; supported: sled, redis://HOST:PORT[/DB], redis-cluster://HOST:PORT[,HOST:PORT...]",
                 self.store
             ));
         }
@@ -292,6 +305,11 @@ impl Config {
     pub fn redis_url(&self) -> Option<&str> {
         let url = self.store.as_str();
         url.starts_with("redis://").then_some(url)
+    }
+
+    /// The seed nodes of `--store redis-cluster://...`, if it names them.
+    pub fn redis_cluster_seeds(&self) -> Option<&str> {
+        self.store.strip_prefix("redis-cluster://")
     }
 
     /// See `--node-lease-s`.

@@ -37,21 +37,26 @@ fn bases(nodes: &[Server]) -> Vec<String> {
     nodes.iter().map(|n| n.base.clone()).collect()
 }
 
-/// Every event of the owner of `token`, by short polls to `base`.
+/// Every event of the owner of `token`, by short polls to `base`; a poll
+/// the store cannot answer for now (503 or 504 while Redis comes back) is
+/// made again, as a client would.
 async fn poll_all(base: &str, token: &str) -> Vec<Value> {
     let http = reqwest::Client::new();
     let mut all = Vec::new();
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let cursor = all.last().map_or(0, |e: &Value| e["seq"].as_u64().unwrap());
-        let body: Value = http
+        let response = http
             .get(format!("{base}/v1/poll?cursor={cursor}&limit=1000"))
             .bearer_auth(token)
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        if response.status().is_server_error() && std::time::Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let body: Value = response.json().await.unwrap();
         let page = body["events"].as_array().cloned().unwrap_or_default();
         if page.is_empty() {
             return all;

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 /// A herald node on `redis` through a proxy that can freeze.
 async fn node_behind_proxy(redis: &Redis, extra: &[&str]) -> (Server, FreezingProxy) {
-    let proxy = FreezingProxy::start(&format!("127.0.0.1:{}", redis.port)).await;
+    let proxy = FreezingProxy::start(&format!("127.0.0.1:{}", redis.nodes[0].port)).await;
     let url = format!("redis://{}", proxy.addr);
     let mut args = vec!["--store", url.as_str(), "--redis-timeout-ms", "1000"];
     args.extend_from_slice(extra);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::redis::Redis;
 use herald::config::Durability;
 use herald::metrics::Metrics;
+use herald::store::cluster::ClusterStore;
 use herald::store::redis::{RedisOptions, RedisStore};
 use herald::store::sled::{SledOptions, SledStore};
 use herald::store::{Append, Backend, IdempotentAppend, OnNode, PageLimit, Retention};
@@ -127,8 +128,8 @@ async fn acks_only_rise_and_never_past_the_head(b: &Backend) {
         "beyond the head acks nothing"
     );
     assert_eq!(b.store.ack(&fay, 2).await.unwrap().after, 2);
-    let first = b.store.next_id().await.unwrap();
-    assert!(b.store.next_id().await.unwrap() > first);
+    let first = b.store.next_id("scope").await.unwrap();
+    assert!(b.store.next_id("scope").await.unwrap() > first);
 }
 
 async fn records_are_kept_ranged_swapped_and_raised(b: &Backend) {
@@ -276,9 +277,28 @@ async fn redis_keeps_the_store_contract() {
         once_ttl: Duration::from_secs(3600),
         durability: Durability::Fsync,
         timeout: Duration::from_secs(5),
+        replicas: None,
     };
     let store = RedisStore::connect(&redis.url(), options)
         .await
         .expect("redis");
+    the_contract(store.into_backend()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_keeps_the_store_contract() {
+    let redis = Redis::cluster(true);
+    let options = RedisOptions {
+        retention: Retention::default(),
+        once_ttl: Duration::from_secs(3600),
+        durability: Durability::Fsync,
+        timeout: Duration::from_secs(5),
+        replicas: None,
+    };
+    let url = redis.url();
+    let seeds = url.strip_prefix("redis-cluster://").expect("cluster seeds");
+    let store = ClusterStore::connect(seeds, options)
+        .await
+        .expect("redis cluster");
     the_contract(store.into_backend()).await;
 }

@@ -58,7 +58,9 @@ pub async fn change_counter(
             kind.as_bytes(),
             &n.to_be_bytes(),
         ];
-        IdempotencyKey::new("counter", &key, &content)
+        // Per user: its record lives with the user's counters (one
+        // partition of a Redis Cluster), written with the total at once.
+        IdempotencyKey::new(&format!("counter/{uid}"), &key, &content)
     });
     let value = app
         .counters

@@ -65,7 +65,7 @@ impl Broadcasts {
 
     /// A new broadcast id.
     pub async fn new_bid(&self) -> Result<u64, StoreError> {
-        self.store.next_id().await
+        self.store.next_id(PREFIX).await
     }
 
     /// Queues push broadcast `bid` of `body` to `recipients` at `rate` per

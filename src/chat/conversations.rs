@@ -59,6 +59,12 @@ fn prefix(a: &Uid, b: &Uid) -> String {
     format!("conv/{lo}\0{hi}/")
 }
 
+/// The scope of the message ids of `a` and `b`'s conversation: its
+/// history is in id order.
+pub fn id_scope(a: &Uid, b: &Uid) -> String {
+    prefix(a, b)
+}
+
 fn key(a: &Uid, b: &Uid, id: u64) -> String {
     format!("{}{:016x}", prefix(a, b), u64::MAX - id)
 }

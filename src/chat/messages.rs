@@ -64,7 +64,10 @@ impl Messages {
             .admission
             .admit(from, Target::Direct(&msg.to), body, &msg.cid)
             .await?;
-        let id = self.store.next_id().await?;
+        let id = self
+            .store
+            .next_id(&crate::chat::conversations::id_scope(from, &msg.to))
+            .await?;
         // The record read receipts are checked against, written before the
         // event: the commit that makes the event durable (and visible) covers
         // it too, so no delivered message lacks one, for one flush.

@@ -6,8 +6,10 @@
 //! read. Housekeeping (retention, dropping idle state) is each
 //! implementation's own business (`app::Backend::maintain`). `sled.rs`
 //! implements it on an embedded sled database with group commit, for one
-//! process; `redis.rs` on Redis, shared by the nodes of a cluster.
+//! process; `redis.rs` on Redis, shared by the nodes of a cluster;
+//! `cluster.rs` on a Redis Cluster (several primaries with replicas).
 
+pub mod cluster;
 mod commit;
 mod event;
 mod memory;
@@ -268,8 +270,11 @@ pub trait EventQueue: Send + Sync + 'static {
     /// seqs, in the same order, once durable.
     async fn append_atomic(&self, appends: Vec<Append>) -> Result<Vec<u64>, StoreError>;
 
-    /// A new id, unique across restarts (message ids).
-    async fn next_id(&self) -> Result<u64, StoreError>;
+    /// A new id, unique across restarts (message ids), greater than every
+    /// id given before under the same `scope` (a conversation, the
+    /// broadcasts): a store spread over partitions keeps one counter per
+    /// scope's partition, not one for everything.
+    async fn next_id(&self, scope: &str) -> Result<u64, StoreError>;
 
     /// Reads the durable events with seq > `after`, as many as `limit`
     /// allows.

@@ -56,6 +56,9 @@ pub struct RedisOptions {
     pub durability: Durability,
     /// How long a command waits for its answer (`--redis-timeout-ms`).
     pub timeout: Duration,
+    /// On a Redis Cluster: how many replicas an append waits for before it
+    /// is visible (`--redis-replicas`; `None`: 1 if every primary has one).
+    pub replicas: Option<u32>,
 }
 
 /// The Redis-backed store.
@@ -81,11 +84,11 @@ struct Scripts {
 }
 
 /// The local waiters of every user, woken by appends on any node.
-struct Wakes {
-    heads: SharedMap<Uid, watch::Sender<u64>>,
+pub(in crate::store) struct Wakes {
+    pub(in crate::store) heads: SharedMap<Uid, watch::Sender<u64>>,
     /// Records announced as changed by any node (see
     /// [`Records::announce`]).
-    changes: broadcast::Sender<String>,
+    pub(in crate::store) changes: broadcast::Sender<String>,
 }
 
 const KV_VALUES: &str = "h:{kv}:v";
@@ -110,14 +113,27 @@ fn wake_channel(uid: &Uid) -> String {
 }
 
 /// A fresh epoch, as the scripts store it.
-fn new_epoch() -> String {
+pub(in crate::store) fn new_epoch() -> String {
     Epoch::random().to_string()
 }
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
-        // Refused: nothing reached Redis.
-        if e.is_connection_refusal() {
+        // Refused: nothing reached Redis. A cluster without a primary for
+        // the slot, or a node demoted meanwhile, applied nothing either.
+        let no_primary = e.is_cluster_error()
+            || matches!(
+                e.kind(),
+                redis::ErrorKind::ClusterConnectionNotFound
+                    | redis::ErrorKind::Server(
+                        redis::ServerErrorKind::MasterDown
+                            | redis::ServerErrorKind::ReadOnly
+                            | redis::ServerErrorKind::BusyLoading
+                    )
+            );
+        // A primary without the replicas an append waits for refuses it.
+        let no_replicas = e.code() == Some("NOREPLICAS");
+        if e.is_connection_refusal() || no_primary || no_replicas {
             StoreError::Unavailable(format!("redis: {e}"))
         } else if e.is_timeout() || e.is_connection_dropped() {
             // Sent and not answered in time, or the connection lost while
@@ -131,11 +147,11 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
-fn bad_reply(what: &str) -> StoreError {
+pub(in crate::store) fn bad_reply(what: &str) -> StoreError {
     StoreError::Io(format!("unexpected redis reply to {what}"))
 }
 
-fn int(v: &Value) -> Option<i64> {
+pub(in crate::store) fn int(v: &Value) -> Option<i64> {
     match v {
         Value::Int(n) => Some(*n),
         Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
@@ -144,7 +160,7 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
-fn bytes(v: Value) -> Option<Vec<u8>> {
+pub(in crate::store) fn bytes(v: Value) -> Option<Vec<u8>> {
     match v {
         Value::BulkString(b) => Some(b),
         Value::SimpleString(s) => Some(s.into_bytes()),
@@ -152,7 +168,7 @@ fn bytes(v: Value) -> Option<Vec<u8>> {
     }
 }
 
-fn array(v: Value) -> Option<Vec<Value>> {
+pub(in crate::store) fn array(v: Value) -> Option<Vec<Value>> {
     match v {
         Value::Array(items) | Value::Set(items) => Some(items),
         _ => None,
@@ -160,7 +176,7 @@ fn array(v: Value) -> Option<Vec<Value>> {
 }
 
 /// `[k1, v1, k2, v2, ...]` as pairs.
-fn pairs(v: Value) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+pub(in crate::store) fn pairs(v: Value) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
     let items = array(v).ok_or_else(|| bad_reply("kv"))?;
     let mut out = Vec::with_capacity(items.len() / 2);
     let mut it = items.into_iter();
@@ -332,6 +348,69 @@ async fn check_persistence(
     }
 }
 
+/// The page of a read script's reply `{epoch, head, first retained seq,
+/// entries}` for a reader after `after`.
+pub(in crate::store) fn page_of(
+    reply: Value,
+    after: u64,
+    limit: PageLimit,
+) -> Result<Page, StoreError> {
+    let mut parts = array(reply).ok_or_else(|| bad_reply("read"))?.into_iter();
+    let (Some(epoch), Some(head), Some(first), Some(entries)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad_reply("read"));
+    };
+    let epoch = bytes(epoch)
+        .and_then(|e| Epoch::parse(&String::from_utf8_lossy(&e)))
+        .ok_or_else(|| bad_reply("read"))?;
+    let head = int(&head).unwrap_or(0) as u64;
+    let first = int(&first).unwrap_or(0) as u64;
+    let mut page = Page {
+        events: Vec::new(),
+        cursor: after,
+        head,
+        epoch,
+    };
+    let mut total = 0;
+    // Events before the oldest retained one (or all up to the head, if
+    // none is left) were trimmed.
+    let retained_from = if first == 0 { head + 1 } else { first };
+    if after < head && after + 1 < retained_from {
+        let gap = gap_event(after + 1, retained_from - 1, now_ms());
+        total += gap.len();
+        page.events.push(gap);
+        page.cursor = retained_from - 1;
+    }
+    for entry in array(entries).unwrap_or_default() {
+        let mut entry = array(entry).unwrap_or_default().into_iter();
+        let (Some(id), Some(fields)) = (entry.next(), entry.next()) else {
+            continue;
+        };
+        let id = bytes(id).unwrap_or_default();
+        let seq: u64 = std::str::from_utf8(&id)
+            .ok()
+            .and_then(|id| id.split('-').next()?.parse().ok())
+            .unwrap_or(0);
+        if seq <= page.cursor {
+            continue;
+        }
+        let Some(json) = array(fields)
+            .and_then(|f| f.into_iter().nth(1))
+            .and_then(bytes)
+        else {
+            continue;
+        };
+        if !limit.fits(page.events.len(), total, json.len()) {
+            break;
+        }
+        total += json.len();
+        page.cursor = seq;
+        page.events.push(Bytes::from(json));
+    }
+    Ok(page)
+}
+
 #[async_trait]
 impl EventQueue for RedisStore {
     async fn append(&self, batch: Vec<Append>) -> Result<Vec<u64>, StoreError> {
@@ -367,7 +446,7 @@ impl EventQueue for RedisStore {
             .map_err(|_| bad_reply("append"))
     }
 
-    async fn next_id(&self) -> Result<u64, StoreError> {
+    async fn next_id(&self, _scope: &str) -> Result<u64, StoreError> {
         Ok(redis::cmd("INCR")
             .arg("h:ids")
             .query_async(&mut self.conn())
@@ -386,60 +465,7 @@ impl EventQueue for RedisStore {
             .arg(self.options.retention.max_age.as_millis() as u64)
             .invoke_async(&mut self.conn())
             .await?;
-        let mut parts = array(reply).ok_or_else(|| bad_reply("read"))?.into_iter();
-        let (Some(epoch), Some(head), Some(first), Some(entries)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad_reply("read"));
-        };
-        let epoch = bytes(epoch)
-            .and_then(|e| Epoch::parse(&String::from_utf8_lossy(&e)))
-            .ok_or_else(|| bad_reply("read"))?;
-        let head = int(&head).unwrap_or(0) as u64;
-        let first = int(&first).unwrap_or(0) as u64;
-        let mut page = Page {
-            events: Vec::new(),
-            cursor: after,
-            head,
-            epoch,
-        };
-        let mut total = 0;
-        // Events before the oldest retained one (or all up to the head, if
-        // none is left) were trimmed.
-        let retained_from = if first == 0 { head + 1 } else { first };
-        if after < head && after + 1 < retained_from {
-            let gap = gap_event(after + 1, retained_from - 1, now_ms());
-            total += gap.len();
-            page.events.push(gap);
-            page.cursor = retained_from - 1;
-        }
-        for entry in array(entries).unwrap_or_default() {
-            let mut entry = array(entry).unwrap_or_default().into_iter();
-            let (Some(id), Some(fields)) = (entry.next(), entry.next()) else {
-                continue;
-            };
-            let id = bytes(id).unwrap_or_default();
-            let seq: u64 = std::str::from_utf8(&id)
-                .ok()
-                .and_then(|id| id.split('-').next()?.parse().ok())
-                .unwrap_or(0);
-            if seq <= page.cursor {
-                continue;
-            }
-            let Some(json) = array(fields)
-                .and_then(|f| f.into_iter().nth(1))
-                .and_then(bytes)
-            else {
-                continue;
-            };
-            if !limit.fits(page.events.len(), total, json.len()) {
-                break;
-            }
-            total += json.len();
-            page.cursor = seq;
-            page.events.push(Bytes::from(json));
-        }
-        Ok(page)
+        page_of(reply, after, limit)
     }
 
     async fn ack(&self, uid: &Uid, seq: u64) -> Result<Acked, StoreError> {
@@ -484,8 +510,8 @@ impl EventQueue for RedisStore {
     }
 }
 
-mod health;
-mod records;
+pub(in crate::store) mod health;
+pub(in crate::store) mod records;
 mod shared;
 mod upkeep;
 mod wakes;

@@ -1,6 +1,7 @@
 -- Raises a user's acked seq, never beyond the head.
--- KEYS[1] meta hash; ARGV[1] seq. Returns {before, after, head}.
-local head = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
+-- KEYS[1] meta hash; ARGV[1] seq, ARGV[2] the field of the head readers
+-- see ('s'; 'c' on a Redis Cluster). Returns {before, after, head}.
+local head = tonumber(redis.call('HGET', KEYS[1], ARGV[2] or 's') or '0')
 local before = tonumber(redis.call('HGET', KEYS[1], 'a') or '0')
 local seq = tonumber(ARGV[1])
 if seq > before and seq <= head then

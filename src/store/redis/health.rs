@@ -8,21 +8,21 @@ use std::time::{Duration, Instant};
 use super::RedisStore;
 
 /// How often Redis is asked, and how long an answer may take.
-const EVERY: Duration = Duration::from_secs(1);
+pub(in crate::store) const EVERY: Duration = Duration::from_secs(1);
 /// How long Redis must have failed before `/healthz` says so: a blip
 /// (a reconnect, one slow fsync) does not take a node out of rotation.
 const FAILING_FOR: Duration = Duration::from_secs(3);
 
 /// Since when Redis has not answered, and why.
 #[derive(Default)]
-pub(super) struct Health(Mutex<Option<(Instant, String)>>);
+pub(in crate::store) struct Health(Mutex<Option<(Instant, String)>>);
 
 impl Health {
-    fn answered(&self) {
+    pub(in crate::store) fn answered(&self) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    fn failed(&self, reason: String) {
+    pub(in crate::store) fn failed(&self, reason: String) {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *state {
             Some((_, last)) => *last = reason,
@@ -31,10 +31,10 @@ impl Health {
     }
 }
 
-impl RedisStore {
+impl Health {
     /// Why Redis has not answered for the last few seconds, if it has not.
-    pub(super) fn not_answering(&self) -> Option<String> {
-        let state = self.health.0.lock().unwrap_or_else(|e| e.into_inner());
+    pub(in crate::store) fn report(&self) -> Option<String> {
+        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let (since, reason) = state.as_ref()?;
         let failing = since.elapsed();
         (failing >= FAILING_FOR).then(|| {

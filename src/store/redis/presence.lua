@@ -3,16 +3,20 @@
 -- their latest deadline; h:status holds chosen statuses other than online;
 -- h:shown the visible status last pushed to reverse friends, so that of
 -- all nodes exactly one pushes each change.
--- KEYS[1] h:alive, KEYS[2] h:status, KEYS[3] h:shown
+-- KEYS[1] h:alive, KEYS[2] h:status, KEYS[3] h:shown, KEYS[4] the name of
+-- a user's h:{u:UID}:on with `*` for the uid (a Redis Cluster's partition
+-- keeps its users' keys under its own hash tag).
 -- ARGV[1] operation: 'set' (then uid, node, 'on'|'off'|'keep', lease ms,
 -- chosen status or ''), 'refresh' (node, lease ms, uids...), 'states'
 -- (uids...), 'sweep' (most users).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local on_before, on_after = string.match(KEYS[4], '^(.*)%*(.*)$')
+local function on_key(uid) return on_before .. uid .. on_after end
 
 -- Whether uid is online on any live node (dropping dead nodes' entries).
 local function alive(uid)
-  local key = 'h:{u:' .. uid .. '}:on'
+  local key = on_key(uid)
   local entries = redis.call('HGETALL', key)
   local best = 0
   for i = 1, #entries, 2 do
@@ -54,7 +58,7 @@ end
 local op = ARGV[1]
 if op == 'set' then
   local uid, node, state, lease, chosen = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
-  local key = 'h:{u:' .. uid .. '}:on'
+  local key = on_key(uid)
   if state == 'on' then
     redis.call('HSET', key, node, now + lease)
     redis.call('PEXPIRE', key, lease * 2)
@@ -72,7 +76,7 @@ if op == 'set' then
 elseif op == 'refresh' then
   local node, lease = ARGV[2], tonumber(ARGV[3])
   for i = 4, #ARGV do
-    local key = 'h:{u:' .. ARGV[i] .. '}:on'
+    local key = on_key(ARGV[i])
     redis.call('HSET', key, node, now + lease)
     redis.call('PEXPIRE', key, lease * 2)
     redis.call('ZADD', KEYS[1], 'GT', now + lease, ARGV[i])
@@ -82,7 +86,7 @@ elseif op == 'states' then
   local out = {}
   for i = 2, #ARGV do
     local online = false
-    local entries = redis.call('HGETALL', 'h:{u:' .. ARGV[i] .. '}:on')
+    local entries = redis.call('HGETALL', on_key(ARGV[i]))
     for j = 2, #entries, 2 do
       if tonumber(entries[j]) > now then online = true end
     end

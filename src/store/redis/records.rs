@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Value;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{Script, Value};
 use tokio::sync::broadcast;
 
 use super::{bad_reply, bytes, int, pairs, RedisStore, CHANGES, KV_DEADLINES, KV_INDEX, KV_VALUES};
@@ -16,82 +17,73 @@ use crate::store::{Lease, Records, StoreError};
 /// the others no longer than this.
 pub const LEASE: Duration = Duration::from_secs(10);
 
-impl RedisStore {
-    /// Removes the records whose deadline passed (at most 1000 per call);
-    /// returns how many. Any node may run it: the script is atomic.
-    pub async fn expire_due(&self) -> Result<u64, StoreError> {
-        let removed: i64 = self
-            .scripts
-            .kv
-            .key(KV_VALUES)
-            .key(KV_INDEX)
-            .key(KV_DEADLINES)
-            .arg("expire_due")
-            .arg(now_ms())
-            .arg(1000)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(removed as u64)
-    }
+/// One set of record keys (values, key index, deadlines) and the
+/// connection that reaches them: all of one Redis, or one partition of a
+/// Redis Cluster.
+pub(in crate::store) struct Kv<'a, C> {
+    pub script: &'a Script,
+    pub conn: C,
+    pub keys: [String; 3],
+}
 
-    async fn kv_op(&self, op: &str, args: &[&[u8]]) -> Result<Value, StoreError> {
-        let mut call = self.scripts.kv.prepare_invoke();
-        call.key(KV_VALUES).key(KV_INDEX).key(KV_DEADLINES).arg(op);
+impl<C: ConnectionLike + Send + Sync> Kv<'_, C> {
+    async fn op(&mut self, op: &str, args: &[&[u8]]) -> Result<Value, StoreError> {
+        let mut call = self.script.prepare_invoke();
+        call.key(&self.keys[0])
+            .key(&self.keys[1])
+            .key(&self.keys[2])
+            .arg(op);
         for a in args {
             call.arg(*a);
         }
-        Ok(call.invoke_async(&mut self.conn()).await?)
+        Ok(call.invoke_async(&mut self.conn).await?)
     }
-}
 
-#[async_trait]
-impl Records for RedisStore {
-    async fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.kv_op("put", &[key.as_bytes(), &value]).await?;
+    /// Removes the records whose deadline passed (at most 1000 per call);
+    /// returns how many. Any node may run it: the script is atomic.
+    pub async fn expire_due(mut self) -> Result<u64, StoreError> {
+        let now = now_ms().to_string();
+        let removed = self.op("expire_due", &[now.as_bytes(), b"1000"]).await?;
+        Ok(int(&removed).unwrap_or(0) as u64)
+    }
+
+    pub async fn put_all(mut self, pairs: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut args: Vec<&[u8]> = Vec::with_capacity(pairs.len() * 2);
+        for (k, v) in pairs {
+            args.push(k.as_bytes());
+            args.push(v);
+        }
+        self.op("put", &args).await?;
         Ok(())
     }
 
-    async fn kv_stage(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.kv_put(key, value).await
-    }
-
-    async fn kv_stage_remove(&self, key: &str) -> Result<(), StoreError> {
-        self.kv_op("del", &[key.as_bytes()]).await?;
+    pub async fn remove(mut self, key: &str) -> Result<(), StoreError> {
+        self.op("del", &[key.as_bytes()]).await?;
         Ok(())
     }
 
-    async fn kv_raise(&self, key: &str, value: u64) -> Result<u64, StoreError> {
+    pub async fn raise(mut self, key: &str, value: u64) -> Result<u64, StoreError> {
         let now = self
-            .kv_op("raise", &[key.as_bytes(), value.to_string().as_bytes()])
+            .op("raise", &[key.as_bytes(), value.to_string().as_bytes()])
             .await?;
         bytes(now)
             .and_then(|b| String::from_utf8(b).ok()?.parse().ok())
             .ok_or_else(|| bad_reply("raise"))
     }
 
-    async fn expire(&self, key: &str, after: Duration) -> Result<(), StoreError> {
+    pub async fn expire(mut self, key: &str, after: Duration) -> Result<(), StoreError> {
         let deadline = now_ms() + after.as_millis() as u64;
         let _: i64 = redis::cmd("ZADD")
-            .arg(KV_DEADLINES)
+            .arg(&self.keys[2])
             .arg(deadline)
             .arg(key)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn)
             .await?;
         Ok(())
     }
 
-    async fn kv_put_all(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
-        let mut args: Vec<&[u8]> = Vec::with_capacity(pairs.len() * 2);
-        for (k, v) in &pairs {
-            args.push(k.as_bytes());
-            args.push(v);
-        }
-        self.kv_op("put", &args).await?;
-        Ok(())
-    }
-
-    async fn kv_swap(
-        &self,
+    pub async fn swap(
+        mut self,
         key: &str,
         old: Option<Vec<u8>>,
         new: Vec<u8>,
@@ -101,21 +93,22 @@ impl Records for RedisStore {
             None => (&b"0"[..], &b""[..]),
         };
         let swapped = self
-            .kv_op("swap", &[key.as_bytes(), present, expected, &new])
+            .op("swap", &[key.as_bytes(), present, expected, &new])
             .await?;
         Ok(int(&swapped) == Some(1))
     }
 
-    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub async fn get(mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(redis::cmd("HGET")
-            .arg(KV_VALUES)
+            .arg(&self.keys[0])
             .arg(key)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn)
             .await?)
     }
 
-    async fn kv_range(
-        &self,
+    /// Up to `limit` pairs under `prefix` after `after`, in key order.
+    pub async fn range(
+        &mut self,
         prefix: &str,
         after: &str,
         limit: usize,
@@ -126,7 +119,7 @@ impl Records for RedisStore {
             format!("({after}")
         };
         let reply = self
-            .kv_op(
+            .op(
                 "range",
                 &[
                     prefix.as_bytes(),
@@ -140,8 +133,9 @@ impl Records for RedisStore {
         Ok(found)
     }
 
-    async fn kv_range_back(
-        &self,
+    /// Up to `limit` pairs under `prefix` before `before`, greatest first.
+    pub async fn range_back(
+        mut self,
         prefix: &str,
         before: &str,
         limit: usize,
@@ -156,7 +150,7 @@ impl Records for RedisStore {
             [b"(", before.as_bytes()].concat()
         };
         let reply = self
-            .kv_op(
+            .op(
                 "back",
                 &[prefix.as_bytes(), &end, limit.to_string().as_bytes()],
             )
@@ -166,11 +160,12 @@ impl Records for RedisStore {
         Ok(found)
     }
 
-    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    /// Every pair under `prefix`, in key order.
+    pub async fn scan(mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
         let mut after = String::new();
         loop {
-            let page = self.kv_range(prefix, &after, 1000).await?;
+            let page = self.range(prefix, &after, 1000).await?;
             let done = page.len() < 1000;
             if let Some((last, _)) = page.last() {
                 after = last.clone();
@@ -180,6 +175,84 @@ impl Records for RedisStore {
                 return Ok(out);
             }
         }
+    }
+}
+
+impl RedisStore {
+    /// The records, all in this Redis.
+    fn kv(&self) -> Kv<'_, ConnectionManager> {
+        Kv {
+            script: &self.scripts.kv,
+            conn: self.conn(),
+            keys: [KV_VALUES.into(), KV_INDEX.into(), KV_DEADLINES.into()],
+        }
+    }
+
+    /// See [`Kv::expire_due`].
+    pub async fn expire_due(&self) -> Result<u64, StoreError> {
+        self.kv().expire_due().await
+    }
+}
+
+#[async_trait]
+impl Records for RedisStore {
+    async fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.kv().put_all(&[(key.to_owned(), value)]).await
+    }
+
+    async fn kv_stage(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.kv_put(key, value).await
+    }
+
+    async fn kv_stage_remove(&self, key: &str) -> Result<(), StoreError> {
+        self.kv().remove(key).await
+    }
+
+    async fn kv_raise(&self, key: &str, value: u64) -> Result<u64, StoreError> {
+        self.kv().raise(key, value).await
+    }
+
+    async fn expire(&self, key: &str, after: Duration) -> Result<(), StoreError> {
+        self.kv().expire(key, after).await
+    }
+
+    async fn kv_put_all(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        self.kv().put_all(&pairs).await
+    }
+
+    async fn kv_swap(
+        &self,
+        key: &str,
+        old: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.kv().swap(key, old, new).await
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.kv().get(key).await
+    }
+
+    async fn kv_range(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.kv().range(prefix, after, limit).await
+    }
+
+    async fn kv_range_back(
+        &self,
+        prefix: &str,
+        before: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.kv().range_back(prefix, before, limit).await
+    }
+
+    async fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.kv().scan(prefix).await
     }
 
     async fn announce(&self, change: &str) -> Result<(), StoreError> {
@@ -196,42 +269,63 @@ impl Records for RedisStore {
     }
 
     async fn lock(&self, name: &str) -> Result<Lease, StoreError> {
-        let mut wait = Duration::from_millis(1);
-        let give_up = tokio::time::Instant::now() + LEASE;
-        loop {
-            if let Some(lease) = self.try_lock(name).await? {
-                return Ok(lease);
-            }
-            if tokio::time::Instant::now() > give_up {
-                return Err(StoreError::Unavailable(format!(
-                    "lock {name} still held by another node after {LEASE:?}"
-                )));
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(20));
-        }
+        lock(self, name).await
     }
 
     async fn try_lock(&self, name: &str) -> Result<Option<Lease>, StoreError> {
-        let key = format!("h:lock:{name}");
-        let token = format!("{:x}", rand::random::<u64>());
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(LEASE.as_millis() as u64)
-            .query_async(&mut self.conn())
-            .await?;
-        if set.is_none() {
-            return Ok(None);
-        }
-        let (conn, release) = (self.conn(), self.scripts.release.clone());
-        Ok(Some(Lease::new(move || {
-            tokio::spawn(async move {
-                let mut conn = conn;
-                let _: Result<i64, _> = release.key(key).arg(token).invoke_async(&mut conn).await;
-            });
-        })))
+        try_lock(self.conn(), &self.scripts.release, name).await
     }
+}
+
+/// Waits for `records`' lock `name` (polling [`Records::try_lock`]), at
+/// most [`LEASE`].
+pub(in crate::store) async fn lock(
+    records: &(impl Records + ?Sized),
+    name: &str,
+) -> Result<Lease, StoreError> {
+    let mut wait = Duration::from_millis(1);
+    let give_up = tokio::time::Instant::now() + LEASE;
+    loop {
+        if let Some(lease) = records.try_lock(name).await? {
+            return Ok(lease);
+        }
+        if tokio::time::Instant::now() > give_up {
+            return Err(StoreError::Unavailable(format!(
+                "lock {name} still held by another node after {LEASE:?}"
+            )));
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Takes the lock `name` (`h:lock:NAME`, in its own slot) on `conn` if
+/// nobody holds it; the lease releases it with `release`.
+pub(in crate::store) async fn try_lock<C>(
+    mut conn: C,
+    release: &Script,
+    name: &str,
+) -> Result<Option<Lease>, StoreError>
+where
+    C: ConnectionLike + Send + Sync + 'static,
+{
+    let key = format!("h:lock:{name}");
+    let token = format!("{:x}", rand::random::<u64>());
+    let set: Option<String> = redis::cmd("SET")
+        .arg(&key)
+        .arg(&token)
+        .arg("NX")
+        .arg("PX")
+        .arg(LEASE.as_millis() as u64)
+        .query_async(&mut conn)
+        .await?;
+    if set.is_none() {
+        return Ok(None);
+    }
+    let release = release.clone();
+    Ok(Some(Lease::new(move || {
+        tokio::spawn(async move {
+            let _: Result<i64, _> = release.key(key).arg(token).invoke_async(&mut conn).await;
+        });
+    })))
 }

@@ -15,7 +15,10 @@ use crate::uid::Uid;
 impl RedisStore {
     async fn presence_op(&self, args: &[&str]) -> Result<Value, StoreError> {
         let mut call = self.scripts.presence.prepare_invoke();
-        call.key("h:alive").key("h:status").key("h:shown");
+        call.key("h:alive")
+            .key("h:status")
+            .key("h:shown")
+            .key("h:{u:*}:on");
         for a in args {
             call.arg(*a);
         }

@@ -34,6 +34,6 @@ impl Upkeep for RedisStore {
     }
 
     fn unreachable(&self) -> Option<String> {
-        self.not_answering()
+        self.health.report()
     }
 }

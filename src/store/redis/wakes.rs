@@ -15,14 +15,14 @@ impl Wakes {
     /// Sets `uid`'s head to `seq` as Redis reported it: lower too, since a
     /// queue recreated under a new epoch starts again at 1 (its waiters
     /// re-read and find the new epoch).
-    pub(super) fn set(&self, uid: &Uid, seq: u64) {
+    pub(in crate::store) fn set(&self, uid: &Uid, seq: u64) {
         if let Some(head) = self.heads.get(uid) {
             head.send_if_modified(|h| std::mem::replace(h, seq) != seq);
         }
     }
 
     /// Raises `uid`'s head to `seq` (an append made here).
-    pub(super) fn raise(&self, uid: &Uid, seq: u64) {
+    pub(in crate::store) fn raise(&self, uid: &Uid, seq: u64) {
         if let Some(head) = self.heads.get(uid) {
             head.send_if_modified(|h| {
                 let raise = seq > *h;
@@ -58,7 +58,7 @@ pub(super) async fn wake_loop(
                 if channel == CHANGES.as_bytes() {
                     let _ = store.wakes.changes.send(message.into_owned());
                 } else if let Some((uid, seq)) = message.split_once(' ') {
-                    if let (Ok(uid), Ok(seq)) = (Uid::parse(uid), seq.parse()) {
+                    if let (Ok(uid), Ok(seq)) = (Uid::from_store(uid), seq.parse()) {
                         store.wakes.set(&uid, seq);
                     }
                 }

@@ -68,7 +68,7 @@ impl EventQueue for SledStore {
         Ok(self.append_all(appends, None).await?.1)
     }
 
-    async fn next_id(&self) -> Result<u64, StoreError> {
+    async fn next_id(&self, _scope: &str) -> Result<u64, StoreError> {
         // generate_id starts at 0 and persists its high-water mark, so ids
         // stay unique across crashes; 0 is skipped to keep ids positive.
         Ok(self.db.generate_id()? + 1)

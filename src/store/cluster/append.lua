@@ -1,0 +1,51 @@
+-- Appends one event to each of several users' queues of ONE partition.
+-- KEYS[1] the part's token (a retry of the same part appends nothing
+-- again), then per user: its meta hash and its stream.
+-- ARGV[1] epoch for a queue that has none, ARGV[2] ms an idle queue is
+-- kept, ARGV[3] ms the token is kept, ARGV[4] '1' to make the events
+-- visible at once (no replica to wait for: see confirm.lua), ARGV[5] the
+-- partition's wake channel, then per user: uid, most events kept (MAXLEN
+-- ~), event JSON after its seq. ARGV[6] how many replicas must be in sync
+-- for an append to be tried at all (nothing is written otherwise, so that
+-- a primary without its replica refuses at once instead of voiding).
+-- Returns the seqs, the first call's when the token was used before.
+local done = redis.call('GET', KEYS[1])
+if done then
+  -- A write, so that a WAIT after it also covers the first call's appends.
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  local out = {}
+  for n in string.gmatch(done, '%d+') do out[#out + 1] = tonumber(n) end
+  return out
+end
+local needed = tonumber(ARGV[6])
+if needed > 0 then
+  local in_sync = 0
+  for lag in string.gmatch(redis.call('INFO', 'replication'), 'state=online,offset=%d+,lag=(%d+)') do
+    if tonumber(lag) <= 2 then in_sync = in_sync + 1 end
+  end
+  if in_sync < needed then
+    return redis.error_reply('NOREPLICAS ' .. in_sync .. ' of ' .. needed .. ' replicas in sync')
+  end
+end
+local seqs = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local meta, stream = KEYS[2 * i], KEYS[2 * i + 1]
+  local at = 6 + 3 * (i - 1)
+  if redis.call('HSETNX', meta, 'e', ARGV[1]) == 1 then
+    -- No meta: a new queue, or one whose meta was lost. Seqs restart at 1
+    -- under a new epoch, so nothing older may stay readable.
+    redis.call('DEL', stream, string.sub(meta, 1, -2) .. 'v')
+    redis.call('HSET', meta, 'c', 0)
+  end
+  local seq = redis.call('HINCRBY', meta, 's', 1)
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[at + 2], seq .. '-0', 'j', '{"seq":' .. seq .. ARGV[at + 3])
+  redis.call('PEXPIRE', meta, ARGV[2])
+  redis.call('PEXPIRE', stream, ARGV[2])
+  if ARGV[4] == '1' then
+    redis.call('HSET', meta, 'c', seq)
+    redis.call('SPUBLISH', ARGV[5], ARGV[at + 1] .. ' ' .. seq)
+  end
+  seqs[i] = seq
+end
+redis.call('SET', KEYS[1], table.concat(seqs, ','), 'PX', ARGV[3])
+return seqs

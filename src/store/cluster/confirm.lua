@@ -1,0 +1,44 @@
+-- Makes a part's appends visible once a replica has them ('confirm'), or
+-- voids them when none got them in time ('void').
+-- KEYS: per user, its meta hash. ARGV[1] 'confirm' or 'void', ARGV[2] the
+-- partition's wake channel, ARGV[3] ms an idle queue is kept, then per
+-- user: uid, seq.
+-- Readers see a queue up to its `c`, never beyond. A primary replicates in
+-- order: once a replica acknowledged an append, it has every earlier
+-- append of that primary too; so raising `c` to a confirmed seq shows
+-- nothing a replica lacks. Returns 1 when the appends are visible, 0 when
+-- they were voided: taken back if still the newest of their queue (no seq
+-- is lost), else skipped by readers (the seqs in the user's `v` set).
+local users = #KEYS
+local function confirm()
+  for i = 1, users do
+    if redis.call('HEXISTS', KEYS[i], 'e') == 1 then
+      local seq = tonumber(ARGV[3 + 2 * i])
+      local c = tonumber(redis.call('HGET', KEYS[i], 'c') or '0')
+      if seq > c then
+        redis.call('HSET', KEYS[i], 'c', seq)
+        c = seq
+      end
+      redis.call('SPUBLISH', ARGV[2], ARGV[2 + 2 * i] .. ' ' .. c)
+    end
+  end
+  return 1
+end
+if ARGV[1] == 'confirm' then return confirm() end
+-- A later append confirmed meanwhile proves a replica has these too.
+for i = 1, users do
+  local c = tonumber(redis.call('HGET', KEYS[i], 'c') or '0')
+  if tonumber(ARGV[3 + 2 * i]) <= c then return confirm() end
+end
+for i = 1, users do
+  local seq = ARGV[3 + 2 * i]
+  if redis.call('HGET', KEYS[i], 's') == seq then
+    redis.call('XDEL', string.sub(KEYS[i], 1, -2) .. 'q', seq .. '-0')
+    redis.call('HSET', KEYS[i], 's', tonumber(seq) - 1)
+  else
+    local void = string.sub(KEYS[i], 1, -2) .. 'v'
+    redis.call('SADD', void, seq)
+    redis.call('PEXPIRE', void, ARGV[3])
+  end
+end
+return 0

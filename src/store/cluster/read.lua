@@ -1,0 +1,37 @@
+-- One page of a user's queue after a cursor, up to its confirmed head.
+-- KEYS[1] meta hash, KEYS[2] stream
+-- ARGV[1] cursor, ARGV[2] most events, ARGV[3] epoch for a new queue,
+-- ARGV[4] ms an idle queue is kept.
+-- Returns {epoch, head, first retained seq (0: none), entries}.
+local meta, stream = KEYS[1], KEYS[2]
+local void = string.sub(meta, 1, -2) .. 'v'
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('HSET', meta, 'e', epoch, 's', 0, 'c', 0)
+  redis.call('DEL', stream, void)
+  redis.call('PEXPIRE', meta, ARGV[4])
+end
+local head = tonumber(redis.call('HGET', meta, 'c') or '0')
+local cursor = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local first = 0
+local entries = {}
+if cursor < head then
+  local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  if oldest[1] then first = tonumber(string.match(oldest[1][1], '^%d+')) end
+  -- Voided appends (no replica got them) are skipped.
+  local voids = redis.call('SCARD', void) > 0
+  local from = '(' .. cursor .. '-0'
+  while #entries < want do
+    local batch = redis.call('XRANGE', stream, from, head .. '-0', 'COUNT', want - #entries)
+    if #batch == 0 then break end
+    for _, entry in ipairs(batch) do
+      if not voids or redis.call('SISMEMBER', void, string.match(entry[1], '^%d+')) == 0 then
+        entries[#entries + 1] = entry
+      end
+    end
+    from = '(' .. batch[#batch][1]
+  end
+end
+return {epoch, head, first, entries}
