@@ -11,8 +11,9 @@
 //! appended. All of a post's records are written in one atomic batch; the
 //! pending mark goes once every reference is durable, and a mark found at
 //! start (a crash in between) has its references appended then, so no post
-//! stays orphaned in the log (a member may get a reference twice; clients
-//! de-duplicate by msgid).
+//! stays orphaned in the log. The references of a post are appended under
+//! one idempotency key (`gref`), so finishing a post again gives no member
+//! a second one.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -223,9 +224,9 @@ impl GroupLog {
         members: &HashSet<Uid>,
     ) -> Result<(), StoreError> {
         let reference = json!({"gid": gid, "msgid": msgid});
-        // Every member, and the backend feed if kept (a reference expands there
-        // too; a post finished again at start may give it twice, as it
-        // may give members: readers de-duplicate by msgid).
+        // Every member, and the backend feed if kept (a reference expands
+        // there too). Under one idempotency key per post: a post finished
+        // again at start (or by two nodes at once) appends nothing twice.
         let batch: Vec<Append> = members
             .iter()
             .cloned()
@@ -233,7 +234,8 @@ impl GroupLog {
             .map(|m| Append::new(m, "group_msg", &reference))
             .collect();
         if !batch.is_empty() {
-            self.store.append(batch).await?;
+            let key = format!("gref\0{gid}\0{msgid}");
+            self.store.append_once(&key, msgid, batch).await?;
         }
         Ok(())
     }

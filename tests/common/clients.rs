@@ -302,3 +302,91 @@ pub async fn assert_every_consumer_got_all(
         assert_acknowledged(&events, acked, &transport);
     }
 }
+
+/// A base URL that moves to the next of `bases` every few milliseconds, so
+/// that consecutive requests of one client land on different nodes.
+pub fn rotating(bases: Vec<String>) -> (Base, tokio::task::JoinHandle<()>) {
+    let base: Base = Arc::new(Mutex::new(bases[0].clone()));
+    let turn = base.clone();
+    let rotator = tokio::spawn(async move {
+        for i in 1.. {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            *turn.lock().unwrap() = bases[i % bases.len()].clone();
+        }
+    });
+    (base, rotator)
+}
+
+pub fn bases(nodes: &[super::Server]) -> Vec<String> {
+    nodes.iter().map(|n| n.base.clone()).collect()
+}
+
+/// Every event of the owner of `token`, by short polls to `base`; a poll
+/// the store cannot answer for now (503 or 504 while Redis comes back) is
+/// made again, as a client would.
+pub async fn poll_all(base: &str, token: &str) -> Vec<Value> {
+    let http = reqwest::Client::new();
+    let mut all = Vec::new();
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let cursor = all.last().map_or(0, |e: &Value| e["seq"].as_u64().unwrap());
+        let response = http
+            .get(format!("{base}/v1/poll?cursor={cursor}&limit=1000"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        if response.status().is_server_error() && std::time::Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let body: Value = response.json().await.unwrap();
+        let page = body["events"].as_array().cloned().unwrap_or_default();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+/// Runs 3 publishers and one consumer per transport on `uid` (every
+/// request to another of `bases`), runs `meanwhile` halfway, and checks
+/// that every consumer got every event once and in order, that seqs are
+/// gap-free, and that each acknowledged event is the one published.
+pub async fn publish_and_follow<Fut>(
+    bases: Vec<String>,
+    token: String,
+    uid: &'static str,
+    meanwhile: Fut,
+) where
+    Fut: std::future::Future<Output = ()>,
+{
+    let (base, rotator) = rotating(bases.clone());
+    let until = Arc::new(Mutex::new(0u64));
+    let consumers = follow_every_transport(&base, &token, &until, Duration::from_secs(90));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers: Vec<_> = (0..3)
+        .map(|p| tokio::spawn(publisher(p, base.clone(), uid, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    meanwhile.await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut acked = std::collections::BTreeMap::new();
+    for publisher in publishers {
+        acked.extend(publisher.await.unwrap());
+    }
+    let all = poll_all(&bases[0], &token).await;
+    let last = all.last().expect("events")["seq"].as_u64().unwrap();
+    assert_eq!(
+        super::seqs(&all),
+        (1..=last).collect::<Vec<_>>(),
+        "seqs gap-free"
+    );
+    *until.lock().unwrap() = last;
+    assert!(acked.len() > 30, "only {} events published", acked.len());
+    assert_acknowledged(&all, &acked, "the queue");
+    assert_every_consumer_got_all(consumers, last, &acked).await;
+    rotator.abort();
+    eprintln!("{} events acknowledged, head {last}", acked.len());
+}

@@ -258,6 +258,58 @@ impl Redis {
             .expect("a primary for the slot")
     }
 
+    /// The index of the live primary holding a key that matches `pattern`.
+    pub fn primary_holding(&self, pattern: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            n.child.is_some()
+                && n.is_primary()
+                && !n.cli(&["--scan", "--pattern", pattern]).trim().is_empty()
+        })
+    }
+
+    /// Waits (blocking its thread only) until a live node other than
+    /// `dead` serves the keys matching `pattern` as a primary: the
+    /// replica of a killed primary took over.
+    pub fn wait_taken_over(&self, dead: usize, pattern: &str) -> usize {
+        tokio::task::block_in_place(|| {
+            let started = Instant::now();
+            loop {
+                if let Some(i) = self.primary_holding(pattern).filter(|&i| i != dead) {
+                    if self.nodes[i]
+                        .cli(&["CLUSTER", "INFO"])
+                        .contains("cluster_state:ok")
+                    {
+                        return i;
+                    }
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "no replica took over from node {dead}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to node `i`'s process.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i].child.as_ref().expect("a live node").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Starts node `i` again (same port and dir) and waits until the
+    /// cluster is healthy again, its replicas in sync.
+    pub fn restart_node(&mut self, i: usize) {
+        tokio::task::block_in_place(|| {
+            self.nodes[i].restart();
+            self.wait_healthy();
+        })
+    }
+
     /// The index of the replica of the primary `primary`.
     pub fn replica_of(&self, primary: usize) -> usize {
         let id = self.nodes[primary]

@@ -33,8 +33,12 @@ end
 for i = 1, users do
   local seq = ARGV[3 + 2 * i]
   if redis.call('HGET', KEYS[i], 's') == seq then
-    redis.call('XDEL', string.sub(KEYS[i], 1, -2) .. 'q', seq .. '-0')
-    redis.call('HSET', KEYS[i], 's', tonumber(seq) - 1)
+    local stream = string.sub(KEYS[i], 1, -2) .. 'q'
+    local before = tonumber(seq) - 1
+    redis.call('XDEL', stream, seq .. '-0')
+    -- The stream's last id goes back too, so that the seq can be given again.
+    redis.call('XSETID', stream, before > 0 and (before .. '-0') or '0-1')
+    redis.call('HSET', KEYS[i], 's', before)
   else
     local void = string.sub(KEYS[i], 1, -2) .. 'v'
     redis.call('SADD', void, seq)
