@@ -1,6 +1,7 @@
 // The demo page through a load balancer in front of a three-node cluster:
-// a private redis-server (AOF fsynced on every write), three herald nodes
-// on it, and HAProxy with the checked-in docs/deploy/haproxy-cluster.cfg,
+// a private redis-server (AOF fsynced on every write), or with
+// HERALD_TEST_REDIS=cluster a Redis Cluster of 3 primaries + 3 replicas,
+// three herald nodes on it, and HAProxy with the checked-in docs/deploy/haproxy-cluster.cfg,
 // which sends every request to the next node. Two people chat on
 // different transports.
 import { test, before, after } from "node:test";
@@ -42,16 +43,41 @@ const healthy = (url) => async () => {
   try { return (await fetch(url + "/healthz")).ok; } catch { return false; }
 };
 
-before(async () => {
-  const redisPort = await freePort();
-  await start("redis-server", ["--port", String(redisPort), "--bind", "127.0.0.1",
+/** Starts one redis-server with the AOF fsynced on every write, in a temp dir. */
+async function redisServer(extra = []) {
+  const port = await freePort();
+  await start("redis-server", ["--port", String(port), "--bind", "127.0.0.1",
     "--dir", mkdtempSync(join(tmpdir(), "herald-e2e-redis-")), "--save", "",
-    "--appendonly", "yes", "--appendfsync", "always"], {},
-    () => spawnSync("redis-cli", ["-p", String(redisPort), "ping"]).stdout?.toString().trim() === "PONG");
+    "--appendonly", "yes", "--appendfsync", "always", ...extra], {},
+    () => spawnSync("redis-cli", ["-p", String(port), "ping"]).stdout?.toString().trim() === "PONG");
+  return `127.0.0.1:${port}`;
+}
+
+/** One Redis, or a Redis Cluster of six; herald's --store for it. */
+async function startRedis() {
+  if (process.env.HERALD_TEST_REDIS !== "cluster") return `redis://${await redisServer()}`;
+  const cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+    "--cluster-node-timeout", "2000"];
+  const addresses = [];
+  for (let i = 0; i < 6; i++) addresses.push(await redisServer(cluster));
+  const create = spawnSync("redis-cli", ["--cluster", "create", ...addresses,
+    "--cluster-replicas", "1", "--cluster-yes"]);
+  assert.equal(create.status, 0, create.stdout?.toString());
+  // Every replica in sync before herald counts them.
+  const synced = () => addresses.every((a) => {
+    const info = spawnSync("redis-cli", ["-p", a.split(":")[1], "info", "replication"]).stdout.toString();
+    return info.includes("role:master") || info.includes("master_link_status:up");
+  });
+  while (!synced()) await new Promise((r) => setTimeout(r, 100));
+  return `redis-cluster://${addresses.slice(0, 3).join(",")}`;
+}
+
+before(async () => {
+  const store = await startRedis();
   for (let i = 0; i < 3; i++) {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    await start(binary, ["--listen", `127.0.0.1:${port}`, "--store", `redis://127.0.0.1:${redisPort}`,
+    await start(binary, ["--listen", `127.0.0.1:${port}`, "--store", store,
       "--secret", secret, "--api-key", apiKey, "--demo", "--heartbeat-ms", "2000"],
       { HERALD_LOG: "warn" }, healthy(url));
     nodes.push(`127.0.0.1:${port}`);

@@ -2,7 +2,7 @@
 # Runs every herald test and installs what they need (safe to run again):
 # unit and integration tests (real herald processes on 127.0.0.1, real
 # HTTP/SSE/WebSocket clients; the cluster tests with their own
-# redis-server), smoke runs of the benchmarks, then the
+# redis-server, then again on their own Redis Cluster), smoke runs of the benchmarks, then the
 # real-browser tests (Debian's chromium driven by playwright-core against
 # the real server).
 set -euo pipefail
@@ -13,7 +13,8 @@ apt_install() {
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
-# The cluster tests start their own redis-server on a free port, and the
+# The cluster tests start their own redis-server processes on free ports
+# (one, or six as a Redis Cluster with HERALD_TEST_REDIS=cluster), and the
 # cluster browser test puts Debian's haproxy in front of three nodes.
 command -v redis-server >/dev/null || apt_install redis-server
 command -v haproxy >/dev/null || apt_install haproxy
@@ -34,6 +35,9 @@ python3 scripts/check-layers.py
 echo "== cargo test (unit + integration, real servers on 127.0.0.1)"
 cargo test --locked
 
+echo "== the cluster tests again, on a Redis Cluster (3 primaries + 3 replicas)"
+HERALD_TEST_REDIS=cluster cargo test --locked --test cluster
+
 echo "== benchmark smoke runs (tiny scale: every stage must still run; no timing is asserted)"
 BENCH_SCALE=0.02 cargo run --locked --quiet --example bench_queue
 BENCH_SMOKE=1 ./scripts/bench-connections.sh
@@ -46,5 +50,6 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 cargo build --locked --bin herald
 rc=0
 (cd e2e && node --test --test-reporter=tap --test-timeout=60000 .) || rc=$?
+(cd e2e && HERALD_TEST_REDIS=cluster node --test --test-reporter=tap --test-timeout=60000 cluster.test.mjs) || rc=$?
 echo "screenshots: target/e2e/"
 exit "$rc"
