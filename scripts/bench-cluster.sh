@@ -6,12 +6,16 @@
 # Subscribers hold WebSockets on node B; the publisher posts to node A.
 #
 #   ./scripts/bench-cluster.sh [SECONDS]     (default 20 per run)
+#   BENCH_RUNS="herald-redis-cluster" ./scripts/bench-cluster.sh   (some runs only)
 #
 # Per server: 1 000 subscribers at 1 000 publishes/s, then a ramp
 # (2 000 … 16 000/s, 10 s each) to find the highest rate whose p99
 # stays under 100 ms; Redis commands and CPU per delivered event at
-# 1 000/s. Then 50 000 idle WebSockets held across three herald nodes
-# (the fd limit is per process), memory per connection.
+# 1 000/s. herald runs twice: on one Redis, and on a Redis Cluster of 3
+# primaries + 3 replicas (each append waits for its replica), where the
+# commands are counted per primary, and their balance is measured over
+# 10 000 users. Then 50 000 idle WebSockets held across three herald
+# nodes (the fd limit is per process), memory per connection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN="${1:-20}"
@@ -39,9 +43,40 @@ redis_start() {
     taskset -c 0 redis-server --port $REDIS_PORT --bind 127.0.0.1 --dir "$WORK/redis" \
         --appendonly yes --appendfsync always --save "" --loglevel warning >"$WORK/redis.log" 2>&1 &
     REDIS_PID=$!; PIDS+=("$REDIS_PID"); wait_port $REDIS_PORT
+    REDIS_PIDS=("$REDIS_PID")
+    STORE="redis://127.0.0.1:$REDIS_PORT"
+    PRIMARIES=$REDIS_PORT
 }
-redis_stop() { kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true; }
-calls() { redis-cli -p $REDIS_PORT info commandstats | awk -F'[=,:]' '/^cmdstat/ {n += $3} END {print n}'; }
+redis_stop() { kill "${REDIS_PIDS[@]}"; wait "${REDIS_PIDS[@]}" 2>/dev/null || true; }
+# The Redis Cluster: 3 primaries + 3 replicas on ports 18200-18205.
+RC_PORTS=(18200 18201 18202 18203 18204 18205)
+redis_cluster_start() {
+    REDIS_PIDS=()
+    for p in "${RC_PORTS[@]}"; do
+        rm -rf "$WORK/rc-$p"; mkdir -p "$WORK/rc-$p"
+        taskset -c 0 redis-server --port "$p" --bind 127.0.0.1 --dir "$WORK/rc-$p" \
+            --appendonly yes --appendfsync always --save "" --loglevel warning \
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+            >"$WORK/rc-$p.log" 2>&1 &
+        REDIS_PIDS+=($!); PIDS+=($!); wait_port "$p"
+    done
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${RC_PORTS[@]}") --cluster-replicas 1 --cluster-yes >/dev/null
+    for p in "${RC_PORTS[@]}"; do
+        until redis-cli -p "$p" info replication | grep -Eq "role:master|master_link_status:up"; do sleep 0.1; done
+    done
+    STORE="redis-cluster://127.0.0.1:18200,127.0.0.1:18201,127.0.0.1:18202"
+}
+primaries() {
+    for p in "${RC_PORTS[@]}"; do
+        if redis-cli -p "$p" info replication | grep -q role:master; then echo "$p"; fi
+    done
+}
+calls_on() { redis-cli -p "$1" info commandstats | awk -F'[=,:]' '/^cmdstat/ {n += $3} END {print n + 0}'; }
+calls() { # every command the primaries (or the one Redis) ran so far
+    local total=0
+    for p in $PRIMARIES; do total=$((total + $(calls_on "$p"))); done
+    echo "$total"
+}
 cpu_ms() { # user+system CPU of the given pids, in ms
     local total=0
     for pid in "$@"; do
@@ -50,7 +85,7 @@ cpu_ms() { # user+system CPU of the given pids, in ms
     echo $((total * 1000 / $(getconf CLK_TCK)))
 }
 herald_node() { # port; sets NODE_PID
-    taskset -c 0 "$BIN/herald" --listen "127.0.0.1:$1" --store "redis://127.0.0.1:$REDIS_PORT" \
+    taskset -c 0 "$BIN/herald" --listen "127.0.0.1:$1" --store "$STORE" \
         --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 \
         --send-rate 0 --max-conns-per-ip 0 >"$WORK/herald-$1.log" 2>&1 &
     NODE_PID=$!; PIDS+=("$NODE_PID"); wait_port "$1"
@@ -66,16 +101,36 @@ latency() { # server rate seconds
 }
 
 echo "== redis $(redis-server --version | awk '{print $3}'), appendonly yes, appendfsync always; $(nproc) cores"
-for proto in herald nchan; do
-    redis_start
+for run in ${BENCH_RUNS:-herald herald-redis-cluster nchan}; do
+    proto=${run%%-*}
+    if [ "$run" = herald-redis-cluster ]; then
+        redis_cluster_start; PRIMARIES=$(primaries)
+    else
+        redis_start
+    fi
+    echo "-- $run"
     "${proto}_node" 18101; A=$NODE_PID
     "${proto}_node" 18102; B=$NODE_PID
-    calls0=$(calls); cpu0=$(cpu_ms "$A" "$B"); rcpu0=$(cpu_ms "$REDIS_PID")
+    calls0=$(calls); cpu0=$(cpu_ms "$A" "$B"); rcpu0=$(cpu_ms "${REDIS_PIDS[@]}")
     line=$(latency "$proto" 1000 "$SECONDS_PER_RUN"); echo "$line"
-    delivered=$(echo "$line" | awk '{for (i = 1; i < NF; i++) if ($(i + 1) == "delivered,") print $i}')
-    calls1=$(calls); cpu1=$(cpu_ms "$A" "$B"); rcpu1=$(cpu_ms "$REDIS_PID")
-    awk -v c=$((calls1 - calls0)) -v s=$((cpu1 - cpu0)) -v r=$((rcpu1 - rcpu0)) -v d="$delivered" -v p="$proto" \
-        'BEGIN {printf "%-7s per delivered event: %.1f redis commands, %.0f us node CPU, %.0f us redis CPU\n", p, c / d, s * 1000 / d, r * 1000 / d}'
+    delivered=$(echo "$line" | awk '{for (i = 1; i < NF; i++) if ($(i + 1) ~ /^delivered/) print $i}')
+    calls1=$(calls); cpu1=$(cpu_ms "$A" "$B"); rcpu1=$(cpu_ms "${REDIS_PIDS[@]}")
+    awk -v c=$((calls1 - calls0)) -v s=$((cpu1 - cpu0)) -v r=$((rcpu1 - rcpu0)) -v d="$delivered" -v p="$run" \
+        'BEGIN {printf "%-7s per delivered event: %.1f redis commands, %.0f us node CPU, %.0f us redis CPU (all redis processes)\n", p, c / d, s * 1000 / d, r * 1000 / d}'
+    if [ "$run" = herald-redis-cluster ]; then
+        # Balance: one event to each of 10 000 users, 500 per publish.
+        declare -A before=()
+        for p in $PRIMARIES; do before[$p]=$(calls_on "$p"); done
+        for batch in $(seq 0 19); do
+            to=$(seq $((batch * 500)) $((batch * 500 + 499)) | sed 's/.*/"b&"/' | paste -sd,)
+            curl -sf -o /dev/null -H "Authorization: Bearer bench-api-key-0123" \
+                -H 'content-type: application/json' -d "{\"to\":[$to],\"data\":0}" \
+                http://127.0.0.1:18101/api/v1/publish
+        done
+        for p in $PRIMARIES; do echo "$p $(( $(calls_on "$p") - before[$p] ))"; done | awk '
+            {n[NR] = $2; sum += $2; if ($2 > max) max = $2; line = line sprintf(" %s: %d", $1, $2)}
+            END {printf "commands per primary for 10 000 users:%s; max/mean %.2f\n", line, max / (sum / NR)}'
+    fi
     for rate in 2000 4000 8000 12000 16000; do
         latency "$proto" "$rate" 10
     done

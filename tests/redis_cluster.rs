@@ -279,3 +279,63 @@ async fn a_group_over_every_primary_gets_each_post_once_across_a_node_kill() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_migrated_under_load_lose_duplicate_or_reorder_nothing() {
+    let redis = Redis::cluster(true);
+    let nodes = nodes(&redis, 3, &[]).await;
+    // The primary serving slot 0 gives its first 300 slots to another;
+    // the users whose partition lies in them are the ones under load.
+    let from = (0..redis.nodes.len())
+        .find(|&i| redis.nodes[i].is_primary() && redis.first_slot(i) == 0)
+        .expect("the primary of slot 0");
+    let to = (0..redis.nodes.len())
+        .find(|&i| i != from && redis.nodes[i].is_primary())
+        .expect("another primary");
+    let candidates: Vec<String> = (0..300).map(|i| format!("mover{i}")).collect();
+    let names: Vec<&str> = candidates.iter().map(String::as_str).collect();
+    nodes[0].publish(&names, json!({"n": "first"})).await;
+    let (movers, stayers): (Vec<String>, Vec<String>) = candidates.into_iter().partition(|u| {
+        redis
+            .slot_of(&format!("h:*:u:{u}:m"))
+            .is_some_and(|slot| slot < 300)
+    });
+    assert!(!movers.is_empty(), "no user in the slots that move");
+    let load: &'static str = Box::leak(movers[0].clone().into_boxed_str());
+    let token = nodes[0].token(load).await;
+    nodes[0].publish(&[load], json!("first")).await;
+    // The fan-out goes to the other movers and as many others (not to the
+    // user under load, whose queue publish_and_follow checks alone).
+    let users: Vec<String> = movers[1..]
+        .iter()
+        .chain(stayers.iter().take(movers.len().max(10)))
+        .cloned()
+        .collect();
+
+    let (base, rotator) = rotating(bases(&nodes));
+    let stop = Arc::new(AtomicBool::new(false));
+    let fan = tokio::spawn(fan_out(base, users, stop.clone()));
+    let redis_ref = &redis;
+    publish_and_follow(bases(&nodes), token, load, async move {
+        redis_ref.reshard(from, to, 300);
+        eprintln!("slots 0-299 moved from node {from} to node {to}");
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let seen = fan.await.unwrap();
+    rotator.abort();
+    assert_eq!(
+        redis.primary_holding(&format!("h:*:u:{load}:m")),
+        Some(to),
+        "the user moved"
+    );
+    for (status, _, _) in &seen.answers {
+        assert!([200, 503, 504].contains(status), "status {status}");
+    }
+    assert_eq!(
+        seen.answers.last().map(|a| a.0),
+        Some(200),
+        "the last fan-out failed"
+    );
+    assert_fan_out_kept(&nodes[0].base, &nodes[0], &seen).await;
+}

@@ -310,7 +310,8 @@ impl ClusterStore {
         for &i in &part.items {
             let append = &batch[i];
             call.key(self.user_key(&append.uid, "m"))
-                .key(self.user_key(&append.uid, "q"));
+                .key(self.user_key(&append.uid, "q"))
+                .key(self.user_key(&append.uid, "v"));
             let kind = serde_json::to_string(&append.kind).unwrap_or_else(|_| "\"\"".into());
             call.arg(append.uid.as_str())
                 .arg(retention.cap_of(&append.uid).max(1))
@@ -355,8 +356,11 @@ impl ClusterStore {
             .arg(self.wake_channel(part.p))
             .arg(self.options.retention.max_age.as_millis() as u64);
         for (&i, seq) in part.items.iter().zip(seqs) {
-            call.key(self.user_key(&batch[i].uid, "m"))
-                .arg(batch[i].uid.as_str())
+            let uid = &batch[i].uid;
+            call.key(self.user_key(uid, "m"))
+                .key(self.user_key(uid, "q"))
+                .key(self.user_key(uid, "v"))
+                .arg(uid.as_str())
                 .arg(*seq);
         }
         let visible: i64 = call.invoke_async(&mut self.conn()).await?;
@@ -688,6 +692,7 @@ impl EventQueue for ClusterStore {
             .read
             .key(self.user_key(uid, "m"))
             .key(self.user_key(uid, "q"))
+            .key(self.user_key(uid, "v"))
             .arg(after)
             .arg(limit.events.max(1))
             .arg(new_epoch())

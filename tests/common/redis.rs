@@ -18,17 +18,26 @@ pub struct Node {
     cluster: bool,
 }
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
+/// A port nothing listens on now; for a cluster node, one whose bus port
+/// (10 000 above it) is free too.
+fn free_port(cluster: bool) -> u16 {
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        let bus = port.checked_add(10_000);
+        if !cluster
+            || bus.is_some_and(|bus| std::net::TcpListener::bind(("127.0.0.1", bus)).is_ok())
+        {
+            return port;
+        }
+    }
 }
 
 impl Node {
     fn new(fsync: bool, cluster: bool) -> Node {
         let mut node = Node {
             child: None,
-            port: free_port(),
+            port: free_port(cluster),
             dir: tempfile::tempdir().expect("temp dir"),
             fsync,
             cluster,
@@ -308,6 +317,53 @@ impl Redis {
             self.nodes[i].restart();
             self.wait_healthy();
         })
+    }
+
+    /// The first slot primary `i` serves.
+    pub fn first_slot(&self, i: usize) -> u16 {
+        let nodes = self.nodes[i].cli(&["CLUSTER", "NODES"]);
+        let mine = nodes
+            .lines()
+            .find(|l| l.contains("myself"))
+            .expect("itself");
+        let range = mine.split_whitespace().nth(8).expect("a slot range");
+        range.split('-').next().unwrap().parse().expect("a slot")
+    }
+
+    /// The slot of the key matching `pattern`, on the primary holding it.
+    pub fn slot_of(&self, pattern: &str) -> Option<u16> {
+        let i = self.primary_holding(pattern)?;
+        let key = self.nodes[i].cli(&["--scan", "--pattern", pattern]);
+        let key = key.lines().next()?;
+        self.nodes[i]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Moves the first `slots` slots of primary `from` to primary `to`
+    /// with `redis-cli --cluster reshard` (their keys migrate; clients get
+    /// ASK and MOVED meanwhile).
+    pub fn reshard(&self, from: usize, to: usize, slots: u16) {
+        let id = |i: usize| self.nodes[i].cli(&["CLUSTER", "MYID"]).trim().to_owned();
+        let out = tokio::task::block_in_place(|| {
+            Command::new("redis-cli")
+                .args([
+                    "--cluster",
+                    "reshard",
+                    &format!("127.0.0.1:{}", self.nodes[from].port),
+                ])
+                .args(["--cluster-from", &id(from), "--cluster-to", &id(to)])
+                .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+                .output()
+                .expect("redis-cli --cluster reshard")
+        });
+        assert!(
+            out.status.success(),
+            "reshard: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     /// The index of the replica of the primary `primary`.

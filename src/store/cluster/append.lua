@@ -1,6 +1,7 @@
 -- Appends one event to each of several users' queues of ONE partition.
 -- KEYS[1] the part's token (a retry of the same part appends nothing
--- again), then per user: its meta hash and its stream.
+-- again), then per user: its meta hash, its stream and its voided seqs
+-- (every key touched is declared, see read.lua).
 -- ARGV[1] epoch for a queue that has none, ARGV[2] ms an idle queue is
 -- kept, ARGV[3] ms the token is kept, ARGV[4] '1' to make the events
 -- visible at once (no replica to wait for: see confirm.lua), ARGV[5] the
@@ -21,20 +22,22 @@ local needed = tonumber(ARGV[6])
 if needed > 0 then
   local in_sync = 0
   for lag in string.gmatch(redis.call('INFO', 'replication'), 'state=online,offset=%d+,lag=(%d+)') do
-    if tonumber(lag) <= 2 then in_sync = in_sync + 1 end
+    -- As Redis's own min-replicas-max-lag (10 s): a replica that acked
+    -- lately; one frozen since is caught by the WAIT after the append.
+    if tonumber(lag) <= 10 then in_sync = in_sync + 1 end
   end
   if in_sync < needed then
     return redis.error_reply('NOREPLICAS ' .. in_sync .. ' of ' .. needed .. ' replicas in sync')
   end
 end
 local seqs = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local meta, stream = KEYS[2 * i], KEYS[2 * i + 1]
+for i = 1, (#KEYS - 1) / 3 do
+  local meta, stream, void = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
   local at = 6 + 3 * (i - 1)
   if redis.call('HSETNX', meta, 'e', ARGV[1]) == 1 then
     -- No meta: a new queue, or one whose meta was lost. Seqs restart at 1
     -- under a new epoch, so nothing older may stay readable.
-    redis.call('DEL', stream, string.sub(meta, 1, -2) .. 'v')
+    redis.call('DEL', stream, void)
     redis.call('HSET', meta, 'c', 0)
   end
   local seq = redis.call('HINCRBY', meta, 's', 1)
@@ -43,7 +46,9 @@ for i = 1, (#KEYS - 1) / 2 do
   redis.call('PEXPIRE', stream, ARGV[2])
   if ARGV[4] == '1' then
     redis.call('HSET', meta, 'c', seq)
-    redis.call('SPUBLISH', ARGV[5], ARGV[at + 1] .. ' ' .. seq)
+    -- A wake lost (its slot migrating) is made up for when the channel
+    -- moves: every node then re-reads its waiters.
+    redis.pcall('SPUBLISH', ARGV[5], ARGV[at + 1] .. ' ' .. seq)
   end
   seqs[i] = seq
 end

@@ -1,6 +1,6 @@
 -- Makes a part's appends visible once a replica has them ('confirm'), or
 -- voids them when none got them in time ('void').
--- KEYS: per user, its meta hash. ARGV[1] 'confirm' or 'void', ARGV[2] the
+-- KEYS: per user, its meta hash, stream and voided seqs. ARGV[1] 'confirm' or 'void', ARGV[2] the
 -- partition's wake channel, ARGV[3] ms an idle queue is kept, then per
 -- user: uid, seq.
 -- Readers see a queue up to its `c`, never beyond. A primary replicates in
@@ -9,17 +9,20 @@
 -- nothing a replica lacks. Returns 1 when the appends are visible, 0 when
 -- they were voided: taken back if still the newest of their queue (no seq
 -- is lost), else skipped by readers (the seqs in the user's `v` set).
-local users = #KEYS
+local users = #KEYS / 3
+local function meta(i) return KEYS[3 * i - 2] end
 local function confirm()
   for i = 1, users do
-    if redis.call('HEXISTS', KEYS[i], 'e') == 1 then
+    local state = redis.call('HMGET', meta(i), 'e', 'c')
+    if state[1] then
       local seq = tonumber(ARGV[3 + 2 * i])
-      local c = tonumber(redis.call('HGET', KEYS[i], 'c') or '0')
+      local c = tonumber(state[2] or '0')
       if seq > c then
-        redis.call('HSET', KEYS[i], 'c', seq)
+        redis.call('HSET', meta(i), 'c', seq)
         c = seq
       end
-      redis.call('SPUBLISH', ARGV[2], ARGV[2 + 2 * i] .. ' ' .. c)
+      -- See append.lua: a wake lost to a migration is made up for.
+      redis.pcall('SPUBLISH', ARGV[2], ARGV[2 + 2 * i] .. ' ' .. c)
     end
   end
   return 1
@@ -27,20 +30,19 @@ end
 if ARGV[1] == 'confirm' then return confirm() end
 -- A later append confirmed meanwhile proves a replica has these too.
 for i = 1, users do
-  local c = tonumber(redis.call('HGET', KEYS[i], 'c') or '0')
+  local c = tonumber(redis.call('HGET', meta(i), 'c') or '0')
   if tonumber(ARGV[3 + 2 * i]) <= c then return confirm() end
 end
 for i = 1, users do
   local seq = ARGV[3 + 2 * i]
-  if redis.call('HGET', KEYS[i], 's') == seq then
-    local stream = string.sub(KEYS[i], 1, -2) .. 'q'
+  local stream, void = KEYS[3 * i - 1], KEYS[3 * i]
+  if redis.call('HGET', meta(i), 's') == seq then
     local before = tonumber(seq) - 1
     redis.call('XDEL', stream, seq .. '-0')
     -- The stream's last id goes back too, so that the seq can be given again.
     redis.call('XSETID', stream, before > 0 and (before .. '-0') or '0-1')
-    redis.call('HSET', KEYS[i], 's', before)
+    redis.call('HSET', meta(i), 's', before)
   else
-    local void = string.sub(KEYS[i], 1, -2) .. 'v'
     redis.call('SADD', void, seq)
     redis.call('PEXPIRE', void, ARGV[3])
   end

@@ -1,10 +1,11 @@
 -- One page of a user's queue after a cursor, up to its confirmed head.
--- KEYS[1] meta hash, KEYS[2] stream
+-- KEYS[1] meta hash, KEYS[2] stream, KEYS[3] voided seqs (every key a
+-- script touches is declared: during a slot migration Redis then redirects
+-- the whole call instead of failing it half way)
 -- ARGV[1] cursor, ARGV[2] most events, ARGV[3] epoch for a new queue,
 -- ARGV[4] ms an idle queue is kept.
 -- Returns {epoch, head, first retained seq (0: none), entries}.
-local meta, stream = KEYS[1], KEYS[2]
-local void = string.sub(meta, 1, -2) .. 'v'
+local meta, stream, void = KEYS[1], KEYS[2], KEYS[3]
 local epoch = redis.call('HGET', meta, 'e')
 if not epoch then
   epoch = ARGV[3]

@@ -33,6 +33,16 @@ impl ClusterStore {
         for what in ["alive", "status", "shown", "u:*:on"] {
             call.key(self.key(p, what));
         }
+        // The `on` keys of the users named (see presence.lua).
+        let named = match args.first() {
+            Some(&"set") => args.get(1..2).unwrap_or_default(),
+            Some(&"refresh") => args.get(3..).unwrap_or_default(),
+            Some(&"states") => &args[1..],
+            _ => &[],
+        };
+        for uid in named {
+            call.key(format!("h:{{{}}}:u:{uid}:on", self.tag(p)));
+        }
         for a in args {
             call.arg(*a);
         }

@@ -5,7 +5,9 @@
 -- all nodes exactly one pushes each change.
 -- KEYS[1] h:alive, KEYS[2] h:status, KEYS[3] h:shown, KEYS[4] the name of
 -- a user's h:{u:UID}:on with `*` for the uid (a Redis Cluster's partition
--- keeps its users' keys under its own hash tag).
+-- keeps its users' keys under its own hash tag); on a Redis Cluster the
+-- `on` keys of the uids named are declared after it too (so that a slot
+-- migration redirects the call instead of failing it half way).
 -- ARGV[1] operation: 'set' (then uid, node, 'on'|'off'|'keep', lease ms,
 -- chosen status or ''), 'refresh' (node, lease ms, uids...), 'states'
 -- (uids...), 'sweep' (most users).
@@ -17,7 +19,9 @@ local function on_key(uid) return on_before .. uid .. on_after end
 -- Whether uid is online on any live node (dropping dead nodes' entries).
 local function alive(uid)
   local key = on_key(uid)
-  local entries = redis.call('HGETALL', key)
+  -- A key the sweep did not declare may be migrating away: no change.
+  local entries = redis.pcall('HGETALL', key)
+  if entries.err then return redis.call('ZSCORE', KEYS[1], uid) ~= false end
   local best = 0
   for i = 1, #entries, 2 do
     local deadline = tonumber(entries[i + 1])
