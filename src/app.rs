@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::chat::admission::Admission;
 use crate::chat::broadcasts::{Broadcasts, Pacer};
 use crate::chat::conversations::Conversations;
+use crate::chat::feed::Feed;
 use crate::chat::friends::Friends;
 use crate::chat::group_log::GroupLog;
 use crate::chat::group_reads::GroupReads;
@@ -107,13 +108,14 @@ impl App {
         if indexed > 0 {
             tracing::info!("gave {indexed} records written by herald 0.5 their retention deadline");
         }
+        let feed = Feed::of(&config);
         let friends = Arc::new(Friends::load(store.clone()).await?);
         let groups = Arc::new(Groups::load(store.clone()).await?);
         let group_log = Arc::new(GroupLog::new(
             store.clone(),
             config.history_ttl(),
             config.record_ttl(),
-            config.feed,
+            feed,
         ));
         let recovered = group_log.recover(&groups).await?;
         if recovered > 0 {
@@ -136,7 +138,7 @@ impl App {
             metrics.clone(),
             directory,
             Duration::from_millis(config.presence_window_ms),
-            config.feed_presence,
+            feed.kept_if(config.feed_presence),
         );
         let group_reads = GroupReads::new(
             store.clone(),
@@ -144,7 +146,7 @@ impl App {
             groups.clone(),
             presence.clone(),
             metrics.clone(),
-            config.feed,
+            feed,
         );
         let conversations = Arc::new(Conversations::new(store.clone(), config.history_ttl()));
         let hook = match &config.message_hook {
@@ -176,13 +178,13 @@ impl App {
                 admission.clone(),
                 config.record_ttl(),
                 conversations.clone(),
-                config.feed,
+                feed,
             ),
             receipts: Receipts::new(
                 store.clone(),
                 config.max_page_bytes(),
                 conversations.clone(),
-                config.feed,
+                feed,
             ),
             conversations,
             admission,

@@ -71,14 +71,22 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
     }
     let trimmer = tokio::spawn(trim_periodically(app.clone()));
     let sweeper = tokio::spawn(sweep_presence(app.clone()));
-    let webhook = webhook.map(|webhook| tokio::spawn(webhook.run(app.clone())));
+    // One task per feed partition, each in order on its own.
+    let webhooks: Vec<_> = webhook
+        .into_iter()
+        .flat_map(|webhook| {
+            let app = app.clone();
+            (0..app.config.feed_partitions.max(1))
+                .map(move |p| tokio::spawn(webhook.clone().run(app.clone(), p)))
+        })
+        .collect();
     let store = app.store.clone();
     say(format_args!("listening on http://{local}"));
     server::serve(listener, app, max_connections).await;
     trimmer.abort();
     sweeper.abort();
-    if let Some(webhook) = webhook {
-        // A batch cut short is posted again after the restart.
+    // A batch cut short is posted again after the restart.
+    for webhook in webhooks {
         webhook.abort();
     }
     store.sync().await?;

@@ -148,6 +148,15 @@ pub struct Config {
     #[arg(long, env = "HERALD_FEED")]
     pub feed: bool,
 
+    /// Split the backend feed into this many partitions (1 to 256), each
+    /// read (`GET /api/v1/feed?partition=P`) and pushed by the webhook on
+    /// its own, in order within it: a conversation's events (a pair of
+    /// users, a group, one user's statuses and receipts) all go to one
+    /// partition. So a backend consumes them in parallel, and on a Redis
+    /// Cluster the feed spreads over the primaries.
+    #[arg(long, env = "HERALD_FEED_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub feed_partitions: u32,
+
     /// With `--feed`, also record presence: every visible status change
     /// herald pushes to friends (connects and disconnects included, with
     /// the same per-user window) goes to the feed as a `presence` event.

@@ -35,12 +35,26 @@ impl Uid {
         Uid("!feed".to_owned())
     }
 
-    /// A uid as the store wrote it: a client's, or the feed's.
+    /// The queue of partition `p` of the backend feed (`--feed-partitions`):
+    /// partition 0 is [`Uid::feed`], so one partition is the feed of old.
+    pub fn feed_partition(p: u32) -> Uid {
+        match p {
+            0 => Uid::feed(),
+            p => Uid(format!("!feed{p}")),
+        }
+    }
+
+    /// Whether this is a queue of the backend feed.
+    pub fn is_feed(&self) -> bool {
+        self.0.starts_with("!feed")
+    }
+
+    /// A uid as the store wrote it: a client's, or a feed partition's.
     pub fn from_store(s: &str) -> Result<Uid, InvalidUid> {
-        if s == Uid::feed().as_str() {
-            Ok(Uid::feed())
-        } else {
-            Uid::parse(s)
+        match s.strip_prefix("!feed") {
+            Some("") => Ok(Uid::feed()),
+            Some(p) => p.parse().map(Uid::feed_partition).map_err(|_| InvalidUid),
+            None => Uid::parse(s),
         }
     }
 

@@ -272,3 +272,18 @@ async fn the_feed_records_status_changes_group_read_marks_and_presence_when_aske
         .collect();
     assert_eq!(types, [json!("status")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_partitions_keep_each_conversation_in_order_in_one_of_them() {
+    let server =
+        Server::start_with(&["--feed", "--feed-partitions", "4", "--send-rate", "0"]).await;
+    common::clients::converse(std::slice::from_ref(&server.base), 100, 3).await;
+    common::clients::assert_feed_partitions(&server.base, 4, 100, 3).await;
+    // A partition past the last is refused.
+    let (status, body) = server.get("/api/v1/feed?partition=4", API_KEY).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &json!("bad_partition")),
+        "{body}"
+    );
+}

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::clients::{bases, poll_all, publish_and_follow, rotating, Base};
+use common::clients::{
+    assert_feed_partitions, bases, converse, poll_all, publish_and_follow, rotating, Base,
+};
 use common::redis::{nodes, Redis};
 use common::{seqs, API_KEY};
 use serde_json::{json, Value};
@@ -338,4 +340,29 @@ async fn slots_migrated_under_load_lose_duplicate_or_reorder_nothing() {
         "the last fan-out failed"
     );
     assert_fan_out_kept(&nodes[0].base, &nodes[0], &seen).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_partitions_keep_each_conversation_in_order_across_a_primary_kill() {
+    let mut redis = Redis::cluster(true);
+    let flags = ["--feed", "--feed-partitions", "4", "--send-rate", "0"];
+    let nodes = nodes(&redis, 2, &flags).await;
+    let all = bases(&nodes);
+    let senders = all.clone();
+    let sending = tokio::spawn(async move { converse(&senders, 100, 4).await });
+    // Kill the primary of the feed's first partition while messages flow.
+    let pattern = "h:*:u:!feed:m";
+    let primary = common::eventually(Duration::from_secs(10), || async {
+        redis.primary_holding(pattern).is_some()
+    })
+    .await
+    .then(|| redis.primary_holding(pattern).unwrap())
+    .expect("the feed's primary");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.nodes[primary].kill9();
+    let promoted = redis.wait_taken_over(primary, pattern);
+    eprintln!("node {primary} killed, node {promoted} took over");
+    redis.restart_node(primary);
+    sending.await.unwrap();
+    assert_feed_partitions(&all[1], 4, 100, 4).await;
 }

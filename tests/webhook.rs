@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 struct Delivery {
     status: u16,
     cursor: u64,
+    partition: u32,
     signed: bool,
     events: Vec<Value>,
     at: std::time::Instant,
@@ -72,6 +73,7 @@ async fn start_receiver(failures: usize, fail: u16) -> Receiver {
                         };
                         let (cursor, signed) =
                             (header("herald-feed-cursor"), header("herald-signature"));
+                        let partition = header("herald-feed-partition");
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let page: Value = serde_json::from_slice(&body).unwrap();
                         let mut got = keep.lock().unwrap();
@@ -79,6 +81,7 @@ async fn start_receiver(failures: usize, fail: u16) -> Receiver {
                         got.push(Delivery {
                             status,
                             cursor: cursor.parse().unwrap_or(0),
+                            partition: partition.parse().unwrap_or(u32::MAX),
                             signed: signed == signature(&body),
                             events: page["events"].as_array().unwrap().clone(),
                             at: std::time::Instant::now(),
@@ -233,4 +236,57 @@ async fn a_cluster_posts_the_feed_once_in_order_whichever_node_took_the_message(
     let got = receiver.got.lock().unwrap();
     let posted: Vec<Value> = got.iter().flat_map(|d| d.events.clone()).collect();
     assert_eq!(posted, feed, "each event once, in feed order, from 3 nodes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_feed_partition_is_pushed_in_order_on_its_own() {
+    let receiver = start_receiver(0, 200).await;
+    let server = Server::start_with(&[
+        "--webhook-url",
+        &receiver.url,
+        "--feed-partitions",
+        "3",
+        "--send-rate",
+        "0",
+    ])
+    .await;
+    common::clients::converse(std::slice::from_ref(&server.base), 30, 2).await;
+    // Every message pushed once, each conversation in one partition, in
+    // order; each partition's batches in seq order.
+    let done = common::eventually(Duration::from_secs(20), || async {
+        let got = receiver.got.lock().unwrap();
+        got.iter().map(|d| d.events.len()).sum::<usize>() >= 60
+    })
+    .await;
+    assert!(done, "not every message was pushed");
+    let got = receiver.got.lock().unwrap();
+    let mut last = [0u64; 3];
+    let mut homes = std::collections::BTreeMap::new();
+    let mut ns: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+    for delivery in got.iter() {
+        assert!(delivery.signed);
+        let p = delivery.partition as usize;
+        assert!(p < 3, "partition header {}", delivery.partition);
+        for event in &delivery.events {
+            assert!(seq(event) > last[p], "partition {p} out of order");
+            last[p] = seq(event);
+            let body = &event["data"]["body"];
+            let conv = body["conv"].as_u64().unwrap();
+            assert_eq!(
+                *homes.entry(conv).or_insert(p),
+                p,
+                "conversation {conv} split"
+            );
+            ns.entry(conv)
+                .or_default()
+                .push(body["n"].as_u64().unwrap());
+        }
+        assert_eq!(delivery.cursor, last[p]);
+    }
+    assert!(
+        last.iter().all(|&l| l > 0),
+        "a partition was never pushed: {last:?}"
+    );
+    assert_eq!(ns.len(), 30);
+    assert!(ns.values().all(|n| n == &vec![0, 1]), "{ns:?}");
 }

@@ -80,7 +80,7 @@ pub async fn set_status(app: &App, uid: &Uid, status: &str) -> Result<&'static s
     })?;
     app.sends.take(uid).await?;
     let data = serde_json::json!({"uid": uid, "status": status});
-    if let Some(record) = Feed::new(app.config.feed).record("status", &data) {
+    if let Some(record) = Feed::of(&app.config).record("status", &data, uid.as_str()) {
         app.store.append(vec![record]).await?;
     }
     app.presence.set_status(uid, status).await?;

@@ -1,4 +1,5 @@
-//! `GET /api/v1/feed?cursor=N&epoch=E&limit=L&timeout=S` (API key): the
+//! `GET /api/v1/feed?partition=P&cursor=N&epoch=E&limit=L&timeout=S` (API
+//! key; `partition` with `--feed-partitions`, default 0): the
 //! backend feed, what clients do (direct and group messages, receipts,
 //! group read marks, status choices; presence with `--feed-presence`),
 //! durable and in order, read like a user's queue: the events
@@ -36,8 +37,10 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response, Error
     let limit = query.u64_in("limit", 1..=MAX_LIMIT, DEFAULT_LIMIT)? as usize;
     let timeout = query.u64_in("timeout", 0..=110, 0)?;
     let epoch = parse_epoch(query.get("epoch"))?;
+    let last = u64::from(app.config.feed_partitions.max(1)) - 1;
+    let partition = query.u64_in("partition", 0..=last, 0)?;
     drop(req);
-    let feed = Uid::feed();
+    let feed = Uid::feed_partition(partition as u32);
     // Refused (409, 400) before it acks anything.
     let mut page = read_after(app, &feed, cursor, limit, epoch).await?;
     // With the webhook on, its cursor is the one that acks.

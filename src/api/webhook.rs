@@ -7,8 +7,11 @@
 //! `--webhook-timeout-ms`, no connection) is retried with the same events
 //! after a backoff (0.5 s doubling to 30 s, at least a `Retry-After`):
 //! delivery is at least once, and the events' `seq` is the idempotency key.
-//! Each `POST` carries `Herald-Feed-Cursor` (its last seq) and
-//! `Herald-Signature: sha256=` HMAC-SHA256 of the body keyed by the API key.
+//! Each `POST` carries `Herald-Feed-Cursor` (its last seq),
+//! `Herald-Feed-Partition` (with `--feed-partitions N`, one task per
+//! partition, each with its own cursor and lock: partitions are pushed in
+//! parallel, each in order) and `Herald-Signature: sha256=` HMAC-SHA256 of
+//! the body keyed by the API key.
 //!
 //! Browsers never wait for it: the feed event is written with the message,
 //! and this task reads it later. In a cluster every node runs the task and
@@ -47,6 +50,7 @@ const IDLE_RECHECK: Duration = Duration::from_secs(30);
 /// How soon a node that found another posting looks again.
 const BUSY_RECHECK: Duration = Duration::from_secs(1);
 
+#[derive(Clone)]
 pub struct Webhook {
     client: Client<HttpConnector, Full<Bytes>>,
     url: Uri,
@@ -86,12 +90,13 @@ impl Webhook {
         })
     }
 
-    /// Pushes the feed until `app` shuts down.
-    pub async fn run(self, app: Arc<App>) {
-        let feed = Uid::feed();
+    /// Pushes partition `partition` of the feed until `app` shuts down.
+    pub async fn run(self, app: Arc<App>, partition: u32) {
+        let feed = Uid::feed_partition(partition);
+        let at = Spot::of(partition);
         let mut backoff = MIN_BACKOFF;
         loop {
-            let wait = match self.deliver_one(&app, &feed).await {
+            let wait = match self.deliver_one(&app, &feed, &at).await {
                 Ok(Attempt::Delivered) => {
                     backoff = MIN_BACKOFF;
                     continue;
@@ -110,7 +115,7 @@ impl Webhook {
             let waited = async {
                 match wait {
                     Some(wait) => tokio::time::sleep(wait).await,
-                    None => self.idle(&app, &feed).await,
+                    None => self.idle(&app, &feed, &at).await,
                 }
             };
             tokio::select! {
@@ -121,11 +126,11 @@ impl Webhook {
     }
 
     /// Waits until the feed may have something after the webhook's cursor.
-    async fn idle(&self, app: &App, feed: &Uid) {
+    async fn idle(&self, app: &App, feed: &Uid, at: &Spot) {
         let Ok(mut head) = app.store.watch(feed).await else {
             return tokio::time::sleep(MIN_BACKOFF).await;
         };
-        let cursor = match position(app).await {
+        let cursor = match position(app, at).await {
             Ok(position) => position.cursor,
             Err(_) => return tokio::time::sleep(MIN_BACKOFF).await,
         };
@@ -134,7 +139,7 @@ impl Webhook {
 
     /// Posts the next batch of the feed, if there is one and no other node
     /// is posting.
-    async fn deliver_one(&self, app: &App, feed: &Uid) -> Result<Attempt, Failed> {
+    async fn deliver_one(&self, app: &App, feed: &Uid, spot: &Spot) -> Result<Attempt, Failed> {
         let failed = |reason: String| Failed {
             reason,
             retry_after: None,
@@ -142,13 +147,13 @@ impl Webhook {
         // One node at a time, from the cursor as the last one left it.
         let lease = app
             .store
-            .try_lock("webhook")
+            .try_lock(&spot.lock)
             .await
             .map_err(|e| failed(e.to_string()))?;
         let Some(_lease) = lease else {
             return Ok(Attempt::Busy);
         };
-        let at = position(app).await.map_err(failed)?;
+        let at = position(app, spot).await.map_err(failed)?;
         let epoch = at.epoch.as_deref().and_then(Epoch::parse);
         let page = read_after(app, feed, at.cursor, BATCH, epoch)
             .await
@@ -157,7 +162,8 @@ impl Webhook {
             return Ok(Attempt::Idle);
         }
         let body = Bytes::from(page_json(app, &page, false));
-        match tokio::time::timeout(self.timeout, self.post(app, &page, body)).await {
+        let posted = self.post(app, &page, spot.partition, body);
+        match tokio::time::timeout(self.timeout, posted).await {
             Ok(result) => result?,
             Err(_) => return Err(failed(format!("no answer within {:?}", self.timeout))),
         }
@@ -167,7 +173,7 @@ impl Webhook {
         };
         let stored = serde_json::to_vec(&next).map_err(|e| failed(e.to_string()))?;
         app.store
-            .kv_put(CURSOR_KEY, stored)
+            .kv_put(&spot.cursor, stored)
             .await
             .map_err(|e| failed(format!("keeping the cursor: {e}")))?;
         app.store
@@ -180,7 +186,13 @@ impl Webhook {
         Ok(Attempt::Delivered)
     }
 
-    async fn post(&self, app: &App, page: &Page, body: Bytes) -> Result<(), Failed> {
+    async fn post(
+        &self,
+        app: &App,
+        page: &Page,
+        partition: u32,
+        body: Bytes,
+    ) -> Result<(), Failed> {
         let failed = |reason: String| Failed {
             reason,
             retry_after: None,
@@ -190,6 +202,7 @@ impl Webhook {
             .uri(self.url.clone())
             .header(CONTENT_TYPE, "application/json")
             .header("herald-feed-cursor", page.cursor)
+            .header("herald-feed-partition", partition)
             .header("herald-signature", app.auth.sign(&body))
             .body(Full::new(body))
             .map_err(|e| failed(e.to_string()))?;
@@ -219,9 +232,31 @@ impl Webhook {
     }
 }
 
-/// Where the webhook is in the feed (the start of it, the first time).
-async fn position(app: &App) -> Result<Position, String> {
-    match app.store.kv_get(CURSOR_KEY).await {
+/// One partition's task: where its cursor is kept, and its lock.
+struct Spot {
+    partition: u32,
+    cursor: String,
+    lock: String,
+}
+
+impl Spot {
+    /// Partition 0's are those of a feed without partitions.
+    fn of(partition: u32) -> Spot {
+        let (cursor, lock) = match partition {
+            0 => (CURSOR_KEY.to_owned(), "webhook".to_owned()),
+            p => (format!("{CURSOR_KEY}/{p}"), format!("webhook/{p}")),
+        };
+        Spot {
+            partition,
+            cursor,
+            lock,
+        }
+    }
+}
+
+/// Where the webhook is in its partition (the start of it, the first time).
+async fn position(app: &App, spot: &Spot) -> Result<Position, String> {
+    match app.store.kv_get(&spot.cursor).await {
         Ok(Some(raw)) => {
             serde_json::from_slice(&raw).map_err(|e| format!("the stored webhook cursor: {e}"))
         }

@@ -80,14 +80,14 @@ impl GroupLog {
         store: Arc<dyn Store>,
         history_ttl: Duration,
         cid_ttl: Duration,
-        feed: bool,
+        feed: Feed,
     ) -> GroupLog {
         GroupLog {
             store,
             last: SharedMap::default(),
             history_ttl,
             cid_ttl,
-            feed: Feed::new(feed),
+            feed,
         }
     }
 
@@ -230,7 +230,7 @@ impl GroupLog {
         let batch: Vec<Append> = members
             .iter()
             .cloned()
-            .chain(self.feed.reader())
+            .chain(self.feed.reader(gid.as_str()))
             .map(|m| Append::new(m, "group_msg", &reference))
             .collect();
         if !batch.is_empty() {

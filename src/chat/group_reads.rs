@@ -104,7 +104,7 @@ impl GroupReads {
         groups: Arc<Groups>,
         presence: Arc<Presence>,
         metrics: Arc<Metrics>,
-        feed: bool,
+        feed: Feed,
     ) -> Arc<GroupReads> {
         Arc::new_cyclic(|me| GroupReads {
             me: me.clone(),
@@ -115,7 +115,7 @@ impl GroupReads {
             metrics,
             last_read: SharedMap::default(),
             pending: SharedMap::default(),
-            feed: Feed::new(feed),
+            feed,
         })
     }
 
@@ -153,7 +153,7 @@ impl GroupReads {
             // the client marks again and the feed has the mark twice, which
             // is harmless (a consumer keeps the highest).
             let data = json!({"gid": gid, "by": uid, "msgid": target});
-            if let Some(mark) = self.feed.record("group_read", &data) {
+            if let Some(mark) = self.feed.record("group_read", &data, gid.as_str()) {
                 self.store.append(vec![mark]).await?;
             }
             // The store keeps the highest of all raises, whatever order

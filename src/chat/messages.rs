@@ -42,14 +42,14 @@ impl Messages {
         admission: Arc<Admission>,
         record_ttl: Duration,
         history: Arc<Conversations>,
-        feed: bool,
+        feed: Feed,
     ) -> Messages {
         Messages {
             store,
             admission,
             record_ttl,
             history,
-            feed: Feed::new(feed),
+            feed,
         }
     }
 
@@ -88,7 +88,8 @@ impl Messages {
         );
         // The backend feed's copy, if kept, goes with it atomically: a
         // crash keeps both or neither.
-        let copy = self.feed.copy_of(&event);
+        let conversation = crate::chat::conversations::id_scope(from, &msg.to);
+        let copy = self.feed.copy_of(&event, &conversation);
         let appends: Vec<Append> = std::iter::once(event).chain(copy).collect();
         let Some(cid) = &msg.cid else {
             if appends.len() == 1 {

@@ -70,7 +70,7 @@ impl Presence {
         metrics: Arc<Metrics>,
         directory: Arc<OnlineDirectory>,
         window: Duration,
-        feed: bool,
+        feed: Feed,
     ) -> Arc<Presence> {
         Arc::new_cyclic(|me| Presence {
             me: me.clone(),
@@ -81,7 +81,7 @@ impl Presence {
             pushed: SharedMap::default(),
             window,
             sweeping: AtomicBool::new(false),
-            feed: Feed::new(feed),
+            feed,
         })
     }
 
@@ -234,7 +234,7 @@ impl Presence {
     /// and to the backend feed if it records presence.
     fn push(&self, uid: Uid, status: &'static str) {
         let mut friends = self.friends.reverse_of(&uid);
-        if friends.is_empty() && self.feed.reader().is_none() {
+        if friends.is_empty() && self.feed.reader(uid.as_str()).is_none() {
             self.metrics.presence_fanout.observe(0.0);
             return;
         }
@@ -256,7 +256,7 @@ impl Presence {
             let data = json!({"uid": uid, "status": status});
             let batch: Vec<Append> = friends
                 .into_iter()
-                .chain(feed.reader())
+                .chain(feed.reader(uid.as_str()))
                 .map(|f| Append::new(f, "presence", &data))
                 .collect();
             if batch.is_empty() {

@@ -60,13 +60,13 @@ impl Receipts {
         store: Arc<dyn Store>,
         page_bytes: usize,
         history: Arc<Conversations>,
-        feed: bool,
+        feed: Feed,
     ) -> Receipts {
         Receipts {
             store,
             page_bytes,
             history,
-            feed: Feed::new(feed),
+            feed,
         }
     }
 
@@ -177,7 +177,7 @@ impl Receipts {
             // The backend feed: one event per mark or ack, every sender's ids.
             all.sort_unstable();
             let data = json!({"kind": kind, "ids": all, "by": by});
-            batch.extend(self.feed.record("receipt", &data));
+            batch.extend(self.feed.record("receipt", &data, by.as_str()));
         }
         if !batch.is_empty() {
             self.store.append(batch).await?;

@@ -170,6 +170,7 @@ fn code_for(name: &str) -> &'static str {
         "limit" => "bad_limit",
         "timeout" => "bad_timeout",
         "before" | "after" => "bad_window",
+        "partition" => "bad_partition",
         _ => "bad_parameter",
     }
 }

@@ -3,7 +3,7 @@
 //! death of one.
 //!
 //! A script may only touch the keys of one slot. Users, groups and
-//! records are spread over [`PARTITIONS`] partitions (FNV-1a of the uid, of
+//! records are spread over [`PARTITIONS`] partitions (a hash of the uid, of
 //! the group or of a record's owner); every key of a partition carries the
 //! partition's hash tag `{T}`, picked at start so that the partitions lie
 //! evenly over the 16 384 slots (and so over the primaries). Layout:
@@ -119,12 +119,9 @@ fn partition_tags() -> Vec<String> {
     tags
 }
 
-/// The partition of `text` (FNV-1a, so that every node agrees).
+/// The partition of `text` (the same on every node).
 fn partition_of(text: &str) -> usize {
-    let hash = text.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    hash as usize % PARTITIONS
+    crate::util::bucket_of(text, PARTITIONS as u32) as usize
 }
 
 /// One partition's share of a batch of appends: their indexes in the batch.

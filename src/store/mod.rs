@@ -150,7 +150,7 @@ impl Retention {
 
     /// Most events `uid`'s queue keeps.
     pub fn cap_of(&self, uid: &Uid) -> u64 {
-        if *uid == Uid::feed() {
+        if uid.is_feed() {
             self.feed_max_events
         } else {
             self.max_events

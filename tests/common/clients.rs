@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 pub const TRANSPORTS: [&str; 5] = ["poll", "longpoll", "iframe", "sse", "ws"];
@@ -389,4 +389,121 @@ pub async fn publish_and_follow<Fut>(
     assert_every_consumer_got_all(consumers, last, &acked).await;
     rotator.abort();
     eprintln!("{} events acknowledged, head {last}", acked.len());
+}
+
+/// A token for `uid` from `base`, if it answers.
+async fn token_from(http: &reqwest::Client, base: &str, uid: &str) -> Option<String> {
+    let response = http
+        .post(format!("{base}/api/v1/tokens"))
+        .bearer_auth(super::API_KEY)
+        .json(&json!({"uid": uid}))
+        .send()
+        .await
+        .ok()?;
+    let body: Value = response.json().await.ok()?;
+    body["token"].as_str().map(str::to_owned)
+}
+
+/// Sends `per` direct messages in each of `conversations` conversations
+/// (`c{i}a` to `c{i}b`, body `{"conv": i, "n": n}`, each under its own
+/// `cid`), through the next of `bases` each time, retrying what the
+/// server cannot answer now with the same cid, until every one is
+/// acknowledged.
+pub async fn converse(bases: &[String], conversations: usize, per: u64) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut turn = 0;
+    for n in 0..per {
+        for i in 0..conversations {
+            let from = format!("c{i}a");
+            let body = json!({"to": format!("c{i}b"), "body": {"conv": i, "n": n}, "cid": format!("{i}-{n}")});
+            let give_up = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                turn += 1;
+                let base = &bases[turn % bases.len()];
+                let sent = match token_from(&http, base, &from).await {
+                    Some(token) => http
+                        .post(format!("{base}/v1/messages"))
+                        .bearer_auth(token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .ok(),
+                    None => None,
+                };
+                if sent.is_some_and(|r| r.status() == 200) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < give_up,
+                    "message {i}-{n} never acknowledged"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads every partition of the feed from `base` until each conversation
+/// of [`converse`] has its `per` messages, de-duplicating by seq within a
+/// partition (a consumer resuming from its cursor), and asserts that each
+/// conversation is in one partition, in order, each message once.
+pub async fn assert_feed_partitions(base: &str, partitions: u32, conversations: usize, per: u64) {
+    let http = reqwest::Client::new();
+    let mut by_conv: std::collections::BTreeMap<u64, (u32, Vec<u64>)> = Default::default();
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    for p in 0..partitions {
+        let mut cursor = 0u64;
+        let mut epoch: Option<String> = None;
+        loop {
+            let mut url = format!("{base}/api/v1/feed?partition={p}&cursor={cursor}&limit=1000");
+            if let Some(e) = &epoch {
+                url.push_str(&format!("&epoch={e}"));
+            }
+            let page: Value = match http.get(url).bearer_auth(super::API_KEY).send().await {
+                Ok(r) if r.status() == 200 => r.json().await.unwrap(),
+                _ => {
+                    assert!(
+                        std::time::Instant::now() < give_up,
+                        "partition {p} unreadable"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            epoch = page["epoch"].as_str().map(str::to_owned);
+            for event in &events {
+                let seq = event["seq"].as_u64().unwrap();
+                assert!(
+                    seq > cursor,
+                    "partition {p}: seq {seq} again after {cursor}"
+                );
+                cursor = seq;
+                if event["type"] != "msg" {
+                    continue;
+                }
+                let body = &event["data"]["body"];
+                let (conv, n) = (body["conv"].as_u64().unwrap(), body["n"].as_u64().unwrap());
+                let (home, ns) = by_conv.entry(conv).or_insert((p, Vec::new()));
+                assert_eq!(*home, p, "conversation {conv} in partitions {home} and {p}");
+                ns.push(n);
+            }
+            if events.is_empty() {
+                break;
+            }
+        }
+    }
+    assert_eq!(by_conv.len(), conversations, "conversations in the feed");
+    let used: std::collections::BTreeSet<u32> = by_conv.values().map(|(p, _)| *p).collect();
+    assert_eq!(used.len() as u32, partitions, "every partition used");
+    for (conv, (_, ns)) in by_conv {
+        assert_eq!(
+            ns,
+            (0..per).collect::<Vec<_>>(),
+            "conversation {conv}: in order, once each"
+        );
+    }
 }
