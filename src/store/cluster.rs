@@ -339,6 +339,15 @@ impl ClusterStore {
         Ok(int(&reply).unwrap_or(0) >= i64::from(self.replicas))
     }
 
+    /// Why `what` was refused: no replica acknowledged it in time.
+    fn unreplicated(&self, what: &str) -> String {
+        format!(
+            "no replica acknowledged {what} within {:?} (--redis-replicas {})",
+            self.options.timeout / 2,
+            self.replicas
+        )
+    }
+
     /// Confirms (`confirm`) or voids a part's appends; whether they are
     /// visible.
     async fn settle(
@@ -397,11 +406,7 @@ impl ClusterStore {
             }))
             .await?;
             if !all_kept || settled.iter().any(|visible| !visible) {
-                let reason = format!(
-                    "no replica of a primary acknowledged the append within {:?} (--redis-replicas {})",
-                    self.options.timeout / 2,
-                    self.replicas
-                );
+                let reason = self.unreplicated("an append");
                 return Err(if settled.iter().any(|visible| *visible) {
                     StoreError::OutcomeUnknown(reason)
                 } else {
@@ -476,6 +481,15 @@ impl ClusterStore {
             .claim_op(p, key, &["claim", &payload, &ttl, &now_ms().to_string()])
             .await?;
         let Some(held) = bytes(held) else {
+            // The claim must outlive its primary before any part is
+            // appended: lost in a failover, a retry would claim anew and
+            // append every part again.
+            if self.replicas > 0 && !self.replicated(p).await? {
+                self.claim_op(p, key, &["drop"]).await?;
+                return Err(StoreError::Unavailable(
+                    self.unreplicated("the claim of a write"),
+                ));
+            }
             let seqs = self.drive(p, key, &intent, forget).await?;
             return Ok(IdempotentAppend::Appended { seqs });
         };

@@ -30,6 +30,8 @@ if needed > 0 then
     return redis.error_reply('NOREPLICAS ' .. in_sync .. ' of ' .. needed .. ' replicas in sync')
   end
 end
+local kept_for = tonumber(ARGV[2])
+local renew_below = kept_for - math.min(60000, math.floor(kept_for / 2))
 local seqs = {}
 for i = 1, (#KEYS - 1) / 3 do
   local meta, stream, void = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
@@ -42,8 +44,12 @@ for i = 1, (#KEYS - 1) / 3 do
   end
   local seq = redis.call('HINCRBY', meta, 's', 1)
   redis.call('XADD', stream, 'MAXLEN', '~', ARGV[at + 2], seq .. '-0', 'j', '{"seq":' .. seq .. ARGV[at + 3])
-  redis.call('PEXPIRE', meta, ARGV[2])
-  redis.call('PEXPIRE', stream, ARGV[2])
+  -- An idle queue expires ARGV[2] after its last append: renewed at most
+  -- once a minute (one PTTL instead of two PEXPIREs on a busy queue).
+  if redis.call('PTTL', meta) < renew_below then
+    redis.call('PEXPIRE', meta, ARGV[2])
+    redis.call('PEXPIRE', stream, ARGV[2])
+  end
   if ARGV[4] == '1' then
     redis.call('HSET', meta, 'c', seq)
     -- A wake lost (its slot migrating) is made up for when the channel

@@ -45,6 +45,7 @@ for i = 1, users do
   else
     redis.call('SADD', void, seq)
     redis.call('PEXPIRE', void, ARGV[3])
+    redis.call('HSET', meta(i), 'v', 1)
   end
 end
 return 0
