@@ -21,7 +21,8 @@ end
 local needed = tonumber(ARGV[6])
 if needed > 0 then
   local in_sync = 0
-  for lag in string.gmatch(redis.call('INFO', 'replication'), 'state=online,offset=%d+,lag=(%d+)') do
+  -- (lag is -1 when an ack came in the second Redis's clock just turned)
+  for lag in string.gmatch(redis.call('INFO', 'replication'), 'state=online,offset=%d+,lag=(%-?%d+)') do
     -- As Redis's own min-replicas-max-lag (10 s): a replica that acked
     -- lately; one frozen since is caught by the WAIT after the append.
     if tonumber(lag) <= 10 then in_sync = in_sync + 1 end
