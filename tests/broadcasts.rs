@@ -22,11 +22,25 @@ async fn broadcast(server: &Server, body: Value) -> (u16, Value) {
 async fn push_broadcasts_are_paced_queued_and_reach_each_online_user_once() {
     let server = Server::start().await;
     let mut tokens = Vec::new();
-    for i in 0..1000 {
-        let token = server.token(&format!("u{i}")).await;
+    let names: Vec<String> = (0..1000).map(|i| format!("u{i}")).collect();
+    for name in &names {
+        let token = server.token(name).await;
         server.poll(&token, 0).await; // online for the grace period
         tokens.push(token);
     }
+    // A poll marks its user online in the presence table a moment after it
+    // is answered: wait until all 1 000 are (seen as a group's members).
+    let members: Vec<&str> = names.iter().map(String::as_str).collect();
+    server.set_members("everyone", &members).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let (_, page) = server.get("/v1/groups/everyone/presence", &tokens[0]).await;
+            let statuses = page["members"].as_object().cloned().unwrap_or_default();
+            statuses.values().filter(|s| *s == "online").count() == 1000
+        })
+        .await,
+        "not every poller is online"
+    );
     let started = Instant::now();
     let (status, first) =
         broadcast(&server, json!({"body": "one", "mode": "push", "rate": 500})).await;
