@@ -92,7 +92,8 @@ async fn records_expire_and_memory_returns_to_what_is_in_use() {
     }
     let last_write = std::time::Instant::now();
     // Per DM and per retry: a message record and an idempotency key; per
-    // group post: the message and its cid record. Each has a deadline.
+    // group post: the message, its cid record and the idempotency key of
+    // its references. Each has a deadline.
     assert!(
         eventually(Duration::from_secs(15), || async {
             server.metric("herald_expired_records_total").await >= 150.0
@@ -175,7 +176,10 @@ async fn records_expire_and_memory_returns_to_what_is_in_use() {
         1,
         "only the newest message is young"
     );
-    assert_eq!(count(&db, "once", ""), 0, "idempotency keys");
+    // Only the newest post's is young: the idempotency key of its
+    // references.
+    assert_eq!(count(&db, "once", ""), 1, "idempotency keys");
+    assert_eq!(count(&db, "once", "gref\0g\0"), 1, "the newest post's");
     assert_eq!(count(&db, "kv", "gread/"), 1, "bob's read cursor stays");
 }
 
