@@ -299,7 +299,7 @@ async fn slots_migrated_under_load_lose_duplicate_or_reorder_nothing() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let redis = Redis::cluster(true);
     let nodes = nodes(&redis, 3, &[]).await;
-    // The primary serving slot 0 gives its first 300 slots to another;
+    // The primary serving slot 0 gives its first 200 slots (two partitions) to another;
     // the users whose partition lies in them are the ones under load.
     let from = (0..redis.nodes.len())
         .find(|&i| redis.nodes[i].is_primary() && redis.first_slot(i) == 0)
@@ -313,7 +313,7 @@ async fn slots_migrated_under_load_lose_duplicate_or_reorder_nothing() {
     let (movers, stayers): (Vec<String>, Vec<String>) = candidates.into_iter().partition(|u| {
         redis
             .slot_of(&format!("h:*:u:{u}:m"))
-            .is_some_and(|slot| slot < 300)
+            .is_some_and(|slot| slot < 200)
     });
     assert!(!movers.is_empty(), "no user in the slots that move");
     let load: &'static str = Box::leak(movers[0].clone().into_boxed_str());
@@ -332,8 +332,8 @@ async fn slots_migrated_under_load_lose_duplicate_or_reorder_nothing() {
     let fan = tokio::spawn(fan_out(base, users, stop.clone()));
     let redis_ref = &redis;
     publish_and_follow(bases(&nodes), token, load, async move {
-        redis_ref.reshard(from, to, 300);
-        eprintln!("slots 0-299 moved from node {from} to node {to}");
+        redis_ref.reshard(from, to, 200);
+        eprintln!("slots 0-199 moved from node {from} to node {to}");
     })
     .await;
     stop.store(true, Ordering::SeqCst);
