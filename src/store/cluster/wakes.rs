@@ -106,9 +106,11 @@ async fn refresh_heads(store: Arc<ClusterStore>) {
 /// the command connections (for `/healthz`) and on the subscription's (so
 /// that a dead primary is noticed there too, and its channels moved to
 /// the replica that takes over: nothing else is sent on them). Both are
-/// made anew when they have failed for [`RECONNECT_AFTER`] pings in a
+/// made anew when they have failed for [`RECONNECT_AFTER`] probes in a
 /// row: redis-rs 1.8 may leave a node of a restarted cluster without a
-/// connection, every command to its slots then timing out, for good.
+/// connection, or the route of a migrated slot wedged, every command to
+/// those slots then timing out, for good. So the probe also sends one
+/// keyed command per partition.
 pub(super) async fn probe(
     store: Weak<ClusterStore>,
     pubsub_client: ClusterClient,
@@ -143,12 +145,28 @@ pub(super) async fn probe(
         };
         let mut conn = store.conn();
         let ping = conn.route_command(redis::cmd("PING").clone(), routing());
+        // One keyed command per partition: a connection wedged on the
+        // route of one slot (seen after a slot migration) answers PING.
+        let routes = try_join_all((0..PARTITIONS).map(|p| {
+            let mut conn = store.conn();
+            let key = store.wake_channel(p);
+            async move {
+                redis::cmd("EXISTS")
+                    .arg(key)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            }
+        }));
         let pubsub_ping = pubsub.route_command(redis::cmd("PING").clone(), routing());
-        let (ping, pubsub_ping) = tokio::join!(
+        let (ping, pubsub_ping, routes) = tokio::join!(
             tokio::time::timeout(EVERY, ping),
-            tokio::time::timeout(EVERY, pubsub_ping)
+            tokio::time::timeout(EVERY, pubsub_ping),
+            tokio::time::timeout(EVERY, routes)
         );
-        if matches!((&ping, &pubsub_ping), (Ok(Ok(_)), Ok(Ok(_)))) {
+        if matches!(
+            (&ping, &pubsub_ping, &routes),
+            (Ok(Ok(_)), Ok(Ok(_)), Ok(Ok(_)))
+        ) {
             failed = 0;
         } else {
             failed += 1;
@@ -176,5 +194,5 @@ pub(super) async fn probe(
     }
 }
 
-/// Failed pings in a row after which the connections are made anew.
-const RECONNECT_AFTER: u32 = 5;
+/// Failed probes in a row after which the connections are made anew.
+const RECONNECT_AFTER: u32 = 3;
