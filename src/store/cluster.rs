@@ -730,23 +730,13 @@ impl EventQueue for ClusterStore {
     }
 
     async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError> {
-        if let Some(head) = self.wakes.heads.get(uid) {
-            return Ok(head.subscribe());
-        }
-        // Registered before the head is read (see `RedisStore::watch`).
-        let receiver = self
-            .wakes
-            .heads
-            .entry(uid.clone())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe();
-        let head: Option<u64> = redis::cmd("HGET")
-            .arg(self.user_key(uid, "m"))
-            .arg("c")
-            .query_async(&mut self.conn())
-            .await?;
-        self.wakes.raise(uid, head.unwrap_or(0));
-        Ok(receiver)
+        let (mut conn, key) = (self.conn(), self.user_key(uid, "m"));
+        let head = async move {
+            let mut head = redis::cmd("HGET");
+            head.arg(key).arg("c");
+            Ok(head.query_async(&mut conn).await?)
+        };
+        self.wakes.watch(uid, head).await
     }
 
     async fn sync(&self) -> Result<(), StoreError> {

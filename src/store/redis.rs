@@ -484,24 +484,13 @@ impl EventQueue for RedisStore {
     }
 
     async fn watch(&self, uid: &Uid) -> Result<watch::Receiver<u64>, StoreError> {
-        if let Some(head) = self.wakes.heads.get(uid) {
-            return Ok(head.subscribe());
-        }
-        // Registered before the head is read: an append in between raises
-        // the registered sender, and the read below only ever raises it.
-        let receiver = self
-            .wakes
-            .heads
-            .entry(uid.clone())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe();
-        let head: Option<u64> = redis::cmd("HGET")
-            .arg(meta_key(uid))
-            .arg("s")
-            .query_async(&mut self.conn())
-            .await?;
-        self.wakes.raise(uid, head.unwrap_or(0));
-        Ok(receiver)
+        let (mut conn, key) = (self.conn(), meta_key(uid));
+        let head = async move {
+            let mut head = redis::cmd("HGET");
+            head.arg(key).arg("s");
+            Ok(head.query_async(&mut conn).await?)
+        };
+        self.wakes.watch(uid, head).await
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
@@ -512,6 +501,6 @@ impl EventQueue for RedisStore {
 
 pub(in crate::store) mod health;
 pub(in crate::store) mod records;
-mod shared;
+pub(in crate::store) mod shared;
 mod upkeep;
 mod wakes;

@@ -12,6 +12,7 @@ use futures::future::try_join_all;
 use redis::Value;
 
 use super::{partition_of, ClusterStore, PARTITIONS};
+use crate::store::redis::shared::take;
 use crate::store::redis::{array, bad_reply, bytes, int};
 use crate::store::shared::{OnNode, PresenceTable, TokenBuckets};
 use crate::store::{Backend, Retention, StoreError, Upkeep};
@@ -186,17 +187,13 @@ impl TokenBuckets for ClusterStore {
         burst: u32,
         n: u32,
     ) -> Result<Duration, StoreError> {
-        let interval = 1000.0 / f64::from(per_second.max(1));
-        let wait: u64 = self
-            .scripts
-            .rate
-            .key(format!("h:rate:{name}"))
-            .arg(interval)
-            .arg(burst.max(n))
-            .arg(n)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(Duration::from_millis(wait))
+        take(
+            &self.scripts.rate,
+            self.conn(),
+            name,
+            (per_second, burst, n),
+        )
+        .await
     }
 }
 

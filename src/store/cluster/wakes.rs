@@ -15,7 +15,6 @@ use redis::{PushInfo, PushKind};
 use tokio::sync::mpsc;
 
 use super::{ClusterStore, PARTITIONS};
-use crate::store::redis::bytes;
 use crate::store::redis::health::EVERY;
 use crate::store::StoreError;
 use crate::uid::Uid;
@@ -31,21 +30,8 @@ pub(super) async fn wake_loop(
         let Some(store) = store.upgrade() else { return };
         match push.kind {
             PushKind::SMessage => {
-                let mut data = push.data.into_iter();
-                let (Some(channel), Some(message)) = (data.next(), data.next()) else {
-                    continue;
-                };
-                let (Some(channel), Some(message)) = (bytes(channel), bytes(message)) else {
-                    continue;
-                };
-                let message = String::from_utf8_lossy(&message);
-                if channel == store.changes_channel().as_bytes() {
-                    let _ = store.wakes.changes.send(message.into_owned());
-                } else if let Some((uid, seq)) = message.split_once(' ') {
-                    if let (Ok(uid), Ok(seq)) = (Uid::from_store(uid), seq.parse()) {
-                        store.wakes.set(&uid, seq);
-                    }
-                }
+                let changes = store.changes_channel();
+                store.wakes.delivered(push.data, changes.as_bytes());
             }
             PushKind::Disconnection | PushKind::SUnsubscribe => {
                 tracing::warn!(

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Value;
+use redis::aio::ConnectionLike;
+use redis::{Script, Value};
 
 use super::{array, bad_reply, bytes, int, RedisStore};
 use crate::store::shared::{OnNode, PresenceTable, TokenBuckets};
@@ -132,16 +133,31 @@ impl TokenBuckets for RedisStore {
         burst: u32,
         n: u32,
     ) -> Result<Duration, StoreError> {
-        let interval = 1000.0 / f64::from(per_second.max(1));
-        let wait: u64 = self
-            .scripts
-            .rate
-            .key(format!("h:rate:{name}"))
-            .arg(interval)
-            .arg(burst.max(n))
-            .arg(n)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(Duration::from_millis(wait))
+        take(
+            &self.scripts.rate,
+            self.conn(),
+            name,
+            (per_second, burst, n),
+        )
+        .await
     }
+}
+
+/// [`TokenBuckets::take`] with `rate.lua` on `conn`: `(per_second, burst,
+/// n)` of the bucket `h:rate:NAME` (in its own slot on a Redis Cluster).
+pub(in crate::store) async fn take<C: ConnectionLike + Send>(
+    rate: &Script,
+    mut conn: C,
+    name: &str,
+    (per_second, burst, n): (u32, u32, u32),
+) -> Result<Duration, StoreError> {
+    let interval = 1000.0 / f64::from(per_second.max(1));
+    let wait: u64 = rate
+        .key(format!("h:rate:{name}"))
+        .arg(interval)
+        .arg(burst.max(n))
+        .arg(n)
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(Duration::from_millis(wait))
 }

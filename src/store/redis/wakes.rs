@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{bytes, meta_key, RedisStore, Wakes, CHANGES};
+use crate::store::StoreError;
 use crate::uid::Uid;
 
 impl Wakes {
@@ -19,6 +20,49 @@ impl Wakes {
         if let Some(head) = self.heads.get(uid) {
             head.send_if_modified(|h| std::mem::replace(h, seq) != seq);
         }
+    }
+
+    /// Takes a message pushed on a wake channel (`uid seq`: sets the head)
+    /// or on the `changes` channel (forwards the change).
+    pub(in crate::store) fn delivered(&self, data: Vec<redis::Value>, changes: &[u8]) {
+        let mut data = data.into_iter();
+        let (Some(channel), Some(message)) = (data.next(), data.next()) else {
+            return;
+        };
+        let (Some(channel), Some(message)) = (bytes(channel), bytes(message)) else {
+            return;
+        };
+        let message = String::from_utf8_lossy(&message);
+        if channel == changes {
+            let _ = self.changes.send(message.into_owned());
+        } else if let Some((uid, seq)) = message.split_once(' ') {
+            if let (Ok(uid), Ok(seq)) = (Uid::from_store(uid), seq.parse()) {
+                self.set(&uid, seq);
+            }
+        }
+    }
+
+    /// Registers a waiter on `uid` before its head is read with
+    /// `read_head`: an append in between raises the registered sender, and
+    /// the read only ever raises it.
+    pub(in crate::store) async fn watch<F>(
+        &self,
+        uid: &Uid,
+        read_head: F,
+    ) -> Result<watch::Receiver<u64>, StoreError>
+    where
+        F: std::future::Future<Output = Result<Option<u64>, StoreError>>,
+    {
+        if let Some(head) = self.heads.get(uid) {
+            return Ok(head.subscribe());
+        }
+        let receiver = self
+            .heads
+            .entry(uid.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        self.raise(uid, read_head.await?.unwrap_or(0));
+        Ok(receiver)
     }
 
     /// Raises `uid`'s head to `seq` (an append made here).
@@ -46,23 +90,7 @@ pub(super) async fn wake_loop(
     while let Some(push) = received.recv().await {
         let Some(store) = store.upgrade() else { return };
         match push.kind {
-            PushKind::Message => {
-                let mut data = push.data.into_iter();
-                let (Some(channel), Some(message)) = (data.next(), data.next()) else {
-                    continue;
-                };
-                let (Some(channel), Some(message)) = (bytes(channel), bytes(message)) else {
-                    continue;
-                };
-                let message = String::from_utf8_lossy(&message);
-                if channel == CHANGES.as_bytes() {
-                    let _ = store.wakes.changes.send(message.into_owned());
-                } else if let Some((uid, seq)) = message.split_once(' ') {
-                    if let (Ok(uid), Ok(seq)) = (Uid::from_store(uid), seq.parse()) {
-                        store.wakes.set(&uid, seq);
-                    }
-                }
-            }
+            PushKind::Message => store.wakes.delivered(push.data, CHANGES.as_bytes()),
             PushKind::Subscribe => {
                 // The changes channel comes last in every (re)subscription;
                 // the first one is the subscription made at start.
