@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::try_join_all;
+use futures::future::{join_all, try_join_all};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{
@@ -150,6 +150,11 @@ fn split(batch: &[Append]) -> Vec<Part> {
         })
         .collect()
 }
+
+/// What became of one part of an append: its seqs once appended, and
+/// whether it is kept (replicated, and confirmed unless atomic), or what
+/// stopped it.
+type PartOutcome = (Option<Vec<u64>>, Result<bool, StoreError>);
 
 /// A write across partitions as its claim keeps it, so that any node can
 /// finish it.
@@ -354,11 +359,13 @@ impl ClusterStore {
         &self,
         batch: &[Append],
         part: &Part,
+        token: &str,
         seqs: &[u64],
         confirm: bool,
     ) -> Result<bool, StoreError> {
         let mut call = self.scripts.confirm.prepare_invoke();
-        call.arg(if confirm { "confirm" } else { "void" })
+        call.key(self.key(part.p, &format!("part:{token}")))
+            .arg(if confirm { "confirm" } else { "void" })
             .arg(self.wake_channel(part.p))
             .arg(self.options.retention.max_age.as_millis() as u64);
         for (&i, seq) in part.items.iter().zip(seqs) {
@@ -387,35 +394,49 @@ impl ClusterStore {
         atomic: bool,
     ) -> Result<Vec<u64>, StoreError> {
         let parts = split(batch);
-        let appended = try_join_all(parts.iter().enumerate().map(|(n, part)| async move {
-            let seqs = self
-                .append_part(batch, part, &format!("{id}:{n}"), ts)
-                .await?;
-            let mut kept = self.replicas == 0 || self.replicated(part.p).await?;
-            if kept && self.replicas > 0 && !atomic {
-                kept = self.settle(batch, part, &seqs, true).await?;
+        let tokens: Vec<String> = (0..parts.len()).map(|n| format!("{id}:{n}")).collect();
+        // Each part: its seqs once appended, and whether it is kept
+        // (replicated, and confirmed unless `atomic`), or what stopped it.
+        let results = join_all(parts.iter().zip(&tokens).map(|(part, token)| async move {
+            let seqs = match self.append_part(batch, part, token, ts).await {
+                Ok(seqs) => seqs,
+                Err(e) => return (None, Err(e)),
+            };
+            let kept = async {
+                let mut kept = self.replicas == 0 || self.replicated(part.p).await?;
+                if kept && self.replicas > 0 && !atomic {
+                    kept = self.settle(batch, part, token, &seqs, true).await?;
+                }
+                Ok::<_, StoreError>(kept)
             }
-            Ok::<_, StoreError>((part, seqs, kept))
+            .await;
+            (Some(seqs), kept)
         }))
-        .await?;
-        let all_kept = appended.iter().all(|(_, _, kept)| *kept);
-        if self.replicas > 0 && (atomic || !all_kept) {
-            let settled = try_join_all(appended.iter().map(|(part, seqs, kept)| {
-                let confirm = all_kept || (*kept && !atomic);
-                self.settle(batch, part, seqs, confirm)
-            }))
-            .await?;
-            if !all_kept || settled.iter().any(|visible| !visible) {
-                let reason = self.unreplicated("an append");
-                return Err(if settled.iter().any(|visible| *visible) {
-                    StoreError::OutcomeUnknown(reason)
-                } else {
-                    StoreError::Unavailable(reason)
-                });
+        .await;
+        let all_kept = results
+            .iter()
+            .all(|(seqs, kept)| seqs.is_some() && matches!(kept, Ok(true)));
+        if all_kept && atomic && self.replicas > 0 {
+            let confirmed = try_join_all(parts.iter().zip(&tokens).zip(&results).map(
+                |((part, token), (seqs, _))| {
+                    let seqs = seqs.as_deref().unwrap_or_default();
+                    self.settle(batch, part, token, seqs, true)
+                },
+            ))
+            .await;
+            if !matches!(&confirmed, Ok(all) if all.iter().all(|v| *v)) {
+                return Err(StoreError::OutcomeUnknown(self.unreplicated("an append")));
             }
+        } else if !all_kept {
+            return Err(self.abandon(batch, &parts, &tokens, results, atomic).await);
         }
+        let appended: Vec<(&Part, Vec<u64>)> = parts
+            .iter()
+            .zip(results)
+            .map(|(part, (seqs, _))| (part, seqs.unwrap_or_default()))
+            .collect();
         let mut out = vec![0; batch.len()];
-        for (part, seqs, _) in &appended {
+        for (part, seqs) in &appended {
             for (&i, &seq) in part.items.iter().zip(seqs) {
                 out[i] = seq;
                 // Local waiters need not wait for the wake to come back.
@@ -423,6 +444,55 @@ impl ClusterStore {
             }
         }
         Ok(out)
+    }
+
+    /// Takes back what a failed [`ClusterStore::append_parts`] appended and
+    /// did not make visible (so that no later confirmation shows it), and
+    /// says how it failed: `Unavailable` when nothing is or may become
+    /// visible, else `OutcomeUnknown`.
+    async fn abandon(
+        &self,
+        batch: &[Append],
+        parts: &[Part],
+        tokens: &[String],
+        results: Vec<PartOutcome>,
+        atomic: bool,
+    ) -> StoreError {
+        let mut reason = self.unreplicated("an append");
+        let mut unknown = false;
+        for ((part, token), (seqs, kept)) in parts.iter().zip(tokens).zip(results) {
+            match (&seqs, &kept) {
+                // Confirmed: visible.
+                (Some(_), Ok(true)) if !atomic || self.replicas == 0 => unknown = true,
+                (Some(seqs), _) if self.replicas > 0 => {
+                    match self.settle(batch, part, token, seqs, false).await {
+                        Ok(false) => {}
+                        // A later append showed it, or no answer.
+                        Ok(true) | Err(_) => unknown = true,
+                    }
+                }
+                // Appended and visible at once (no replica waited for).
+                (Some(_), _) => unknown = true,
+                (None, _) => {}
+            }
+            // A part that was never appended: its error says whether it
+            // may have been (a timeout) or was not (refused).
+            if let (None, Err(e)) = (seqs, kept) {
+                unknown |= !matches!(e, StoreError::Unavailable(_));
+                reason = match e {
+                    StoreError::Unavailable(m)
+                    | StoreError::OutcomeUnknown(m)
+                    | StoreError::Io(m)
+                    | StoreError::Refused(m) => m,
+                    StoreError::Closed => StoreError::Closed.to_string(),
+                };
+            }
+        }
+        if unknown {
+            StoreError::OutcomeUnknown(reason)
+        } else {
+            StoreError::Unavailable(reason)
+        }
     }
 
     /// Runs `op` of `claim.lua` on the claim `key` of partition `p`.

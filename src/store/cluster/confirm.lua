@@ -1,6 +1,7 @@
 -- Makes a part's appends visible once a replica has them ('confirm'), or
 -- voids them when none got them in time ('void').
--- KEYS: per user, its meta hash, stream and voided seqs. ARGV[1] 'confirm' or 'void', ARGV[2] the
+-- KEYS[1] the part's token (see append.lua), then per user: its meta
+-- hash, stream and voided seqs. ARGV[1] 'confirm' or 'void', ARGV[2] the
 -- partition's wake channel, ARGV[3] ms an idle queue is kept, then per
 -- user: uid, seq.
 -- Readers see a queue up to its `c`, never beyond. A primary replicates in
@@ -9,8 +10,8 @@
 -- nothing a replica lacks. Returns 1 when the appends are visible, 0 when
 -- they were voided: taken back if still the newest of their queue (no seq
 -- is lost), else skipped by readers (the seqs in the user's `v` set).
-local users = #KEYS / 3
-local function meta(i) return KEYS[3 * i - 2] end
+local users = (#KEYS - 1) / 3
+local function meta(i) return KEYS[3 * i - 1] end
 local function confirm()
   for i = 1, users do
     local state = redis.call('HMGET', meta(i), 'e', 'c')
@@ -35,7 +36,7 @@ for i = 1, users do
 end
 for i = 1, users do
   local seq = ARGV[3 + 2 * i]
-  local stream, void = KEYS[3 * i - 1], KEYS[3 * i]
+  local stream, void = KEYS[3 * i], KEYS[3 * i + 1]
   if redis.call('HGET', meta(i), 's') == seq then
     local before = tonumber(seq) - 1
     redis.call('XDEL', stream, seq .. '-0')
@@ -48,4 +49,6 @@ for i = 1, users do
     redis.call('HSET', meta(i), 'v', 1)
   end
 end
+-- Voided: a retry of the same part must append anew, not find its seqs.
+redis.call('DEL', KEYS[1])
 return 0
