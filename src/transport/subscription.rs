@@ -305,7 +305,10 @@ impl Subscription {
                 self.cursor = handoff.begin();
             }
             let head = *self.follow.head.borrow_and_update();
-            if head > self.cursor || std::mem::take(&mut self.recheck) {
+            // Taken whether or not the head is beyond the cursor: a recheck
+            // left set would read the queue once more after every page.
+            let recheck = std::mem::take(&mut self.recheck);
+            if head > self.cursor || recheck {
                 match self.read(PAGE, self.epoch).await {
                     Ok(page) => {
                         self.epoch = Some(page.epoch);
