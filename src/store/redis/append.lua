@@ -15,20 +15,27 @@ if ARGV[3] ~= '' then
     return out
   end
 end
+local kept_for = tonumber(ARGV[2])
+local renew_below = kept_for - math.min(60000, math.floor(kept_for / 2))
 local seqs = {}
 local users = #KEYS / 2
 for i = 1, users do
   local meta, stream = KEYS[2 * i - 1], KEYS[2 * i]
   local at = 5 + 4 * (i - 1)
-  if redis.call('HSETNX', meta, 'e', ARGV[1]) == 1 then
+  local seq = redis.call('HINCRBY', meta, 's', 1)
+  if seq == 1 and redis.call('HSETNX', meta, 'e', ARGV[1]) == 1 then
     -- No meta: a new queue, or one whose meta was lost. Seqs restart at 1
     -- under a new epoch, so nothing older may stay readable.
     redis.call('DEL', stream)
   end
-  local seq = redis.call('HINCRBY', meta, 's', 1)
   redis.call('XADD', stream, 'MAXLEN', '~', ARGV[at + 3], seq .. '-0', 'j', '{"seq":' .. seq .. ARGV[at + 4])
-  redis.call('PEXPIRE', meta, ARGV[2])
-  redis.call('PEXPIRE', stream, ARGV[2])
+  -- An idle queue expires ARGV[2] after its last append: renewed at most
+  -- once a minute (one PTTL instead of two PEXPIREs on a busy queue; a
+  -- stream XADD just created has none, so both get one).
+  if redis.call('PTTL', stream) < renew_below then
+    redis.call('PEXPIRE', meta, ARGV[2])
+    redis.call('PEXPIRE', stream, ARGV[2])
+  end
   redis.call('PUBLISH', ARGV[at + 1], ARGV[at + 2] .. ' ' .. seq)
   seqs[i] = seq
 end
