@@ -37,17 +37,18 @@ local seqs = {}
 for i = 1, (#KEYS - 1) / 3 do
   local meta, stream, void = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
   local at = 6 + 3 * (i - 1)
-  if redis.call('HSETNX', meta, 'e', ARGV[1]) == 1 then
+  local seq = redis.call('HINCRBY', meta, 's', 1)
+  if seq == 1 and redis.call('HSETNX', meta, 'e', ARGV[1]) == 1 then
     -- No meta: a new queue, or one whose meta was lost. Seqs restart at 1
     -- under a new epoch, so nothing older may stay readable.
     redis.call('DEL', stream, void)
     redis.call('HSET', meta, 'c', 0)
   end
-  local seq = redis.call('HINCRBY', meta, 's', 1)
   redis.call('XADD', stream, 'MAXLEN', '~', ARGV[at + 2], seq .. '-0', 'j', '{"seq":' .. seq .. ARGV[at + 3])
   -- An idle queue expires ARGV[2] after its last append: renewed at most
-  -- once a minute (one PTTL instead of two PEXPIREs on a busy queue).
-  if redis.call('PTTL', meta) < renew_below then
+  -- once a minute (one PTTL instead of two PEXPIREs on a busy queue; a
+  -- stream XADD just created has none, so both get one).
+  if redis.call('PTTL', stream) < renew_below then
     redis.call('PEXPIRE', meta, ARGV[2])
     redis.call('PEXPIRE', stream, ARGV[2])
   end

@@ -26,13 +26,15 @@ if cursor < head then
   local voids = state[3] and redis.call('SCARD', void) > 0
   local from = '(' .. cursor .. '-0'
   while #entries < want do
-    local batch = redis.call('XRANGE', stream, from, head .. '-0', 'COUNT', want - #entries)
-    if #batch == 0 then break end
+    local asked = want - #entries
+    local batch = redis.call('XRANGE', stream, from, head .. '-0', 'COUNT', asked)
     for _, entry in ipairs(batch) do
       if not voids or redis.call('SISMEMBER', void, string.match(entry[1], '^%d+')) == 0 then
         entries[#entries + 1] = entry
       end
     end
+    -- A short batch reached the head: no second XRANGE to find nothing.
+    if #batch < asked then break end
     from = '(' .. batch[#batch][1]
   end
   -- The oldest retained seq matters only when the page does not start
