@@ -7,6 +7,7 @@
 #
 #   ./scripts/bench-cluster.sh [SECONDS]     (default 20 per run)
 #   BENCH_RUNS="herald-redis-cluster" ./scripts/bench-cluster.sh   (some runs only)
+#   BENCH_RAMP="" BENCH_IDLE=0 ./scripts/bench-cluster.sh 10        (1 000/s only)
 #
 # Per server: 1 000 subscribers at 1 000 publishes/s, then a ramp
 # (2 000 … 16 000/s, 10 s each) to find the highest rate whose p99
@@ -77,6 +78,10 @@ calls() { # every command the primaries (or the one Redis) ran so far
     for p in $PRIMARIES; do total=$((total + $(calls_on "$p"))); done
     echo "$total"
 }
+by_command() { # "command calls" lines summed over the primaries
+    for p in $PRIMARIES; do redis-cli -p "$p" info commandstats; done |
+        awk -F'[=,:]' '/^cmdstat/ {n[$1] += $3} END {for (c in n) print substr(c, 9), n[c]}' | sort
+}
 cpu_ms() { # user+system CPU of the given pids, in ms
     local total=0
     for pid in "$@"; do
@@ -109,14 +114,26 @@ for run in ${BENCH_RUNS:-herald herald-redis-cluster nchan}; do
         redis_start
     fi
     echo "-- $run"
+    if [ "$run" = herald ]; then
+        # Redis's own durable script rate on this primary: a script that
+        # does an append's core (HINCRBY + XADD + PUBLISH), 50 clients.
+        SCRIPT_RATE=$(taskset -c 1 redis-benchmark -p $REDIS_PORT -q -c 50 -n 50000 -r 10000 eval \
+            "local s = redis.call('HINCRBY', KEYS[1], 's', 1) redis.call('XADD', KEYS[2], s .. '-0', 'j', ARGV[1]) return redis.call('PUBLISH', 'w', s)" \
+            2 "m:__rand_int__" "q:__rand_int__" '{"t":1}' | awk -F'[: ]+' '/requests per second/ {for (i = 1; i < NF; i++) if ($(i + 1) == "requests") print $i}')
+        echo "redis alone: $SCRIPT_RATE durable script calls/s (HINCRBY + XADD + PUBLISH, 50 clients)"
+    fi
     "${proto}_node" 18101; A=$NODE_PID
     "${proto}_node" 18102; B=$NODE_PID
+    by_command >"$WORK/commands0"
     calls0=$(calls); cpu0=$(cpu_ms "$A" "$B"); rcpu0=$(cpu_ms "${REDIS_PIDS[@]}")
     line=$(latency "$proto" 1000 "$SECONDS_PER_RUN"); echo "$line"
     delivered=$(echo "$line" | awk '{for (i = 1; i < NF; i++) if ($(i + 1) ~ /^delivered/) print $i}')
     calls1=$(calls); cpu1=$(cpu_ms "$A" "$B"); rcpu1=$(cpu_ms "${REDIS_PIDS[@]}")
     awk -v c=$((calls1 - calls0)) -v s=$((cpu1 - cpu0)) -v r=$((rcpu1 - rcpu0)) -v d="$delivered" -v p="$run" \
         'BEGIN {printf "%-7s per delivered event: %.1f redis commands, %.0f us node CPU, %.0f us redis CPU (all redis processes)\n", p, c / d, s * 1000 / d, r * 1000 / d}'
+    by_command | join -a 1 - "$WORK/commands0" | awk -v d="$delivered" '
+        {n = ($2 - $3) / d; if (n >= 0.05) line = line sprintf(" %s %.2f", $1, n)}
+        END {print "  by command:" line}'
     if [ "$run" = herald-redis-cluster ]; then
         # Balance: one event to each of 10 000 users, 500 per publish.
         declare -A before=()
@@ -131,13 +148,23 @@ for run in ${BENCH_RUNS:-herald herald-redis-cluster nchan}; do
             {n[NR] = $2; sum += $2; if ($2 > max) max = $2; line = line sprintf(" %s: %d", $1, $2)}
             END {printf "commands per primary for 10 000 users:%s; max/mean %.2f\n", line, max / (sum / NR)}'
     fi
-    for rate in 2000 4000 8000 12000 16000; do
-        latency "$proto" "$rate" 10
+    ceiling=0
+    for rate in ${BENCH_RAMP-2000 4000 8000 12000 16000}; do
+        line=$(latency "$proto" "$rate" 10); echo "$line"
+        if echo "$line" | awk '{for (i = 1; i < NF; i++) if ($i == "p99") exit !($(i + 1) < 100)}' &&
+            echo "$line" | grep -q " 0 publish failures, *0 lost"; then ceiling=$rate; fi
     done
+    if [ -n "${BENCH_RAMP-x}" ]; then
+        echo "$run ceiling (p99 < 100 ms, nothing lost): $ceiling/s"
+        if [ "$run" = herald ] && [ -n "${SCRIPT_RATE:-}" ]; then
+            awk -v c=$ceiling -v r="$SCRIPT_RATE" 'BEGIN {printf "herald on one primary: %.2fx of redis alone\n", c / r}'
+        fi
+    fi
     kill "$A" "$B"; wait "$A" "$B" 2>/dev/null || true
     redis_stop
 done
 
+[ "${BENCH_IDLE:-1}" = 1 ] || exit 0
 echo "== 50 000 idle WebSockets across three herald nodes"
 redis_start
 pids=()
