@@ -13,6 +13,9 @@
 #
 #   ./scripts/bench-latency.sh [SECONDS]     (default 20)
 #
+# BENCH_FAN_ONLY=1 runs the fan-out stage only; BENCH_FAN_RATES="100"
+# picks its rates.
+#
 # BENCH_SMOKE=1 (what the test suite runs): a debug build, 100 subscribers
 # at 200/s for 2 s, the peers only if already installed; it checks that
 # every stage still runs, and asserts no timing.
@@ -60,7 +63,7 @@ herald_start() {
         --send-rate 0 --max-conns-per-ip 0
 }
 
-for transport in ws sse longpoll; do
+for transport in $([ -n "${BENCH_FAN_ONLY:-}" ] || echo ws sse longpoll); do
     herald_start
     run herald "$transport" 18080; flush_figures 18080 "$API_KEY"; stop
     if have_nchan; then
@@ -68,13 +71,13 @@ for transport in ws sse longpoll; do
         run nchan "$transport" 18081; stop
     else echo "nchan: skipped (not installed)"; fi
 done
-if have_socketio; then
+if [ -z "${BENCH_FAN_ONLY:-}" ] && have_socketio; then
     start 18082 node bench/peers/socketio-server.js 18082
     run socketio ws 18082; stop
 else echo "socket.io: skipped (not installed)"; fi
 
 echo "== sustained fan-out: every publish to all $SUBSCRIBERS WebSocket subscribers"
-FAN_RATES=$([ -n "$SMOKE" ] && echo 2 || echo "20 50 100 200")
+FAN_RATES=${BENCH_FAN_RATES:-$([ -n "$SMOKE" ] && echo 2 || echo "20 50 100 200")}
 FAN_SECONDS=$([ -n "$SMOKE" ] && echo 2 || echo 10)
 for rate in $FAN_RATES; do
     herald_start
@@ -85,6 +88,21 @@ for rate in $FAN_RATES; do
     fi
 done
 
+# One line per fan-out rate: herald's p99 against nchan's, so that a
+# regression shows at a glance.
+python3 - "$OUT/sustained.jsonl" <<'PY'
+import json, sys
+runs = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    runs.setdefault(r["rate"], {})[r["server"]] = r
+for rate, by in sorted(runs.items()):
+    h, n = by.get("herald"), by.get("nchan")
+    if h and n:
+        print(f"fan-out {rate}/s: herald p99 {h['p99_ms']:.1f} ms, nchan {n['p99_ms']:.1f} ms: "
+              f"{h['p99_ms'] / max(n['p99_ms'], 0.001):.2f}x; delivered {h['delivered']} / {n['delivered']}")
+PY
+[ -n "${BENCH_FAN_ONLY:-}" ] && exit 0
 "$BIN/examples/bench_latency" chart --in "$OUT/latency.jsonl" --out "$OUT/latency.svg" \
     --title "publish → receive at $RATE/s, $SUBSCRIBERS subscribers, one core each (lower is better)"
 "$BIN/examples/bench_latency" chart --in "$OUT/sustained.jsonl" --out "$OUT/sustained.svg" \

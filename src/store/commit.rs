@@ -5,7 +5,8 @@
 //! runs one `sled::Db::flush` plus an `fdatasync` of sled's log file (sled
 //! 0.34's flush ends in `sync_file_range`, which survives kill -9 but not a
 //! power cut), then raises each user's durable
-//! mark and answers the waiters. Everything that arrived during a flush is
+//! mark (once per flush, to the highest seq it got) and answers the
+//! waiters. Everything that arrived during a flush is
 //! served by the next one, so under load one fsync covers thousands of
 //! appends, and an idle server flushes as soon as a single append waits.
 //!
@@ -147,13 +148,29 @@ fn commit_loop(shared: &Shared, db: &sled::Db, log: &File, linger: Duration, met
         if let Err(e) = &result {
             tracing::error!("group commit failed: {e}");
         }
+        if result.is_ok() {
+            raise_marks(&batch);
+        }
         for waiter in batch {
-            if result.is_ok() {
-                for (mark, seq) in &waiter.marks {
-                    mark.mark_durable(*seq);
-                }
-            }
             let _ = waiter.done.send(result.clone());
         }
+    }
+}
+
+/// Raises every mark of `batch` once, to the highest seq any waiter of the
+/// batch gives it: a user who got several events in one flush is woken,
+/// and its direct readers written to, once for all of them (a sustained
+/// fan-out at 200 publishes/s raised each mark four times per flush).
+fn raise_marks(batch: &[Waiter]) {
+    let mut highest: std::collections::HashMap<*const (), (&Arc<dyn DurableMark>, u64)> =
+        std::collections::HashMap::new();
+    for (mark, seq) in batch.iter().flat_map(|w| &w.marks) {
+        let entry = highest
+            .entry(Arc::as_ptr(mark).cast::<()>())
+            .or_insert((mark, *seq));
+        entry.1 = entry.1.max(*seq);
+    }
+    for (mark, seq) in highest.into_values() {
+        mark.mark_durable(seq);
     }
 }
