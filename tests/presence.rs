@@ -153,9 +153,15 @@ async fn login_pull_and_invisible_looks_offline() {
     .await;
     let (alice, bob) = (server.token("alice").await, server.token("bob").await);
     let _bob_online = online(&server, &bob).await;
-    assert_eq!(
-        friends_presence(&server, &alice).await,
-        json!({"bob": "online", "carol": "offline"})
+    // Presence is published after the stream opens, not before its 200.
+    let expected = json!({"bob": "online", "carol": "offline"});
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            friends_presence(&server, &alice).await == expected
+        })
+        .await,
+        "alice does not see bob online: {}",
+        friends_presence(&server, &alice).await
     );
 
     for (chosen, seen) in [
@@ -275,7 +281,17 @@ async fn a_flapping_connection_is_coalesced() {
         drop(stream);
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The final state is pushed once the window has passed.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            presence_events(&server, &alice).await.last()
+                == Some(&json!({"uid": "bob", "status": "offline"}))
+        })
+        .await,
+        "alice was not told bob's final state"
+    );
+    // And nothing more comes in the next window.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let events = presence_events(&server, &alice).await;
     assert!(
         !events.is_empty() && events.len() <= 3,
