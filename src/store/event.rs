@@ -19,13 +19,17 @@ pub fn event_tail(kind: &str, ts: u64, data: &str) -> String {
 
 /// [`event_json`] of `seq` from its [`event_tail`].
 pub fn event_json_with(seq: u64, tail: &str) -> Vec<u8> {
-    let mut digits = itoa::Buffer::new();
-    let seq = digits.format(seq);
-    let mut json = Vec::with_capacity(7 + seq.len() + tail.len());
-    json.extend_from_slice(br#"{"seq":"#);
-    json.extend_from_slice(seq.as_bytes());
-    json.extend_from_slice(tail.as_bytes());
+    let mut json = Vec::with_capacity(27 + tail.len());
+    write_event_json(&mut json, seq, tail);
     json
+}
+
+/// Writes [`event_json_with`]'s event to the end of `out`.
+pub fn write_event_json(out: &mut impl bytes::BufMut, seq: u64, tail: &str) {
+    let mut digits = itoa::Buffer::new();
+    out.put_slice(br#"{"seq":"#);
+    out.put_slice(digits.format(seq).as_bytes());
+    out.put_slice(tail.as_bytes());
 }
 
 /// The seq of an event written by [`event_json`] (it comes first).

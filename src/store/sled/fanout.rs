@@ -23,11 +23,11 @@ use std::collections::HashMap;
 #[cfg(test)]
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 
 use super::expander::Job;
 use super::{be_u64, event_key, values, Marks, Meta, SledStore};
-use crate::store::event::{event_json, event_json_with, event_tail};
+use crate::store::event::{event_json, event_tail, write_event_json};
 use crate::store::{Append, StoreError};
 
 /// Chunks smaller than this are inserted event by event.
@@ -167,11 +167,16 @@ impl SledStore {
         let mut taken = vec![0; guards.len()];
         let mut entries = Vec::with_capacity(queues.len());
         let mut events = Vec::with_capacity(queues.len());
+        // Every recipient's event in one allocation: each is a slice of it,
+        // so the copies kept in memory (recent, pending, expansion) share
+        // it by count instead of one allocation per event and clone.
+        let mut buf = BytesMut::with_capacity(queues.len() * (27 + tail.len()));
         for (q, &g) in queues.iter().zip(&slot) {
             let seq = guards[g].next_seq + taken[g];
             taken[g] += 1;
             entries.push((q.id, seq));
-            events.push(Bytes::from(event_json_with(seq, &tail)));
+            write_event_json(&mut buf, seq, &tail);
+            events.push(buf.split().freeze());
         }
         let key = self.db.generate_id()?;
         self.fanout
