@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,16 +43,24 @@ impl FanOut {
     }
 }
 
+/// When a fan-out may stop: once a publish sent after the instant set here
+/// was acknowledged (or 60 s after it, and the test fails on that).
+type StopAfter = Arc<std::sync::Mutex<Option<Instant>>>;
+
 /// Publishes `{"n"}` to all of `users` at once through `base` until
-/// `stop`, at most ~200 publishes a second.
-async fn fan_out(base: Base, users: Vec<String>, stop: Arc<AtomicBool>) -> FanOut {
+/// `stop` says so, at most ~200 publishes a second.
+async fn fan_out(base: Base, users: Vec<String>, stop: StopAfter) -> FanOut {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
     let mut seen = FanOut::default();
     let mut n = 0u64;
-    while !stop.load(Ordering::SeqCst) {
+    loop {
+        let after = *stop.lock().unwrap();
+        if after.is_some_and(|at| seen.served_after(at) || at.elapsed() > Duration::from_secs(60)) {
+            break;
+        }
         let url = format!("{}/api/v1/publish", base.lock().unwrap());
         let started = Instant::now();
         let response = http
@@ -137,7 +144,7 @@ async fn a_primary_killed_under_load_loses_nothing_and_its_replica_takes_over() 
     let primary = redis.primary_holding(pattern).expect("survivor's primary");
 
     let (base, rotator) = rotating(bases(&nodes));
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopAfter::default();
     let fan = tokio::spawn(fan_out(base, users.clone(), stop.clone()));
     let redis_ref = &mut redis;
     let back = Arc::new(std::sync::Mutex::new(Instant::now()));
@@ -153,7 +160,9 @@ async fn a_primary_killed_under_load_loses_nothing_and_its_replica_takes_over() 
         *back.lock().unwrap() = Instant::now();
     })
     .await;
-    stop.store(true, Ordering::SeqCst);
+    // Served again after the failover, without restarting a herald node.
+    let back = *back.lock().unwrap();
+    *stop.lock().unwrap() = Some(back);
     let seen = fan.await.unwrap();
     rotator.abort();
 
@@ -173,8 +182,6 @@ async fn a_primary_killed_under_load_loses_nothing_and_its_replica_takes_over() 
     }
     let accepted = seen.answers.len() - refused;
     eprintln!("fan-out: {accepted} acknowledged, {refused} refused during the failover");
-    // Served again after the failover, without restarting a herald node.
-    let back = *back.lock().unwrap();
     assert!(
         seen.served_after(back),
         "no fan-out acknowledged after the failover"
@@ -354,7 +361,7 @@ async fn slots_migrated_under_load_lose_duplicate_or_reorder_nothing() {
         .collect();
 
     let (base, rotator) = rotating(bases(&nodes));
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopAfter::default();
     let fan = tokio::spawn(fan_out(base, users, stop.clone()));
     let redis_ref = &redis;
     let moved = Arc::new(std::sync::Mutex::new(Instant::now()));
@@ -365,7 +372,8 @@ async fn slots_migrated_under_load_lose_duplicate_or_reorder_nothing() {
         eprintln!("slots 0-199 moved from node {from} to node {to}");
     })
     .await;
-    stop.store(true, Ordering::SeqCst);
+    let moved = *moved.lock().unwrap();
+    *stop.lock().unwrap() = Some(moved);
     let seen = fan.await.unwrap();
     rotator.abort();
     assert_eq!(
@@ -374,7 +382,6 @@ async fn slots_migrated_under_load_lose_duplicate_or_reorder_nothing() {
         "the user moved"
     );
     assert!(seen.odd.is_empty(), "answers: {:?}", seen.odd);
-    let moved = *moved.lock().unwrap();
     assert!(
         seen.served_after(moved),
         "no fan-out acknowledged after the migration"
