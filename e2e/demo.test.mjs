@@ -97,6 +97,37 @@ test("two people chat and see each other's presence and receipts", async () => {
   await alice.close();
 });
 
+test("bob sees alice typing within 200 ms, and it goes away after 5 s", async (t) => {
+  const bob = await openAs("bob", "sse");
+  // alice's signals go as POSTs (only a WebSocket sends them itself).
+  const alice = await openAs("alice", "poll");
+  await openChatWith(bob, "alice");
+  await openChatWith(alice, "bob");
+  // Both pages share the machine's clock: the delay is the signal's path
+  // (alice's POST, herald, bob's event stream, the page), not the test's.
+  await bob.evaluate(() => {
+    new MutationObserver(() => {
+      if (document.getElementById("typing").textContent && !window.typingShownAt) window.typingShownAt = Date.now();
+      if (!document.getElementById("typing").textContent && window.typingShownAt) window.typingGoneAt = Date.now();
+    }).observe(document.getElementById("typing"), { childList: true, characterData: true, subtree: true });
+  });
+  await alice.evaluate(() => {
+    document.getElementById("text").addEventListener("input", () => { window.typedAt ||= Date.now(); });
+  });
+  await alice.type("#text", "h");
+  await bob.waitForSelector("#typing >> text=alice is typing…", { timeout: 5000 });
+  const typedAt = await alice.evaluate(() => window.typedAt);
+  const shownAt = await bob.evaluate(() => window.typingShownAt);
+  t.diagnostic(`"alice is typing…" shown ${shownAt - typedAt} ms after the keystroke`);
+  assert.ok(shownAt - typedAt < 200, `shown ${shownAt - typedAt} ms after the keystroke`);
+  await bob.screenshot({ path: join(shots, "demo-typing.png") });
+  await bob.waitForFunction(() => window.typingGoneAt, null, { timeout: 10000 });
+  const goneAt = await bob.evaluate(() => window.typingGoneAt);
+  assert.ok(goneAt - shownAt >= 4500, `gone after ${goneAt - shownAt} ms`);
+  await alice.close();
+  await bob.close();
+});
+
 test("a reload resumes from the cursor without duplicates", async () => {
   const page = await openAs("dave", "sse");
   await openChatWith(page, "alice");

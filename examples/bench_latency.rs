@@ -8,6 +8,7 @@
 //! bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll
 //!     --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE]
 //!     [--fanout]
+//! bench_latency typing --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S]
 //! bench_latency curve --in FILE --out FILE.svg [--title TEXT]
 //! bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY]
 //!     [--series KEY] [--measure KEY,KEY…] [--unit TEXT] [--linear]
@@ -17,6 +18,11 @@
 //! publish to all their users, each event durable in each queue; the
 //! peers: one channel or room), so `--rate` publishes/s make `--rate` ×
 //! `--subscribers` deliveries/s.
+//!
+//! `typing` measures herald's typing signals (never stored): N pairs of
+//! WebSockets, the sender's on `--pub`, the receiver's on `--sub`; each
+//! pair signals in turn and times the receiver's frame, `--rate` signals/s
+//! over all pairs.
 //!
 //! `run` prints one line (rate, delivered, lost, p50/p99/p99.9 in ms) and,
 //! with `--out`, appends it as a JSON line; `chart` draws those lines as an
@@ -51,7 +57,7 @@ struct Args {
 
 const SECRET: &str = "bench-secret-0123456789abcdefghij";
 const API_KEY: &str = "bench-api-key-0123";
-const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE] [--fanout]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY] [--series KEY] [--measure KEY,KEY...] [--unit TEXT] [--linear]\n       bench_latency curve --in FILE --out FILE.svg [--title TEXT]";
+const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE] [--fanout]\n       bench_latency typing --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY] [--series KEY] [--measure KEY,KEY...] [--unit TEXT] [--linear]\n       bench_latency curve --in FILE --out FILE.svg [--title TEXT]";
 
 /// `--flag value` pairs after the subcommand (`--linear` takes none).
 fn flags(mut args: impl Iterator<Item = String>) -> Result<Vec<(String, String)>, String> {
@@ -433,6 +439,93 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// `typing`: `--subscribers` pairs (sender on `--pub`, receiver on
+/// `--sub`) send typing signals, `--rate` a second over all pairs for
+/// `--seconds`; each signal is timed from the sender's frame to the
+/// receiver's. A signal not seen within 1 s counts as lost.
+async fn typing(args: Args) -> Result<(), String> {
+    let pairs = args.subscribers;
+    let per_pair = Duration::from_secs_f64(pairs as f64 / args.rate as f64);
+    let ws = |addr: SocketAddr, uid: String| async move {
+        let url = format!("ws://{addr}/v1/ws?token={}", token(&uid));
+        tokio_tungstenite::connect_async(url)
+            .await
+            .map(|(ws, _)| ws)
+            .map_err(|e| format!("{uid}: {e}"))
+    };
+    let mut opened = Vec::with_capacity(pairs);
+    for i in 0..pairs {
+        let run = std::process::id();
+        let (from, to) = (format!("ty{run}s{i}"), format!("ty{run}r{i}"));
+        opened.push((
+            ws(args.publish, from).await?,
+            ws(args.subscribe, to.clone()).await?,
+            to,
+        ));
+    }
+    let lost = Arc::new(AtomicU64::new(0));
+    let latencies: Latencies = Arc::default();
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let tasks: Vec<_> = opened
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut sender, mut receiver, to))| {
+            let (lost, latencies) = (lost.clone(), latencies.clone());
+            let frame = format!(r#"{{"op":"typing","to":"{to}"}}"#);
+            tokio::spawn(async move {
+                // Spread the pairs over the interval.
+                tokio::time::sleep(per_pair.mul_f64(i as f64 / pairs as f64)).await;
+                let mut next = tokio::time::Instant::now();
+                while Instant::now() < until {
+                    let sent = Instant::now();
+                    if sender.send(Message::text(frame.clone())).await.is_err() {
+                        return;
+                    }
+                    let seen = tokio::time::timeout(Duration::from_secs(1), async {
+                        while let Some(Ok(message)) = receiver.next().await {
+                            if let Message::Text(text) = message {
+                                if text.as_str().contains(r#""type":"typing""#) {
+                                    return true;
+                                }
+                            }
+                        }
+                        false
+                    })
+                    .await;
+                    if seen == Ok(true) {
+                        let took = sent.elapsed().as_micros() as u64;
+                        latencies
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(took);
+                    } else {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                    next += per_pair;
+                    tokio::time::sleep_until(next).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let mut sorted = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    sorted.sort_unstable();
+    println!(
+        "herald   typing   {:>6}/s for {:>3} s, {:>5} pairs: {:>7} delivered, {:>5} lost; send -> receive p50 {:>7.2} ms, p99 {:>7.2} ms, p99.9 {:>7.2} ms",
+        args.rate,
+        args.seconds,
+        pairs,
+        sorted.len(),
+        lost.load(Ordering::Relaxed),
+        percentile(&sorted, 0.50),
+        percentile(&sorted, 0.99),
+        percentile(&sorted, 0.999),
+    );
+    Ok(())
+}
+
 /// `chart`: the JSON lines of FILE as grouped bars, one group per value of
 /// `--group` (default `transport`), a column per `--series` (`server`),
 /// one bar per `--measure` (`p50_ms,p99_ms,p999_ms`), on a log scale
@@ -533,6 +626,10 @@ async fn main() -> std::process::ExitCode {
         (_, Err(e)) => Err(e),
         ("run", Ok(pairs)) => match parse_run(pairs) {
             Ok(args) => run(args).await,
+            Err(e) => Err(e),
+        },
+        ("typing", Ok(pairs)) => match parse_run(pairs) {
+            Ok(args) => typing(args).await,
             Err(e) => Err(e),
         },
         ("chart", Ok(pairs)) => draw(pairs),

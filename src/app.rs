@@ -22,6 +22,7 @@ use crate::chat::notices::Counters;
 use crate::chat::online::OnlineDirectory;
 use crate::chat::presence::Presence;
 use crate::chat::receipts::Receipts;
+use crate::chat::signals::Signals;
 use crate::config::Config;
 use crate::http::auth::Auth;
 use crate::http::cors::Cors;
@@ -58,6 +59,8 @@ pub struct App {
     pub group_log: Arc<GroupLog>,
     pub group_reads: Arc<GroupReads>,
     pub broadcasts: Arc<Broadcasts>,
+    /// Typing signals: to the connections open now, never stored.
+    pub signals: Arc<Signals>,
     pub metrics: Arc<Metrics>,
     /// Whether the demo-only routes exist.
     pub demo: bool,
@@ -162,6 +165,13 @@ impl App {
             None => None,
         };
         let admission = Arc::new(Admission::new(sends.clone(), hook));
+        let signals = Signals::new(
+            store.clone(),
+            backend.buckets.clone(),
+            config.typing_rate,
+            metrics.signals_sent.clone(),
+            metrics.signals_limited.clone(),
+        );
         let app = Arc::new(App {
             auth,
             cors: Cors::new(&config.allow_origins),
@@ -193,6 +203,7 @@ impl App {
             group_log,
             group_reads,
             broadcasts: Broadcasts::start(store.clone(), metrics.clone(), pacer).await?,
+            signals,
             store: store.clone(),
             upkeep: backend.upkeep.clone(),
             metrics,
@@ -202,6 +213,7 @@ impl App {
             config,
         });
         tokio::spawn(follow_changes(Arc::downgrade(&app)));
+        tokio::spawn(follow_signals(Arc::downgrade(&app)));
         Ok(app)
     }
 }
@@ -231,6 +243,26 @@ async fn follow_changes(app: std::sync::Weak<App>) {
         if let Err(e) = reloaded.await {
             tracing::warn!("could not reread {change:?} after another node changed it: {e}");
         }
+    }
+}
+
+/// Hands the signals published through any node (this one included) to
+/// the connections open here. A store of one process publishes none: the
+/// task then ends at once.
+async fn follow_signals(app: std::sync::Weak<App>) {
+    let Some(mut signals) = app.upgrade().map(|app| app.store.signals()) else {
+        return;
+    };
+    loop {
+        let (uid, json) = match signals.recv().await {
+            Ok(signal) => signal,
+            // Signals are stale in seconds: the missed ones are not worth
+            // anything now.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(app) = app.upgrade() else { return };
+        app.signals.deliver(&uid, json);
     }
 }
 

@@ -140,6 +140,10 @@ pub struct Config {
     #[arg(long, env = "HERALD_SEND_RATE", default_value_t = 20)]
     pub send_rate: u32,
 
+    /// Typing signals one user may send per second (bursts of twice that).
+    #[arg(long, env = "HERALD_TYPING_RATE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub typing_rate: u32,
+
     /// Keep the backend feed (`GET /api/v1/feed`): every direct and group
     /// message, receipt, group read mark and status choice, in order, for
     /// the chat backend. A direct

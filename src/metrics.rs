@@ -64,6 +64,10 @@ pub struct Metrics {
     pub longpolls_evicted: Counter,
     /// Sends refused by the per-user send limit (`--send-rate`, 429).
     pub send_limited: Counter,
+    /// Typing signals sent (`POST /v1/typing`, the WebSocket's `typing`).
+    pub signals_sent: Counter,
+    /// Typing signals refused by the per-user limit (`--typing-rate`, 429).
+    pub signals_limited: Counter,
     /// Feed events the webhook delivered (answered 2xx).
     pub webhook_delivered: Counter,
     /// Webhook `POST`s that failed and will be retried.
@@ -106,6 +110,18 @@ impl Metrics {
             "send_limited",
             "Sends refused by the per-user send limit",
             send_limited.clone(),
+        );
+        let signals_sent = Counter::default();
+        registry.register(
+            "signals_sent",
+            "Typing signals sent (never stored)",
+            signals_sent.clone(),
+        );
+        let signals_limited = Counter::default();
+        registry.register(
+            "signals_limited",
+            "Typing signals refused by the per-user limit",
+            signals_limited.clone(),
         );
         let expired_records = Counter::default();
         let webhook_delivered = Counter::default();
@@ -249,6 +265,8 @@ impl Metrics {
             refused_connections,
             longpolls_evicted,
             send_limited,
+            signals_sent,
+            signals_limited,
             webhook_delivered,
             webhook_failed,
             expired_records,

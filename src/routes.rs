@@ -158,6 +158,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
             let date = date.to_string();
             api::notices::put_news(app, req, &date).await
         }
+        ["v1", "typing"] => {
+            allow(&method, "POST")?;
+            actions::typing::post(app, req).await
+        }
         ["v1", "status"] => {
             allow(&method, "PUT")?;
             actions::put_status(app, req).await

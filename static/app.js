@@ -32,6 +32,7 @@ $("go").onclick = async () => {
   herald.on("group_receipt", (e) => showGroupReceipt(e.data));
   herald.on("counter", (e) => setCounter(e.data.name, e.data.value));
   herald.on("broadcast", (e) => banner(e.data.body));
+  herald.on("typing", (e) => showTyping(e));
   herald.on("hb", (e) => { if (e.hints && e.hints.broadcast > (state.lastBroadcast || 0)) pullBroadcasts(); });
   // Events may be missing (expired, or a server that lost our position):
   // refetch what the page shows from the server's current state.
@@ -90,6 +91,29 @@ async function pullBroadcasts() {
   for (const b of list.broadcasts) banner(b.body);
 }
 
+// Who is typing, per chat key: the set of uids (herald.js ends each after 5 s).
+const typers = new Map();
+
+function showTyping(e) {
+  const chat = e.gid !== undefined ? { kind: "group", id: e.gid } : { kind: "direct", id: e.from };
+  const set = typers.get(key(chat)) || new Set();
+  if (e.stopped) set.delete(e.from); else set.add(e.from);
+  typers.set(key(chat), set);
+  drawTyping();
+}
+
+function drawTyping() {
+  const set = state.chat ? typers.get(key(state.chat)) : null;
+  const names = set ? [...set] : [];
+  $("typing").textContent = names.length === 0 ? ""
+    : names.join(", ") + (names.length === 1 ? " is typing…" : " are typing…");
+}
+
+$("text").oninput = () => {
+  const chat = state.chat;
+  if (chat && $("text").value) state.herald.typing(chat.kind === "group" ? { gid: chat.id } : chat.id).catch(() => {});
+};
+
 document.querySelectorAll("[data-group]").forEach((b) => { b.onclick = () => openChat({ kind: "group", id: b.dataset.group }); });
 $("status").onchange = () => state.herald.setStatus($("status").value);
 
@@ -100,6 +124,7 @@ async function openChat(chat) {
   $("text").disabled = false;
   $("composer").querySelector("button").disabled = false;
   $("group-presence").textContent = "";
+  drawTyping();
   const thread = state.messages.get(key(chat)) || [];
   for (const item of thread) render(item);
   if (chat.kind === "group") {

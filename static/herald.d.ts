@@ -108,6 +108,19 @@ export interface HeartbeatEvent {
   hints?: { broadcast?: number };
 }
 
+/**
+ * Someone is typing to you (`to`) or in a group (`gid`): emitted when the
+ * signal comes (`stopped: false`) and again with `stopped: true` once none
+ * came for 5 s. Not part of the queue: no seq, not acked, not replayed.
+ */
+export interface TypingEvent {
+  type: "typing";
+  from: string;
+  to?: string;
+  gid?: string;
+  stopped: boolean;
+}
+
 export interface EventMap {
   notice: QueueEvent<"notice">;
   msg: QueueEvent<"msg", DirectMessage>;
@@ -119,6 +132,7 @@ export interface EventMap {
   broadcast: QueueEvent<"broadcast", { bid: number; body: unknown }>;
   gap: QueueEvent<"gap", GapData>;
   hb: HeartbeatEvent;
+  typing: TypingEvent;
   status: StatusEvent;
   resync: ResyncEvent;
 }
@@ -170,6 +184,8 @@ export class Herald {
   groupSend(gid: string, body: unknown, cid?: string): Promise<{ msgid: number }>;
   /** Batched: sent with the next ack flush (at most once a second). */
   groupRead(gid: string, msgid: number): void;
+  /** "I am typing" to a user or a group; call it on every keystroke (sent at most every 2 s per target, never stored). */
+  typing(target: string | { gid: string }): Promise<null>;
   /** The direct conversation with `uid`, oldest first: the newest `limit` (1-100, default 50), or those before/after a message id; `more` says the history goes on that way. */
   history(uid: string, window?: { before?: number; after?: number; limit?: number }): Promise<{ with: string; messages: HistoryMessage[]; more: boolean }>;
   groupHistory(gid: string, after?: number): Promise<{ messages: GroupMessage[]; cursor: number }>;

@@ -11,7 +11,11 @@
 // frontend".
 
 const STREAM_TYPES = ["notice", "msg", "group_msg", "presence", "receipt", "group_receipt",
-  "counter", "broadcast", "gap", "hb", "hello"];
+  "counter", "broadcast", "gap", "hb", "hello", "typing"];
+/** A typing signal shows for this long unless renewed (the sender renews
+ *  every TYPING_EVERY_MS while typing). */
+const TYPING_SHOWN_MS = 5000;
+const TYPING_EVERY_MS = 2000;
 /** SSE and the iframe stream say `ready` at once; not seeing it this soon
  *  means something on the path buffers the stream. */
 const READY_WITHIN_MS = 5000;
@@ -55,6 +59,10 @@ export class Herald {
     this.attempt = 0;
     this.pendingAck = 0;
     this.groupReads = new Map();
+    // Who is typing, by "from|to" or "from|gid": the timer that ends it.
+    this.typers = new Map();
+    // When this client last signalled each target.
+    this.typingSent = new Map();
     this.stats = { transport: null, requests: 0, usefulRequests: 0, bytes: 0, delivered: 0, latencies: [] };
   }
 
@@ -78,6 +86,8 @@ export class Herald {
     this.running = false;
     clearInterval(this.ackTimer);
     clearTimeout(this.watchdog);
+    for (const timer of this.typers.values()) clearTimeout(timer);
+    this.typers.clear();
     this.flushAcks();
     this.teardown();
   }
@@ -88,6 +98,7 @@ export class Herald {
     this.heard(event);
     this.stats.bytes += bytes || 0;
     if (event.type === "hb") { this.emit(event); return; }
+    if (event.type === "typing") { this.typingSeen(event); return; }
     if (event.type === "hello" || event.type === "reconnect") { this.setEpoch(event.epoch); return; }
     if (event.type === "gap" && event.data && event.data.epoch) {
       // The queue was recreated: its history starts again at seq 1.
@@ -113,6 +124,19 @@ export class Herald {
       this.seenMsgids.add(key);
     }
     this.emit(event);
+  }
+
+  /** A typing signal: emitted at once, then again with `stopped: true`
+   *  once no new one came for TYPING_SHOWN_MS. Not part of the queue: no
+   *  seq, nothing acked, gone after a reconnect. */
+  typingSeen(event) {
+    const key = event.from + "|" + (event.gid !== undefined ? "g:" + event.gid : event.to);
+    clearTimeout(this.typers.get(key));
+    this.typers.set(key, setTimeout(() => {
+      this.typers.delete(key);
+      this.emit({ ...event, stopped: true });
+    }, TYPING_SHOWN_MS));
+    this.emit({ ...event, stopped: false });
   }
 
   setEpoch(epoch) {
@@ -364,6 +388,7 @@ export class Herald {
       if (body.events.length) this.stats.usefulRequests += 1;
       this.stats.bytes += text.length;
       for (const event of body.events) this.deliver(event, 0);
+      for (const signal of body.signals || []) this.deliver(signal, 0);
       this.setEpoch(body.epoch);
       if (body.hints) this.emit({ type: "hb", hints: body.hints });
       if (kind === "poll" && !body.events.length) {
@@ -507,6 +532,25 @@ export class Herald {
       if (!response.ok) throw Object.assign(new Error(json.message || response.status), { code: json.error, status: response.status });
       return json;
     }
+  }
+
+  /**
+   * Says "I am typing" to `target`: a uid, or `{ gid }` for a group. Call it
+   * on every keystroke: a signal goes out at most every 2 s per target
+   * (the server allows a few per second per user). Never stored: only the
+   * recipients' connections open now get it, as a `typing` event.
+   */
+  typing(target) {
+    const body = typeof target === "string" ? { to: target } : { gid: target.gid };
+    const key = body.to !== undefined ? body.to : "g:" + body.gid;
+    const now = Date.now();
+    if (now - (this.typingSent.get(key) || 0) < TYPING_EVERY_MS) return Promise.resolve(null);
+    this.typingSent.set(key, now);
+    if (this.stats.transport === "ws" && this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify({ op: "typing", ...body }));
+      return Promise.resolve(null);
+    }
+    return this.call("POST", "/v1/typing", body);
   }
 
   send(to, body, cid = newCid()) { return this.call("POST", "/v1/messages", { to, body, cid }); }

@@ -544,3 +544,64 @@ async fn the_backend_feed_is_the_clusters() {
         .collect();
     assert_eq!(got, ids);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typing_signal_reaches_a_user_on_another_node_and_is_not_stored() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3, &[]).await;
+    nodes[0].set_members("crew", &["alice", "bob"]).await;
+    let (alice, bob) = (nodes[0].token("alice").await, nodes[0].token("bob").await);
+    let mut ws = nodes[1].ws(&format!("token={bob}")).await;
+    let held = {
+        let (http, url) = (
+            nodes[2].http.clone(),
+            nodes[2].url("/v1/longpoll?timeout=20"),
+        );
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            let response = http.get(url).bearer_auth(bob).send().await.unwrap();
+            response.json::<Value>().await.unwrap()
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            nodes[2].metric("herald_longpolls_held").await == 1.0
+        })
+        .await
+    );
+    for (body, expected) in [
+        (
+            json!({"to": "bob"}),
+            json!({"type": "typing", "from": "alice", "to": "bob"}),
+        ),
+        (
+            json!({"gid": "crew"}),
+            json!({"type": "typing", "from": "alice", "gid": "crew"}),
+        ),
+    ] {
+        let (status, answer) = nodes[0].post_as(&alice, "/v1/typing", body).await;
+        assert_eq!(status, 204, "{answer}");
+        let signal = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) = ws.next().await
+                else {
+                    panic!("the socket closed");
+                };
+                let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+                if frame["type"] == "typing" {
+                    return frame;
+                }
+            }
+        })
+        .await
+        .expect("the signal on node B");
+        assert_eq!(signal, expected);
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("the long-poll on node C answered")
+        .unwrap();
+    assert_eq!(answer["signals"][0]["from"], "alice", "{answer}");
+    assert_eq!(answer["events"], json!([]));
+    assert!(nodes[1].poll_all(&bob).await.is_empty(), "nothing stored");
+}

@@ -10,3 +10,4 @@ herald.on("presence", (e) => e.data.status === "away");
 herald.setStatus("offline");
 herald.send(42, "hi");
 herald.groupRead("team", "7");
+herald.typing({ to: "bob" });

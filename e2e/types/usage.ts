@@ -26,6 +26,7 @@ herald
   .on("receipt", (e) => console.log(e.data.kind, e.data.ids.length, e.data.by))
   .on("group_receipt", (e) => console.log(e.data.receipts.map((r) => r.read + r.unread)))
   .on("counter", (e) => console.log(e.data.name, e.data.value + 1))
+  .on("typing", (e) => console.log(e.from, e.gid ?? e.to, e.stopped ? "stopped" : "typing"))
   .on("broadcast", (e) => console.log(e.data.bid))
   .on("gap", (e) => console.log(e.data.from, e.data.to, e.data.epoch ?? "same history"))
   .on("hb", (e) => console.log(e.hints?.broadcast))
@@ -50,6 +51,8 @@ async function actions(): Promise<void> {
   const { members } = await herald.groupPresence("team");
   const { friends } = await herald.friendsPresence();
   console.log(members["bob"], friends["carol"]);
+  await herald.typing("bob");
+  await herald.typing({ gid: "team" });
   await herald.setStatus("invisible");
   const { counters } = await herald.counters();
   const news = await herald.news();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::actions::groups;
+use crate::actions::{groups, typing};
 use crate::app::App;
 use crate::chat::messages;
 use crate::error::Error;
@@ -29,6 +29,8 @@ pub enum Command {
     GroupSend { gid: String, msg: groups::Outgoing },
     /// `{"op":"group_read","gid","msgid"}`
     GroupRead { gid: String, msgid: u64 },
+    /// `{"op":"typing","to"}` or `{"op":"typing","gid"}`
+    Typing(typing::Typing),
 }
 
 /// What a command did, for its answer (each edge writes it its way).
@@ -46,6 +48,8 @@ pub enum Outcome {
     Posted(u64),
     /// The group's last read msgid now.
     LastRead(u64),
+    /// A typing signal went out.
+    Signalled,
 }
 
 impl Outcome {
@@ -59,6 +63,7 @@ impl Outcome {
             Outcome::Read(ids) => json!({ "read": ids }),
             Outcome::Posted(msgid) => json!({ "msgid": msgid }),
             Outcome::LastRead(last) => json!({ "last_read": last }),
+            Outcome::Signalled => json!({}),
         }
     }
 }
@@ -79,6 +84,10 @@ impl Command {
             }
             Command::GroupRead { gid, msgid } => {
                 Outcome::LastRead(groups::mark_read(app, &gid, uid, msgid).await?)
+            }
+            Command::Typing(target) => {
+                typing::send(app, uid, target).await?;
+                Outcome::Signalled
             }
         })
     }

@@ -5,6 +5,7 @@
 
 pub mod command;
 pub mod groups;
+pub mod typing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -22,3 +22,4 @@ pub mod notices;
 pub mod online;
 pub mod presence;
 pub mod receipts;
+pub mod signals;

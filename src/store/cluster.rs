@@ -43,7 +43,7 @@ use redis::cluster_routing::{
 use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::event::now_ms;
 use super::redis::health::Health;
@@ -51,7 +51,6 @@ use super::redis::{array, bad_reply, bytes, int, new_epoch, page_of, RedisOption
 use super::{Acked, Append, EventQueue, IdempotentAppend, Page, PageLimit, StoreError};
 use crate::config::Durability;
 use crate::uid::Uid;
-use crate::util::SharedMap;
 
 /// How many partitions users, groups and records are spread over.
 pub const PARTITIONS: usize = 128;
@@ -223,7 +222,6 @@ impl ClusterStore {
             .await
             .map_err(unreachable)?;
         let (persistence, replicas) = check_primaries(&mut conn, &options).await?;
-        let (changes, _) = broadcast::channel(1024);
         let store = Arc::new(ClusterStore {
             client,
             conn: std::sync::RwLock::new(conn),
@@ -240,10 +238,7 @@ impl ClusterStore {
                     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
                 ),
             },
-            wakes: Arc::new(Wakes {
-                heads: SharedMap::default(),
-                changes,
-            }),
+            wakes: Arc::new(Wakes::new()),
             tags: partition_tags(),
             options,
             replicas,

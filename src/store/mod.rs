@@ -419,6 +419,19 @@ pub trait Records: Send + Sync + 'static {
     fn changes(&self) -> broadcast::Receiver<String> {
         broadcast::channel(1).1
     }
+
+    /// Publishes an ephemeral signal for `uid` to every process of the
+    /// store, this one included (see [`Records::signals`]): `false` if the
+    /// store has no other process, and the caller hands it over itself.
+    /// Nothing is stored.
+    async fn signal(&self, _uid: &Uid, _json: &[u8]) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// The signals published by any process, as `(uid, json)`; lossy.
+    fn signals(&self) -> broadcast::Receiver<(Uid, Bytes)> {
+        broadcast::channel(1).1
+    }
 }
 
 /// A held [`Records::lock`]; released when dropped.

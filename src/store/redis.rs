@@ -89,6 +89,8 @@ pub(in crate::store) struct Wakes {
     /// Records announced as changed by any node (see
     /// [`Records::announce`]).
     pub(in crate::store) changes: broadcast::Sender<String>,
+    /// Ephemeral signals published by any node (see [`Records::signal`]).
+    pub(in crate::store) signals: broadcast::Sender<(Uid, Bytes)>,
 }
 
 const KV_VALUES: &str = "h:{kv}:v";
@@ -205,11 +207,7 @@ impl RedisStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot reach redis at {url}: {e}")))?;
         let persistence = check_persistence(&mut conn, options.durability).await?;
 
-        let (changes, _) = broadcast::channel(1024);
-        let wakes = Arc::new(Wakes {
-            heads: SharedMap::default(),
-            changes,
-        });
+        let wakes = Arc::new(Wakes::new());
         let store = Arc::new(RedisStore {
             conn,
             scripts: Scripts {

@@ -75,6 +75,7 @@ pub fn parse(text: &str) -> Frame {
                 msgid: g.msgid,
             })
         }
+        Some("typing") => fields_of(frame, "bad_target").map(Command::Typing),
         Some(op) => Err(Error::bad("unknown_op", format!("unknown op {op:?}"))),
         None => Err(Error::bad("bad_frame", "op is required (a string)")),
     };
@@ -92,7 +93,7 @@ mod tests {
 
     use super::*;
 
-    const CODES: [&str; 8] = [
+    const CODES: [&str; 9] = [
         "bad_frame",
         "unknown_op",
         "bad_seq",
@@ -101,6 +102,7 @@ mod tests {
         "bad_msgid",
         "bad_body",
         "bad_cid",
+        "bad_target",
     ];
 
     fn value() -> impl Strategy<Value = Value> {
@@ -131,7 +133,7 @@ mod tests {
         #[test]
         fn any_object_with_any_op_parses_or_is_refused_with_a_known_code(
             op in prop_oneof![
-                "ack|send|status|read|group_send|group_read",
+                "ack|send|status|read|group_send|group_read|typing",
                 "[a-z_]{0,10}"
             ],
             fields in prop::collection::hash_map(

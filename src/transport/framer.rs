@@ -31,6 +31,8 @@ pub trait Framer: Send + 'static {
     /// A page of events; `start` is the cursor before it. A framer that
     /// writes fewer events than it got rewinds `sub` to the last one written.
     fn events(&mut self, sub: &mut Subscription, start: u64, events: &[Bytes]) -> Written;
+    /// Ephemeral signals (JSON objects with a `type`, no seq).
+    fn signals(&mut self, signals: &[Bytes]) -> Bytes;
     /// A keepalive after a heartbeat interval of silence.
     fn heartbeat(&mut self, sub: &Subscription) -> Bytes;
     /// The last chunk, if the transport has one.
@@ -82,6 +84,11 @@ impl<F: Framer> Framing<F> {
                     None => written.chunk,
                 };
                 self.conn.sent(written.events, chunk.len());
+                Some(chunk)
+            }
+            Ok(Next::Signals(signals)) => {
+                let chunk = self.framer.signals(&signals);
+                self.conn.sent(0, chunk.len());
                 Some(chunk)
             }
             Ok(Next::Heartbeat) => Some(self.framer.heartbeat(&self.sub)),

@@ -141,6 +141,14 @@ impl Framer for Document {
         }
     }
 
+    fn signals(&mut self, signals: &[Bytes]) -> Bytes {
+        let calls: Vec<u8> = signals
+            .iter()
+            .flat_map(|signal| self.call(&script_safe_json(signal)))
+            .collect();
+        self.written(Bytes::from(calls))
+    }
+
     fn heartbeat(&mut self, sub: &Subscription) -> Bytes {
         let call = self.call(&sub.heartbeat_json());
         self.written(call)

@@ -2,6 +2,9 @@
 //! cursor, the timeout passes (an empty 200), a newer connection of the
 //! same user needs its slot (an empty 200 too), or the server shuts down.
 //!
+//! A held long-poll also answers a signal for its user (typing: in
+//! `"signals"`, with the cursor where it was).
+//!
 //! A long-poll that finds events answers at once, like a poll. Otherwise
 //! no polling loop: the handler waits on the user's durable-head watch,
 //! which the store raises once an event is durable (sled: the group-commit
@@ -30,7 +33,7 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     if !page.events.is_empty() {
         // Answered at once, like a poll: it holds no slot.
         poll.settle(app, &page).await?;
-        return Ok(answer(app, &page));
+        return Ok(answer(app, &page, &[]));
     }
     // Subscribe, then read again, so that an event made durable since the
     // first read still wakes us.
@@ -41,10 +44,13 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     // the ack: a long-poll refused for the cap acks nothing.
     let connection = app.hub.connect(&poll.uid, Transport::LongPoll)?;
     poll.settle(app, &page).await?;
+    let mut signals = Vec::new();
     if page.events.is_empty() {
+        let mut listener = app.signals.listen(&poll.uid);
         let _held = Held::new(app);
         tokio::select! {
             _ = head.wait_for(|&h| h > poll.cursor) => {}
+            () = listener.changed() => signals = listener.take(),
             _ = tokio::time::sleep(Duration::from_secs(timeout)) => {}
             _ = app.shutdown.cancelled() => {}
             _ = connection.evicted() => {}
@@ -56,18 +62,18 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
         page = poll.read(app).await.unwrap_or(page);
     }
     drop(connection);
-    Ok(answer(app, &page))
+    Ok(answer(app, &page, &signals))
 }
 
 /// The answer, counted as useful or empty.
-fn answer(app: &App, page: &Page) -> Response {
+fn answer(app: &App, page: &Page, signals: &[bytes::Bytes]) -> Response {
     let returns = if page.events.is_empty() {
         &app.metrics.longpoll_empty
     } else {
         &app.metrics.longpoll_useful
     };
     returns.inc();
-    page_response(app, Transport::LongPoll, page)
+    page_response(app, Transport::LongPoll, page, signals)
 }
 
 /// A long-poll being held, counted in `herald_longpolls_held` until it

@@ -97,10 +97,26 @@ where
 }
 
 /// `{"events":[…],"cursor":M,"epoch":E}` (plus `"hints"` when there are
-/// pull hints), written from the stored event JSON as is, counted as sent
-/// on `transport`.
-pub fn page_response(app: &App, transport: Transport, page: &Page) -> Response {
-    let body = page_json(app, page, true);
+/// pull hints, and `"signals"` when a held long-poll has some), written
+/// from the stored event JSON as is, counted as sent on `transport`.
+pub fn page_response(
+    app: &App,
+    transport: Transport,
+    page: &Page,
+    signals: &[bytes::Bytes],
+) -> Response {
+    let mut body = page_json(app, page, true);
+    if !signals.is_empty() {
+        body.pop();
+        body.extend_from_slice(b",\"signals\":[");
+        for (i, signal) in signals.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(signal);
+        }
+        body.extend_from_slice(b"]}");
+    }
     app.hub.sent(transport, page.events.len(), body.len());
     raw_json(StatusCode::OK, body)
 }

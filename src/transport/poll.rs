@@ -13,5 +13,5 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     let poll = PollRequest::parse(app, &req)?;
     let page = poll.read(app).await?;
     poll.settle(app, &page).await?;
-    Ok(page_response(app, Transport::Poll, &page))
+    Ok(page_response(app, Transport::Poll, &page, &[]))
 }

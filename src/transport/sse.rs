@@ -63,6 +63,21 @@ impl Framer for SseFramer {
         }
     }
 
+    // Without an id: a signal is not part of the queue, and
+    // `Last-Event-ID` stays the last event's.
+    fn signals(&mut self, signals: &[Bytes]) -> Bytes {
+        let mut out = BytesMut::new();
+        for signal in signals {
+            let Ok(head) = serde_json::from_slice::<SignalHead>(signal) else {
+                continue;
+            };
+            out.put_slice(format!("event: {}\ndata: ", head.kind).as_bytes());
+            out.put_slice(signal);
+            out.put_slice(b"\n\n");
+        }
+        out.freeze()
+    }
+
     // A keepalive: an `hb` event without an id (not a comment, which
     // EventSource hides from the page: herald.js watches for heartbeats).
     fn heartbeat(&mut self, sub: &Subscription) -> Bytes {
@@ -79,6 +94,13 @@ struct EventHead<'a> {
     seq: u64,
     #[serde(rename = "type", borrow)]
     kind: std::borrow::Cow<'a, str>,
+}
+
+/// The type of a signal (herald writes them: one word).
+#[derive(Deserialize)]
+struct SignalHead<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
 }
 
 /// All events of a page as one chunk (one write for the whole page). Each

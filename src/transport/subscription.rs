@@ -14,6 +14,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::app::App;
+use crate::chat::signals::Listener;
 use crate::error::Error;
 use crate::http::request::{parse_u64, Query};
 use crate::hub::{Connection, Transport};
@@ -29,6 +30,9 @@ const PAGE: usize = 100;
 pub enum Next {
     /// One page of events (complete event JSON objects, in order).
     Events(Vec<Bytes>),
+    /// Ephemeral signals (typing) that came for the user: JSON objects
+    /// without a seq, not part of the queue.
+    Signals(Vec<Bytes>),
     /// Nothing happened for a heartbeat interval.
     Heartbeat,
     /// The stream should end: shutdown or its lifetime is over.
@@ -90,11 +94,13 @@ impl StreamRequest {
 
     /// Starts the stream: the cursor is checked against the queue (409)
     /// before the user counts as connected (the per-user cap, presence),
-    /// so a refused stream changes nothing.
+    /// so a refused stream changes nothing. From then on the stream also
+    /// hands out the user's signals.
     pub async fn open(self, app: &Arc<App>) -> Result<(Subscription, Connection), Error> {
-        let subscription =
+        let mut subscription =
             Subscription::new(app.clone(), self.uid.clone(), self.cursor, self.epoch).await?;
         let connection = app.hub.connect(&self.uid, self.transport)?;
+        subscription.signals = Some(app.signals.listen(&self.uid));
         Ok((subscription, connection))
     }
 }
@@ -134,6 +140,8 @@ pub struct Subscription {
     /// Registered once: a fresh `cancelled()` per wait locks the token.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     ends_at: Option<Instant>,
+    /// The user's signals, once the stream is open.
+    signals: Option<Listener>,
 }
 
 impl Subscription {
@@ -174,6 +182,7 @@ impl Subscription {
             last_sent: Instant::now(),
             shutdown,
             ends_at: None,
+            signals: None,
         })
     }
 
@@ -346,6 +355,12 @@ impl Subscription {
                     std::future::pending().await
                 }
             };
+            let signalled = async {
+                match self.signals.as_mut() {
+                    Some(signals) => signals.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             // Only streams with a lifetime arm a timer for it.
             let expiry = async {
                 match self.ends_at {
@@ -361,6 +376,12 @@ impl Subscription {
                     self.recheck = true;
                 }
                 () = woken => {}
+                () = signalled => {
+                    let taken = self.signals.as_mut().map(Listener::take).unwrap_or_default();
+                    if !taken.is_empty() {
+                        return Ok(Next::Signals(taken));
+                    }
+                }
                 _ = retry => {}
                 _ = self.heartbeat.tick() => {
                     let due = self.last_sent + self.heartbeat.period();

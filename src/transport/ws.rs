@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use hyper::header::{
     HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
@@ -229,13 +230,31 @@ impl Session {
                         self.sub.sent();
                         self.conn.sent(count, bytes);
                     }
+                    Ok(Next::Signals(signals)) => {
+                        let bytes = signals.iter().map(Bytes::len).sum();
+                        let mut sent = true;
+                        for signal in signals {
+                            if writer.is_some_and(|s| s.text(&signal)) {
+                                continue;
+                            }
+                            let Ok(text) = Utf8Bytes::try_from(signal) else { continue };
+                            sent = sent_in_time(limit, sink.send(Message::Text(text))).await;
+                            if !sent {
+                                break;
+                            }
+                        }
+                        if !sent {
+                            break Close::Gone;
+                        }
+                        self.conn.sent(0, bytes);
+                    }
                     Ok(Next::Heartbeat) => {
                         // Also without hints: the page cannot see pings, and
                         // herald.js takes a silent socket for dead. Written
                         // directly when it can be, so that an idle socket's
                         // write buffer does not grow for it.
                         let hb = self.sub.heartbeat_json();
-                        let direct = writer.is_some_and(|s| s.heartbeat(hb.as_bytes()));
+                        let direct = writer.is_some_and(|s| s.text(hb.as_bytes()));
                         if !direct && !sent_in_time(limit, sink.send(Message::text(hb))).await {
                             break Close::Gone;
                         }

@@ -10,13 +10,15 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::future::try_join_all;
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::broadcast;
 
 use super::{partition_of, ClusterStore, PARTITIONS};
-use crate::store::redis::records::{lock, try_lock, Kv};
+use crate::store::redis::records::{lock, signal_message, try_lock, Kv};
 use crate::store::{Lease, Records, StoreError};
+use crate::uid::Uid;
 
 /// The owner segment of `key` (see the module), and whether `key` goes on
 /// past it (so that every key under `key` as a prefix has that owner).
@@ -171,6 +173,19 @@ impl Records for ClusterStore {
 
     fn changes(&self) -> broadcast::Receiver<String> {
         self.wakes.changes.subscribe()
+    }
+
+    async fn signal(&self, uid: &Uid, json: &[u8]) -> Result<bool, StoreError> {
+        let _: i64 = redis::cmd("SPUBLISH")
+            .arg(self.wake_channel(partition_of(uid.as_str())))
+            .arg(signal_message(uid, json))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(true)
+    }
+
+    fn signals(&self) -> broadcast::Receiver<(Uid, Bytes)> {
+        self.wakes.signals.subscribe()
     }
 
     async fn lock(&self, name: &str) -> Result<Lease, StoreError> {

@@ -5,13 +5,18 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Script, Value};
 use tokio::sync::broadcast;
 
-use super::{bad_reply, bytes, int, pairs, RedisStore, CHANGES, KV_DEADLINES, KV_INDEX, KV_VALUES};
+use super::{
+    bad_reply, bytes, int, pairs, wake_channel, RedisStore, CHANGES, KV_DEADLINES, KV_INDEX,
+    KV_VALUES,
+};
 use crate::store::event::now_ms;
 use crate::store::{Lease, Records, StoreError};
+use crate::uid::Uid;
 
 /// How long a lock is held at most: a node killed while holding one blocks
 /// the others no longer than this.
@@ -268,6 +273,19 @@ impl Records for RedisStore {
         self.wakes.changes.subscribe()
     }
 
+    async fn signal(&self, uid: &Uid, json: &[u8]) -> Result<bool, StoreError> {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(wake_channel(uid))
+            .arg(signal_message(uid, json))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(true)
+    }
+
+    fn signals(&self) -> broadcast::Receiver<(Uid, Bytes)> {
+        self.wakes.signals.subscribe()
+    }
+
     async fn lock(&self, name: &str) -> Result<Lease, StoreError> {
         lock(self, name).await
     }
@@ -275,6 +293,16 @@ impl Records for RedisStore {
     async fn try_lock(&self, name: &str) -> Result<Option<Lease>, StoreError> {
         try_lock(self.conn(), &self.scripts.release, name).await
     }
+}
+
+/// A signal as published on a wake channel: `uid {json}` (an append's
+/// wake is `uid seq`).
+pub(in crate::store) fn signal_message(uid: &Uid, json: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(uid.as_str().len() + 1 + json.len());
+    message.extend_from_slice(uid.as_str().as_bytes());
+    message.push(b' ');
+    message.extend_from_slice(json);
+    message
 }
 
 /// Waits for `records`' lock `name` (polling [`Records::try_lock`]), at

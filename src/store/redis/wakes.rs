@@ -4,15 +4,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{bytes, meta_key, RedisStore, Wakes, CHANGES};
 use crate::store::StoreError;
 use crate::uid::Uid;
+use crate::util::SharedMap;
 
 impl Wakes {
+    pub(in crate::store) fn new() -> Wakes {
+        Wakes {
+            heads: SharedMap::default(),
+            changes: broadcast::channel(1024).0,
+            signals: broadcast::channel(1024).0,
+        }
+    }
+
     /// Sets `uid`'s head to `seq` as Redis reported it: lower too, since a
     /// queue recreated under a new epoch starts again at 1 (its waiters
     /// re-read and find the new epoch).
@@ -22,8 +32,9 @@ impl Wakes {
         }
     }
 
-    /// Takes a message pushed on a wake channel (`uid seq`: sets the head)
-    /// or on the `changes` channel (forwards the change).
+    /// Takes a message pushed on a wake channel (`uid seq`: sets the head;
+    /// `uid {json}`: a signal, forwarded) or on the `changes` channel
+    /// (forwards the change).
     pub(in crate::store) fn delivered(&self, data: Vec<redis::Value>, changes: &[u8]) {
         let mut data = data.into_iter();
         let (Some(channel), Some(message)) = (data.next(), data.next()) else {
@@ -32,10 +43,24 @@ impl Wakes {
         let (Some(channel), Some(message)) = (bytes(channel), bytes(message)) else {
             return;
         };
-        let message = String::from_utf8_lossy(&message);
         if channel == changes {
-            let _ = self.changes.send(message.into_owned());
-        } else if let Some((uid, seq)) = message.split_once(' ') {
+            let _ = self
+                .changes
+                .send(String::from_utf8_lossy(&message).into_owned());
+            return;
+        }
+        if let Some(at) = message.iter().position(|&b| b == b' ') {
+            if message.get(at + 1) == Some(&b'{') {
+                let uid = std::str::from_utf8(&message[..at]).ok();
+                if let Some(uid) = uid.and_then(|u| Uid::from_store(u).ok()) {
+                    let json = Bytes::from(message).slice(at + 1..);
+                    let _ = self.signals.send((uid, json));
+                }
+                return;
+            }
+        }
+        let message = String::from_utf8_lossy(&message);
+        if let Some((uid, seq)) = message.split_once(' ') {
             if let (Ok(uid), Ok(seq)) = (Uid::from_store(uid), seq.parse()) {
                 self.set(&uid, seq);
             }

@@ -98,10 +98,10 @@ impl SocketWriter {
         shared.greeted = self.send(&mut shared, frame);
     }
 
-    /// Writes a heartbeat frame directly if nothing else may be in the way
-    /// (the session waits, tungstenite holds nothing, the hello went out);
-    /// whether it did.
-    pub(super) fn heartbeat(&self, hb: &[u8]) -> bool {
+    /// Writes a text frame that is not an event (a heartbeat, a signal)
+    /// directly if nothing else may be in the way (the session waits,
+    /// tungstenite holds nothing, the hello went out); whether it did.
+    pub(super) fn text(&self, hb: &[u8]) -> bool {
         let mut shared = self.shared();
         if shared.busy || shared.dirty || shared.closed || !shared.greeted {
             return false;

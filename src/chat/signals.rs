@@ -1,0 +1,243 @@
+//! Ephemeral signals ("bob is typing…"): handed to the connections a user
+//! has open at that moment, on any node, and nowhere else. Unlike every
+//! event of the queue a signal is never stored or fsynced, takes no seq and
+//! is never acked: a signal missed is stale three seconds later anyway, and
+//! a reconnect does not bring it back.
+//!
+//! Each user with a connection open here has one [`Mailbox`]: the last few
+//! signals, numbered, and a watch channel the user's connections wait on
+//! ([`Listener`]). On a store shared by several nodes a signal is published
+//! on the user's wake channel and every node, this one included, hands it
+//! to its own connections (see `Records::signal`); otherwise it is handed
+//! over here directly.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::store::{Store, TokenBuckets};
+use crate::uid::Uid;
+use crate::util::SharedMap;
+
+/// Signals a mailbox keeps for connections busy writing when they came.
+const KEPT: usize = 8;
+
+/// Where a typing signal goes.
+pub enum Target {
+    User(Uid),
+    Group(crate::chat::groups::Gid),
+}
+
+/// A user's signals not taken yet by every connection: `(n, json)`, the
+/// newest last, and `n` of the newest on the watch channel.
+pub struct Mailbox {
+    recent: Mutex<VecDeque<(u64, Bytes)>>,
+    newest: watch::Sender<u64>,
+}
+
+/// One connection's view of its user's mailbox; dropping the last one of a
+/// user drops the mailbox.
+pub struct Listener {
+    signals: Arc<Signals>,
+    uid: Uid,
+    mailbox: Option<Arc<Mailbox>>,
+    newest: watch::Receiver<u64>,
+    /// The `n` of the last signal taken.
+    seen: u64,
+}
+
+impl Listener {
+    /// Resolves when a signal came that was not taken yet. Cancel-safe.
+    pub async fn changed(&mut self) {
+        if self.newest.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The signals that came since the last call, oldest first (those
+    /// pushed out of the mailbox meanwhile are gone).
+    pub fn take(&mut self) -> Vec<Bytes> {
+        let newest = *self.newest.borrow_and_update();
+        let Some(mailbox) = &self.mailbox else {
+            return Vec::new();
+        };
+        let recent = mailbox.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = recent
+            .iter()
+            .filter(|(n, _)| *n > self.seen)
+            .map(|(_, json)| json.clone())
+            .collect();
+        self.seen = newest;
+        taken
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // Dropped first, so that the last listener to go finds only the
+        // map's reference left (two going at once: the later one does).
+        drop(self.mailbox.take());
+        self.signals
+            .mailboxes
+            .remove_if(&self.uid, |_, mailbox| Arc::strong_count(mailbox) == 1);
+    }
+}
+
+/// The signals service: mailboxes of the users connected here, and the
+/// per-user rate limit.
+pub struct Signals {
+    mailboxes: SharedMap<Uid, Arc<Mailbox>>,
+    store: Arc<dyn Store>,
+    buckets: Arc<dyn TokenBuckets>,
+    /// Signals one user may send per second (bursts of twice that).
+    per_second: u32,
+    sent: Counter,
+    refused: Counter,
+}
+
+impl Signals {
+    pub fn new(
+        store: Arc<dyn Store>,
+        buckets: Arc<dyn TokenBuckets>,
+        per_second: u32,
+        sent: Counter,
+        refused: Counter,
+    ) -> Arc<Signals> {
+        Arc::new(Signals {
+            mailboxes: SharedMap::default(),
+            store,
+            buckets,
+            per_second: per_second.max(1),
+            sent,
+            refused,
+        })
+    }
+
+    /// A listener for `uid`'s signals from now on (for as long as one of
+    /// its connections is open).
+    pub fn listen(self: &Arc<Self>, uid: &Uid) -> Listener {
+        let mailbox = self
+            .mailboxes
+            .entry(uid.clone())
+            .or_insert_with(|| {
+                Arc::new(Mailbox {
+                    recent: Mutex::new(VecDeque::new()),
+                    newest: watch::channel(0).0,
+                })
+            })
+            .clone();
+        let mut newest = mailbox.newest.subscribe();
+        let seen = *newest.borrow_and_update();
+        Listener {
+            signals: self.clone(),
+            uid: uid.clone(),
+            mailbox: Some(mailbox),
+            newest,
+            seen,
+        }
+    }
+
+    /// Takes one signal from `from`'s budget, or fails with 429.
+    pub async fn admit(&self, from: &Uid) -> Result<(), Error> {
+        let wait = self
+            .buckets
+            .take(
+                &format!("typing:{from}"),
+                self.per_second,
+                self.per_second.saturating_mul(2),
+                1,
+            )
+            .await?;
+        if wait.is_zero() {
+            return Ok(());
+        }
+        self.refused.inc();
+        Err(Error::TooMany {
+            message: format!(
+                "{from} is signalling too fast: at most {} typing signals per second",
+                self.per_second
+            ),
+            retry_after: wait.as_secs().max(1),
+        })
+    }
+
+    /// Sends `json` to the connections `to` has open now, on every node.
+    pub async fn send(&self, to: &[Uid], json: &str) -> Result<(), Error> {
+        for uid in to {
+            if !self.store.signal(uid, json.as_bytes()).await? {
+                self.deliver(uid, Bytes::copy_from_slice(json.as_bytes()));
+            }
+        }
+        self.sent.inc();
+        Ok(())
+    }
+
+    /// Hands `json` to `uid`'s connections open here, if any.
+    pub fn deliver(&self, uid: &Uid, json: Bytes) {
+        let Some(mailbox) = self.mailboxes.get(uid).map(|m| m.clone()) else {
+            return;
+        };
+        let mut recent = mailbox.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let n = recent.back().map_or(1, |(n, _)| n + 1);
+        if recent.len() == KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((n, json));
+        mailbox.newest.send_replace(n);
+    }
+}
+
+/// The JSON of a typing signal from `from` to `target`.
+pub fn typing_json(from: &Uid, target: &Target) -> String {
+    let (key, to) = match target {
+        Target::User(uid) => ("to", uid.as_str()),
+        Target::Group(gid) => ("gid", gid.as_str()),
+    };
+    serde_json::json!({"type": "typing", "from": from, key: to}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_listener_gets_what_came_after_it_once_and_the_last_one_drops_the_mailbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = crate::app::test_app(dir.path(), &[]).await;
+        let signals = &app.signals;
+        let bob = [Uid::parse("bob").unwrap()];
+        signals.send(&bob, r#"{"early":1}"#).await.unwrap();
+        let mut first = signals.listen(&bob[0]);
+        let mut second = signals.listen(&bob[0]);
+        signals.send(&bob, r#"{"n":1}"#).await.unwrap();
+        signals.send(&bob, r#"{"n":2}"#).await.unwrap();
+        first.changed().await;
+        let both = vec![Bytes::from(r#"{"n":1}"#), Bytes::from(r#"{"n":2}"#)];
+        assert_eq!(first.take(), both);
+        assert!(first.take().is_empty(), "taken once");
+        second.changed().await;
+        assert_eq!(second.take(), both);
+        drop(first);
+        assert_eq!(signals.mailboxes.len(), 1);
+        drop(second);
+        assert_eq!(signals.mailboxes.len(), 0, "no mailbox without a listener");
+    }
+
+    #[tokio::test]
+    async fn a_burst_beyond_the_budget_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = crate::app::test_app(dir.path(), &["--typing-rate", "5"]).await;
+        let alice = Uid::parse("alice").unwrap();
+        let mut admitted = 0;
+        for _ in 0..30 {
+            if app.signals.admit(&alice).await.is_ok() {
+                admitted += 1;
+            }
+        }
+        assert!((10..30).contains(&admitted), "{admitted} admitted");
+    }
+}
