@@ -74,11 +74,13 @@ async function client(uid, transport, { token: first = "good", getToken, cursor,
   const tokens = { good, bad: "x" + good.slice(1) };
   await page.evaluate(async ({ transport, first, hand, cursor, tokens }) => {
     const { Herald } = await import("/herald.js");
-    if (cursor !== undefined) sessionStorage.setItem("herald:cursor", String(cursor));
+    // Where a shared client keeps its cursor (`storageKey` in localStorage).
+    if (cursor !== undefined) localStorage.setItem("herald:cursor", String(cursor));
     window.log = [];
     window.tokenCalls = 0;
     const getToken = hand && (async () => { window.tokenCalls += 1; return tokens[hand]; });
-    window.herald = new Herald({ token: tokens[first], getToken, transport }).on("*", (e) => window.log.push(e)).start();
+    window.herald = new Herald({ token: tokens[first], getToken, transport, storageKey: "herald:cursor" })
+      .on("*", (e) => window.log.push(e)).start();
   }, { transport, first, hand: getToken, cursor, tokens });
   return page;
 }

@@ -42,6 +42,12 @@ $("go").onclick = async () => {
     for (const [name, value] of Object.entries(counters.counters)) setCounter(name, value);
   });
   herald.start();
+  // One connection for all tabs of this user in this browser: say which.
+  setInterval(async () => {
+    const { role, tabs } = await herald.sharing();
+    $("share").textContent = role === "alone" ? "" : role === "leader" ? `leader of ${tabs} tab${tabs > 1 ? "s" : ""}` : `shared with ${tabs} tabs`;
+    $("share").dataset.role = role;
+  }, 1000);
   $("login").hidden = true;
   $("app").hidden = false;
   document.body.dataset.connected = uid;
@@ -287,7 +293,8 @@ $("compare-run").onclick = async () => {
   const token = await login(state.uid);
   const started = Date.now();
   const subscribers = ["poll", "longpoll", "iframe", "sse", "ws"].map((transport) => {
-    const h = new Herald({ token, transport, storageKey: `herald:compare:${transport}:${started}`, pollInterval: 1000 });
+    // Each on its own connection (not shared with the page's client): that is what is compared.
+    const h = new Herald({ token, transport, share: false, storageKey: `herald:compare:${transport}:${started}`, pollInterval: 1000 });
     h.compare = { latencies: [], delivered: 0, framing: 0 };
     h.on("msg", (e) => {
       if (e.data.body && e.data.body.compare !== undefined) {

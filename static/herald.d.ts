@@ -12,8 +12,12 @@ export interface HeraldOptions {
   getToken?: () => Promise<string>;
   /** One transport, or "auto": ws → sse → iframe → longpoll. Default "auto". */
   transport?: TransportName | "auto";
-  /** sessionStorage key of the cursor (its epoch under `key + ":epoch"`). Default "herald:cursor". */
+  /** Storage key of the cursor (its epoch under `key + ":epoch"`): in localStorage when shared (default `herald:URL:UID:cursor`), else sessionStorage (default "herald:cursor"). */
   storageKey?: string;
+  /** One connection for all tabs of this browser and user: one tab leads, the others get every event from it. Default true where Web Locks and BroadcastChannel exist. */
+  share?: boolean;
+  /** The user, when the token does not name it (its `sub`); tabs share only within one user. */
+  uid?: string;
   /** Short-poll interval, ms. Default 1000. */
   pollInterval?: number;
   /** Long-poll hold, seconds (1-110). Default 25; shortened by itself when a proxy cuts held requests sooner. */
@@ -177,6 +181,8 @@ export class Herald {
   /** `cursor=N&epoch=E`: where to resume, in which history. */
   position(): string;
   summary(): Summary;
+  /** Whether this tab holds the shared connection ("leader"), gets events from the tab that does ("follower"), or does not share ("alone"), and how many tabs of this user share it. */
+  sharing(): Promise<{ role: "leader" | "follower" | "alone"; tabs: number }>;
 
   /** Resolves with the message id once it is durable in the recipient's queue. Retried once after a 429's Retry-After; `cid` keeps a retry from sending twice. */
   send(to: string, body: unknown, cid?: string): Promise<{ id: number }>;

@@ -6,9 +6,11 @@
 //   h.start();
 //
 // Every transport reads "events after my cursor"; the cursor survives
-// reconnects and page reloads (sessionStorage), so nothing is lost and
-// nothing is seen twice. See the README section "Integrating a web chat
-// frontend".
+// reconnects and page reloads, so nothing is lost and nothing is seen
+// twice. The tabs of one browser share ONE connection per user: one tab
+// leads (a Web Lock) and hands every event to the others over a
+// BroadcastChannel; when it closes another takes over from the shared
+// cursor (localStorage). See docs/client.md.
 
 const STREAM_TYPES = ["notice", "msg", "group_msg", "presence", "receipt", "group_receipt",
   "counter", "broadcast", "gap", "hb", "hello", "typing"];
@@ -29,7 +31,11 @@ export class Herald {
    * @param {string} o.token client token
    * @param {() => Promise<string>} [o.getToken] called again on 401
    * @param {"ws"|"sse"|"iframe"|"longpoll"|"poll"|"auto"} [o.transport]
-   * @param {string} [o.storageKey] where the cursor is kept (sessionStorage)
+   * @param {string} [o.storageKey] where the cursor is kept (localStorage
+   *   when shared, else sessionStorage)
+   * @param {boolean} [o.share] one connection for all tabs of this browser
+   *   (default true where Web Locks and BroadcastChannel exist)
+   * @param {string} [o.uid] the user, if the token does not say (its `sub`)
    * @param {number} [o.pollInterval] short-poll interval, ms
    * @param {number} [o.hold] long-poll hold, seconds (1-110, default 25)
    * @param {string[]} [o.types] extra event types to receive over SSE
@@ -42,7 +48,15 @@ export class Herald {
     this.token = o.token;
     this.getToken = o.getToken;
     this.wanted = o.transport || "auto";
-    this.storageKey = o.storageKey || "herald:cursor";
+    this.uid = o.uid || tokenSubject(o.token);
+    // Tabs of one browser share a connection per server and user.
+    this.share = o.share !== false && Boolean(this.uid) && typeof BroadcastChannel === "function"
+      && typeof navigator !== "undefined" && Boolean(navigator.locks);
+    this.shareName = `herald:${this.url}:${this.uid}`;
+    this.storage = this.share ? localStorage : sessionStorage;
+    this.storageKey = o.storageKey || (this.share ? this.shareName + ":cursor" : "herald:cursor");
+    // "alone" (not shared), "follower" (another tab holds the connection), "leader".
+    this.role = this.share ? "follower" : "alone";
     this.pollInterval = o.pollInterval || 1000;
     // Seconds a long-poll is held; shortened if the path cuts it (cutShort).
     this.hold = Math.min(110, Math.max(1, Math.round(o.hold || 25)));
@@ -50,10 +64,10 @@ export class Herald {
     this.heartbeatMs = o.heartbeatMs || 15000;
     this.lastHeard = Date.now();
     this.handlers = new Map();
-    this.cursor = Number(sessionStorage.getItem(this.storageKey) || 0);
+    this.cursor = Number(this.storage.getItem(this.storageKey) || 0);
     // The history the cursor belongs to; a server whose queue was recreated
     // answers a stale one with a gap (see resync).
-    this.epoch = sessionStorage.getItem(this.storageKey + ":epoch") || "";
+    this.epoch = this.storage.getItem(this.storageKey + ":epoch") || "";
     this.seenMsgids = new Set();
     this.running = false;
     this.attempt = 0;
@@ -77,19 +91,92 @@ export class Herald {
     this.running = true;
     this.order = this.wanted === "auto" ? TRANSPORTS.slice(0, 4) : [this.wanted];
     this.ackTimer = setInterval(() => this.flushAcks(), 1000);
-    this.connect();
-    this.watch();
+    if (this.share) this.join();
+    else this.lead();
     return this;
   }
 
   stop() {
     this.running = false;
+    if (this.channel) { this.channel.close(); this.channel = null; }
+    if (this.releaseLock) this.releaseLock(); // the next tab leads
+    if (this.lockWait) this.lockWait.abort();
     clearInterval(this.ackTimer);
     clearTimeout(this.watchdog);
     for (const timer of this.typers.values()) clearTimeout(timer);
     this.typers.clear();
     this.flushAcks();
     this.teardown();
+  }
+
+  // ---- sharing one connection between tabs ---------------------------
+  //
+  // Every tab of one user asks for the same Web Lock; the tab that holds
+  // it leads: it opens the transport, acks, and posts every event it
+  // emits on a BroadcastChannel, where the other tabs (followers) emit it
+  // too, de-duplicated by seq. A lock is released when its tab closes,
+  // crashes or is discarded, and the next tab leads from the cursor the
+  // leader kept in localStorage (saved after each event was posted, so a
+  // new leader reads again at worst what followers already have).
+
+  join() {
+    this.channel = new BroadcastChannel(this.shareName);
+    this.channel.onmessage = (m) => this.fromTabs(m.data);
+    this.channel.postMessage({ t: "joined" });
+    const released = new Promise((resolve) => { this.releaseLock = resolve; });
+    // stop() also withdraws a request still waiting for the lock.
+    this.lockWait = new AbortController();
+    navigator.locks.request(this.shareName, { signal: this.lockWait.signal }, () => {
+      if (!this.running) return undefined;
+      this.lead();
+      return released;
+    }).catch(() => {});
+  }
+
+  /** This tab opens the connection (alone, or for every tab). */
+  lead() {
+    if (this.share) {
+      this.role = "leader";
+      // Resume from the furthest position any leader saved (this tab may
+      // have seen further as a follower, in the same history).
+      const saved = Number(this.storage.getItem(this.storageKey) || 0);
+      const savedEpoch = this.storage.getItem(this.storageKey + ":epoch") || "";
+      if (savedEpoch !== this.epoch && savedEpoch) { this.epoch = savedEpoch; this.cursor = saved; }
+      else this.cursor = Math.max(this.cursor, saved);
+      this.channel.postMessage({ t: "leader" });
+    }
+    this.connect();
+    this.watch();
+  }
+
+  /** What another tab of this user posted. */
+  fromTabs(m) {
+    if (m.t === "joined" && this.role === "leader" && this.lastStatus) {
+      this.channel.postMessage({ t: "event", event: this.lastStatus });
+    } else if (m.t === "groupRead" && this.role === "leader") {
+      this.groupRead(m.gid, m.msgid);
+    } else if (m.t === "event" && this.role === "follower") {
+      const event = m.event;
+      if (typeof event.seq === "number" && event.type !== "gap") {
+        if (event.seq <= this.cursor) return; // seen already (a handoff reads again)
+        this.cursor = event.seq;
+        this.stats.delivered += 1;
+        if (event.ts) this.stats.latencies.push(Date.now() - event.ts);
+      }
+      if (event.type === "resync") this.cursor = event.cursor;
+      if (event.type === "status") this.stats.transport = event.transport;
+      // Each tab ends a typing indicator itself (its leader may be gone by then).
+      if (event.type === "typing") { if (!event.stopped) this.typingSeen(event); return; }
+      this.emit(event);
+    }
+  }
+
+  /** Who holds the connection, and how many tabs of this user share it. */
+  async sharing() {
+    if (!this.share) return { role: this.role, tabs: 1 };
+    const { held = [], pending = [] } = await navigator.locks.query();
+    const tabs = [...held, ...pending].filter((l) => l.name === this.shareName).length;
+    return { role: this.role, tabs: Math.max(1, tabs) };
   }
 
   // ---- delivery -------------------------------------------------------
@@ -114,16 +201,14 @@ export class Herald {
       return;
     }
     this.cursor = event.seq;
-    sessionStorage.setItem(this.storageKey, String(this.cursor));
     this.pendingAck = this.cursor;
     this.stats.delivered += 1;
     if (event.ts) this.stats.latencies.push(Date.now() - event.ts);
-    if (event.type === "group_msg") {
-      const key = event.data.gid + ":" + event.data.msgid;
-      if (this.seenMsgids.has(key)) return; // the same message again (another device's resend)
-      this.seenMsgids.add(key);
-    }
-    this.emit(event);
+    const duplicate = event.type === "group_msg" && this.seenMsgids.has(event.data.gid + ":" + event.data.msgid);
+    if (event.type === "group_msg") this.seenMsgids.add(event.data.gid + ":" + event.data.msgid);
+    // Emitted (and handed to the other tabs) before the cursor is saved.
+    if (!duplicate) this.emit(event); // a group message again is another device's resend
+    this.storage.setItem(this.storageKey, String(this.cursor));
   }
 
   /** A typing signal: emitted at once, then again with `stopped: true`
@@ -142,7 +227,7 @@ export class Herald {
   setEpoch(epoch) {
     if (!epoch || epoch === this.epoch) return;
     this.epoch = epoch;
-    sessionStorage.setItem(this.storageKey + ":epoch", epoch);
+    this.storage.setItem(this.storageKey + ":epoch", epoch);
   }
 
   /** `cursor=N&epoch=E`: where to resume, in which history. */
@@ -151,6 +236,10 @@ export class Herald {
   }
 
   emit(event) {
+    if (this.role === "leader" && this.channel) {
+      if (event.type === "status") this.lastStatus = event;
+      this.channel.postMessage({ t: "event", event });
+    }
     for (const fn of this.handlers.get(event.type) || []) fn(event);
     for (const fn of this.handlers.get("*") || []) fn(event);
   }
@@ -295,11 +384,11 @@ export class Herald {
    */
   resync(reason, cursor, epoch, details = {}) {
     this.cursor = cursor;
-    sessionStorage.setItem(this.storageKey, String(cursor));
+    this.storage.setItem(this.storageKey, String(cursor));
     if (epoch !== undefined && epoch !== this.epoch) {
       this.epoch = epoch;
-      if (epoch) sessionStorage.setItem(this.storageKey + ":epoch", epoch);
-      else sessionStorage.removeItem(this.storageKey + ":epoch");
+      if (epoch) this.storage.setItem(this.storageKey + ":epoch", epoch);
+      else this.storage.removeItem(this.storageKey + ":epoch");
     }
     this.emit({ type: "resync", reason, cursor, ...details });
   }
@@ -486,6 +575,12 @@ export class Herald {
 
   /** Acks are batched: at most one per second, covering everything seen. */
   flushAcks() {
+    if (this.role === "follower") {
+      // The leader sends them, with its own.
+      for (const [gid, msgid] of this.groupReads) this.channel.postMessage({ t: "groupRead", gid, msgid });
+      this.groupReads.clear();
+      return;
+    }
     const seq = this.pendingAck;
     if (!seq) return;
     this.pendingAck = 0;
@@ -596,6 +691,16 @@ async function refusalOf(response) {
     try { refusal.body = await response.json(); } catch { /* not JSON (a proxy's page) */ }
   }
   return refusal;
+}
+
+/** The `sub` of a JWT (the user it was minted for), or "" if it has none. */
+function tokenSubject(token) {
+  try {
+    const part = String(token).split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return String(JSON.parse(atob(part)).sub || "");
+  } catch {
+    return "";
+  }
 }
 
 function newCid() {
