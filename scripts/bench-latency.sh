@@ -4,7 +4,8 @@
 # subscriber; publish -> receive p50/p99/p99.9 for herald (sled, fsync on),
 # nchan 1.3 (memory store) and socket.io 4.8 (in memory), in one run. Each
 # server on core 0, the load client (examples/bench_latency.rs) on core 1.
-# Then sustained fan-out: every publish to all 1 000 WebSocket subscribers
+# Then typing signals (herald only: no fsync on their path), sender ->
+# receiver over WebSockets. Then sustained fan-out: every publish to all 1 000 WebSocket subscribers
 # (herald: 1 000 durable events per publish), at rising rates, herald vs
 # nchan, 10 s each: deliveries/s and their p99. After each herald run, its
 # group commit's flush + fdatasync times (its /metrics): herald's floor.
@@ -75,6 +76,18 @@ if [ -z "${BENCH_FAN_ONLY:-}" ] && have_socketio; then
     start 18082 node bench/peers/socketio-server.js 18082
     run socketio ws 18082; stop
 else echo "socket.io: skipped (not installed)"; fi
+
+if [ -z "${BENCH_FAN_ONLY:-}" ]; then
+    # Typing signals: never stored, so no fsync on their path. 2 a second
+    # per sender (under --typing-rate's 5).
+    echo "== typing signals: a sender's WebSocket to its receiver's, each timed"
+    PAIRS=$([ -n "$SMOKE" ] && echo 10 || echo 100)
+    herald_start
+    taskset -c 1 "$BIN/examples/bench_latency" typing --pub 127.0.0.1:18080 --sub 127.0.0.1:18080 \
+        --subscribers "$PAIRS" --rate $((PAIRS * 2)) --seconds "$SECONDS_PER_RUN" | tee "$WORK/typing.txt"
+    stop
+    grep -q "pairs: *[1-9][0-9]* delivered" "$WORK/typing.txt" || { echo "no typing signal delivered" >&2; exit 1; }
+fi
 
 echo "== sustained fan-out: every publish to all $SUBSCRIBERS WebSocket subscribers"
 FAN_RATES=${BENCH_FAN_RATES:-$([ -n "$SMOKE" ] && echo 2 || echo "20 50 100 200")}
