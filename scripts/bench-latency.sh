@@ -5,7 +5,8 @@
 # nchan 1.3 (memory store) and socket.io 4.8 (in memory), in one run. Each
 # server on core 0, the load client (examples/bench_latency.rs) on core 1.
 # Then typing signals (herald only: no fsync on their path), sender ->
-# receiver over WebSockets. Then sustained fan-out: every publish to all 1 000 WebSocket subscribers
+# receiver over WebSockets, and what group read receipts cost their sender
+# (pushed, or riding on its keepalives). Then sustained fan-out: every publish to all 1 000 WebSocket subscribers
 # (herald: 1 000 durable events per publish), at rising rates, herald vs
 # nchan, 10 s each: deliveries/s and their p99. After each herald run, its
 # group commit's flush + fdatasync times (its /metrics): herald's floor.
@@ -34,10 +35,10 @@ if [ -z "$SMOKE" ]; then
         systemctl stop nginx 2>/dev/null || pkill -x nginx || true
     fi
     (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-    cargo build --release --locked --bin herald --example bench_latency 2>&1 | tail -1
+    cargo build --release --locked --bin herald --example bench_latency --example bench_receipts 2>&1 | tail -1
     BIN=target/release
 else
-    cargo build --locked --bin herald --example bench_latency 2>&1 | tail -1
+    cargo build --locked --bin herald --example bench_latency --example bench_receipts 2>&1 | tail -1
     BIN=target/debug
 fi
 have_nchan() { [ -e /usr/lib/nginx/modules/ngx_nchan_module.so ] && command -v nginx >/dev/null; }
@@ -61,7 +62,7 @@ API_KEY=bench-api-key-0123
 herald_start() {
     start 18080 "$BIN/herald" --listen 127.0.0.1:18080 --data "$WORK/data-$RANDOM" \
         --secret bench-secret-0123456789abcdefghij --api-key "$API_KEY" \
-        --send-rate 0 --max-conns-per-ip 0
+        --send-rate 0 --max-conns-per-ip 0 "$@"
 }
 
 for transport in $([ -n "${BENCH_FAN_ONLY:-}" ] || echo ws sse longpoll); do
@@ -87,6 +88,20 @@ if [ -z "${BENCH_FAN_ONLY:-}" ]; then
         --subscribers "$PAIRS" --rate $((PAIRS * 2)) --seconds "$SECONDS_PER_RUN" | tee "$WORK/typing.txt"
     stop
     grep -q "pairs: *[1-9][0-9]* delivered" "$WORK/typing.txt" || { echo "no typing signal delivered" >&2; exit 1; }
+fi
+
+if [ -z "${BENCH_FAN_ONLY:-}" ]; then
+    # Group read receipts to the sender: pushed as events, or riding on its
+    # keepalives (every 15 s; 1 s in the smoke run).
+    echo "== group read receipts: pushed vs on the keepalive"
+    RECEIPTS=$([ -n "$SMOKE" ] && echo "--members 20 --online 5 --messages 10 --rate 20" || echo "--members 200 --online 40 --messages 100 --rate 10")
+    for mode in push keepalive; do
+        herald_start --group-receipts "$mode" $([ -n "$SMOKE" ] && echo --heartbeat-ms 1000)
+        echo -n "$mode: "
+        # shellcheck disable=SC2086
+        taskset -c 1 "$BIN/examples/bench_receipts" --addr 127.0.0.1:18080 $RECEIPTS
+        stop
+    done
 fi
 
 echo "== sustained fan-out: every publish to all $SUBSCRIBERS WebSocket subscribers"

@@ -23,7 +23,7 @@ use crate::chat::online::OnlineDirectory;
 use crate::chat::presence::Presence;
 use crate::chat::receipts::Receipts;
 use crate::chat::signals::Signals;
-use crate::config::Config;
+use crate::config::{Config, GroupReceipts};
 use crate::http::auth::Auth;
 use crate::http::cors::Cors;
 use crate::hub::Hub;
@@ -143,6 +143,13 @@ impl App {
             Duration::from_millis(config.presence_window_ms),
             feed.kept_if(config.feed_presence),
         );
+        let signals = Signals::new(
+            store.clone(),
+            backend.buckets.clone(),
+            config.typing_rate,
+            metrics.signals_sent.clone(),
+            metrics.signals_limited.clone(),
+        );
         let group_reads = GroupReads::new(
             store.clone(),
             group_log.clone(),
@@ -150,6 +157,7 @@ impl App {
             presence.clone(),
             metrics.clone(),
             feed,
+            (config.group_receipts == GroupReceipts::Keepalive).then(|| signals.clone()),
         );
         let conversations = Arc::new(Conversations::new(store.clone(), config.history_ttl()));
         let hook = match &config.message_hook {
@@ -165,13 +173,6 @@ impl App {
             None => None,
         };
         let admission = Arc::new(Admission::new(sends.clone(), hook));
-        let signals = Signals::new(
-            store.clone(),
-            backend.buckets.clone(),
-            config.typing_rate,
-            metrics.signals_sent.clone(),
-            metrics.signals_limited.clone(),
-        );
         let app = Arc::new(App {
             auth,
             cors: Cors::new(&config.allow_origins),

@@ -205,6 +205,18 @@ pub struct Config {
     #[arg(long, env = "HERALD_PRESENCE_GRACE")]
     pub presence_grace: Option<u64>,
 
+    /// How a group message's sender learns its read receipts while online:
+    /// `push` (a `group_receipt` event in its queue, at most one per group
+    /// a second) or `keepalive` (no event: the totals ride on the sender's
+    /// next heartbeat, or a held long-poll's empty answer).
+    #[arg(
+        long,
+        env = "HERALD_GROUP_RECEIPTS",
+        value_enum,
+        default_value = "push"
+    )]
+    pub group_receipts: GroupReceipts,
+
     /// Presence changes of one user within this window are coalesced into
     /// one push, in milliseconds.
     #[arg(long, env = "HERALD_PRESENCE_WINDOW_MS", default_value_t = 1000)]
@@ -256,6 +268,15 @@ pub enum Durability {
     /// Accept any persistence setting (and say so): Redis may lose the
     /// last second of acknowledged writes.
     Async,
+}
+
+/// How group read receipts reach an online sender (`--group-receipts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupReceipts {
+    /// A durable `group_receipt` event, coalesced per sender and group.
+    Push,
+    /// The new totals on the sender's next keepalive: zero extra events.
+    Keepalive,
 }
 
 /// Shortest accepted `--secret`: HS256 wants a key of 256 bits.

@@ -110,6 +110,14 @@ export interface ResyncEvent {
 export interface HeartbeatEvent {
   type: "hb";
   hints?: { broadcast?: number };
+  /** `--group-receipts keepalive`: receipt totals of your group messages, `{gid: {msgid: {read, unread}}}` (also emitted as `group_receipt` events). */
+  receipts?: Record<string, Record<string, { read: number; unread: number }>>;
+}
+
+/** A `group_receipt` that rode on a keepalive (`--group-receipts keepalive`): not part of the queue, so no seq and no ts. */
+export interface KeptGroupReceipt {
+  type: "group_receipt";
+  data: GroupReceiptCount & { gid: string; receipts: GroupReceiptCount[] };
 }
 
 /**
@@ -131,7 +139,7 @@ export interface EventMap {
   group_msg: QueueEvent<"group_msg", GroupMessage>;
   presence: QueueEvent<"presence", { uid: string; status: PresenceStatus }>;
   receipt: QueueEvent<"receipt", { kind: "delivered" | "read"; ids: number[]; by: string }>;
-  group_receipt: QueueEvent<"group_receipt", GroupReceiptCount & { gid: string; receipts: GroupReceiptCount[] }>;
+  group_receipt: QueueEvent<"group_receipt", GroupReceiptCount & { gid: string; receipts: GroupReceiptCount[] }> | KeptGroupReceipt;
   counter: QueueEvent<"counter", { name: string; value: number }>;
   broadcast: QueueEvent<"broadcast", { bid: number; body: unknown }>;
   gap: QueueEvent<"gap", GapData>;

@@ -184,7 +184,7 @@ export class Herald {
   deliver(event, bytes) {
     this.heard(event);
     this.stats.bytes += bytes || 0;
-    if (event.type === "hb") { this.emit(event); return; }
+    if (event.type === "hb") { this.keptReceipts(event.receipts); this.emit(event); return; }
     if (event.type === "typing") { this.typingSeen(event); return; }
     if (event.type === "hello" || event.type === "reconnect") { this.setEpoch(event.epoch); return; }
     if (event.type === "gap" && event.data && event.data.epoch) {
@@ -222,6 +222,21 @@ export class Herald {
       this.emit({ ...event, stopped: true });
     }, TYPING_SHOWN_MS));
     this.emit({ ...event, stopped: false });
+  }
+
+  /**
+   * Group receipt totals that rode on a keepalive (a server run with
+   * `--group-receipts keepalive`): `{gid: {msgid: {read, unread}}}`,
+   * emitted as the `group_receipt` events a pushing server would send
+   * (without a seq: they are not part of the queue).
+   */
+  keptReceipts(receipts) {
+    for (const [gid, counts] of Object.entries(receipts || {})) {
+      const all = Object.entries(counts).map(([msgid, c]) => ({ msgid: Number(msgid), read: c.read, unread: c.unread }))
+        .sort((a, b) => a.msgid - b.msgid);
+      const newest = all[all.length - 1];
+      if (newest) this.emit({ type: "group_receipt", data: { gid, ...newest, receipts: all } });
+    }
   }
 
   setEpoch(epoch) {
@@ -478,6 +493,7 @@ export class Herald {
       this.stats.bytes += text.length;
       for (const event of body.events) this.deliver(event, 0);
       for (const signal of body.signals || []) this.deliver(signal, 0);
+      this.keptReceipts(body.receipts);
       this.setEpoch(body.epoch);
       if (body.hints) this.emit({ type: "hb", hints: body.hints });
       if (kind === "poll" && !body.events.length) {

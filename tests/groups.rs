@@ -378,3 +378,88 @@ async fn concurrent_read_marks_leave_the_highest_cursor_after_a_restart() {
         json!({"last_read": 40})
     );
 }
+
+#[tokio::test]
+async fn keepalive_receipts_ride_on_the_senders_heartbeat_and_long_poll_not_its_queue() {
+    let server =
+        Server::start_with(&["--group-receipts", "keepalive", "--heartbeat-ms", "300"]).await;
+    members(&server, "k1", json!(["alice", "bob", "carol"])).await;
+    let (alice, bob) = (server.token("alice").await, server.token("bob").await);
+    // alice follows her queue over SSE, and holds a long-poll.
+    let mut sse = server.open("/v1/sse", &alice).await.bytes_stream();
+    let (status, posted) = post(&server, &alice, "k1", json!({"body": "one"})).await;
+    assert_eq!(status, 200, "{posted}");
+    let msgid = posted["msgid"].as_u64().unwrap();
+    assert_eq!(read(&server, &bob, "k1", msgid).await.0, 200);
+    // The totals come on a heartbeat, once.
+    let expected = json!({"k1": {msgid.to_string(): {"read": 1, "unread": 1}}});
+    let mut buf = String::new();
+    let hb = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let chunk = sse.next().await.expect("more").expect("a chunk");
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            let found = common::clients::sse_events(&mut buf)
+                .into_iter()
+                .find(|e| e["type"] == "hb" && e.get("receipts").is_some());
+            if let Some(hb) = found {
+                return hb;
+            }
+        }
+    })
+    .await
+    .expect("a heartbeat with the receipts");
+    assert_eq!(hb["receipts"], expected);
+
+    // The next change rides on a held long-poll's empty answer instead
+    // (the SSE stream is gone).
+    drop(sse);
+    // (Gone once a heartbeat finds it closed: a keepalive written to a
+    // closed connection would take the totals with it.)
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server.metric("herald_connections{kind=\"sse\"}").await == 0.0
+        })
+        .await
+    );
+    let carol = server.token("carol").await;
+    let held = {
+        let (http, url) = (
+            server.http.clone(),
+            server.url("/v1/longpoll?cursor=1&timeout=2"),
+        );
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            http.get(url)
+                .bearer_auth(alice)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server.metric("herald_longpolls_held").await == 1.0
+        })
+        .await
+    );
+    assert_eq!(read(&server, &carol, "k1", msgid).await.0, 200);
+    let answer = held.await.unwrap();
+    assert_eq!(answer["events"], json!([]), "{answer}");
+    assert_eq!(
+        answer["receipts"],
+        json!({"k1": {msgid.to_string(): {"read": 2, "unread": 0}}})
+    );
+    // No receipt event in the queue: only her own message.
+    let queued: Vec<Value> = server.poll(&alice, 0).await;
+    assert!(
+        queued.iter().all(|e| e["type"] != "group_receipt"),
+        "{queued:?}"
+    );
+    assert_eq!(
+        server.metric("herald_group_receipts_pushed_total").await,
+        0.0
+    );
+}

@@ -6,7 +6,9 @@
 //! (readers of m = members other than its sender with last_read ≥ m): no
 //! per-message-per-member rows. While a sender is online, changes to the
 //! receipts of its messages are pushed as `group_receipt` events, at most
-//! one per sender per group per second; an offline sender pulls them.
+//! one per sender per group per second (or with `--group-receipts
+//! keepalive` left for its next keepalive, see `signals.rs`); an offline
+//! sender pulls them.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +24,7 @@ use crate::chat::group_log::GroupLog;
 use crate::chat::groups::Gid;
 use crate::chat::groups::Groups;
 use crate::chat::presence::Presence;
+use crate::chat::signals::Signals;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::{Append, Store, StoreError};
@@ -76,6 +79,9 @@ pub struct GroupReads {
     pending: SharedMap<(Uid, Gid), Pending>,
     /// Read marks also go to the backend feed (`--feed`).
     feed: Feed,
+    /// `--group-receipts keepalive`: totals ride on the sender's next
+    /// keepalive instead of a `group_receipt` event.
+    keepalive: Option<Arc<Signals>>,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +111,7 @@ impl GroupReads {
         presence: Arc<Presence>,
         metrics: Arc<Metrics>,
         feed: Feed,
+        keepalive: Option<Arc<Signals>>,
     ) -> Arc<GroupReads> {
         Arc::new_cyclic(|me| GroupReads {
             me: me.clone(),
@@ -116,6 +123,7 @@ impl GroupReads {
             last_read: SharedMap::default(),
             pending: SharedMap::default(),
             feed,
+            keepalive,
         })
     }
 
@@ -294,6 +302,13 @@ impl GroupReads {
         let Some((msgid, read, unread)) = newest else {
             return Ok(());
         };
+        if let Some(signals) = &self.keepalive {
+            let counts: Vec<(u64, u64, u64)> = receipts
+                .iter()
+                .map(|r| (r.msgid, r.readers.len() as u64, r.unread as u64))
+                .collect();
+            return signals.ride(&sender, gid.as_str(), &counts).await;
+        }
         let all: Vec<Value> = receipts
             .iter()
             .map(|r| json!({"msgid": r.msgid, "read": r.readers.len(), "unread": r.unread}))

@@ -10,11 +10,12 @@
 //! to its own connections (see `Records::signal`); otherwise it is handed
 //! over here directly.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
+use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::error::Error;
@@ -37,15 +38,27 @@ pub enum Target {
 /// channel cost ~1 KB per user, this 140-280 B.)
 pub struct Mailbox {
     uid: Uid,
-    recent: Mutex<VecDeque<(u64, Bytes)>>,
+    state: Mutex<MailboxState>,
     arrived: Notify,
 }
 
+#[derive(Default)]
+struct MailboxState {
+    /// The last few signals, `(n, json)`, the newest last.
+    recent: VecDeque<(u64, Bytes)>,
+    /// Group receipt totals waiting for the next keepalive
+    /// (`--group-receipts keepalive`): gid → msgid → (read, unread).
+    riding: BTreeMap<String, BTreeMap<u64, (u64, u64)>>,
+}
+
 impl Mailbox {
+    fn state(&self) -> std::sync::MutexGuard<'_, MailboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The `n` of the newest signal (0: none yet).
     fn newest(&self) -> u64 {
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.back().map_or(0, |(n, _)| *n)
+        self.state().recent.back().map_or(0, |(n, _)| *n)
     }
 }
 
@@ -82,7 +95,8 @@ impl Listener {
         let Some(mailbox) = &self.mailbox else {
             return Vec::new();
         };
-        let recent = mailbox.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let state = mailbox.state();
+        let recent = &state.recent;
         let taken = recent
             .iter()
             .filter(|(n, _)| *n > self.seen)
@@ -90,6 +104,36 @@ impl Listener {
             .collect();
         self.seen = recent.back().map_or(self.seen, |(n, _)| *n);
         taken
+    }
+
+    /// Whether group receipt totals wait for a keepalive.
+    pub fn has_riders(&self) -> bool {
+        self.mailbox
+            .as_ref()
+            .is_some_and(|m| !m.state().riding.is_empty())
+    }
+
+    /// The group receipt totals waiting for a keepalive, as
+    /// `{gid: {msgid: {"read": R, "unread": U}}}`, taken: the first of the
+    /// user's connections to send a keepalive carries them.
+    pub fn riders(&self) -> Option<String> {
+        let riding = std::mem::take(&mut self.mailbox.as_ref()?.state().riding);
+        if riding.is_empty() {
+            return None;
+        }
+        let by_gid: serde_json::Map<String, serde_json::Value> = riding
+            .into_iter()
+            .map(|(gid, counts)| {
+                let counts = counts
+                    .into_iter()
+                    .map(|(msgid, (read, unread))| {
+                        (msgid.to_string(), json!({"read": read, "unread": unread}))
+                    })
+                    .collect();
+                (gid, serde_json::Value::Object(counts))
+            })
+            .collect();
+        Some(serde_json::Value::Object(by_gid).to_string())
     }
 }
 
@@ -147,7 +191,7 @@ impl Signals {
             .or_insert_with(|| {
                 Arc::new(Mailbox {
                     uid: uid.clone(),
-                    recent: Mutex::new(VecDeque::new()),
+                    state: Mutex::default(),
                     arrived: Notify::new(),
                 })
             })
@@ -195,21 +239,85 @@ impl Signals {
         Ok(())
     }
 
-    /// Hands `json` to `uid`'s connections open here, if any.
+    /// Leaves group receipt totals of `sender`'s messages in `gid` for its
+    /// next keepalive, on whichever node its connections are
+    /// (`--group-receipts keepalive`); nowhere if it has none open.
+    pub async fn ride(
+        &self,
+        sender: &Uid,
+        gid: &str,
+        counts: &[(u64, u64, u64)],
+    ) -> Result<(), Error> {
+        let rider = Rider {
+            kind: RIDER.to_owned(),
+            gid: gid.to_owned(),
+            counts: counts.to_vec(),
+        };
+        let json = serde_json::to_vec(&rider).map_err(|e| Error::Internal(e.to_string()))?;
+        if !self.store.signal(sender, &json).await? {
+            self.deliver(sender, Bytes::from(json));
+        }
+        Ok(())
+    }
+
+    /// Hands `json` to `uid`'s connections open here, if any: a signal, or
+    /// receipt totals to keep for the next keepalive.
     pub fn deliver(&self, uid: &Uid, json: Bytes) {
         let Some(mailbox) = self.mailboxes.get(uid).map(|m| m.clone()) else {
             return;
         };
-        {
-            let mut recent = mailbox.recent.lock().unwrap_or_else(|e| e.into_inner());
-            let n = recent.back().map_or(1, |(n, _)| n + 1);
-            if recent.len() == KEPT {
-                recent.pop_front();
+        let mut state = mailbox.state();
+        if json.starts_with(RIDER_PREFIX.as_bytes()) {
+            if let Ok(rider) = serde_json::from_slice::<Rider>(&json) {
+                keep_riding(&mut state.riding, rider);
             }
-            recent.push_back((n, json));
+            return;
         }
+        let n = state.recent.back().map_or(1, |(n, _)| n + 1);
+        if state.recent.len() == KEPT {
+            state.recent.pop_front();
+        }
+        state.recent.push_back((n, json));
+        drop(state);
         mailbox.arrived.notify_waiters();
     }
+}
+
+/// Receipt totals a mailbox keeps for a keepalive, at most (the oldest
+/// messages' give way).
+const MAX_RIDING: usize = 256;
+
+/// The `type` of receipt totals on their way to a mailbox (never sent to
+/// a client as such).
+const RIDER: &str = "receipts";
+const RIDER_PREFIX: &str = r#"{"type":"receipts""#;
+
+/// Receipt totals on their way to a sender's mailbox: `(msgid, read,
+/// unread)` of its messages in `gid`. Serialized with `type` first.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Rider {
+    #[serde(rename = "type")]
+    kind: String,
+    gid: String,
+    counts: Vec<(u64, u64, u64)>,
+}
+
+/// Merges `rider` into what waits (newer totals replace older ones), then
+/// drops the oldest messages beyond [`MAX_RIDING`].
+fn keep_riding(riding: &mut BTreeMap<String, BTreeMap<u64, (u64, u64)>>, rider: Rider) {
+    let counts = riding.entry(rider.gid).or_default();
+    for (msgid, read, unread) in rider.counts {
+        counts.insert(msgid, (read, unread));
+    }
+    let mut total: usize = riding.values().map(BTreeMap::len).sum();
+    while total > MAX_RIDING {
+        let Some(fullest) = riding.values_mut().max_by_key(|c| c.len()) else {
+            break;
+        };
+        fullest.pop_first();
+        total -= 1;
+    }
+    riding.retain(|_, counts| !counts.is_empty());
 }
 
 /// The JSON of a typing signal from `from` to `target`.
@@ -246,6 +354,26 @@ mod tests {
         assert_eq!(signals.mailboxes.len(), 1);
         drop(second);
         assert_eq!(signals.mailboxes.len(), 0, "no mailbox without a listener");
+    }
+
+    #[test]
+    fn riding_totals_keep_the_newest_and_stay_bounded() {
+        let mut riding = BTreeMap::new();
+        let rider = |gid: &str, from: u64, to: u64, read: u64| Rider {
+            kind: RIDER.to_owned(),
+            gid: gid.to_owned(),
+            counts: (from..=to).map(|m| (m, read, 1)).collect(),
+        };
+        keep_riding(&mut riding, rider("a", 1, 200, 1));
+        keep_riding(&mut riding, rider("a", 150, 250, 2));
+        keep_riding(&mut riding, rider("b", 1, 100, 3));
+        let total: usize = riding.values().map(BTreeMap::len).sum();
+        assert_eq!(total, MAX_RIDING);
+        // Newer totals replaced older ones; the oldest messages gave way.
+        assert_eq!(riding["a"][&250], (2, 1));
+        assert_eq!(riding["a"][&150], (2, 1));
+        assert!(!riding["a"].contains_key(&1));
+        assert_eq!(riding["b"].len(), 100);
     }
 
     #[tokio::test]

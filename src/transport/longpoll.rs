@@ -3,7 +3,9 @@
 //! same user needs its slot (an empty 200 too), or the server shuts down.
 //!
 //! A held long-poll also answers a signal for its user (typing: in
-//! `"signals"`, with the cursor where it was).
+//! `"signals"`, with the cursor where it was), and its empty answer
+//! carries the group receipt totals that waited for a keepalive
+//! (`"receipts"`, `--group-receipts keepalive`).
 //!
 //! A long-poll that finds events answers at once, like a poll. Otherwise
 //! no polling loop: the handler waits on the user's durable-head watch,
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use hyper::Request;
 
-use super::{page_response, PollRequest};
+use super::{page_response, PollRequest, Riders};
 use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::Response;
@@ -33,7 +35,7 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     if !page.events.is_empty() {
         // Answered at once, like a poll: it holds no slot.
         poll.settle(app, &page).await?;
-        return Ok(answer(app, &page, &[]));
+        return Ok(answer(app, &page, &Riders::default()));
     }
     // Subscribe, then read again, so that an event made durable since the
     // first read still wakes us.
@@ -44,13 +46,13 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     // the ack: a long-poll refused for the cap acks nothing.
     let connection = app.hub.connect(&poll.uid, Transport::LongPoll)?;
     poll.settle(app, &page).await?;
-    let mut signals = Vec::new();
+    let mut riders = Riders::default();
     if page.events.is_empty() {
         let mut listener = app.signals.listen(&poll.uid);
         let _held = Held::new(app);
         tokio::select! {
             _ = head.wait_for(|&h| h > poll.cursor) => {}
-            () = listener.changed() => signals = listener.take(),
+            () = listener.changed() => riders.signals = listener.take(),
             _ = tokio::time::sleep(Duration::from_secs(timeout)) => {}
             _ = app.shutdown.cancelled() => {}
             _ = connection.evicted() => {}
@@ -60,20 +62,23 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
         // read before the hold (nothing new) as the answer; the client
         // polls again at once and meets the failure there, unacked.
         page = poll.read(app).await.unwrap_or(page);
+        if page.events.is_empty() {
+            riders.receipts = listener.riders();
+        }
     }
     drop(connection);
-    Ok(answer(app, &page, &signals))
+    Ok(answer(app, &page, &riders))
 }
 
 /// The answer, counted as useful or empty.
-fn answer(app: &App, page: &Page, signals: &[bytes::Bytes]) -> Response {
+fn answer(app: &App, page: &Page, riders: &Riders) -> Response {
     let returns = if page.events.is_empty() {
         &app.metrics.longpoll_empty
     } else {
         &app.metrics.longpoll_useful
     };
     returns.inc();
-    page_response(app, Transport::LongPoll, page, signals)
+    page_response(app, Transport::LongPoll, page, riders)
 }
 
 /// A long-poll being held, counted in `herald_longpolls_held` until it

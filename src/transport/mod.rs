@@ -96,27 +96,36 @@ where
     response
 }
 
+/// What a held long-poll answers besides its page: the signals that came
+/// (typing), and the group receipt totals that waited for a keepalive.
+#[derive(Default)]
+pub struct Riders {
+    pub signals: Vec<bytes::Bytes>,
+    pub receipts: Option<String>,
+}
+
 /// `{"events":[…],"cursor":M,"epoch":E}` (plus `"hints"` when there are
-/// pull hints, and `"signals"` when a held long-poll has some), written
-/// from the stored event JSON as is, counted as sent on `transport`.
-pub fn page_response(
-    app: &App,
-    transport: Transport,
-    page: &Page,
-    signals: &[bytes::Bytes],
-) -> Response {
+/// pull hints, and `"signals"` and `"receipts"` when a held long-poll has
+/// some), written from the stored event JSON as is, counted as sent on
+/// `transport`.
+pub fn page_response(app: &App, transport: Transport, page: &Page, riders: &Riders) -> Response {
     let mut body = page_json(app, page, true);
-    if !signals.is_empty() {
-        body.pop();
+    body.pop();
+    if !riders.signals.is_empty() {
         body.extend_from_slice(b",\"signals\":[");
-        for (i, signal) in signals.iter().enumerate() {
+        for (i, signal) in riders.signals.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
             body.extend_from_slice(signal);
         }
-        body.extend_from_slice(b"]}");
+        body.push(b']');
     }
+    if let Some(receipts) = &riders.receipts {
+        body.extend_from_slice(b",\"receipts\":");
+        body.extend_from_slice(receipts.as_bytes());
+    }
+    body.push(b'}');
     app.hub.sent(transport, page.events.len(), body.len());
     raw_json(StatusCode::OK, body)
 }

@@ -2,7 +2,7 @@
 
 use hyper::Request;
 
-use super::{page_response, PollRequest};
+use super::{page_response, PollRequest, Riders};
 use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::Response;
@@ -13,5 +13,10 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     let poll = PollRequest::parse(app, &req)?;
     let page = poll.read(app).await?;
     poll.settle(app, &page).await?;
-    Ok(page_response(app, Transport::Poll, &page, &[]))
+    Ok(page_response(
+        app,
+        Transport::Poll,
+        &page,
+        &Riders::default(),
+    ))
 }

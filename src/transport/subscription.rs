@@ -196,12 +196,19 @@ impl Subscription {
         self.app.broadcasts.hints()
     }
 
-    /// The `hb` pseudo-event of keepalives (no seq: not part of the queue).
+    /// The `hb` pseudo-event of keepalives (no seq: not part of the
+    /// queue), with the pull hints and any group receipt totals waiting
+    /// for it (`--group-receipts keepalive`; taken by this keepalive).
     pub fn heartbeat_json(&self) -> String {
-        match self.hints() {
-            Some(hints) => format!(r#"{{"type":"hb","hints":{hints}}}"#),
-            None => r#"{"type":"hb"}"#.to_owned(),
+        let mut hb = String::from(r#"{"type":"hb""#);
+        if let Some(hints) = self.hints() {
+            hb.push_str(&format!(r#","hints":{hints}"#));
         }
+        if let Some(receipts) = self.signals.as_ref().and_then(Listener::riders) {
+            hb.push_str(&format!(r#","receipts":{receipts}"#));
+        }
+        hb.push('}');
+        hb
     }
 
     /// From now on, `handoff` shares the cursor, and `direct` is given new
@@ -385,7 +392,10 @@ impl Subscription {
                 _ = retry => {}
                 _ = self.heartbeat.tick() => {
                     let due = self.last_sent + self.heartbeat.period();
-                    if due <= Instant::now() {
+                    // Receipt totals waiting for a keepalive get one even
+                    // when events keep the stream busy.
+                    let riders = self.signals.as_ref().is_some_and(Listener::has_riders);
+                    if due <= Instant::now() || riders {
                         return Ok(Next::Heartbeat);
                     }
                     self.heartbeat.reset_at(due);
