@@ -188,6 +188,37 @@ test("8 tabs on SSE: each receives live events and each can send, within 2 s", a
   await context.close();
 });
 
+test("a follower's group read mark goes through the leader; a stopped follower leaves the others be", async () => {
+  const context = await browser.newContext();
+  const tabs = [await tab(context, "reader", "sse"), await tab(context, "reader", "sse")];
+  await eventually(async () => (await roles(tabs)).includes("leader"), "a leader");
+  const follower = tabs[(await roles(tabs)).indexOf("follower")];
+  const leader = tabs[(await roles(tabs)).indexOf("leader")];
+  const members = await fetch(`${base}/api/v1/groups/readers/members`, {
+    method: "PUT",
+    headers: { authorization: "Bearer " + apiKey, "content-type": "application/json" },
+    body: JSON.stringify({ members: ["reader", "writer"] }),
+  });
+  assert.equal(members.status, 200);
+  const writer = await demoToken(base, "writer");
+  const posted = await fetch(`${base}/v1/groups/readers/messages`, {
+    method: "POST",
+    headers: { authorization: "Bearer " + writer, "content-type": "application/json" },
+    body: JSON.stringify({ body: "read me" }),
+  });
+  const { msgid } = await posted.json();
+  await follower.evaluate((msgid) => window.herald.groupRead("readers", msgid), msgid);
+  await eventually(async () => {
+    const r = await fetch(`${base}/v1/groups/readers/receipts?msgids=${msgid}`, { headers: { authorization: "Bearer " + writer } });
+    return (await r.json()).receipts[0].readers.includes("reader");
+  }, "the read mark reached the server");
+  await follower.evaluate(() => window.herald.stop());
+  assert.equal(await follower.evaluate(() => window.herald.role), "follower");
+  const seq = await publish("reader", { n: "after the stop" });
+  await leader.waitForFunction((s) => window.log.some((e) => e.seq === s), seq, { timeout: 5000 });
+  await context.close();
+});
+
 test("two users in one browser do not share; share: false opens one connection per tab", async () => {
   await noStreamLeft();
   const context = await browser.newContext();

@@ -181,6 +181,7 @@ async fn trim_periodically(app: Arc<App>) {
             let (cursors, windows) = app.group_reads.forget_idle();
             metrics.set_entries("group_read_cursors", cursors);
             metrics.set_entries("receipt_windows", windows);
+            metrics.set_entries("signal_mailboxes", app.signals.forget_parked());
         };
         let _ = tokio::task::spawn_blocking(forget).await;
     }

@@ -98,15 +98,15 @@ export class Herald {
 
   stop() {
     this.running = false;
-    if (this.channel) { this.channel.close(); this.channel = null; }
-    if (this.releaseLock) this.releaseLock(); // the next tab leads
-    if (this.lockWait) this.lockWait.abort();
     clearInterval(this.ackTimer);
     clearTimeout(this.watchdog);
     for (const timer of this.typers.values()) clearTimeout(timer);
     this.typers.clear();
     this.flushAcks();
     this.teardown();
+    if (this.channel) { this.channel.close(); this.channel = null; }
+    if (this.releaseLock) this.releaseLock(); // the next tab leads
+    if (this.lockWait) this.lockWait.abort();
   }
 
   // ---- sharing one connection between tabs ---------------------------
@@ -593,21 +593,22 @@ export class Herald {
   flushAcks() {
     if (this.role === "follower") {
       // The leader sends them, with its own.
-      for (const [gid, msgid] of this.groupReads) this.channel.postMessage({ t: "groupRead", gid, msgid });
+      for (const [gid, msgid] of this.groupReads) this.channel?.postMessage({ t: "groupRead", gid, msgid });
       this.groupReads.clear();
       return;
     }
     const seq = this.pendingAck;
-    if (!seq) return;
     this.pendingAck = 0;
     const transport = this.stats.transport;
-    if (transport === "poll" || transport === "longpoll") return; // the next request's cursor acks
-    if (transport === "ws" && this.ws && this.ws.readyState === WebSocket.OPEN) {
+    // A poll's or long-poll's next request acks with its cursor.
+    const ackHere = seq && transport !== "poll" && transport !== "longpoll";
+    if (ackHere && transport === "ws" && this.ws && this.ws.readyState === WebSocket.OPEN) {
       this.ws.send(JSON.stringify({ op: "ack", seq }));
-    } else {
+    } else if (ackHere) {
       // Retried with the next flush unless refused (a 4xx changes nothing and would be refused again).
       this.call("POST", "/v1/ack", { seq }).catch((e) => { if (!(e.status < 500)) this.pendingAck ||= seq; });
     }
+    // Group read marks go whether or not there was an ack to send.
     for (const [gid, msgid] of this.groupReads) {
       this.call("POST", `/v1/groups/${encodeURIComponent(gid)}/read`, { msgid }).catch(() => {});
     }

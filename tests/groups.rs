@@ -380,10 +380,10 @@ async fn concurrent_read_marks_leave_the_highest_cursor_after_a_restart() {
 }
 
 #[tokio::test]
-async fn keepalive_receipts_ride_on_the_senders_heartbeat_and_long_poll_not_its_queue() {
+async fn keepalive_receipts_ride_on_the_senders_heartbeat_long_poll_and_poll_not_its_queue() {
     let server =
         Server::start_with(&["--group-receipts", "keepalive", "--heartbeat-ms", "300"]).await;
-    members(&server, "k1", json!(["alice", "bob", "carol"])).await;
+    members(&server, "k1", json!(["alice", "bob", "carol", "dave"])).await;
     let (alice, bob) = (server.token("alice").await, server.token("bob").await);
     // alice follows her queue over SSE, and holds a long-poll.
     let mut sse = server.open("/v1/sse", &alice).await.bytes_stream();
@@ -392,7 +392,7 @@ async fn keepalive_receipts_ride_on_the_senders_heartbeat_and_long_poll_not_its_
     let msgid = posted["msgid"].as_u64().unwrap();
     assert_eq!(read(&server, &bob, "k1", msgid).await.0, 200);
     // The totals come on a heartbeat, once.
-    let expected = json!({"k1": {msgid.to_string(): {"read": 1, "unread": 1}}});
+    let expected = json!({"k1": {msgid.to_string(): {"read": 1, "unread": 2}}});
     let mut buf = String::new();
     let hb = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -450,7 +450,22 @@ async fn keepalive_receipts_ride_on_the_senders_heartbeat_and_long_poll_not_its_
     assert_eq!(answer["events"], json!([]), "{answer}");
     assert_eq!(
         answer["receipts"],
-        json!({"k1": {msgid.to_string(): {"read": 2, "unread": 0}}})
+        json!({"k1": {msgid.to_string(): {"read": 2, "unread": 1}}})
+    );
+    // And on a short poll (a poller has no keepalive).
+    let dave = server.token("dave").await;
+    assert_eq!(read(&server, &dave, "k1", msgid).await.0, 200);
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    let polled = loop {
+        let (_, body) = server.get("/v1/poll?cursor=1", &alice).await;
+        if body.get("receipts").is_some() || std::time::Instant::now() > give_up {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        polled["receipts"],
+        json!({"k1": {msgid.to_string(): {"read": 3, "unread": 0}}})
     );
     // No receipt event in the queue: only her own message.
     let queued: Vec<Value> = server.poll(&alice, 0).await;

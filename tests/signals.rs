@@ -160,6 +160,10 @@ async fn a_group_typing_signal_reaches_the_other_members_over_the_websocket_op()
 async fn bad_typing_signals_are_refused_and_change_nothing() {
     let server = Server::start_with(&["--typing-rate", "2"]).await;
     server.set_members("team", &["alice", "bob"]).await;
+    let crowd: Vec<String> = (0..1001).map(|i| format!("c{i}")).collect();
+    let mut crowd: Vec<&str> = crowd.iter().map(String::as_str).collect();
+    crowd.push("alice");
+    server.set_members("crowd", &crowd).await;
     let alice = server.token("alice").await;
     let carol = server.token("carol").await;
     for (token, body, status, code) in [
@@ -174,6 +178,7 @@ async fn bad_typing_signals_are_refused_and_change_nothing() {
         (&alice, json!({"to": "bob", "extra": 1}), 400, "bad_json"),
         (&alice, json!({"to": "no spaces"}), 400, "bad_json"),
         (&alice, json!({"gid": "nope"}), 404, "not_found"),
+        (&alice, json!({"gid": "crowd"}), 400, "group_too_large"),
         (&carol, json!({"gid": "team"}), 403, "forbidden"),
         (
             &"not-a-token".to_owned(),

@@ -16,6 +16,10 @@ use crate::http::reply::{empty, Response};
 use crate::http::request::json_body;
 use crate::uid::Uid;
 
+/// The largest group a typing signal goes to: each signal is one publish
+/// per member (a large channel shows no one typing, as chat apps do).
+const MAX_GROUP: usize = 1000;
+
 /// Who a typing signal is for, as the client named them.
 #[derive(Debug, Deserialize)]
 pub struct Typing {
@@ -64,6 +68,12 @@ pub async fn send(app: &App, from: &Uid, typing: Typing) -> Result<(), Error> {
             gid: Some(gid),
         } => {
             let (gid, members) = app.groups.member_of(&gid, from).await?;
+            if members.len() > MAX_GROUP {
+                return Err(Error::bad(
+                    "group_too_large",
+                    format!("typing signals go to groups of at most {MAX_GROUP} members"),
+                ));
+            }
             let others = members.iter().filter(|m| *m != from).cloned().collect();
             (Target::Group(gid), others)
         }

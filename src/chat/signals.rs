@@ -49,6 +49,9 @@ struct MailboxState {
     /// Group receipt totals waiting for the next keepalive
     /// (`--group-receipts keepalive`): gid → msgid → (read, unread).
     riding: BTreeMap<String, BTreeMap<u64, (u64, u64)>>,
+    /// A sweep found no connection using this mailbox: the next one drops
+    /// it (a short poller's totals wait here between its polls).
+    stale: bool,
 }
 
 impl Mailbox {
@@ -117,24 +120,29 @@ impl Listener {
     /// `{gid: {msgid: {"read": R, "unread": U}}}`, taken: the first of the
     /// user's connections to send a keepalive carries them.
     pub fn riders(&self) -> Option<String> {
-        let riding = std::mem::take(&mut self.mailbox.as_ref()?.state().riding);
-        if riding.is_empty() {
-            return None;
-        }
-        let by_gid: serde_json::Map<String, serde_json::Value> = riding
-            .into_iter()
-            .map(|(gid, counts)| {
-                let counts = counts
-                    .into_iter()
-                    .map(|(msgid, (read, unread))| {
-                        (msgid.to_string(), json!({"read": read, "unread": unread}))
-                    })
-                    .collect();
-                (gid, serde_json::Value::Object(counts))
-            })
-            .collect();
-        Some(serde_json::Value::Object(by_gid).to_string())
+        riders_json(&mut self.mailbox.as_ref()?.state().riding)
     }
+}
+
+/// `riding` as `{gid: {msgid: {"read": R, "unread": U}}}`, taken.
+fn riders_json(riding: &mut BTreeMap<String, BTreeMap<u64, (u64, u64)>>) -> Option<String> {
+    let riding = std::mem::take(riding);
+    if riding.is_empty() {
+        return None;
+    }
+    let by_gid: serde_json::Map<String, serde_json::Value> = riding
+        .into_iter()
+        .map(|(gid, counts)| {
+            let counts = counts
+                .into_iter()
+                .map(|(msgid, (read, unread))| {
+                    (msgid.to_string(), json!({"read": read, "unread": unread}))
+                })
+                .collect();
+            (gid, serde_json::Value::Object(counts))
+        })
+        .collect();
+    Some(serde_json::Value::Object(by_gid).to_string())
 }
 
 impl Drop for Listener {
@@ -146,9 +154,10 @@ impl Drop for Listener {
         // Dropped first, so that the last listener to go finds only the
         // map's reference left (two going at once: the later one does).
         drop(mailbox);
-        self.signals
-            .mailboxes
-            .remove_if(&uid, |_, mailbox| Arc::strong_count(mailbox) == 1);
+        // Kept while receipt totals wait in it (for the next poll).
+        self.signals.mailboxes.remove_if(&uid, |_, mailbox| {
+            Arc::strong_count(mailbox) == 1 && mailbox.state().riding.is_empty()
+        });
     }
 }
 
@@ -185,8 +194,18 @@ impl Signals {
     /// A listener for `uid`'s signals from now on (for as long as one of
     /// its connections is open).
     pub fn listen(self: &Arc<Self>, uid: &Uid) -> Listener {
-        let mailbox = self
-            .mailboxes
+        let mailbox = self.mailbox(uid);
+        let seen = mailbox.newest();
+        Listener {
+            signals: self.clone(),
+            mailbox: Some(mailbox),
+            seen,
+        }
+    }
+
+    /// `uid`'s mailbox, made if it has none.
+    fn mailbox(&self, uid: &Uid) -> Arc<Mailbox> {
+        self.mailboxes
             .entry(uid.clone())
             .or_insert_with(|| {
                 Arc::new(Mailbox {
@@ -195,13 +214,32 @@ impl Signals {
                     arrived: Notify::new(),
                 })
             })
-            .clone();
-        let seen = mailbox.newest();
-        Listener {
-            signals: self.clone(),
-            mailbox: Some(mailbox),
-            seen,
-        }
+            .clone()
+    }
+
+    /// The receipt totals waiting for `uid` (a short poll carries them:
+    /// it has no keepalive of its own).
+    pub fn take_riders(&self, uid: &Uid) -> Option<String> {
+        let mailbox = self.mailboxes.get(uid).map(|m| m.clone())?;
+        let riders = riders_json(&mut mailbox.state().riding);
+        drop(mailbox);
+        self.mailboxes
+            .remove_if(uid, |_, mailbox| Arc::strong_count(mailbox) == 1);
+        riders
+    }
+
+    /// Drops the mailboxes no connection used since the last sweep (what
+    /// waited in them for a short poller that stopped polling); how many
+    /// are left.
+    pub fn forget_parked(&self) -> usize {
+        self.mailboxes.retain(|_, mailbox| {
+            if Arc::strong_count(mailbox) > 1 {
+                return true;
+            }
+            let mut state = mailbox.state();
+            !std::mem::replace(&mut state.stale, true)
+        });
+        self.mailboxes.len()
     }
 
     /// Takes one signal from `from`'s budget, or fails with 429.
@@ -228,10 +266,15 @@ impl Signals {
         })
     }
 
-    /// Sends `json` to the connections `to` has open now, on every node.
+    /// Sends `json` to the connections `to` has open now, on every node
+    /// (published for all of them at once).
     pub async fn send(&self, to: &[Uid], json: &str) -> Result<(), Error> {
-        for uid in to {
-            if !self.store.signal(uid, json.as_bytes()).await? {
+        let published = futures::future::try_join_all(
+            to.iter().map(|uid| self.store.signal(uid, json.as_bytes())),
+        )
+        .await?;
+        for (uid, published) in to.iter().zip(published) {
+            if !published {
                 self.deliver(uid, Bytes::copy_from_slice(json.as_bytes()));
             }
         }
@@ -261,18 +304,22 @@ impl Signals {
     }
 
     /// Hands `json` to `uid`'s connections open here, if any: a signal, or
-    /// receipt totals to keep for the next keepalive.
+    /// receipt totals to keep for the next keepalive (or poll: those are
+    /// kept without a connection too, until a sweep finds them unused).
     pub fn deliver(&self, uid: &Uid, json: Bytes) {
+        if json.starts_with(RIDER_PREFIX.as_bytes()) {
+            if let Ok(rider) = serde_json::from_slice::<Rider>(&json) {
+                let mailbox = self.mailbox(uid);
+                let mut state = mailbox.state();
+                keep_riding(&mut state.riding, rider);
+                state.stale = false;
+            }
+            return;
+        }
         let Some(mailbox) = self.mailboxes.get(uid).map(|m| m.clone()) else {
             return;
         };
         let mut state = mailbox.state();
-        if json.starts_with(RIDER_PREFIX.as_bytes()) {
-            if let Ok(rider) = serde_json::from_slice::<Rider>(&json) {
-                keep_riding(&mut state.riding, rider);
-            }
-            return;
-        }
         let n = state.recent.back().map_or(1, |(n, _)| n + 1);
         if state.recent.len() == KEPT {
             state.recent.pop_front();

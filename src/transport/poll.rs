@@ -1,4 +1,5 @@
-//! Short polling: answers at once with whatever is after the cursor.
+//! Short polling: answers at once with whatever is after the cursor (and
+//! the group receipt totals waiting for the user, see `chat/signals.rs`).
 
 use hyper::Request;
 
@@ -13,10 +14,11 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     let poll = PollRequest::parse(app, &req)?;
     let page = poll.read(app).await?;
     poll.settle(app, &page).await?;
-    Ok(page_response(
-        app,
-        Transport::Poll,
-        &page,
-        &Riders::default(),
-    ))
+    // A poller has no keepalive: the receipt totals waiting for one come
+    // with its next poll (`--group-receipts keepalive`).
+    let riders = Riders {
+        signals: Vec::new(),
+        receipts: app.signals.take_riders(&poll.uid),
+    };
+    Ok(page_response(app, Transport::Poll, &page, &riders))
 }
