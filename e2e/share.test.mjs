@@ -190,7 +190,8 @@ test("8 tabs on SSE: each receives live events and each can send, within 2 s", a
 
 test("a follower's group read mark goes through the leader; a stopped follower leaves the others be", async () => {
   const context = await browser.newContext();
-  const tabs = [await tab(context, "reader", "sse"), await tab(context, "reader", "sse")];
+  // On long-poll: its leader sends read marks though it sends no acks.
+  const tabs = [await tab(context, "reader", "longpoll"), await tab(context, "reader", "longpoll")];
   await eventually(async () => (await roles(tabs)).includes("leader"), "a leader");
   const follower = tabs[(await roles(tabs)).indexOf("follower")];
   const leader = tabs[(await roles(tabs)).indexOf("leader")];
