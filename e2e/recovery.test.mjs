@@ -6,7 +6,7 @@
 // of them becomes a tight loop.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { demoToken, startDemo } from "./support.mjs";
+import { demoToken, publishTo, startDemo } from "./support.mjs";
 
 const TRANSPORTS = ["ws", "sse", "iframe", "longpoll", "poll"];
 let demo, base, apiKey, browser;
@@ -22,15 +22,7 @@ after(() => demo?.stop());
 const token = (uid) => demoToken(base, uid);
 
 /** Publishes one notice to `uid`; resolves with its seq. */
-async function publish(uid, data) {
-  const r = await fetch(`${base}/api/v1/publish`, {
-    method: "POST",
-    headers: { authorization: "Bearer " + apiKey, "content-type": "application/json" },
-    body: JSON.stringify({ to: [uid], data }),
-  });
-  assert.equal(r.status, 200);
-  return (await r.json()).seqs[uid];
-}
+const publish = (uid, data) => publishTo(base, apiKey, uid, data);
 
 /**
  * A page of the server's origin running herald.js for `uid` on

@@ -7,7 +7,7 @@
 // connections per host); two users, or `share: false`, do not share.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { demoToken, startDemo } from "./support.mjs";
+import { demoToken, publishTo, startDemo } from "./support.mjs";
 
 let demo, base, apiKey, browser;
 
@@ -18,15 +18,7 @@ before(async () => {
 
 after(() => demo?.stop());
 
-async function publish(uid, data) {
-  const r = await fetch(`${base}/api/v1/publish`, {
-    method: "POST",
-    headers: { authorization: "Bearer " + apiKey, "content-type": "application/json" },
-    body: JSON.stringify({ to: [uid], data }),
-  });
-  assert.equal(r.status, 200);
-  return (await r.json()).seqs[uid];
-}
+const publish = (uid, data) => publishTo(base, apiKey, uid, data);
 
 /** The value of a metric line of `/metrics` (0 if absent). */
 async function metric(line) {

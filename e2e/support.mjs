@@ -42,6 +42,17 @@ export async function demoToken(base, uid) {
   return (await r.json()).token;
 }
 
+/** Publishes `data` to `uid` with the API key; resolves with its seq. */
+export async function publishTo(base, apiKey, uid, data) {
+  const r = await fetch(`${base}/api/v1/publish`, {
+    method: "POST",
+    headers: { authorization: "Bearer " + apiKey, "content-type": "application/json" },
+    body: JSON.stringify({ to: [uid], data }),
+  });
+  if (r.status !== 200) throw new Error(`publish to ${uid}: ${r.status} ${await r.text()}`);
+  return (await r.json()).seqs[uid];
+}
+
 /**
  * A demo-mode herald (started with `args`) and a browser for one test
  * file: call in `before`; `stop()` in `after`.

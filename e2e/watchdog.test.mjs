@@ -7,7 +7,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import { demoToken, freePort, startDemo } from "./support.mjs";
+import { demoToken, freePort, publishTo, startDemo } from "./support.mjs";
 
 const HEARTBEAT_MS = 1000;
 let demo, base, apiKey, browser, proxy;
@@ -49,14 +49,7 @@ before(async () => {
 
 after(() => { proxy?.close(); return demo?.stop(); });
 
-async function publish(uid, m) {
-  const r = await fetch(`${base}/api/v1/publish`, {
-    method: "POST",
-    headers: { authorization: "Bearer " + apiKey, "content-type": "application/json" },
-    body: JSON.stringify({ to: [uid], data: { m } }),
-  });
-  assert.equal(r.status, 200);
-}
+const publish = (uid, m) => publishTo(base, apiKey, uid, { m });
 
 const waitFor = (page, predicate, arg, timeout = 15000) => page.waitForFunction(predicate, arg, { timeout, polling: 50 });
 const notices = (page) => page.evaluate(() => window.log.filter((e) => e.type === "notice").map((e) => e.data.m));

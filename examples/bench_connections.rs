@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jsonwebtoken::{EncodingKey, Header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -51,6 +50,9 @@ struct Args {
 
 #[path = "support/disk.rs"]
 mod disk;
+#[path = "support/token.rs"]
+mod token;
+use token::token;
 
 fn parse_args() -> Args {
     let mut args = std::env::args().skip(1);
@@ -94,20 +96,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmRSS")
-}
-
-fn token(secret: &str, uid: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    jsonwebtoken::encode(
-        &Header::default(),
-        &serde_json::json!({"sub": uid, "exp": exp}),
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("sign")
 }
 
 async fn connect(i: usize, addr: SocketAddr) -> std::io::Result<TcpStream> {

@@ -37,11 +37,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use jsonwebtoken::{EncodingKey, Header};
 use tokio_tungstenite::tungstenite::Message;
 
 #[path = "support/chart.rs"]
 mod chart;
+#[path = "support/token.rs"]
+mod token;
+use token::token;
 
 struct Args {
     server: String,
@@ -113,20 +115,6 @@ fn parse_run(pairs: Vec<(String, String)>) -> Result<Args, String> {
     Ok(parsed)
 }
 
-fn token(uid: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        + 3600;
-    jsonwebtoken::encode(
-        &Header::default(),
-        &serde_json::json!({"sub": uid, "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap_or_default()
-}
-
 /// The user (herald), channel (nchan) or room (socket.io) of subscriber
 /// `i`: fresh names per run, so that no run replays what an earlier one
 /// published.
@@ -176,7 +164,7 @@ async fn subscribe(
 ) -> Result<(), String> {
     let (server, sub, who) = (args.server.clone(), args.subscribe, name(args, i));
     let path = match server.as_str() {
-        "herald" => format!("/v1/{}?token={}", args.transport, token(&who)),
+        "herald" => format!("/v1/{}?token={}", args.transport, token(SECRET, &who)),
         "nchan" => format!("/sub/{who}"),
         _ => format!("/socket.io/?EIO=4&transport=websocket&room={who}"),
     };
@@ -447,7 +435,7 @@ async fn typing(args: Args) -> Result<(), String> {
     let pairs = args.subscribers;
     let per_pair = Duration::from_secs_f64(pairs as f64 / args.rate as f64);
     let ws = |addr: SocketAddr, uid: String| async move {
-        let url = format!("ws://{addr}/v1/ws?token={}", token(&uid));
+        let url = format!("ws://{addr}/v1/ws?token={}", token(SECRET, &uid));
         tokio_tungstenite::connect_async(url)
             .await
             .map(|(ws, _)| ws)

@@ -14,27 +14,16 @@
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
+
+#[path = "support/token.rs"]
+mod token;
+use token::token;
 
 const SECRET: &str = "bench-secret-0123456789abcdefghij";
 const API_KEY: &str = "bench-api-key-0123";
 const GID: &str = "bench";
-
-fn token(uid: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        + 3600;
-    jsonwebtoken::encode(
-        &Header::default(),
-        &json!({"sub": uid, "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap_or_default()
-}
 
 /// The newest read count per msgid a receipt carried: a `group_receipt`
 /// event's `receipts`, or a keepalive's `receipts.{gid}`.
@@ -78,7 +67,7 @@ async fn run(
     }
     // The online members read each message as it comes.
     for uid in uids.iter().skip(1).take(online) {
-        let url = format!("ws://{addr}/v1/ws?token={}", token(uid));
+        let url = format!("ws://{addr}/v1/ws?token={}", token(SECRET, uid));
         let (mut ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .map_err(|e| format!("{uid}: {e}"))?;
@@ -100,7 +89,7 @@ async fn run(
         });
     }
     // The sender follows its queue; what concerns receipts is counted.
-    let sender = token(&uids[0]);
+    let sender = token(SECRET, &uids[0]);
     let stream = http
         .get(format!("http://{addr}/v1/sse?token={sender}"))
         .send()

@@ -16,21 +16,44 @@ use crate::store::TokenBuckets;
 use crate::uid::Uid;
 
 /// `per_second` sends per user, bursts of twice that; refusals counted
-/// (`herald_send_limited_total`).
+/// (`herald_send_limited_total`). The same for typing signals, under
+/// another name ([`SendLimit::named`]).
 pub struct SendLimit {
     buckets: Arc<dyn TokenBuckets>,
     /// 0: no limit.
     per_second: u32,
     refused: Counter,
+    /// The buckets' name prefix, and what is limited (for the 429).
+    scope: &'static str,
+    what: &'static str,
 }
 
 impl SendLimit {
     /// `per_second` = 0: no limit.
     pub fn new(buckets: Arc<dyn TokenBuckets>, per_second: u32, refused: Counter) -> SendLimit {
+        SendLimit::named(
+            "send",
+            "messages or status changes",
+            buckets,
+            per_second,
+            refused,
+        )
+    }
+
+    /// A limit of `what` per user, in buckets named `scope:uid`.
+    pub fn named(
+        scope: &'static str,
+        what: &'static str,
+        buckets: Arc<dyn TokenBuckets>,
+        per_second: u32,
+        refused: Counter,
+    ) -> SendLimit {
         SendLimit {
             buckets,
             per_second,
             refused,
+            scope,
+            what,
         }
     }
 
@@ -43,7 +66,7 @@ impl SendLimit {
         let burst = self.per_second.saturating_mul(2);
         let wait = self
             .buckets
-            .take(&format!("send:{uid}"), self.per_second, burst, 1)
+            .take(&format!("{}:{uid}", self.scope), self.per_second, burst, 1)
             .await?;
         if wait.is_zero() {
             return Ok(());
@@ -51,8 +74,8 @@ impl SendLimit {
         self.refused.inc();
         Err(Error::TooMany {
             message: format!(
-                "{uid} is sending too fast: at most {} messages or status changes per second",
-                self.per_second
+                "{uid} is sending too fast: at most {} {} per second",
+                self.per_second, self.what
             ),
             retry_after: whole_seconds(wait),
         })

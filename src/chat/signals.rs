@@ -18,6 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
 use tokio::sync::Notify;
 
+use crate::chat::limits::SendLimit;
 use crate::error::Error;
 use crate::store::{Store, TokenBuckets};
 use crate::uid::Uid;
@@ -166,11 +167,9 @@ impl Drop for Listener {
 pub struct Signals {
     mailboxes: SharedMap<Uid, Arc<Mailbox>>,
     store: Arc<dyn Store>,
-    buckets: Arc<dyn TokenBuckets>,
     /// Signals one user may send per second (bursts of twice that).
-    per_second: u32,
+    limit: SendLimit,
     sent: Counter,
-    refused: Counter,
 }
 
 impl Signals {
@@ -181,13 +180,18 @@ impl Signals {
         sent: Counter,
         refused: Counter,
     ) -> Arc<Signals> {
+        let limit = SendLimit::named(
+            "typing",
+            "typing signals",
+            buckets,
+            per_second.max(1),
+            refused,
+        );
         Arc::new(Signals {
             mailboxes: SharedMap::default(),
             store,
-            buckets,
-            per_second: per_second.max(1),
+            limit,
             sent,
-            refused,
         })
     }
 
@@ -244,26 +248,7 @@ impl Signals {
 
     /// Takes one signal from `from`'s budget, or fails with 429.
     pub async fn admit(&self, from: &Uid) -> Result<(), Error> {
-        let wait = self
-            .buckets
-            .take(
-                &format!("typing:{from}"),
-                self.per_second,
-                self.per_second.saturating_mul(2),
-                1,
-            )
-            .await?;
-        if wait.is_zero() {
-            return Ok(());
-        }
-        self.refused.inc();
-        Err(Error::TooMany {
-            message: format!(
-                "{from} is signalling too fast: at most {} typing signals per second",
-                self.per_second
-            ),
-            retry_after: wait.as_secs().max(1),
-        })
+        self.limit.take(from).await
     }
 
     /// Sends `json` to the connections `to` has open now, on every node
