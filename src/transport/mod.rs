@@ -96,8 +96,9 @@ where
     response
 }
 
-/// What a held long-poll answers besides its page: the signals that came
-/// (typing), and the group receipt totals that waited for a keepalive.
+/// What a poll or long-poll answers besides its page: the signals that came
+/// while it was held (typing), and the group receipt totals that waited
+/// for a keepalive.
 #[derive(Default)]
 pub struct Riders {
     pub signals: Vec<bytes::Bytes>,
@@ -105,8 +106,8 @@ pub struct Riders {
 }
 
 /// `{"events":[…],"cursor":M,"epoch":E}` (plus `"hints"` when there are
-/// pull hints, and `"signals"` and `"receipts"` when a held long-poll has
-/// some), written from the stored event JSON as is, counted as sent on
+/// pull hints, and `"signals"` and `"receipts"` when there are some),
+/// written from the stored event JSON as is, counted as sent on
 /// `transport`.
 pub fn page_response(app: &App, transport: Transport, page: &Page, riders: &Riders) -> Response {
     let mut body = page_json(app, page, true);
