@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,10 @@ async fn kill_9_cycles_lose_duplicate_or_reorder_nothing_on_any_transport() {
     let consumers = follow_every_transport(&base, &token, &until, within);
     let stop = Arc::new(AtomicBool::new(false));
     let publishers: Vec<_> = (0..PUBLISHERS)
-        .map(|p| tokio::spawn(publisher(p, base.clone(), "cycled", stop.clone())))
+        .map(|p| {
+            let total = Arc::new(AtomicU64::new(0));
+            tokio::spawn(publisher(p, base.clone(), "cycled", stop.clone(), total))
+        })
         .collect();
 
     let started = Instant::now();

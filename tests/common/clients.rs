@@ -200,12 +200,14 @@ pub async fn follow(
 
 /// Publishes `{"p","n"}` events to `uid` through `base` until `stop`,
 /// retrying what fails (the server may be down, or `base` may point at
-/// another node each time); returns the acknowledged seq of each.
+/// another node each time), counting each acknowledged one in `total`;
+/// returns the acknowledged seq of each.
 pub async fn publisher(
     p: u64,
     base: Base,
     uid: &'static str,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    total: Arc<std::sync::atomic::AtomicU64>,
 ) -> std::collections::BTreeMap<u64, (u64, u64)> {
     use std::sync::atomic::Ordering;
     let http = reqwest::Client::builder()
@@ -236,6 +238,7 @@ pub async fn publisher(
                     acked.insert(seq, (p, n)).is_none(),
                     "seq {seq} acknowledged twice"
                 );
+                total.fetch_add(1, Ordering::SeqCst);
                 n += 1;
             }
             None => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -365,12 +368,19 @@ pub async fn publish_and_follow<Fut>(
     let until = Arc::new(Mutex::new(0u64));
     let consumers = follow_every_transport(&base, &token, &until, Duration::from_secs(90));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let publishers: Vec<_> = (0..3)
-        .map(|p| tokio::spawn(publisher(p, base.clone(), uid, stop.clone())))
+        .map(|p| tokio::spawn(publisher(p, base.clone(), uid, stop.clone(), total.clone())))
         .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
     meanwhile.await;
     tokio::time::sleep(Duration::from_millis(700)).await;
+    // Enough events to be worth checking, however busy the box (the 31st
+    // may come late when the store was just down): at most 60 s more.
+    super::eventually(Duration::from_secs(60), || async {
+        total.load(std::sync::atomic::Ordering::SeqCst) > 30
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut acked = std::collections::BTreeMap::new();
     for publisher in publishers {
