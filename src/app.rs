@@ -27,11 +27,14 @@ use crate::config::{Config, GroupReceipts};
 use crate::http::auth::Auth;
 use crate::http::cors::Cors;
 use crate::hub::Hub;
+use crate::inspect::peers::Peers;
 use crate::metrics::Metrics;
 use crate::store::cluster::ClusterStore;
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::{self, Backend, Store, StoreError, Upkeep};
+use crate::trace::recorded::Recorded;
+use crate::trace::Traces;
 
 /// Everything a request handler may use. One per server, behind an `Arc`.
 pub struct App {
@@ -61,6 +64,10 @@ pub struct App {
     pub broadcasts: Arc<Broadcasts>,
     /// Typing signals: to the connections open now, never stored.
     pub signals: Arc<Signals>,
+    /// This node's delivery trace.
+    pub traces: Arc<Traces>,
+    /// The other nodes, asked by the user inspector and the trace.
+    pub peers: Arc<Peers>,
     pub metrics: Arc<Metrics>,
     /// Whether the demo-only routes exist.
     pub demo: bool,
@@ -98,7 +105,9 @@ impl App {
     ) -> Result<Arc<App>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let backend = open_backend(&config, &metrics).await?;
-        let store = backend.store.clone();
+        let node = format!("{:016x}", rand::random::<u64>());
+        let traces = Arc::new(Traces::new(config.trace_window(), node.clone()));
+        let store = Recorded::wrap(backend.store.clone(), traces.clone());
         // Records herald 0.5 wrote without a retention deadline.
         let indexed = backend
             .upkeep
@@ -126,6 +135,7 @@ impl App {
         }
         let directory = Arc::new(OnlineDirectory::new(
             backend.presence.clone(),
+            node.clone(),
             config.presence_grace(),
             config.node_lease(),
         ));
@@ -180,6 +190,7 @@ impl App {
                 config.max_user_connections,
                 metrics.clone(),
                 presence.clone(),
+                traces.clone(),
             )),
             presence,
             friends,
@@ -205,6 +216,12 @@ impl App {
             group_reads,
             broadcasts: Broadcasts::start(store.clone(), metrics.clone(), pacer).await?,
             signals,
+            traces,
+            peers: Peers::new(
+                backend.nodes.clone(),
+                node,
+                Duration::from_millis(config.peer_timeout_ms),
+            ),
             store: store.clone(),
             upkeep: backend.upkeep.clone(),
             metrics,
@@ -215,6 +232,7 @@ impl App {
         });
         tokio::spawn(follow_changes(Arc::downgrade(&app)));
         tokio::spawn(follow_signals(Arc::downgrade(&app)));
+
         Ok(app)
     }
 }

@@ -71,6 +71,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
     }
     let trimmer = tokio::spawn(trim_periodically(app.clone()));
     let sweeper = tokio::spawn(sweep_presence(app.clone()));
+    let peers = tokio::spawn(crate::inspect::serve(
+        Arc::downgrade(&app),
+        app.config.node_lease(),
+    ));
     // One task per feed partition, each in order on its own.
     let webhooks: Vec<_> = webhook
         .into_iter()
@@ -85,6 +89,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
     server::serve(listener, app, max_connections).await;
     trimmer.abort();
     sweeper.abort();
+    peers.abort();
     // A batch cut short is posted again after the restart.
     for webhook in webhooks {
         webhook.abort();
@@ -182,6 +187,7 @@ async fn trim_periodically(app: Arc<App>) {
             metrics.set_entries("group_read_cursors", cursors);
             metrics.set_entries("receipt_windows", windows);
             metrics.set_entries("signal_mailboxes", app.signals.forget_parked());
+            metrics.set_entries("traced_users", app.traces.sweep());
         };
         let _ = tokio::task::spawn_blocking(forget).await;
     }

@@ -140,6 +140,16 @@ pub struct Config {
     #[arg(long, env = "HERALD_SEND_RATE", default_value_t = 20)]
     pub send_rate: u32,
 
+    /// How many minutes of each node's delivery trace are kept in memory
+    /// (`GET /api/v1/users/{uid}/events/{seq}`); 0 = no trace.
+    #[arg(long, env = "HERALD_TRACE_MINUTES", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=1440))]
+    pub trace_minutes: u64,
+
+    /// How long, in milliseconds, the user inspector and the delivery
+    /// trace wait for the other nodes of a cluster to answer.
+    #[arg(long, env = "HERALD_PEER_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=30_000))]
+    pub peer_timeout_ms: u64,
+
     /// Typing signals one user may send per second (bursts of twice that).
     #[arg(long, env = "HERALD_TYPING_RATE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub typing_rate: u32,
@@ -344,6 +354,11 @@ impl Config {
     /// The seed nodes of `--store redis-cluster://...`, if it names them.
     pub fn redis_cluster_seeds(&self) -> Option<&str> {
         self.store.strip_prefix("redis-cluster://")
+    }
+
+    /// See `--trace-minutes`.
+    pub fn trace_window(&self) -> Duration {
+        Duration::from_secs(self.trace_minutes * 60)
     }
 
     /// See `--node-lease-s`.

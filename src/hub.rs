@@ -11,8 +11,13 @@
 //! is what a browser tab that navigated away without closing its request
 //! needs, and it keeps one user's forgotten long-polls from locking that
 //! user out. With no long-poll to take over, the new connection gets 429.
+//!
+//! Each connection's [`ConnInfo`] (client address, when it opened and last
+//! wrote, the cursor it is at, what it sent) is what the user inspector
+//! shows; the events it writes go to the delivery trace.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -20,6 +25,8 @@ use tokio::sync::Notify;
 
 use crate::chat::presence::Presence;
 use crate::error::Error;
+use crate::store::now_ms;
+use crate::trace::Traces;
 use crate::util::SharedMap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -79,11 +86,44 @@ pub struct Hub {
     by_transport: [TransportMetrics; 5],
     /// Only users with a long-poll open have an entry.
     longpolls: SharedMap<Uid, LongPolls>,
+    /// Every open connection, by user.
+    open: SharedMap<Uid, Vec<Arc<ConnInfo>>>,
+    traces: Arc<Traces>,
     next_id: AtomicU64,
 }
 
+/// What the inspector shows of one open connection.
+#[derive(Debug, serde::Serialize)]
+pub struct ConnInfo {
+    pub id: u64,
+    #[serde(skip)]
+    pub uid: Uid,
+    #[serde(serialize_with = "transport_name")]
+    pub transport: Transport,
+    /// The client's address (the proxy's, behind one).
+    pub client: Option<SocketAddr>,
+    /// Unix milliseconds.
+    pub opened_at: u64,
+    /// Unix milliseconds of the last write of events, a signal or a
+    /// keepalive (0: none yet).
+    pub last_write_at: AtomicU64,
+    /// The seq of the last event written.
+    pub cursor: AtomicU64,
+    pub events_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+}
+
+fn transport_name<S: serde::Serializer>(t: &Transport, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.name())
+}
+
 impl Hub {
-    pub fn new(max_per_user: usize, metrics: Arc<Metrics>, presence: Arc<Presence>) -> Hub {
+    pub fn new(
+        max_per_user: usize,
+        metrics: Arc<Metrics>,
+        presence: Arc<Presence>,
+        traces: Arc<Traces>,
+    ) -> Hub {
         let by_transport = Transport::ALL.map(|transport| {
             let label = Label {
                 kind: transport.name(),
@@ -100,14 +140,23 @@ impl Hub {
             metrics,
             by_transport,
             longpolls: SharedMap::default(),
+            open: SharedMap::default(),
+            traces,
             next_id: AtomicU64::new(1),
         }
     }
 
-    /// Registers a connection of `uid`. At the cap it takes over the
-    /// user's oldest long-poll (told to end through its
-    /// [`Connection::evicted`]), or fails with 429 if there is none.
-    pub fn connect(self: &Arc<Self>, uid: &Uid, transport: Transport) -> Result<Connection, Error> {
+    /// Registers a connection of `uid` from `client`, whose reader is at
+    /// `cursor`. At the cap it takes over the user's oldest long-poll (told
+    /// to end through its [`Connection::evicted`]), or fails with 429 if
+    /// there is none.
+    pub fn connect(
+        self: &Arc<Self>,
+        uid: &Uid,
+        transport: Transport,
+        client: Option<SocketAddr>,
+        cursor: u64,
+    ) -> Result<Connection, Error> {
         if !self.presence.try_connect(uid, self.max_per_user) {
             let oldest = self
                 .longpolls
@@ -138,13 +187,36 @@ impl Hub {
             self.of(transport).connections.inc();
             None
         };
-        Ok(Connection {
-            hub: self.clone(),
+        let info = Arc::new(ConnInfo {
+            id,
             uid: uid.clone(),
             transport,
-            id,
+            client,
+            opened_at: now_ms(),
+            last_write_at: AtomicU64::new(0),
+            cursor: AtomicU64::new(cursor),
+            events_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+        });
+        self.open.entry(uid.clone()).or_default().push(info.clone());
+        Ok(Connection {
+            link: Link {
+                hub: self.clone(),
+                info,
+            },
             evicted,
         })
+    }
+
+    /// `uid`'s open connections on this node.
+    pub fn connections_of(&self, uid: &Uid) -> Vec<Arc<ConnInfo>> {
+        self.open.get(uid).map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// A short poll of `uid` answered the events `after+1 ..= last`.
+    pub fn polled(&self, uid: &Uid, transport: Transport, after: u64, last: u64) {
+        self.traces
+            .written(uid, transport.name(), None, after, last);
     }
 
     fn of(&self, transport: Transport) -> &TransportMetrics {
@@ -159,27 +231,65 @@ impl Hub {
     }
 }
 
+/// What counts one connection's writes: the [`Connection`]'s, or a copy
+/// for a writer beside it (a WebSocket's direct writes).
+#[derive(Clone)]
+pub struct Link {
+    hub: Arc<Hub>,
+    info: Arc<ConnInfo>,
+}
+
+impl Link {
+    /// Counts a write of `bytes` that carried no event (a signal, a
+    /// keepalive).
+    pub fn sent(&self, bytes: usize) {
+        self.hub.sent(self.info.transport, 0, bytes);
+        self.info
+            .bytes_sent
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.info.last_write_at.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Counts a write of `events` events in `bytes`, up to seq `cursor`,
+    /// and traces it.
+    pub fn delivered(&self, cursor: u64, events: usize, bytes: usize) {
+        let info = &self.info;
+        self.hub.sent(info.transport, events, bytes);
+        info.events_sent.fetch_add(events as u64, Ordering::Relaxed);
+        info.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        info.last_write_at.store(now_ms(), Ordering::Relaxed);
+        let after = info.cursor.swap(cursor, Ordering::Relaxed);
+        self.hub.traces.written(
+            &info.uid,
+            info.transport.name(),
+            Some(info.id),
+            after,
+            cursor,
+        );
+    }
+}
+
 /// One open connection; unregisters itself when dropped.
 pub struct Connection {
-    hub: Arc<Hub>,
-    uid: Uid,
-    transport: Transport,
-    id: u64,
+    link: Link,
     evicted: Option<Arc<Notify>>,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Link;
+
+    fn deref(&self) -> &Link {
+        &self.link
+    }
 }
 
 impl Connection {
     pub fn uid(&self) -> &Uid {
-        &self.uid
+        &self.link.info.uid
     }
 
     pub fn transport(&self) -> Transport {
-        self.transport
-    }
-
-    /// Counts what this connection sent.
-    pub fn sent(&self, events: usize, bytes: usize) {
-        self.hub.sent(self.transport, events, bytes);
+        self.link.info.transport
     }
 
     /// Resolves when a newer connection of the same user took this
@@ -194,17 +304,22 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        let (hub, info) = (&self.link.hub, &self.link.info);
+        hub.open.remove_if_mut(&info.uid, |_, open| {
+            open.retain(|c| c.id != info.id);
+            open.is_empty()
+        });
         if self.evicted.is_some() {
-            self.hub.longpolls.remove_if_mut(&self.uid, |_, held| {
-                held.retain(|(id, _)| *id != self.id);
+            hub.longpolls.remove_if_mut(&info.uid, |_, held| {
+                held.retain(|(id, _)| *id != info.id);
                 held.is_empty()
             });
             // Restart the grace period first so the user does not flap
             // offline between two long-polls.
-            self.hub.presence.polled(&self.uid);
+            hub.presence.polled(&info.uid);
         } else {
-            self.hub.of(self.transport).connections.dec();
+            hub.of(info.transport).connections.dec();
         }
-        self.hub.presence.disconnect(&self.uid);
+        hub.presence.disconnect(&info.uid);
     }
 }

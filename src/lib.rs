@@ -14,8 +14,10 @@
 //! routes        method + path → handler, CORS
 //! transport     poll, long-poll, iframe, SSE, WebSocket (over a Subscription)
 //! actions, api  client actions, backend API
-//! pages, app    reading a queue into pages; the services of one server
+//! pages, app, inspect  reading a queue into pages; the services of one
+//!               server; the user inspector and the delivery trace
 //! chat, hub     the chat domain; who is connected
+//! trace         what happened to each user's recent events (per node)
 //! http          errors at the edge, replies, requests, auth, CORS (a toolkit)
 //! error         the one error type, with codes and no HTTP
 //! store         the durable per-user queue and records (sled, or Redis
@@ -33,11 +35,13 @@ pub mod deadline;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod inspect;
 pub mod metrics;
 pub mod pages;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod trace;
 pub mod transport;
 pub mod uid;
 pub mod util;

@@ -13,10 +13,19 @@ use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::{bytes, json, Response};
 use crate::http::static_files;
+use crate::trace::Cause;
 use crate::{actions, api, transport};
 
 /// Answers one request; never fails: errors become their JSON response.
+/// With the delivery trace on, what it appends or acks is traced to it.
 pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Response {
+    if app.traces.enabled() {
+        return Cause::scope(Cause::of(&req), answer(app, req)).await;
+    }
+    answer(app, req).await
+}
+
+async fn answer(app: &Arc<App>, req: Request<Incoming>) -> Response {
     let client_route = req.uri().path().starts_with("/v1/");
     if !client_route {
         return route(app, req).await.unwrap_or_else(Error::into_response);
@@ -34,6 +43,13 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Response {
 /// itself (see `server::compact`): the same handlers and headers as
 /// [`handle`] gives them.
 pub async fn handle_stream(app: &Arc<App>, req: Request<()>) -> Response {
+    if app.traces.enabled() {
+        return Cause::scope(Cause::of(&req), answer_stream(app, req)).await;
+    }
+    answer_stream(app, req).await
+}
+
+async fn answer_stream(app: &Arc<App>, req: Request<()>) -> Response {
     let origin = origin_of(&req);
     let result = if app.shutdown.is_cancelled() {
         Err(Error::ShuttingDown)
@@ -192,6 +208,16 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
             allow(&method, "GET")?;
             let gid = gid.to_string();
             actions::group_presence(app, req, &gid).await
+        }
+        ["api", "v1", "users", uid] => {
+            allow(&method, "GET")?;
+            let uid = uid.to_string();
+            api::users::inspect(app, req, &uid).await
+        }
+        ["api", "v1", "users", uid, "events", seq] => {
+            allow(&method, "GET")?;
+            let (uid, seq) = (uid.to_string(), seq.to_string());
+            api::users::trace(app, req, &uid, &seq).await
         }
         ["api", "v1", "users", uid, "friends"] => {
             allow(&method, "PUT")?;

@@ -3,7 +3,7 @@
 //! connections (in all and per client address), the idle timeout, and
 //! graceful shutdown.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use self::compact::Head;
 use crate::app::App;
+use crate::http::request::ClientAddr;
 use crate::http::rewind::Rewind;
 use crate::metrics::Label;
 use crate::routes;
@@ -63,7 +64,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, max_connections: usize)
         detect_dead_peer(&stream, app.config.dead_peer());
         let app = app.clone();
         connections.spawn(async move {
-            serve_connection(app, stream).await;
+            serve_connection(app, stream, peer).await;
             drop(slot);
             drop(permit);
         });
@@ -152,7 +153,7 @@ impl Drop for AddressSlot {
 
 /// Serves one connection: its requests directly while they are streams or
 /// polls (see [`compact`]), the rest with hyper.
-async fn serve_connection(app: Arc<App>, mut stream: TcpStream) {
+async fn serve_connection(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr) {
     let mut read = Bytes::new();
     let prefix = loop {
         let head = tokio::select! {
@@ -164,7 +165,8 @@ async fn serve_connection(app: Arc<App>, mut stream: TcpStream) {
         read = match head {
             Head::Gone => return,
             Head::Other(prefix) => break prefix,
-            Head::Compact { request, rest } => {
+            Head::Compact { mut request, rest } => {
+                request.extensions_mut().insert(ClientAddr(peer));
                 match compact::serve(&app, &mut stream, request, rest).await {
                     Some(rest) => rest,
                     None => return,
@@ -175,12 +177,13 @@ async fn serve_connection(app: Arc<App>, mut stream: TcpStream) {
     // Boxed: hyper's connection state is large, and a stream served
     // directly should not carry room for it in its task.
     let io = Rewind::new(stream, prefix, app.config.send_timeout());
-    Box::pin(serve_hyper(app, io)).await;
+    Box::pin(serve_hyper(app, io, peer)).await;
 }
 
-async fn serve_hyper(app: Arc<App>, io: Rewind) {
+async fn serve_hyper(app: Arc<App>, io: Rewind, peer: SocketAddr) {
     let conn_app = app.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ClientAddr(peer));
         let app = conn_app.clone();
         async move { Ok::<_, std::convert::Infallible>(routes::handle(&app, req).await) }
     });

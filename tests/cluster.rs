@@ -605,3 +605,96 @@ async fn a_typing_signal_reaches_a_user_on_another_node_and_is_not_stored() {
     assert_eq!(answer["events"], json!([]));
     assert!(nodes[1].poll_all(&bob).await.is_empty(), "nothing stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inspector_and_the_trace_see_every_node_and_name_the_ones_that_do_not_answer() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3, &["--peer-timeout-ms", "500"]).await;
+    let inspect = |node: usize, path: String| {
+        let node = &nodes[node];
+        async move { node.get_json(&path, API_KEY).await }
+    };
+    let names: Vec<Value> =
+        futures::future::join_all((0..3).map(|n| inspect(n, "/api/v1/users/nobody".into())))
+            .await
+            .into_iter()
+            .map(|user| user["node"].clone())
+            .collect();
+    assert_eq!(
+        names.iter().collect::<std::collections::HashSet<_>>().len(),
+        3,
+        "three nodes, three names: {names:?}"
+    );
+
+    // Bob's stream is on node B; node A shows it.
+    let bob = nodes[0].token("bob").await;
+    let mut sse = nodes[1].open("/v1/sse?cursor=0", &bob).await.bytes_stream();
+    let seen_from_a = eventually(Duration::from_secs(5), || async {
+        let user = inspect(0, "/api/v1/users/bob".into()).await;
+        user["connections"].as_array().is_some_and(|c| c.len() == 1)
+    })
+    .await;
+    assert!(seen_from_a, "node A shows bob's connection on node B");
+    let user = inspect(0, "/api/v1/users/bob".into()).await;
+    assert_eq!(user["connections"][0]["node"], names[1], "{user:#}");
+    assert_eq!(user["connections"][0]["transport"], "sse");
+    assert_eq!(user["nodes"]["missing"], json!([]));
+    assert_eq!(
+        user["nodes"]["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{user:#}"
+    );
+    assert_eq!(user["presence"]["visible"], "online");
+
+    // Published through node C, written on node B: node A's trace has both.
+    let seq = nodes[2].publish(&["bob"], json!("traced")).await["bob"]
+        .as_u64()
+        .expect("a seq");
+    let mut buf = String::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !common::clients::sse_events(&mut buf)
+            .iter()
+            .any(|e| e["seq"] == seq)
+        {
+            let chunk = sse.next().await.unwrap().unwrap();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the event on node B's stream");
+    let path = format!("/api/v1/users/bob/events/{seq}");
+    let written = eventually(Duration::from_secs(5), || async {
+        let trace = inspect(0, path.clone()).await;
+        trace["steps"].as_array().is_some_and(|s| s.len() == 3)
+    })
+    .await;
+    let trace = inspect(0, path.clone()).await;
+    assert!(written, "appended, durable, written: {trace:#}");
+    let steps = trace["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["step"], "appended");
+    assert_eq!(steps[0]["node"], names[2]);
+    assert_eq!(steps[2]["step"], "written");
+    assert_eq!(steps[2]["node"], names[1]);
+
+    // Node C hangs: node A answers in about the timeout, naming it.
+    nodes[2].freeze();
+    let started = std::time::Instant::now();
+    let user = inspect(0, "/api/v1/users/bob".into()).await;
+    let took = started.elapsed();
+    let trace = inspect(0, path.clone()).await;
+    nodes[2].thaw();
+    assert_eq!(user["nodes"]["missing"], json!([names[2]]), "{user:#}");
+    assert_eq!(user["connections"][0]["node"], names[1], "B still answered");
+    assert!(
+        took < Duration::from_secs(3),
+        "answered partially in {took:?}"
+    );
+    assert_eq!(trace["nodes"]["missing"], json!([names[2]]));
+    let steps: Vec<&str> = trace["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["written"], "C's append is C's to tell: {trace:#}");
+}

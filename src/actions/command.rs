@@ -69,6 +69,19 @@ impl Outcome {
 }
 
 impl Command {
+    /// The command's `op`.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Command::Ack { .. } => "ack",
+            Command::Send(_) => "send",
+            Command::Status(_) => "status",
+            Command::Read(_) => "read",
+            Command::GroupSend { .. } => "group_send",
+            Command::GroupRead { .. } => "group_read",
+            Command::Typing(_) => "typing",
+        }
+    }
+
     /// Runs the command as `uid`.
     pub async fn apply(self, app: &Arc<App>, uid: &Uid) -> Result<Outcome, Error> {
         Ok(match self {
@@ -77,6 +90,9 @@ impl Command {
             Command::Status(status) => Outcome::Status(super::set_status(app, uid, &status).await?),
             Command::Read(ids) => {
                 app.receipts.mark_read(uid, &ids).await?;
+                for &id in &ids {
+                    app.traces.read(uid, id);
+                }
                 Outcome::Read(ids)
             }
             Command::GroupSend { gid, msg } => {

@@ -6,4 +6,5 @@ pub mod notices;
 pub mod publish;
 pub mod social;
 pub mod tokens;
+pub mod users;
 pub mod webhook;

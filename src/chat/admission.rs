@@ -51,6 +51,9 @@ impl Admission {
         cid: &Option<String>,
     ) -> Result<serde_json::Value, Error> {
         check(&body, cid)?;
+        if let Some(cid) = cid {
+            crate::trace::Cause::note_key(cid);
+        }
         self.sends.take(from).await?;
         let Some(hook) = &self.hook else {
             return Ok(body);

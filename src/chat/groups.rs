@@ -137,6 +137,18 @@ impl Groups {
     }
 
     /// The members of `gid`, if the group exists.
+    /// The groups `uid` is a member of, in order.
+    pub fn of(&self, uid: &Uid) -> Vec<Gid> {
+        let members = self.members.read().unwrap_or_else(|e| e.into_inner());
+        let mut gids: Vec<Gid> = members
+            .iter()
+            .filter(|(_, (_, members))| members.contains(uid))
+            .map(|(gid, _)| gid.clone())
+            .collect();
+        gids.sort();
+        gids
+    }
+
     pub fn members(&self, gid: &Gid) -> Option<Members> {
         let members = self.members.read().unwrap_or_else(|e| e.into_inner());
         members.get(gid).map(|(_, set)| set.clone())

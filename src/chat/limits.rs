@@ -81,6 +81,20 @@ impl SendLimit {
         })
     }
 
+    /// What is left of `uid`'s budget: `{left, per_second, burst}`, or
+    /// null without a limit.
+    pub async fn left(&self, uid: &Uid) -> Result<serde_json::Value, Error> {
+        if self.per_second == 0 {
+            return Ok(serde_json::Value::Null);
+        }
+        let burst = self.per_second.saturating_mul(2);
+        let left = self
+            .buckets
+            .left(&format!("{}:{uid}", self.scope), self.per_second, burst)
+            .await?;
+        Ok(serde_json::json!({"left": left, "per_second": self.per_second, "burst": burst}))
+    }
+
     /// Forgets the budgets of users who are back to a full one.
     pub fn forget_idle(&self) {
         self.buckets.forget_full();

@@ -64,14 +64,19 @@ pub struct OnlineDirectory {
 impl OnlineDirectory {
     /// Pollers stay online for `grace` after their last poll here; a node
     /// that stops renewing keeps its users online for at most `lease`.
-    pub fn new(table: Arc<dyn PresenceTable>, grace: Duration, lease: Duration) -> OnlineDirectory {
-        let node: u64 = rand::random();
+    /// `node` names this node in the leases.
+    pub fn new(
+        table: Arc<dyn PresenceTable>,
+        node: String,
+        grace: Duration,
+        lease: Duration,
+    ) -> OnlineDirectory {
         OnlineDirectory {
             connections: SharedMap::default(),
             polled: SharedMap::default(),
             grace,
             table,
-            node: format!("{node:016x}"),
+            node,
             lease,
             last_renewal: Mutex::new(None),
         }

@@ -140,6 +140,16 @@ impl Presence {
         self.directory.online_users().await
     }
 
+    /// What others see of `uid`, and the status it chose.
+    pub async fn state(
+        &self,
+        uid: &Uid,
+    ) -> Result<(&'static str, Option<&'static str>), StoreError> {
+        let states = self.directory.states(std::slice::from_ref(uid)).await?;
+        let (online, chosen) = states.into_iter().next().unwrap_or((false, None));
+        Ok((visible(online, chosen), chosen))
+    }
+
     /// What others see of each of `uids`.
     pub async fn visible(&self, uids: &[Uid]) -> Result<Vec<&'static str>, StoreError> {
         let states = self.directory.states(uids).await?;

@@ -125,6 +125,15 @@ impl<'a> Query<'a> {
     }
 }
 
+/// The address a request came from (put in its extensions by the server).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// The address `req` came from, if the server recorded it.
+pub fn client_of<B>(req: &Request<B>) -> Option<std::net::SocketAddr> {
+    req.extensions().get::<ClientAddr>().map(|c| c.0)
+}
+
 /// The `Idempotency-Key` header of a backend write, if given: 1-64
 /// visible ASCII characters, else 400 `bad_idempotency_key`.
 pub fn idempotency_key<B>(req: &Request<B>) -> Result<Option<String>, Error> {

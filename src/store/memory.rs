@@ -203,6 +203,17 @@ impl TokenBuckets for MemoryBuckets {
         Ok(Duration::ZERO)
     }
 
+    async fn left(&self, name: &str, per_second: u32, burst: u32) -> Result<u32, StoreError> {
+        let interval = Duration::from_secs(1) / per_second.max(1);
+        let now = Instant::now();
+        let owed = self
+            .buckets
+            .get(name)
+            .map_or(Duration::ZERO, |tat| tat.saturating_duration_since(now));
+        let used = owed.as_nanos().div_ceil(interval.as_nanos().max(1));
+        Ok(burst.saturating_sub(used.min(u128::from(u32::MAX)) as u32))
+    }
+
     fn forget_full(&self) {
         let now = Instant::now();
         self.buckets.retain(|_, tat| *tat > now);

@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, watch};
 use crate::uid::Uid;
 
 pub use self::event::{event_head, event_json, event_seq, gap_event, now_ms};
-pub use self::shared::{OnNode, PresenceTable, TokenBuckets};
+pub use self::shared::{NodeBus, OnNode, OneNode, PresenceTable, TokenBuckets};
 
 /// The identity of a queue's history: it changes when a queue is recreated
 /// (its store wiped, or a Redis queue expired), so a client holding a
@@ -499,4 +499,5 @@ pub struct Backend {
     pub presence: Arc<dyn PresenceTable>,
     pub buckets: Arc<dyn TokenBuckets>,
     pub upkeep: Arc<dyn Upkeep>,
+    pub nodes: Arc<dyn NodeBus>,
 }

@@ -91,6 +91,8 @@ pub(in crate::store) struct Wakes {
     pub(in crate::store) changes: broadcast::Sender<String>,
     /// Ephemeral signals published by any node (see [`Records::signal`]).
     pub(in crate::store) signals: broadcast::Sender<(Uid, Bytes)>,
+    /// What nodes tell each other (see [`crate::store::NodeBus`]).
+    pub(in crate::store) bus: broadcast::Sender<Bytes>,
 }
 
 const KV_VALUES: &str = "h:{kv}:v";
@@ -247,6 +249,7 @@ impl RedisStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot reach redis at {url}: {e}")))?;
         let mut channels: Vec<String> = (0..PARTITIONS).map(|p| format!("h:wake:{p}")).collect();
+        channels.push(shared::BUS.to_owned());
         channels.push(CHANGES.to_owned());
         pubsub.subscribe(&channels).await?;
         tokio::spawn(wakes::wake_loop(received, Arc::downgrade(&store)));

@@ -70,10 +70,46 @@ pub trait TokenBuckets: Send + Sync + 'static {
         n: u32,
     ) -> Result<Duration, StoreError>;
 
+    /// How many tokens bucket `name` (as [`TokenBuckets::take`] describes
+    /// it) holds now; takes none.
+    async fn left(&self, name: &str, per_second: u32, burst: u32) -> Result<u32, StoreError>;
+
     /// Forgets the buckets that are full again (a store that expires them
     /// itself does nothing).
     fn forget_full(&self) {}
 }
+
+/// How the nodes of a deployment know and ask each other (the user
+/// inspector and the delivery trace look at every node). One process has
+/// no other node: the defaults.
+#[async_trait]
+pub trait NodeBus: Send + Sync + 'static {
+    /// Records `node` as running for `lease` from now.
+    async fn alive(&self, _node: &str, _lease: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The nodes whose lease has not run out, this one's included (empty
+    /// when there is no other process).
+    async fn nodes(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Publishes `message` to every node, this one included.
+    async fn tell(&self, _message: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// What any node published with [`NodeBus::tell`]; lossy.
+    fn told(&self) -> tokio::sync::broadcast::Receiver<bytes::Bytes> {
+        tokio::sync::broadcast::channel(1).1
+    }
+}
+
+/// The bus of a deployment of one process.
+pub struct OneNode;
+
+impl NodeBus for OneNode {}
 
 /// What others see of a user who is `online` (anywhere) with `chosen`.
 pub fn visible(online: bool, chosen: Option<&str>) -> &str {

@@ -83,12 +83,13 @@ impl<F: Framer> Framing<F> {
                     Some(hello) => [hello, written.chunk].concat().into(),
                     None => written.chunk,
                 };
-                self.conn.sent(written.events, chunk.len());
+                self.conn
+                    .delivered(self.sub.cursor(), written.events, chunk.len());
                 Some(chunk)
             }
             Ok(Next::Signals(signals)) => {
                 let chunk = self.framer.signals(&signals);
-                self.conn.sent(0, chunk.len());
+                self.conn.sent(chunk.len());
                 Some(chunk)
             }
             Ok(Next::Heartbeat) => Some(self.framer.heartbeat(&self.sub)),

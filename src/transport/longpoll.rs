@@ -20,7 +20,7 @@ use super::{page_response, PollRequest, Riders};
 use crate::app::App;
 use crate::error::Error;
 use crate::http::reply::Response;
-use crate::http::request::Query;
+use crate::http::request::{client_of, Query};
 use crate::hub::Transport;
 use crate::store::Page;
 
@@ -28,6 +28,7 @@ use crate::store::Page;
 pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     let poll = PollRequest::parse(app, &req)?;
     let timeout = Query::of(&req).u64_in("timeout", 1..=110, app.config.longpoll_timeout)?;
+    let client = client_of(&req);
     // A held long-poll keeps only what it needs: not the request and its
     // headers (a few KiB per held request otherwise).
     drop(req);
@@ -35,7 +36,7 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     if !page.events.is_empty() {
         // Answered at once, like a poll: it holds no slot.
         poll.settle(app, &page).await?;
-        return Ok(answer(app, &page, &Riders::default()));
+        return Ok(answer(app, &poll, &page, &Riders::default()));
     }
     // Subscribe, then read again, so that an event made durable since the
     // first read still wakes us.
@@ -44,7 +45,9 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
     // Counts toward the user's connection cap while it lasts (and keeps
     // the user online); a newer connection may end it early. Taken before
     // the ack: a long-poll refused for the cap acks nothing.
-    let connection = app.hub.connect(&poll.uid, Transport::LongPoll)?;
+    let connection = app
+        .hub
+        .connect(&poll.uid, Transport::LongPoll, client, poll.cursor)?;
     poll.settle(app, &page).await?;
     let mut riders = Riders::default();
     if page.events.is_empty() {
@@ -67,18 +70,18 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
         }
     }
     drop(connection);
-    Ok(answer(app, &page, &riders))
+    Ok(answer(app, &poll, &page, &riders))
 }
 
 /// The answer, counted as useful or empty.
-fn answer(app: &App, page: &Page, riders: &Riders) -> Response {
+fn answer(app: &App, poll: &PollRequest, page: &Page, riders: &Riders) -> Response {
     let returns = if page.events.is_empty() {
         &app.metrics.longpoll_empty
     } else {
         &app.metrics.longpoll_useful
     };
     returns.inc();
-    page_response(app, Transport::LongPoll, page, riders)
+    page_response(app, Transport::LongPoll, poll, page, riders)
 }
 
 /// A long-poll being held, counted in `herald_longpolls_held` until it

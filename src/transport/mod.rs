@@ -108,8 +108,14 @@ pub struct Riders {
 /// `{"events":[…],"cursor":M,"epoch":E}` (plus `"hints"` when there are
 /// pull hints, and `"signals"` and `"receipts"` when there are some),
 /// written from the stored event JSON as is, counted as sent on
-/// `transport`.
-pub fn page_response(app: &App, transport: Transport, page: &Page, riders: &Riders) -> Response {
+/// `transport` (and traced as written to `poll`'s user).
+pub fn page_response(
+    app: &App,
+    transport: Transport,
+    poll: &PollRequest,
+    page: &Page,
+    riders: &Riders,
+) -> Response {
     let mut body = page_json(app, page, true);
     body.pop();
     if !riders.signals.is_empty() {
@@ -128,5 +134,9 @@ pub fn page_response(app: &App, transport: Transport, page: &Page, riders: &Ride
     }
     body.push(b'}');
     app.hub.sent(transport, page.events.len(), body.len());
+    if !page.events.is_empty() {
+        app.hub
+            .polled(&poll.uid, transport, poll.cursor, page.cursor);
+    }
     raw_json(StatusCode::OK, body)
 }

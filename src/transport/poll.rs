@@ -20,5 +20,5 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Result<Response, Error> {
         signals: Vec::new(),
         receipts: app.signals.take_riders(&poll.uid),
     };
-    Ok(page_response(app, Transport::Poll, &page, &riders))
+    Ok(page_response(app, Transport::Poll, &poll, &page, &riders))
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use crate::app::App;
 use crate::chat::signals::Listener;
 use crate::error::Error;
-use crate::http::request::{parse_u64, Query};
+use crate::http::request::{client_of, parse_u64, Query};
 use crate::hub::{Connection, Transport};
 use crate::pages::{parse_epoch, read_after, read_following};
 use crate::store::{Epoch, Follow, Page, StoreError};
@@ -53,6 +53,7 @@ pub struct StreamRequest {
     /// The epoch of the cursor, if the client sent one.
     pub epoch: Option<Epoch>,
     transport: Transport,
+    client: Option<std::net::SocketAddr>,
 }
 
 impl StreamRequest {
@@ -89,6 +90,7 @@ impl StreamRequest {
             cursor,
             epoch,
             transport,
+            client: client_of(req),
         })
     }
 
@@ -99,7 +101,9 @@ impl StreamRequest {
     pub async fn open(self, app: &Arc<App>) -> Result<(Subscription, Connection), Error> {
         let mut subscription =
             Subscription::new(app.clone(), self.uid.clone(), self.cursor, self.epoch).await?;
-        let connection = app.hub.connect(&self.uid, self.transport)?;
+        let connection = app
+            .hub
+            .connect(&self.uid, self.transport, self.client, self.cursor)?;
         subscription.signals = Some(app.signals.listen(&self.uid));
         Ok((subscription, connection))
     }

@@ -40,6 +40,7 @@ use crate::http::request::header_has;
 use crate::http::rewind::Rewind;
 use crate::hub::{Connection, Transport};
 use crate::store::DurableSink;
+use crate::trace::Cause;
 use crate::uid::Uid;
 
 const PING_EVERY: Duration = Duration::from_secs(25);
@@ -99,7 +100,7 @@ pub async fn handle(
                         io.unread(parts.read_buf);
                         let writer = Arc::new(SocketWriter::new(
                             &io,
-                            session.app.clone(),
+                            (*session.conn).clone(),
                             session.sub.cursor(),
                         ));
                         let direct: Arc<dyn DurableSink> = writer.clone();
@@ -228,7 +229,7 @@ impl Session {
                             writer.greeted();
                         }
                         self.sub.sent();
-                        self.conn.sent(count, bytes);
+                        self.conn.delivered(self.sub.cursor(), count, bytes);
                     }
                     Ok(Next::Signals(signals)) => {
                         let bytes = signals.iter().map(Bytes::len).sum();
@@ -246,7 +247,7 @@ impl Session {
                         if !sent {
                             break Close::Gone;
                         }
-                        self.conn.sent(0, bytes);
+                        self.conn.sent(bytes);
                     }
                     Ok(Next::Heartbeat) => {
                         // Also without hints: the page cannot see pings, and
@@ -299,6 +300,12 @@ impl Session {
     async fn command(&self, text: &str) -> Option<Value> {
         let Frame { id, command } = command::parse(text);
         let result = match command {
+            Ok(command) if self.app.traces.enabled() => {
+                let cause = Cause::new(format!("ws {}", command.op()), None);
+                Cause::scope(cause, command.apply(&self.app, self.uid()))
+                    .await
+                    .map(|outcome| outcome.fields())
+            }
             Ok(command) => command
                 .apply(&self.app, self.uid())
                 .await

@@ -97,6 +97,16 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Freezes the process (SIGSTOP), as a node that hangs.
+    pub fn freeze(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn thaw(&self) {
+        signal(self.child.id(), "CONT");
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         signal(self.child.id(), "TERM");

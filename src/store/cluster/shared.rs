@@ -12,9 +12,9 @@ use futures::future::try_join_all;
 use redis::Value;
 
 use super::{partition_of, ClusterStore, PARTITIONS};
-use crate::store::redis::shared::take;
+use crate::store::redis::shared::{left, node_alive, nodes_alive, take, BUS};
 use crate::store::redis::{array, bad_reply, bytes, int};
-use crate::store::shared::{OnNode, PresenceTable, TokenBuckets};
+use crate::store::shared::{NodeBus, OnNode, PresenceTable, TokenBuckets};
 use crate::store::{Backend, Retention, StoreError, Upkeep};
 use crate::uid::Uid;
 
@@ -25,6 +25,7 @@ impl ClusterStore {
             store: self.clone(),
             presence: self.clone(),
             buckets: self.clone(),
+            nodes: self.clone(),
             upkeep: self,
         }
     }
@@ -194,6 +195,34 @@ impl TokenBuckets for ClusterStore {
             (per_second, burst, n),
         )
         .await
+    }
+
+    async fn left(&self, name: &str, per_second: u32, burst: u32) -> Result<u32, StoreError> {
+        left(&self.scripts.rate, self.conn(), name, (per_second, burst)).await
+    }
+}
+
+#[async_trait]
+impl NodeBus for ClusterStore {
+    async fn alive(&self, node: &str, lease: Duration) -> Result<(), StoreError> {
+        node_alive(self.conn(), node, lease).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<String>, StoreError> {
+        nodes_alive(self.conn()).await
+    }
+
+    async fn tell(&self, message: &[u8]) -> Result<(), StoreError> {
+        redis::cmd("SPUBLISH")
+            .arg(BUS)
+            .arg(message)
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    fn told(&self) -> tokio::sync::broadcast::Receiver<bytes::Bytes> {
+        self.wakes.bus.subscribe()
     }
 }
 

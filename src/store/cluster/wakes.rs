@@ -55,6 +55,7 @@ pub(super) async fn subscribe(
 ) -> Result<(), StoreError> {
     let mut channels: Vec<String> = (0..PARTITIONS).map(|p| store.wake_channel(p)).collect();
     channels.push(store.changes_channel());
+    channels.push(crate::store::redis::shared::BUS.to_owned());
     try_join_all(channels.iter().map(|channel| {
         let mut pubsub = pubsub.clone();
         async move { pubsub.ssubscribe(channel).await }

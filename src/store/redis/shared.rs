@@ -9,8 +9,8 @@ use redis::aio::ConnectionLike;
 use redis::{Script, Value};
 
 use super::{array, bad_reply, bytes, int, RedisStore};
-use crate::store::shared::{OnNode, PresenceTable, TokenBuckets};
-use crate::store::StoreError;
+use crate::store::shared::{NodeBus, OnNode, PresenceTable, TokenBuckets};
+use crate::store::{now_ms, StoreError};
 use crate::uid::Uid;
 
 impl RedisStore {
@@ -141,6 +141,87 @@ impl TokenBuckets for RedisStore {
         )
         .await
     }
+
+    async fn left(&self, name: &str, per_second: u32, burst: u32) -> Result<u32, StoreError> {
+        left(&self.scripts.rate, self.conn(), name, (per_second, burst)).await
+    }
+}
+
+/// The channel of the nodes' bus; the same name on a Redis Cluster (one
+/// slot, by its hash tag).
+pub(in crate::store) const BUS: &str = "h:{nodes}:bus";
+/// The ZSET of running nodes, scored by the end of their lease (ms).
+const NODES: &str = "h:{nodes}:z";
+
+/// [`NodeBus::alive`] on `conn`.
+pub(in crate::store) async fn node_alive<C: ConnectionLike + Send>(
+    mut conn: C,
+    node: &str,
+    lease: Duration,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    redis::pipe()
+        .zadd(NODES, node, now + lease.as_millis() as u64)
+        .ignore()
+        .zrembyscore(NODES, "-inf", now)
+        .ignore()
+        .query_async::<()>(&mut conn)
+        .await?;
+    Ok(())
+}
+
+/// [`NodeBus::nodes`] on `conn`.
+pub(in crate::store) async fn nodes_alive<C: ConnectionLike + Send>(
+    mut conn: C,
+) -> Result<Vec<String>, StoreError> {
+    Ok(redis::cmd("ZRANGEBYSCORE")
+        .arg(NODES)
+        .arg(now_ms())
+        .arg("+inf")
+        .query_async(&mut conn)
+        .await?)
+}
+
+#[async_trait]
+impl NodeBus for RedisStore {
+    async fn alive(&self, node: &str, lease: Duration) -> Result<(), StoreError> {
+        node_alive(self.conn(), node, lease).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<String>, StoreError> {
+        nodes_alive(self.conn()).await
+    }
+
+    async fn tell(&self, message: &[u8]) -> Result<(), StoreError> {
+        redis::cmd("PUBLISH")
+            .arg(BUS)
+            .arg(message)
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    fn told(&self) -> tokio::sync::broadcast::Receiver<bytes::Bytes> {
+        self.wakes.bus.subscribe()
+    }
+}
+
+/// [`TokenBuckets::left`] with `rate.lua` on `conn`.
+pub(in crate::store) async fn left<C: ConnectionLike + Send>(
+    rate: &Script,
+    mut conn: C,
+    name: &str,
+    (per_second, burst): (u32, u32),
+) -> Result<u32, StoreError> {
+    let interval = 1000.0 / f64::from(per_second.max(1));
+    Ok(rate
+        .key(format!("h:rate:{name}"))
+        .arg(interval)
+        .arg(burst)
+        .arg(0)
+        .arg("left")
+        .invoke_async(&mut conn)
+        .await?)
 }
 
 /// [`TokenBuckets::take`] with `rate.lua` on `conn`: `(per_second, burst,

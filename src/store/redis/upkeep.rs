@@ -15,6 +15,7 @@ impl RedisStore {
             store: self.clone(),
             presence: self.clone(),
             buckets: self.clone(),
+            nodes: self.clone(),
             upkeep: self,
         }
     }

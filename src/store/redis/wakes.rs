@@ -20,6 +20,7 @@ impl Wakes {
             heads: SharedMap::default(),
             changes: broadcast::channel(1024).0,
             signals: broadcast::channel(1024).0,
+            bus: broadcast::channel(256).0,
         }
     }
 
@@ -33,8 +34,8 @@ impl Wakes {
     }
 
     /// Takes a message pushed on a wake channel (`uid seq`: sets the head;
-    /// `uid {json}`: a signal, forwarded) or on the `changes` channel
-    /// (forwards the change).
+    /// `uid {json}`: a signal, forwarded), on the `changes` channel
+    /// (forwards the change) or on the nodes' bus (forwards the message).
     pub(in crate::store) fn delivered(&self, data: Vec<redis::Value>, changes: &[u8]) {
         let mut data = data.into_iter();
         let (Some(channel), Some(message)) = (data.next(), data.next()) else {
@@ -47,6 +48,10 @@ impl Wakes {
             let _ = self
                 .changes
                 .send(String::from_utf8_lossy(&message).into_owned());
+            return;
+        }
+        if channel == super::shared::BUS.as_bytes() {
+            let _ = self.bus.send(message.into());
             return;
         }
         if let Some(at) = message.iter().position(|&b| b == b' ') {

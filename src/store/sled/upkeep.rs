@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use super::SledStore;
 use crate::store::memory::{MemoryBuckets, MemoryPresence};
-use crate::store::{Backend, Records, Retention, StoreError, Upkeep};
+use crate::store::{Backend, OneNode, Records, Retention, StoreError, Upkeep};
 
 /// The key that says every record has had its retention deadline.
 const RECORDS_INDEXED: &str = "herald/records-have-deadlines";
@@ -23,6 +23,7 @@ impl SledStore {
             presence: Arc::new(MemoryPresence::default()),
             buckets: Arc::new(MemoryBuckets::default()),
             upkeep: Arc::new(SledUpkeep(self)),
+            nodes: Arc::new(OneNode),
         }
     }
 }

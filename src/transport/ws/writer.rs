@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::app::App;
 use crate::http::rewind::Rewind;
-use crate::hub::Transport;
+use crate::hub::Link;
 use crate::store::DurableSink;
 use crate::transport::subscription::Handoff;
 
@@ -27,7 +26,8 @@ use crate::transport::subscription::Handoff;
 /// The frames are those tungstenite writes (text, unmasked).
 pub(super) struct SocketWriter {
     fd: std::os::fd::RawFd,
-    app: Arc<App>,
+    /// Counts and traces the direct writes as the connection's.
+    link: Link,
     shared: std::sync::Mutex<WriterState>,
     woken: tokio::sync::Notify,
     /// Notified when `owed` needs the session to write it.
@@ -57,10 +57,10 @@ const WRITER_MAX: usize = 16 << 10;
 
 impl SocketWriter {
     /// For a session whose stream is at `cursor`.
-    pub(super) fn new(io: &Rewind, app: Arc<App>, cursor: u64) -> SocketWriter {
+    pub(super) fn new(io: &Rewind, link: Link, cursor: u64) -> SocketWriter {
         SocketWriter {
             fd: io.raw_fd(),
-            app,
+            link,
             shared: std::sync::Mutex::new(WriterState {
                 cursor,
                 busy: true,
@@ -187,7 +187,7 @@ impl DurableSink for SocketWriter {
         if self.send(&mut shared, frames) {
             shared.cursor = head;
             drop(shared);
-            self.app.hub.sent(Transport::Ws, events.len(), bytes);
+            self.link.delivered(head, events.len(), bytes);
             return;
         }
         if std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {

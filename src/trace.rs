@@ -1,0 +1,478 @@
+//! The delivery trace: what happened to each user's recent events on this
+//! node, kept in memory for `--trace-minutes`.
+//!
+//! Per user, four short logs: the appends (seq, type, when asked, when
+//! durable, by which request), the writes to connections (which
+//! connection, the seqs it was sent, when), the acks (the acked seq
+//! before and after, when, by which request) and the message read
+//! receipts. A write or an ack is one entry for all the seqs it covers, so
+//! a stream sending pages of events costs one entry per page, not per
+//! event. The trace of one event is assembled from these when asked
+//! ([`Traces::steps`]). Every entry is also a `debug` line on the log
+//! target `herald::delivery`, with uid, seq, transport, node and the trace
+//! id of the request that caused it.
+//!
+//! The bounds: each log keeps at most [`PER_USER`] entries, and the sweep
+//! ([`Traces::sweep`], every trim interval) drops entries older than the
+//! window, and users with nothing left.
+
+pub mod recorded;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::store::now_ms;
+use crate::uid::Uid;
+use crate::util::SharedMap;
+
+/// Most entries per user in each of its logs.
+pub const PER_USER: usize = 1024;
+
+/// The request that made something happen: an HTTP request, or one
+/// command on a WebSocket.
+#[derive(Debug, Default, Serialize)]
+pub struct Cause {
+    /// This node's number for the request.
+    pub request: u64,
+    /// `POST /api/v1/publish`, `ws send`, ...
+    pub what: String,
+    /// The W3C trace id of the request's `traceparent` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Its `Idempotency-Key`, or a message's `cid`, once known.
+    #[serde(skip_serializing_if = "unset", serialize_with = "once")]
+    pub key: OnceLock<String>,
+}
+
+fn unset(key: &OnceLock<String>) -> bool {
+    key.get().is_none()
+}
+
+fn once<S: serde::Serializer>(key: &OnceLock<String>, s: S) -> Result<S::Ok, S::Error> {
+    key.get().serialize(s)
+}
+
+static REQUESTS: AtomicU64 = AtomicU64::new(1);
+
+impl Cause {
+    /// A new request's cause; `traceparent` is its header, if any.
+    pub fn new(what: String, traceparent: Option<&str>) -> Arc<Cause> {
+        Arc::new(Cause {
+            request: REQUESTS.fetch_add(1, Ordering::Relaxed),
+            what,
+            trace_id: traceparent.and_then(trace_id_of).map(str::to_owned),
+            key: OnceLock::new(),
+        })
+    }
+
+    /// The cause of an HTTP request: its method, path, `traceparent` and
+    /// `Idempotency-Key`.
+    pub fn of<B>(req: &hyper::Request<B>) -> Arc<Cause> {
+        let traceparent = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok());
+        let cause = Cause::new(
+            format!("{} {}", req.method(), req.uri().path()),
+            traceparent,
+        );
+        if let Some(key) = req
+            .headers()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+        {
+            let _ = cause.key.set(key.chars().take(64).collect());
+        }
+        cause
+    }
+
+    /// The request running now, if any.
+    pub fn current() -> Option<Arc<Cause>> {
+        CAUSE.try_with(Clone::clone).ok()
+    }
+
+    /// Records the idempotency key (or `cid`) of the request running now.
+    pub fn note_key(key: &str) {
+        let _ = CAUSE.try_with(|cause| cause.key.set(key.to_owned()));
+    }
+
+    /// Runs `fut` as caused by `cause`.
+    pub async fn scope<F: std::future::Future>(cause: Arc<Cause>, fut: F) -> F::Output {
+        CAUSE.scope(cause, fut).await
+    }
+}
+
+tokio::task_local! {
+    static CAUSE: Arc<Cause>;
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`),
+/// if it is one (an all-zero id is invalid).
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0')
+        && (version != "00" || parts.next().is_none());
+    valid.then_some(trace)
+}
+
+struct Appended {
+    seq: u64,
+    kind: Box<str>,
+    asked_ms: u64,
+    durable_ms: u64,
+    cause: Option<Arc<Cause>>,
+}
+
+struct Written {
+    /// The seqs `after+1 ..= last` were written.
+    after: u64,
+    last: u64,
+    at_ms: u64,
+    transport: &'static str,
+    /// The hub's connection id (none for a short poll).
+    connection: Option<u64>,
+}
+
+struct AckEntry {
+    before: u64,
+    after: u64,
+    at_ms: u64,
+    cause: Option<Arc<Cause>>,
+}
+
+struct Read {
+    message: u64,
+    at_ms: u64,
+    cause: Option<Arc<Cause>>,
+}
+
+#[derive(Default)]
+struct UserTrace {
+    appended: VecDeque<Appended>,
+    written: VecDeque<Written>,
+    acks: VecDeque<AckEntry>,
+    reads: VecDeque<Read>,
+}
+
+fn push<T>(log: &mut VecDeque<T>, entry: T) {
+    if log.len() == PER_USER {
+        log.pop_front();
+    }
+    log.push_back(entry);
+}
+
+/// One step of an event's trace, as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct Step {
+    /// `appended`, `durable`, `written`, `acked`, `read`.
+    pub step: &'static str,
+    /// Unix milliseconds.
+    pub at: u64,
+    pub node: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<u64>,
+    /// The acked seq it raised the mark to (`acked`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<u64>,
+    /// The event type (`appended`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Arc<Cause>>,
+}
+
+impl Step {
+    fn new(step: &'static str, at: u64, node: &str) -> Step {
+        Step {
+            step,
+            at,
+            node: node.to_owned(),
+            transport: None,
+            connection: None,
+            cursor: None,
+            kind: None,
+            cause: None,
+        }
+    }
+}
+
+/// This node's delivery traces.
+pub struct Traces {
+    users: SharedMap<Uid, UserTrace>,
+    window: Duration,
+    node: String,
+}
+
+impl Traces {
+    /// Keeps `window` of history (zero: records nothing); `node` names this
+    /// node in the steps and log lines.
+    pub fn new(window: Duration, node: String) -> Traces {
+        Traces {
+            users: SharedMap::default(),
+            window,
+            node,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.window.is_zero()
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn with(&self, uid: &Uid, f: impl FnOnce(&mut UserTrace)) {
+        if self.enabled() {
+            f(&mut self.users.entry(uid.clone()).or_default());
+        }
+    }
+
+    /// Events appended with these seqs, asked for at `asked_ms`, durable now.
+    pub fn appended(&self, appended: &[(&Uid, &str, u64)], asked_ms: u64) {
+        if !self.enabled() {
+            return;
+        }
+        let cause = Cause::current();
+        let durable_ms = now_ms();
+        for &(uid, kind, seq) in appended {
+            tracing::debug!(
+                target: "herald::delivery",
+                uid = %uid, seq, kind, node = %self.node,
+                trace_id = cause.as_ref().and_then(|c| c.trace_id.as_deref()),
+                request = cause.as_ref().map(|c| c.request),
+                "durable"
+            );
+            self.with(uid, |user| {
+                push(
+                    &mut user.appended,
+                    Appended {
+                        seq,
+                        kind: kind.into(),
+                        asked_ms,
+                        durable_ms,
+                        cause: cause.clone(),
+                    },
+                )
+            });
+        }
+    }
+
+    /// The seqs `after+1 ..= last` of `uid` were written on `transport`.
+    pub fn written(
+        &self,
+        uid: &Uid,
+        transport: &'static str,
+        connection: Option<u64>,
+        after: u64,
+        last: u64,
+    ) {
+        if !self.enabled() || last <= after {
+            return;
+        }
+        tracing::debug!(
+            target: "herald::delivery",
+            uid = %uid, first = after + 1, seq = last, transport,
+            connection, node = %self.node, "written"
+        );
+        self.with(uid, |user| {
+            push(
+                &mut user.written,
+                Written {
+                    after,
+                    last,
+                    at_ms: now_ms(),
+                    transport,
+                    connection,
+                },
+            )
+        });
+    }
+
+    /// `uid`'s acked seq went from `before` to `after`.
+    pub fn acked(&self, uid: &Uid, before: u64, after: u64) {
+        if !self.enabled() || after <= before {
+            return;
+        }
+        let cause = Cause::current();
+        tracing::debug!(
+            target: "herald::delivery",
+            uid = %uid, seq = after, node = %self.node,
+            request = cause.as_ref().map(|c| c.request), "acked"
+        );
+        self.with(uid, |user| {
+            push(
+                &mut user.acks,
+                AckEntry {
+                    before,
+                    after,
+                    at_ms: now_ms(),
+                    cause,
+                },
+            )
+        });
+    }
+
+    /// `uid` marked direct message `message` read.
+    pub fn read(&self, uid: &Uid, message: u64) {
+        if !self.enabled() {
+            return;
+        }
+        let cause = Cause::current();
+        tracing::debug!(
+            target: "herald::delivery",
+            uid = %uid, message, node = %self.node, "read"
+        );
+        self.with(uid, |user| {
+            push(
+                &mut user.reads,
+                Read {
+                    message,
+                    at_ms: now_ms(),
+                    cause,
+                },
+            )
+        });
+    }
+
+    /// What this node knows of `uid`'s event `seq` (`message`: its message
+    /// id, for the read receipt), oldest first.
+    pub fn steps(&self, uid: &Uid, seq: u64, message: Option<u64>) -> Vec<Step> {
+        let Some(user) = self.users.get(uid) else {
+            return Vec::new();
+        };
+        let mut steps = Vec::new();
+        if let Some(append) = user.appended.iter().find(|a| a.seq == seq) {
+            let mut asked = Step::new("appended", append.asked_ms, &self.node);
+            asked.kind = Some(append.kind.to_string());
+            asked.cause = append.cause.clone();
+            steps.push(asked);
+            steps.push(Step::new("durable", append.durable_ms, &self.node));
+        }
+        for write in user
+            .written
+            .iter()
+            .filter(|w| w.after < seq && seq <= w.last)
+        {
+            let mut step = Step::new("written", write.at_ms, &self.node);
+            step.transport = Some(write.transport);
+            step.connection = write.connection;
+            steps.push(step);
+        }
+        for ack in user
+            .acks
+            .iter()
+            .filter(|a| a.before < seq && seq <= a.after)
+        {
+            let mut step = Step::new("acked", ack.at_ms, &self.node);
+            step.cursor = Some(ack.after);
+            step.cause = ack.cause.clone();
+            steps.push(step);
+        }
+        if let Some(message) = message {
+            for read in user.reads.iter().filter(|r| r.message == message) {
+                let mut step = Step::new("read", read.at_ms, &self.node);
+                step.cause = read.cause.clone();
+                steps.push(step);
+            }
+        }
+        steps
+    }
+
+    /// Drops what is older than the window; returns how many users are
+    /// still traced.
+    pub fn sweep(&self) -> usize {
+        let Some(oldest) = now_ms().checked_sub(self.window.as_millis() as u64) else {
+            return self.users.len();
+        };
+        self.users.retain(|_, user| {
+            while user.appended.front().is_some_and(|a| a.durable_ms < oldest) {
+                user.appended.pop_front();
+            }
+            while user.written.front().is_some_and(|w| w.at_ms < oldest) {
+                user.written.pop_front();
+            }
+            while user.acks.front().is_some_and(|a| a.at_ms < oldest) {
+                user.acks.pop_front();
+            }
+            while user.reads.front().is_some_and(|r| r.at_ms < oldest) {
+                user.reads.pop_front();
+            }
+            !(user.appended.is_empty()
+                && user.written.is_empty()
+                && user.acks.is_empty()
+                && user.reads.is_empty())
+        });
+        self.users.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_traceparent_gives_its_trace_id_and_anything_else_nothing() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            trace_id_of(&format!("00-{id}-00f067aa0ba902b7-01")),
+            Some(id)
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert_eq!(trace_id_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_write_or_an_ack_is_found_for_every_seq_it_covers_and_the_logs_stay_bounded() {
+        let traces = Traces::new(Duration::from_secs(60), "n1".into());
+        let uid = Uid::parse("alice").unwrap();
+        for seq in 1..=(PER_USER as u64 + 10) {
+            traces.appended(&[(&uid, "notice", seq)], now_ms());
+        }
+        traces.written(&uid, "sse", Some(7), 1030, 1034);
+        traces.acked(&uid, 1031, 1034);
+        let steps: Vec<&str> = traces
+            .steps(&uid, 1032, None)
+            .iter()
+            .map(|s| s.step)
+            .collect();
+        assert_eq!(steps, ["appended", "durable", "written", "acked"]);
+        let steps: Vec<&str> = traces
+            .steps(&uid, 1031, None)
+            .iter()
+            .map(|s| s.step)
+            .collect();
+        assert_eq!(steps, ["appended", "durable", "written"]);
+        // The oldest appends were dropped at the bound.
+        assert!(traces.steps(&uid, 1, None).is_empty());
+        assert_eq!(traces.users.get(&uid).unwrap().appended.len(), PER_USER);
+        assert_eq!(traces.sweep(), 1);
+    }
+}
