@@ -30,6 +30,17 @@ pub struct Config {
     #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// What is logged (to stderr): a tracing filter such as `info`, or
+    /// `info,herald::delivery=debug` for a line per event appended,
+    /// written, acked and read.
+    #[arg(long, env = "HERALD_LOG", default_value = "info")]
+    pub log: String,
+
+    /// How log lines are written: `text`, or `json` (one object per line,
+    /// with the fields of the event: uid, seq, transport, node, trace_id).
+    #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
     /// Run in demo mode (the demo login route exists) even with a secret
     /// or on a non-loopback address.
     #[arg(long, env = "HERALD_DEMO")]

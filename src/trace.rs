@@ -169,6 +169,18 @@ struct UserTrace {
     written: VecDeque<Written>,
     acks: VecDeque<AckEntry>,
     reads: VecDeque<Read>,
+    /// Appends of this node not yet durable (counted while delivery lines
+    /// are logged): a write may reach a reader before its append returns,
+    /// and its log line then waits for the append's trace id.
+    in_flight: u32,
+    /// Writes not logged yet, for that reason: `(after, last, transport,
+    /// connection)`.
+    unlogged: Vec<(u64, u64, &'static str, Option<u64>)>,
+}
+
+/// Whether delivery lines are logged (`--log herald::delivery=debug`).
+fn logging() -> bool {
+    tracing::enabled!(target: "herald::delivery", tracing::Level::DEBUG)
 }
 
 fn push<T>(log: &mut VecDeque<T>, entry: T) {
@@ -247,8 +259,49 @@ impl Traces {
         }
     }
 
-    /// Events appended with these seqs, asked for at `asked_ms`, durable now.
-    pub fn appended(&self, appended: &[(&Uid, &str, u64)], asked_ms: u64) {
+    /// Appends to `uids` are about to be made; whether they are counted in
+    /// flight (pass it on to [`Traces::appended`] or [`Traces::failed`]).
+    pub fn begin<'a>(&self, uids: impl Iterator<Item = &'a Uid>) -> bool {
+        if !self.enabled() || !logging() {
+            return false;
+        }
+        for uid in uids {
+            self.with(uid, |user| user.in_flight += 1);
+        }
+        true
+    }
+
+    /// The appends [`Traces::begin`] counted for `uids` failed or appended
+    /// nothing.
+    pub fn failed<'a>(&self, uids: impl Iterator<Item = &'a Uid>, counted: bool) {
+        if counted {
+            for uid in uids {
+                self.landed(uid);
+            }
+        }
+    }
+
+    /// One counted append to `uid` is over: once none is left, logs the
+    /// writes that waited for it.
+    fn landed(&self, uid: &Uid) {
+        let unlogged = {
+            let Some(mut user) = self.users.get_mut(uid) else {
+                return;
+            };
+            user.in_flight = user.in_flight.saturating_sub(1);
+            if user.in_flight > 0 {
+                return;
+            }
+            std::mem::take(&mut user.unlogged)
+        };
+        for (after, last, transport, connection) in unlogged {
+            self.log_written(uid, transport, connection, after, last);
+        }
+    }
+
+    /// Events appended with these seqs, asked for at `asked_ms`, durable
+    /// now; `counted` as [`Traces::begin`] said.
+    pub fn appended(&self, appended: &[(&Uid, &str, u64)], asked_ms: u64, counted: bool) {
         if !self.enabled() {
             return;
         }
@@ -274,6 +327,9 @@ impl Traces {
                     },
                 )
             });
+            if counted {
+                self.landed(uid);
+            }
         }
     }
 
@@ -289,11 +345,18 @@ impl Traces {
         if !self.enabled() || last <= after {
             return;
         }
-        tracing::debug!(
-            target: "herald::delivery",
-            uid = %uid, first = after + 1, seq = last, transport,
-            connection, node = %self.node, "written"
-        );
+        let mut waits = false;
+        if logging() {
+            if let Some(mut user) = self.users.get_mut(uid) {
+                waits = user.in_flight > 0;
+                if waits {
+                    user.unlogged.push((after, last, transport, connection));
+                }
+            }
+            if !waits {
+                self.log_written(uid, transport, connection, after, last);
+            }
+        }
         self.with(uid, |user| {
             push(
                 &mut user.written,
@@ -306,6 +369,37 @@ impl Traces {
                 },
             )
         });
+    }
+
+    /// A line per event written that this node appended (with the trace id
+    /// of its request), or one for the range if it appended none of them.
+    fn log_written(
+        &self,
+        uid: &Uid,
+        transport: &str,
+        connection: Option<u64>,
+        after: u64,
+        last: u64,
+    ) {
+        let user = self.users.get(uid);
+        let appended = user.iter().flat_map(|u| u.appended.iter());
+        let mut logged = false;
+        for event in appended.filter(|a| after < a.seq && a.seq <= last) {
+            let cause = event.cause.as_deref();
+            tracing::debug!(
+                target: "herald::delivery",
+                uid = %uid, seq = event.seq, transport, connection, node = %self.node,
+                trace_id = cause.and_then(|c| c.trace_id.as_deref()), "written"
+            );
+            logged = true;
+        }
+        if !logged {
+            tracing::debug!(
+                target: "herald::delivery",
+                uid = %uid, first = after + 1, seq = last, transport, connection,
+                node = %self.node, "written"
+            );
+        }
     }
 
     /// `uid`'s acked seq went from `before` to `after`.
@@ -366,7 +460,20 @@ impl Traces {
             asked.kind = Some(append.kind.to_string());
             asked.cause = append.cause.clone();
             steps.push(asked);
-            steps.push(Step::new("durable", append.durable_ms, &self.node));
+            // Readers are woken when the commit lands, the append's caller
+            // a moment later: the event was durable by its first write.
+            let first_write = user
+                .written
+                .iter()
+                .filter(|w| w.after < seq && seq <= w.last)
+                .map(|w| w.at_ms)
+                .min();
+            let durable = first_write.map_or(append.durable_ms, |w| w.min(append.durable_ms));
+            steps.push(Step::new(
+                "durable",
+                durable.max(append.asked_ms),
+                &self.node,
+            ));
         }
         for write in user
             .written
@@ -420,7 +527,8 @@ impl Traces {
             !(user.appended.is_empty()
                 && user.written.is_empty()
                 && user.acks.is_empty()
-                && user.reads.is_empty())
+                && user.reads.is_empty()
+                && user.in_flight == 0)
         });
         self.users.len()
     }
@@ -454,7 +562,7 @@ mod tests {
         let traces = Traces::new(Duration::from_secs(60), "n1".into());
         let uid = Uid::parse("alice").unwrap();
         for seq in 1..=(PER_USER as u64 + 10) {
-            traces.appended(&[(&uid, "notice", seq)], now_ms());
+            traces.appended(&[(&uid, "notice", seq)], now_ms(), false);
         }
         traces.written(&uid, "sse", Some(7), 1030, 1034);
         traces.acked(&uid, 1031, 1034);

@@ -185,7 +185,11 @@ async fn a_message_to_a_user_with_sse_and_a_websocket_open_shows_both_writes_the
     assert_eq!(user["queue"]["waiting"], 0);
     assert_eq!(user["queue"]["oldest"], 1);
     assert_eq!(user["presence"]["visible"], "online");
-    assert_eq!(user["send_budget"]["per_second"], 20);
+    assert_eq!(
+        user["send_budget"],
+        json!({"left": 40, "per_second": 20, "burst": 40}),
+        "bob sent nothing"
+    );
 
     // Bob reads it: the trace says so.
     let (status, _) = server
@@ -194,11 +198,12 @@ async fn a_message_to_a_user_with_sse_and_a_websocket_open_shows_both_writes_the
     assert_eq!(status, 200);
     let read = trace_until(&server, "bob", seq, |t| steps(t).contains(&"read".into())).await;
     assert_eq!(steps(&read).last().unwrap(), "read");
-    // Alice's send budget is one message lighter than bob's.
-    let alice_budget = inspect(&server, "alice").await["send_budget"]["left"]
-        .as_u64()
-        .unwrap();
-    assert!(alice_budget < 40, "{alice_budget}");
+    let budget = &inspect(&server, "alice").await["send_budget"];
+    assert_eq!(budget["burst"], 40, "{budget}");
+    assert!(
+        budget["left"].as_u64().is_some_and(|left| left <= 40),
+        "{budget}"
+    );
 }
 
 #[tokio::test]
@@ -283,4 +288,71 @@ async fn with_the_trace_off_nothing_is_traced_and_the_inspector_still_answers() 
     assert_eq!(untraced["status"], "kept");
     assert_eq!(untraced["steps"], json!([]));
     assert_eq!(inspect(&server, "erin").await["queue"]["head"], 1);
+}
+
+#[tokio::test]
+async fn json_logs_follow_one_event_by_its_trace_id_from_the_publish_to_the_stream() {
+    let server = Server::start_with(&[
+        "--log-format",
+        "json",
+        "--log",
+        "warn,herald::delivery=debug",
+    ])
+    .await;
+    let bob = server.token("bob").await;
+    let mut sse = server.open("/v1/sse?cursor=0", &bob).await.bytes_stream();
+    let published = server
+        .http
+        .post(server.url("/api/v1/publish"))
+        .bearer_auth(API_KEY)
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
+        .json(&json!({"to": ["bob"], "data": "followed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 200);
+    let seq = published.json::<Value>().await.unwrap()["seqs"]["bob"]
+        .as_u64()
+        .unwrap();
+    let mut buf = String::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !sse_events(&mut buf).iter().any(|e| e["seq"] == seq) {
+            let chunk = sse.next().await.unwrap().unwrap();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the event on the stream");
+    let traced = |message: &'static str| {
+        let output = server.output.clone();
+        move || {
+            let output = output.lock().unwrap().clone();
+            output
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|line| {
+                    line["fields"]["message"] == message && line["fields"]["trace_id"] == TRACE_ID
+                })
+        }
+    };
+    let mut lines = Vec::new();
+    for message in ["durable", "written"] {
+        let find = traced(message);
+        let found = eventually(Duration::from_secs(5), || {
+            let found = find().is_some();
+            async move { found }
+        })
+        .await;
+        assert!(found, "a {message} line with the trace id");
+        lines.push(find().unwrap());
+    }
+    for line in &lines {
+        assert_eq!(line["target"], "herald::delivery", "{line}");
+        assert_eq!(line["fields"]["uid"], "bob", "{line}");
+        assert_eq!(line["fields"]["seq"], seq, "{line}");
+        assert!(line["fields"]["node"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty()));
+    }
+    assert_eq!(lines[1]["fields"]["transport"], "sse");
 }

@@ -250,15 +250,45 @@ async fn token_buckets_give_their_burst_then_pace(b: &Backend) {
         b.buckets.take("contract-other", 2, 4, 1).await.unwrap(),
         Duration::ZERO
     );
+    assert_eq!(b.buckets.left("contract", 2, 4).await.unwrap(), 0);
+    assert_eq!(b.buckets.left("contract-other", 2, 4).await.unwrap(), 3);
+    assert_eq!(b.buckets.left("contract-new", 2, 4).await.unwrap(), 4);
 }
 
-async fn the_contract(b: Backend) {
+async fn the_nodes_bus_names_the_running_nodes_and_carries_messages(b: &Backend, shared: bool) {
+    let lease = Duration::from_millis(800);
+    b.nodes.alive("node-x", lease).await.unwrap();
+    b.nodes
+        .alive("node-y", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut told = b.nodes.told();
+    b.nodes.tell(b"hello nodes").await.unwrap();
+    if !shared {
+        assert_eq!(b.nodes.nodes().await.unwrap(), Vec::<String>::new());
+        return;
+    }
+    let mut nodes = b.nodes.nodes().await.unwrap();
+    nodes.sort();
+    assert_eq!(nodes, ["node-x", "node-y"]);
+    let heard = tokio::time::timeout(Duration::from_secs(5), told.recv())
+        .await
+        .expect("the message within 5 s")
+        .unwrap();
+    assert_eq!(&heard[..], b"hello nodes");
+    // A node whose lease ran out is no longer running.
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    assert_eq!(b.nodes.nodes().await.unwrap(), ["node-y"]);
+}
+
+async fn the_contract(b: Backend, shared: bool) {
     appends_take_gap_free_seqs_per_user_and_read_after_a_cursor(&b).await;
     an_idempotency_key_appends_once_and_answers_the_first_seqs(&b).await;
     acks_only_rise_and_never_past_the_head(&b).await;
     records_are_kept_ranged_swapped_and_raised(&b).await;
     presence_leases_show_each_change_once_and_expire_with_their_node(&b).await;
     token_buckets_give_their_burst_then_pace(&b).await;
+    the_nodes_bus_names_the_running_nodes_and_carries_messages(&b, shared).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +296,7 @@ async fn sled_keeps_the_store_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path(), SledOptions::default(), Arc::new(Metrics::new()))
         .expect("a sled store");
-    the_contract(Arc::new(store).into_backend()).await;
+    the_contract(Arc::new(store).into_backend(), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +312,7 @@ async fn redis_keeps_the_store_contract() {
     let store = RedisStore::connect(&redis.url(), options)
         .await
         .expect("redis");
-    the_contract(store.into_backend()).await;
+    the_contract(store.into_backend(), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,5 +330,5 @@ async fn a_redis_cluster_keeps_the_store_contract() {
     let store = ClusterStore::connect(seeds, options)
         .await
         .expect("redis cluster");
-    the_contract(store.into_backend()).await;
+    the_contract(store.into_backend(), true).await;
 }

@@ -241,6 +241,10 @@ mod tests {
         );
         // Another bucket is full.
         assert_eq!(buckets.take("c", 2, 4, 1).await.unwrap(), Duration::ZERO);
+        // What is left: none of b (refilling at 2/s), 3 of c, all of d.
+        assert_eq!(buckets.left("b", 2, 4).await.unwrap(), 0);
+        assert_eq!(buckets.left("c", 2, 4).await.unwrap(), 3);
+        assert_eq!(buckets.left("d", 2, 4).await.unwrap(), 4);
     }
 
     #[tokio::test]

@@ -32,14 +32,51 @@ impl Recorded {
         }
     }
 
-    fn record(&self, what: &[(Uid, String)], seqs: &[u64], asked_ms: u64) {
-        let appended: Vec<(&Uid, &str, u64)> = what
+    /// Counts the appends to `what`'s users in flight until the guard is
+    /// done with (see [`Traces::begin`]), the asking time with it.
+    fn begin<'a>(&'a self, what: &'a [(Uid, String)]) -> InFlight<'a> {
+        let users = what.iter().map(|(uid, _)| uid).filter(|uid| !uid.is_feed());
+        InFlight {
+            counted: self.traces.begin(users),
+            traces: &self.traces,
+            what,
+            asked_ms: now_ms(),
+        }
+    }
+}
+
+/// Appends in flight; if dropped before [`InFlight::landed`] (the append
+/// failed, appended nothing, or its caller went away), no longer counted.
+struct InFlight<'a> {
+    traces: &'a Traces,
+    what: &'a [(Uid, String)],
+    asked_ms: u64,
+    counted: bool,
+}
+
+impl InFlight<'_> {
+    /// The appends are durable with these seqs.
+    fn landed(mut self, seqs: &[u64]) {
+        let appended: Vec<(&Uid, &str, u64)> = self
+            .what
             .iter()
             .zip(seqs)
             .filter(|((uid, _), _)| !uid.is_feed())
             .map(|((uid, kind), seq)| (uid, kind.as_str(), *seq))
             .collect();
-        self.traces.appended(&appended, asked_ms);
+        self.traces
+            .appended(&appended, self.asked_ms, std::mem::take(&mut self.counted));
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let users = self
+            .what
+            .iter()
+            .map(|(uid, _)| uid)
+            .filter(|uid| !uid.is_feed());
+        self.traces.failed(users, self.counted);
     }
 }
 
@@ -53,9 +90,10 @@ fn what_of(appends: &[Append]) -> Vec<(Uid, String)> {
 #[async_trait]
 impl EventQueue for Recorded {
     async fn append(&self, batch: Vec<Append>) -> Result<Vec<u64>, StoreError> {
-        let (what, asked) = (what_of(&batch), now_ms());
+        let what = what_of(&batch);
+        let in_flight = self.begin(&what);
         let seqs = self.store.append(batch).await?;
-        self.record(&what, &seqs, asked);
+        in_flight.landed(&seqs);
         Ok(seqs)
     }
 
@@ -65,18 +103,20 @@ impl EventQueue for Recorded {
         tag: u64,
         appends: Vec<Append>,
     ) -> Result<IdempotentAppend, StoreError> {
-        let (what, asked) = (what_of(&appends), now_ms());
+        let what = what_of(&appends);
+        let in_flight = self.begin(&what);
         let appended = self.store.append_once(key, tag, appends).await?;
         if let IdempotentAppend::Appended { seqs } = &appended {
-            self.record(&what, seqs, asked);
+            in_flight.landed(seqs);
         }
         Ok(appended)
     }
 
     async fn append_atomic(&self, appends: Vec<Append>) -> Result<Vec<u64>, StoreError> {
-        let (what, asked) = (what_of(&appends), now_ms());
+        let what = what_of(&appends);
+        let in_flight = self.begin(&what);
         let seqs = self.store.append_atomic(appends).await?;
-        self.record(&what, &seqs, asked);
+        in_flight.landed(&seqs);
         Ok(seqs)
     }
 
