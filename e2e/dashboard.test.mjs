@@ -84,3 +84,63 @@ test("the dashboard asks for the API key once and draws live figures from /metri
   for (const control of controls) control.abort();
   await page.close();
 });
+
+test("the dashboard finds a user and draws an event's delivery trace, live", async () => {
+  const page = await browser.newPage();
+  await page.goto(base + "/dashboard");
+  await page.fill("#key", apiKey);
+  await page.click("#key-form button");
+  await page.waitForFunction(() => Number(document.body.dataset.samples) >= 1);
+
+  // Bob has a stream open; the backend publishes to him with a traceparent.
+  const bob = await token("bob");
+  const stream = new AbortController();
+  const sse = await fetch(`${base}/v1/sse?token=${encodeURIComponent(bob)}`, { signal: stream.signal });
+  assert.equal(sse.status, 200);
+  const published = await fetch(`${base}/api/v1/publish`, {
+    method: "POST",
+    headers: {
+      authorization: "Bearer " + apiKey,
+      "content-type": "application/json",
+      traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    },
+    body: JSON.stringify({ to: ["bob"], data: "where is it?" }),
+  });
+  assert.equal(published.status, 200);
+  const seq = (await published.json()).seqs.bob;
+  const reader = sse.body.getReader();
+  let text = "";
+  while (!text.includes("where is it?")) text += new TextDecoder().decode((await reader.read()).value);
+
+  await page.fill("#uid", "bob");
+  await page.fill("#seq", String(seq));
+  await page.click("#user-form button");
+  await page.waitForSelector('#user-connections tr[data-transport="sse"]');
+  await page.waitForFunction(() => (document.querySelector("#trace").dataset.steps || "").includes("written:sse"));
+  const facts = await page.textContent("#user-facts");
+  assert.match(facts, /seen as online/);
+  assert.match(facts, /head \d+/);
+  assert.equal(await page.getAttribute("#recent button.shown", "class"), "shown");
+  assert.match(await page.textContent("#trace"), /POST \/api\/v1\/publish/);
+  assert.match(await page.textContent("#trace"), /trace 4bf92f35/);
+
+  // Bob acks it: the open view shows it within a refresh, without a click.
+  const acked = await fetch(`${base}/v1/ack`, {
+    method: "POST",
+    headers: { authorization: "Bearer " + bob, "content-type": "application/json" },
+    body: JSON.stringify({ seq }),
+  });
+  assert.equal(acked.status, 200);
+  await page.waitForFunction(() => document.querySelector("#trace").dataset.steps.endsWith("acked"));
+  assert.equal(await page.locator("#trace circle").count(), 4);
+  assert.match(await page.textContent("#trace-facts"), /acked yes/);
+  await page.screenshot({ path: join(root, "target", "e2e", "dashboard-user.png"), fullPage: true });
+
+  // An event that does not exist says so.
+  await page.fill("#seq", String(seq + 100));
+  await page.click("#user-form button");
+  await page.waitForSelector("#trace-error:not([hidden])");
+  assert.match(await page.textContent("#trace-error"), /has no event/);
+  stream.abort();
+  await page.close();
+});

@@ -1,6 +1,8 @@
 // The operations dashboard: reads herald's Prometheus text at /metrics
-// (API key) once a second and draws what an operator watches. No
-// framework, no CDN: canvas.
+// (API key) once a second and draws what an operator watches, and shows
+// one user (GET /api/v1/users/{uid}) and one event's delivery trace
+// (GET /api/v1/users/{uid}/events/{seq}) as a timeline. No framework, no
+// CDN: canvas and SVG.
 
 const $ = (id) => document.getElementById(id);
 const KEY = "herald:dashboard:key";
@@ -46,7 +48,168 @@ async function sample() {
   if (history.length > SAMPLES + 1) history.shift();
   $("state").textContent = "live · " + new Date().toLocaleTimeString();
   draw();
+  if (shown.uid) showUser();
 }
+
+// ---- one user, one event ----
+
+const shown = { uid: "", seq: 0 };
+
+/** GET `path` of the backend API: [status, JSON]. */
+async function api(path) {
+  const key = sessionStorage.getItem(KEY);
+  const response = await fetch(path, { headers: { authorization: "Bearer " + key }, cache: "no-store" });
+  return [response.status, await response.json().catch(() => ({}))];
+}
+
+const ago = (ms) => (ms ? `${Math.max(0, Math.round((Date.now() - ms) / 1000))} s ago` : "never");
+
+function fact(label, value, className) {
+  const span = document.createElement("span");
+  span.append(label + " ");
+  const b = document.createElement("b");
+  b.textContent = value;
+  if (className) b.className = className;
+  span.append(b);
+  return span;
+}
+
+/** Which nodes answered (in a cluster), naming those that did not. */
+function nodesFact(nodes) {
+  if (!nodes || !nodes.nodes.length) return fact("nodes", "this one");
+  const missing = nodes.missing.length ? ` · no answer from ${nodes.missing.join(", ")}` : "";
+  return fact("nodes", `${nodes.nodes.length - nodes.missing.length} of ${nodes.nodes.length}${missing}`, nodes.missing.length ? "missing" : "");
+}
+
+async function showUser() {
+  const { uid } = shown;
+  const [status, user] = await api(`/api/v1/users/${encodeURIComponent(uid)}`);
+  if (uid !== shown.uid) return;
+  if (status !== 200) {
+    $("user").hidden = true;
+    $("user-error").hidden = false;
+    $("user-error").textContent = user.message || `HTTP ${status}`;
+    return;
+  }
+  $("user-error").hidden = true;
+  $("user").hidden = false;
+  const q = user.queue;
+  $("user-facts").replaceChildren(
+    fact("uid", user.uid),
+    fact("seen as", user.presence.visible + (user.presence.chosen ? ` (chose ${user.presence.chosen})` : "")),
+    fact("head", String(q.head)),
+    fact("acked", String(q.acked)),
+    fact("waiting", String(q.waiting)),
+    fact("oldest kept", q.oldest == null ? "none" : String(q.oldest)),
+    fact("epoch", q.epoch),
+    fact("send budget", user.send_budget ? `${user.send_budget.left} of ${user.send_budget.burst}` : "no limit"),
+    nodesFact(user.nodes),
+  );
+  $("user-connections").tBodies[0].replaceChildren(...user.connections.map((c) => {
+    const row = document.createElement("tr");
+    row.dataset.transport = c.transport;
+    for (const cell of [c.node, c.transport, c.client ?? "", ago(c.opened_at), ago(c.last_write_at), c.cursor, c.events_sent, c.bytes_sent]) {
+      const td = document.createElement("td");
+      td.textContent = String(cell);
+      row.append(td);
+    }
+    return row;
+  }));
+  const counters = Object.entries(user.counters).map(([k, v]) => `${k} ${v}`).join(", ") || "none";
+  const groups = user.groups.map((g) => `${g.gid} (read ${g.last_read} of ${g.newest})`).join(", ") || "none";
+  $("user-more").replaceChildren(fact("groups", groups), fact("counters", counters));
+  // The newest events kept, to pick one to trace.
+  const first = Math.max(q.oldest ?? 1, q.head - 9, 1);
+  const buttons = [];
+  for (let seq = q.head; seq >= first && q.head > 0; seq--) {
+    const b = document.createElement("button");
+    b.textContent = String(seq);
+    b.className = seq === shown.seq ? "shown" : "";
+    b.onclick = () => { shown.seq = seq; showUser(); };
+    buttons.push(b);
+  }
+  $("recent").replaceChildren(buttons.length ? "trace an event: " : "no events kept", ...buttons);
+  if (shown.seq) await showTrace(uid, shown.seq);
+}
+
+async function showTrace(uid, seq) {
+  const [status, trace] = await api(`/api/v1/users/${encodeURIComponent(uid)}/events/${seq}`);
+  if (uid !== shown.uid || seq !== shown.seq) return;
+  $("trace-error").hidden = status === 200;
+  $("trace-box").hidden = status !== 200;
+  if (status !== 200) {
+    $("trace-error").textContent = trace.message || `HTTP ${status}`;
+    return;
+  }
+  const kind = trace.event ? trace.event.type : "";
+  $("trace-facts").replaceChildren(
+    fact("event", `${seq}${kind ? " · " + kind : ""}`),
+    fact("status", trace.status === "kept" ? "kept" : "expired (no longer in the queue)", trace.status === "kept" ? "" : "missing"),
+    fact("acked", trace.acked ? "yes" : "no"),
+    fact("trace", trace.traced_for_minutes ? `last ${trace.traced_for_minutes} min` : "off (--trace-minutes 0)"),
+    nodesFact(trace.nodes),
+  );
+  timeline($("trace"), trace.steps);
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+const STEP_COLOURS = { appended: "#6b7385", durable: "#16a34a", written: "#2563eb", acked: "#9333ea", read: "#ea580c" };
+
+function svg(name, attributes, text) {
+  const element = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attributes)) element.setAttribute(k, String(v));
+  if (text != null) element.textContent = text;
+  return element;
+}
+
+/** The steps of a trace on a time axis, one row each, oldest on top. */
+function timeline(box, steps) {
+  const width = Math.max(480, box.clientWidth || 800);
+  const rowHeight = 26;
+  const height = 40 + Math.max(1, steps.length) * rowHeight;
+  box.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  box.setAttribute("height", String(height));
+  box.dataset.steps = steps.map((s) => s.step + (s.transport ? ":" + s.transport : "")).join(",");
+  if (!steps.length) {
+    box.replaceChildren(svg("text", { x: 10, y: 30 }, "nothing traced for this event on any node that answered"));
+    return;
+  }
+  const start = steps[0].at;
+  const span = Math.max(10, steps[steps.length - 1].at - start);
+  const left = 330, right = width - 70;
+  const x = (at) => left + ((at - start) / span) * (right - left);
+  const parts = [
+    svg("line", { x1: left, y1: 24, x2: right, y2: 24, stroke: "#c5cad6" }),
+    svg("text", { x: left, y: 16, class: "time" }, "0 ms"),
+    svg("text", { x: right - 10, y: 16, class: "time" }, `+${span} ms`),
+  ];
+  steps.forEach((s, i) => {
+    const y = 44 + i * rowHeight;
+    const colour = STEP_COLOURS[s.step] || "#1d2330";
+    const what = [s.step, s.transport, s.connection != null ? `#${s.connection}` : "", s.cursor != null ? `to ${s.cursor}` : ""]
+      .filter(Boolean).join(" ");
+    const why = s.cause ? ` · ${s.cause.what}${s.cause.key ? " key " + s.cause.key : ""}${s.cause.trace_id ? " trace " + s.cause.trace_id.slice(0, 8) + "…" : ""}` : "";
+    // The time and cause beside the dot, on the side with room.
+    const late = x(s.at) > (left + right) / 2;
+    parts.push(
+      svg("line", { x1: x(s.at), y1: 24, x2: x(s.at), y2: y, stroke: colour, "stroke-dasharray": "2 3" }),
+      svg("circle", { cx: x(s.at), cy: y, r: 6, fill: colour, "data-step": s.step }),
+      svg("text", { x: 10, y: y + 4 }, `${what} · node ${s.node.slice(0, 6)}`),
+      svg("text", { x: x(s.at) + (late ? -10 : 10), y: y + 4, class: "time", "text-anchor": late ? "end" : "start" },
+        `+${s.at - start} ms${why}`),
+    );
+  });
+  box.replaceChildren(...parts);
+}
+
+$("user-form").onsubmit = (e) => {
+  e.preventDefault();
+  shown.uid = $("uid").value.trim();
+  shown.seq = Number($("seq").value) || 0;
+  $("trace-box").hidden = true;
+  $("trace-error").hidden = true;
+  if (shown.uid) showUser();
+};
 
 /** The value of `name` at sample `i` (0 when absent). */
 const at = (i, name) => history[i].values.get(name) ?? 0;
