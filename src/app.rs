@@ -106,7 +106,11 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let backend = open_backend(&config, &metrics).await?;
         let node = format!("{:016x}", rand::random::<u64>());
-        let traces = Arc::new(Traces::new(config.trace_window(), node.clone()));
+        let traces = Arc::new(Traces::new(
+            config.trace_window(),
+            config.trace_max_events as usize,
+            node.clone(),
+        ));
         let store = Recorded::wrap(backend.store.clone(), traces.clone());
         // Records herald 0.5 wrote without a retention deadline.
         let indexed = backend

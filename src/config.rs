@@ -156,6 +156,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_TRACE_MINUTES", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=1440))]
     pub trace_minutes: u64,
 
+    /// Most events the delivery trace keeps in all (the oldest go first):
+    /// each costs about 250 bytes (`examples/bench_trace.rs`).
+    #[arg(long, env = "HERALD_TRACE_MAX_EVENTS", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub trace_max_events: u64,
+
     /// How long, in milliseconds, the user inspector and the delivery
     /// trace wait for the other nodes of a cluster to answer.
     #[arg(long, env = "HERALD_PEER_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=30_000))]

@@ -19,7 +19,7 @@
 pub mod recorded;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -39,20 +39,20 @@ pub struct Cause {
     /// This node's number for the request.
     pub request: u64,
     /// `POST /api/v1/publish`, `ws send`, ...
-    pub what: String,
+    pub what: Box<str>,
     /// The W3C trace id of the request's `traceparent` header.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
+    pub trace_id: Option<Box<str>>,
     /// Its `Idempotency-Key`, or a message's `cid`, once known.
     #[serde(skip_serializing_if = "unset", serialize_with = "once")]
-    pub key: OnceLock<String>,
+    pub key: OnceLock<Box<str>>,
 }
 
-fn unset(key: &OnceLock<String>) -> bool {
+fn unset(key: &OnceLock<Box<str>>) -> bool {
     key.get().is_none()
 }
 
-fn once<S: serde::Serializer>(key: &OnceLock<String>, s: S) -> Result<S::Ok, S::Error> {
+fn once<S: serde::Serializer>(key: &OnceLock<Box<str>>, s: S) -> Result<S::Ok, S::Error> {
     key.get().serialize(s)
 }
 
@@ -63,8 +63,8 @@ impl Cause {
     pub fn new(what: String, traceparent: Option<&str>) -> Arc<Cause> {
         Arc::new(Cause {
             request: REQUESTS.fetch_add(1, Ordering::Relaxed),
-            what,
-            trace_id: traceparent.and_then(trace_id_of).map(str::to_owned),
+            what: what.into(),
+            trace_id: traceparent.and_then(trace_id_of).map(Box::from),
             key: OnceLock::new(),
         })
     }
@@ -85,7 +85,7 @@ impl Cause {
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
         {
-            let _ = cause.key.set(key.chars().take(64).collect());
+            let _ = cause.key.set(key.chars().take(64).collect::<String>().into());
         }
         cause
     }
@@ -97,7 +97,7 @@ impl Cause {
 
     /// Records the idempotency key (or `cid`) of the request running now.
     pub fn note_key(key: &str) {
-        let _ = CAUSE.try_with(|cause| cause.key.set(key.to_owned()));
+        let _ = CAUSE.try_with(|cause| cause.key.set(key.into()));
     }
 
     /// Runs `fut` as caused by `cause`.
@@ -183,11 +183,34 @@ fn logging() -> bool {
     tracing::enabled!(target: "herald::delivery", tracing::Level::DEBUG)
 }
 
-fn push<T>(log: &mut VecDeque<T>, entry: T) {
-    if log.len() == PER_USER {
+/// Appends `entry` to `log`, dropping its oldest at [`PER_USER`]; whether
+/// the log grew.
+fn push<T>(log: &mut VecDeque<T>, entry: T) -> bool {
+    let full = log.len() == PER_USER;
+    if full {
         log.pop_front();
     }
     log.push_back(entry);
+    !full
+}
+
+/// Drops what `user` logged before `oldest` (ms); how many appends it
+/// dropped.
+fn prune(user: &mut UserTrace, oldest: u64) -> usize {
+    let appended = user.appended.len();
+    while user.appended.front().is_some_and(|a| a.durable_ms < oldest) {
+        user.appended.pop_front();
+    }
+    while user.written.front().is_some_and(|w| w.at_ms < oldest) {
+        user.written.pop_front();
+    }
+    while user.acks.front().is_some_and(|a| a.at_ms < oldest) {
+        user.acks.pop_front();
+    }
+    while user.reads.front().is_some_and(|r| r.at_ms < oldest) {
+        user.reads.pop_front();
+    }
+    appended - user.appended.len()
 }
 
 /// One step of an event's trace, as the API shows it.
@@ -231,16 +254,23 @@ impl Step {
 pub struct Traces {
     users: SharedMap<Uid, UserTrace>,
     window: Duration,
+    /// Most appends kept in all (the sweep drops the oldest past it).
+    max_events: usize,
+    /// Appends kept now.
+    events: AtomicUsize,
     node: String,
 }
 
 impl Traces {
-    /// Keeps `window` of history (zero: records nothing); `node` names this
-    /// node in the steps and log lines.
-    pub fn new(window: Duration, node: String) -> Traces {
+    /// Keeps `window` of history (zero: records nothing), at most
+    /// `max_events` appends of it; `node` names this node in the steps and
+    /// log lines.
+    pub fn new(window: Duration, max_events: usize, node: String) -> Traces {
         Traces {
             users: SharedMap::default(),
             window,
+            max_events,
+            events: AtomicUsize::new(0),
             node,
         }
     }
@@ -316,7 +346,7 @@ impl Traces {
                 "durable"
             );
             self.with(uid, |user| {
-                push(
+                let grew = push(
                     &mut user.appended,
                     Appended {
                         seq,
@@ -325,7 +355,10 @@ impl Traces {
                         durable_ms,
                         cause: cause.clone(),
                     },
-                )
+                );
+                if grew {
+                    self.events.fetch_add(1, Ordering::Relaxed);
+                }
             });
             if counted {
                 self.landed(uid);
@@ -358,7 +391,7 @@ impl Traces {
             }
         }
         self.with(uid, |user| {
-            push(
+            let _ = push(
                 &mut user.written,
                 Written {
                     after,
@@ -367,7 +400,7 @@ impl Traces {
                     transport,
                     connection,
                 },
-            )
+            );
         });
     }
 
@@ -414,7 +447,7 @@ impl Traces {
             request = cause.as_ref().map(|c| c.request), "acked"
         );
         self.with(uid, |user| {
-            push(
+            let _ = push(
                 &mut user.acks,
                 AckEntry {
                     before,
@@ -422,7 +455,7 @@ impl Traces {
                     at_ms: now_ms(),
                     cause,
                 },
-            )
+            );
         });
     }
 
@@ -437,14 +470,14 @@ impl Traces {
             uid = %uid, message, node = %self.node, "read"
         );
         self.with(uid, |user| {
-            push(
+            let _ = push(
                 &mut user.reads,
                 Read {
                     message,
                     at_ms: now_ms(),
                     cause,
                 },
-            )
+            );
         });
     }
 
@@ -505,32 +538,39 @@ impl Traces {
         steps
     }
 
-    /// Drops what is older than the window; returns how many users are
-    /// still traced.
+    /// Drops what is older than the window, and past `max_events` appends
+    /// the oldest of them (with what was logged before the newest one
+    /// dropped); returns how many users are still traced.
     pub fn sweep(&self) -> usize {
-        let Some(oldest) = now_ms().checked_sub(self.window.as_millis() as u64) else {
-            return self.users.len();
-        };
+        self.prune_before(now_ms().saturating_sub(self.window.as_millis() as u64));
+        let excess = self.events.load(Ordering::Relaxed).saturating_sub(self.max_events);
+        if excess > 0 {
+            let mut times: Vec<u64> = Vec::with_capacity(self.max_events + excess);
+            for user in self.users.iter() {
+                times.extend(user.appended.iter().map(|a| a.durable_ms));
+            }
+            // The newest of the `excess` oldest, and all before it, go.
+            let dropped = excess.min(times.len());
+            if dropped > 0 {
+                let (_, cutoff, _) = times.select_nth_unstable(dropped - 1);
+                self.prune_before(*cutoff + 1);
+            }
+        }
+        self.users.len()
+    }
+
+    /// Drops what was logged before `oldest` (ms), and the users left with
+    /// nothing.
+    fn prune_before(&self, oldest: u64) {
         self.users.retain(|_, user| {
-            while user.appended.front().is_some_and(|a| a.durable_ms < oldest) {
-                user.appended.pop_front();
-            }
-            while user.written.front().is_some_and(|w| w.at_ms < oldest) {
-                user.written.pop_front();
-            }
-            while user.acks.front().is_some_and(|a| a.at_ms < oldest) {
-                user.acks.pop_front();
-            }
-            while user.reads.front().is_some_and(|r| r.at_ms < oldest) {
-                user.reads.pop_front();
-            }
+            let dropped = prune(user, oldest);
+            self.events.fetch_sub(dropped, Ordering::Relaxed);
             !(user.appended.is_empty()
                 && user.written.is_empty()
                 && user.acks.is_empty()
                 && user.reads.is_empty()
                 && user.in_flight == 0)
         });
-        self.users.len()
     }
 }
 
@@ -559,7 +599,7 @@ mod tests {
 
     #[test]
     fn a_write_or_an_ack_is_found_for_every_seq_it_covers_and_the_logs_stay_bounded() {
-        let traces = Traces::new(Duration::from_secs(60), "n1".into());
+        let traces = Traces::new(Duration::from_secs(60), 100_000, "n1".into());
         let uid = Uid::parse("alice").unwrap();
         for seq in 1..=(PER_USER as u64 + 10) {
             traces.appended(&[(&uid, "notice", seq)], now_ms(), false);
@@ -582,5 +622,40 @@ mod tests {
         assert!(traces.steps(&uid, 1, None).is_empty());
         assert_eq!(traces.users.get(&uid).unwrap().appended.len(), PER_USER);
         assert_eq!(traces.sweep(), 1);
+    }
+
+    #[test]
+    fn past_the_most_events_the_oldest_go_first() {
+        let traces = Traces::new(Duration::from_secs(600), 10, "n1".into());
+        let start = now_ms() - 10_000;
+        let mut all = Vec::new();
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            let mut user = traces.users.entry(Uid::parse(name).unwrap()).or_default();
+            for k in 0..10u64 {
+                let at = start + k * 30 + i as u64;
+                all.push(at);
+                push(
+                    &mut user.appended,
+                    Appended {
+                        seq: k + 1,
+                        kind: "notice".into(),
+                        asked_ms: at,
+                        durable_ms: at,
+                        cause: None,
+                    },
+                );
+            }
+            traces.events.fetch_add(10, Ordering::Relaxed);
+        }
+        assert_eq!(traces.sweep(), 3);
+        all.sort();
+        let mut kept: Vec<u64> = traces
+            .users
+            .iter()
+            .flat_map(|u| u.appended.iter().map(|a| a.durable_ms).collect::<Vec<_>>())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, all[20..], "the newest 10 of 30");
+        assert_eq!(traces.events.load(Ordering::Relaxed), 10);
     }
 }

@@ -7,7 +7,7 @@
 //! acked, read ([`crate::trace`] keeps it, per node, in memory).
 //!
 //! A node knows only its own connections and traces. In a cluster the node
-//! asked publishes the question on the nodes' bus ([`NodeBus`]); every
+//! asked publishes the question on the nodes' bus ([`crate::store::NodeBus`]); every
 //! other running node answers with what it knows, and the answer is put
 //! together from those that answered within `--peer-timeout-ms`, naming
 //! the nodes that did not.
@@ -77,7 +77,12 @@ pub async fn user(app: &App, uid: &Uid) -> Result<Value, Error> {
             },
         )
         .await?;
-    let oldest = first.events.first().map(|e| oldest_kept(e));
+    // A gap up to the head: nothing is kept.
+    let oldest = first
+        .events
+        .first()
+        .map(|e| oldest_kept(e))
+        .filter(|&oldest| oldest <= marks.head);
     let mut connections = connections_here(app, uid);
     let (answers, answered) = app.peers.ask(uid, None, None).await?;
     for (_, answer) in answers {
