@@ -29,14 +29,9 @@ fn scale() -> f64 {
         .unwrap_or(1.0)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server process");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
-}
+#[path = "support/rss.rs"]
+mod rss;
+use rss::rss_kib;
 
 /// A herald process on a fresh data dir, and its address.
 struct Server {
@@ -56,8 +51,20 @@ fn start(trace_minutes: u32) -> Server {
     let bin = std::env::var("HERALD_BIN").unwrap_or_else(|_| "target/release/herald".into());
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = Command::new(&bin)
-        .args(["--listen", "127.0.0.1:0", "--secret", SECRET, "--api-key", API_KEY])
-        .args(["--send-rate", "0", "--trace-minutes", &trace_minutes.to_string()])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            SECRET,
+            "--api-key",
+            API_KEY,
+        ])
+        .args([
+            "--send-rate",
+            "0",
+            "--trace-minutes",
+            &trace_minutes.to_string(),
+        ])
         .arg("--data")
         .arg(dir.path())
         .env("HERALD_LOG", "warn")

@@ -70,6 +70,7 @@ rm -f "$cluster_log"
 
 echo "== benchmark smoke runs (tiny scale: every stage must still run; no timing is asserted)"
 BENCH_SCALE=0.02 cargo run --locked --quiet --example bench_queue
+BENCH_SCALE=0.02 HERALD_BIN=target/debug/herald cargo run --locked --quiet --example bench_trace
 BENCH_SMOKE=1 ./scripts/bench-connections.sh
 BENCH_SMOKE=1 ./scripts/bench-latency.sh
 

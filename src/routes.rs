@@ -3,6 +3,7 @@
 //! transports, the client actions and the backend API, which call the
 //! domain below them; nothing below calls back up here.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -18,11 +19,9 @@ use crate::{actions, api, transport};
 
 /// Answers one request; never fails: errors become their JSON response.
 /// With the delivery trace on, what it appends or acks is traced to it.
-pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Response {
-    if app.traces.enabled() {
-        return Cause::scope(Cause::of(&req), answer(app, req)).await;
-    }
-    answer(app, req).await
+pub fn handle(app: &Arc<App>, req: Request<Incoming>) -> impl Future<Output = Response> + '_ {
+    let cause = app.traces.enabled().then(|| Cause::of(&req));
+    Cause::scope(cause, answer(app, req))
 }
 
 async fn answer(app: &Arc<App>, req: Request<Incoming>) -> Response {
@@ -42,11 +41,9 @@ async fn answer(app: &Arc<App>, req: Request<Incoming>) -> Response {
 /// Answers a `GET /v1/sse`, `/v1/iframe`, `/v1/longpoll` or `/v1/poll` whose head the server parsed
 /// itself (see `server::compact`): the same handlers and headers as
 /// [`handle`] gives them.
-pub async fn handle_stream(app: &Arc<App>, req: Request<()>) -> Response {
-    if app.traces.enabled() {
-        return Cause::scope(Cause::of(&req), answer_stream(app, req)).await;
-    }
-    answer_stream(app, req).await
+pub fn handle_stream(app: &Arc<App>, req: Request<()>) -> impl Future<Output = Response> + '_ {
+    let cause = app.traces.enabled().then(|| Cause::of(&req));
+    Cause::scope(cause, answer_stream(app, req))
 }
 
 async fn answer_stream(app: &Arc<App>, req: Request<()>) -> Response {

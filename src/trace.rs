@@ -85,7 +85,9 @@ impl Cause {
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
         {
-            let _ = cause.key.set(key.chars().take(64).collect::<String>().into());
+            let _ = cause
+                .key
+                .set(key.chars().take(64).collect::<String>().into());
         }
         cause
     }
@@ -100,9 +102,16 @@ impl Cause {
         let _ = CAUSE.try_with(|cause| cause.key.set(key.into()));
     }
 
-    /// Runs `fut` as caused by `cause`.
-    pub async fn scope<F: std::future::Future>(cause: Arc<Cause>, fut: F) -> F::Output {
-        CAUSE.scope(cause, fut).await
+    /// `fut`, run as caused by `cause` if there is one. Not an `async fn`:
+    /// a held request's future (a long-poll's) stays the size of `fut`.
+    pub fn scope<F: std::future::Future>(
+        cause: Option<Arc<Cause>>,
+        fut: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        match cause {
+            Some(cause) => futures::future::Either::Left(CAUSE.scope(cause, fut)),
+            None => futures::future::Either::Right(fut),
+        }
     }
 }
 
@@ -543,7 +552,10 @@ impl Traces {
     /// dropped); returns how many users are still traced.
     pub fn sweep(&self) -> usize {
         self.prune_before(now_ms().saturating_sub(self.window.as_millis() as u64));
-        let excess = self.events.load(Ordering::Relaxed).saturating_sub(self.max_events);
+        let excess = self
+            .events
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.max_events);
         if excess > 0 {
             let mut times: Vec<u64> = Vec::with_capacity(self.max_events + excess);
             for user in self.users.iter() {

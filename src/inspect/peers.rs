@@ -58,6 +58,18 @@ pub struct Peers {
     waiting: SharedMap<u64, mpsc::UnboundedSender<(String, Value)>>,
 }
 
+/// Removes a question's entry from the waiting ones when dropped.
+struct Forget<'a>(
+    &'a SharedMap<u64, mpsc::UnboundedSender<(String, Value)>>,
+    u64,
+);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.remove(&self.1);
+    }
+}
+
 /// Which nodes answered a question.
 #[derive(Debug, Default, Serialize)]
 pub struct Answered {
@@ -100,6 +112,8 @@ impl Peers {
             let id = self.next.fetch_add(1, Ordering::Relaxed);
             let (tx, mut rx) = mpsc::unbounded_channel();
             self.waiting.insert(id, tx);
+            // Forgotten however this ends, a caller gone away included.
+            let _waiting = Forget(&self.waiting, id);
             let question = Message::Ask {
                 ask: id,
                 from: self.node.clone(),
@@ -124,7 +138,6 @@ impl Peers {
                     }
                 }
             }
-            self.waiting.remove(&id);
             asked?;
         }
         let mut all = nodes;

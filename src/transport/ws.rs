@@ -300,16 +300,13 @@ impl Session {
     async fn command(&self, text: &str) -> Option<Value> {
         let Frame { id, command } = command::parse(text);
         let result = match command {
-            Ok(command) if self.app.traces.enabled() => {
-                let cause = Cause::new(format!("ws {}", command.op()), None);
+            Ok(command) => {
+                let traced = self.app.traces.enabled();
+                let cause = traced.then(|| Cause::new(format!("ws {}", command.op()), None));
                 Cause::scope(cause, command.apply(&self.app, self.uid()))
                     .await
                     .map(|outcome| outcome.fields())
             }
-            Ok(command) => command
-                .apply(&self.app, self.uid())
-                .await
-                .map(|outcome| outcome.fields()),
             Err(e) => Err(e),
         };
         match (result, id) {

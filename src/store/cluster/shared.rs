@@ -12,7 +12,7 @@ use futures::future::try_join_all;
 use redis::Value;
 
 use super::{partition_of, ClusterStore, PARTITIONS};
-use crate::store::redis::shared::{left, node_alive, nodes_alive, take, BUS};
+use crate::store::redis::shared::{left, node_alive, nodes_alive, take, tell};
 use crate::store::redis::{array, bad_reply, bytes, int};
 use crate::store::shared::{NodeBus, OnNode, PresenceTable, TokenBuckets};
 use crate::store::{Backend, Retention, StoreError, Upkeep};
@@ -213,12 +213,7 @@ impl NodeBus for ClusterStore {
     }
 
     async fn tell(&self, message: &[u8]) -> Result<(), StoreError> {
-        redis::cmd("SPUBLISH")
-            .arg(BUS)
-            .arg(message)
-            .query_async::<()>(&mut self.conn())
-            .await?;
-        Ok(())
+        tell(self.conn(), "SPUBLISH", message).await
     }
 
     fn told(&self) -> tokio::sync::broadcast::Receiver<bytes::Bytes> {

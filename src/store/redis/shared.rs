@@ -170,6 +170,21 @@ pub(in crate::store) async fn node_alive<C: ConnectionLike + Send>(
     Ok(())
 }
 
+/// [`NodeBus::tell`] on `conn` with `publish` (`PUBLISH`, or `SPUBLISH` on
+/// a Redis Cluster).
+pub(in crate::store) async fn tell<C: ConnectionLike + Send>(
+    mut conn: C,
+    publish: &str,
+    message: &[u8],
+) -> Result<(), StoreError> {
+    redis::cmd(publish)
+        .arg(BUS)
+        .arg(message)
+        .query_async::<()>(&mut conn)
+        .await?;
+    Ok(())
+}
+
 /// [`NodeBus::nodes`] on `conn`.
 pub(in crate::store) async fn nodes_alive<C: ConnectionLike + Send>(
     mut conn: C,
@@ -193,12 +208,7 @@ impl NodeBus for RedisStore {
     }
 
     async fn tell(&self, message: &[u8]) -> Result<(), StoreError> {
-        redis::cmd("PUBLISH")
-            .arg(BUS)
-            .arg(message)
-            .query_async::<()>(&mut self.conn())
-            .await?;
-        Ok(())
+        tell(self.conn(), "PUBLISH", message).await
     }
 
     fn told(&self) -> tokio::sync::broadcast::Receiver<bytes::Bytes> {
