@@ -157,7 +157,7 @@ pub struct Config {
     pub trace_minutes: u64,
 
     /// Most events the delivery trace keeps in all (the oldest go first):
-    /// each costs about 250 bytes (`examples/bench_trace.rs`).
+    /// each costs about 225 bytes (`examples/bench_trace.rs`).
     #[arg(long, env = "HERALD_TRACE_MAX_EVENTS", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub trace_max_events: u64,
 

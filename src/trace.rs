@@ -32,6 +32,10 @@ use crate::util::SharedMap;
 /// Most entries per user in each of its logs.
 pub const PER_USER: usize = 1024;
 
+/// Most event types kept once for every event of theirs (any other is
+/// copied per append call).
+const KINDS: usize = 256;
+
 /// The request that made something happen: an HTTP request, or one
 /// command on a WebSocket.
 #[derive(Debug, Default, Serialize)]
@@ -141,9 +145,16 @@ pub fn trace_id_of(traceparent: &str) -> Option<&str> {
     valid.then_some(trace)
 }
 
+/// One event appended: its seq, and what it shares with the other events
+/// of its append call (a fan-out to 10 000 users keeps one [`Batch`]).
 struct Appended {
     seq: u64,
-    kind: Box<str>,
+    batch: Arc<Batch>,
+}
+
+/// What the events of one append call with one type share.
+struct Batch {
+    kind: Arc<str>,
     asked_ms: u64,
     durable_ms: u64,
     cause: Option<Arc<Cause>>,
@@ -207,7 +218,11 @@ fn push<T>(log: &mut VecDeque<T>, entry: T) -> bool {
 /// dropped.
 fn prune(user: &mut UserTrace, oldest: u64) -> usize {
     let appended = user.appended.len();
-    while user.appended.front().is_some_and(|a| a.durable_ms < oldest) {
+    while user
+        .appended
+        .front()
+        .is_some_and(|a| a.batch.durable_ms < oldest)
+    {
         user.appended.pop_front();
     }
     while user.written.front().is_some_and(|w| w.at_ms < oldest) {
@@ -267,6 +282,8 @@ pub struct Traces {
     max_events: usize,
     /// Appends kept now.
     events: AtomicUsize,
+    /// The event types seen, each kept once (at most [`KINDS`] of them).
+    kinds: SharedMap<Box<str>, Arc<str>>,
     node: String,
 }
 
@@ -280,8 +297,21 @@ impl Traces {
             window,
             max_events,
             events: AtomicUsize::new(0),
+            kinds: SharedMap::default(),
             node,
         }
+    }
+
+    /// The event type `kind`, shared by every append of it.
+    pub fn kind(&self, kind: &str) -> Arc<str> {
+        if let Some(kind) = self.kinds.get(kind) {
+            return kind.clone();
+        }
+        let shared: Arc<str> = Arc::from(kind);
+        if self.kinds.len() < KINDS {
+            self.kinds.insert(kind.into(), shared.clone());
+        }
+        shared
     }
 
     pub fn enabled(&self) -> bool {
@@ -293,8 +323,13 @@ impl Traces {
     }
 
     fn with(&self, uid: &Uid, f: impl FnOnce(&mut UserTrace)) {
-        if self.enabled() {
-            f(&mut self.users.entry(uid.clone()).or_default());
+        if !self.enabled() {
+            return;
+        }
+        // A user already traced costs no copy of the uid.
+        match self.users.get_mut(uid) {
+            Some(mut user) => f(&mut user),
+            None => f(&mut self.users.entry(uid.clone()).or_default()),
         }
     }
 
@@ -340,31 +375,34 @@ impl Traces {
 
     /// Events appended with these seqs, asked for at `asked_ms`, durable
     /// now; `counted` as [`Traces::begin`] said.
-    pub fn appended(&self, appended: &[(&Uid, &str, u64)], asked_ms: u64, counted: bool) {
+    pub fn appended(&self, appended: &[(&Uid, &Arc<str>, u64)], asked_ms: u64, counted: bool) {
         if !self.enabled() {
             return;
         }
         let cause = Cause::current();
         let durable_ms = now_ms();
+        let mut batch: Option<Arc<Batch>> = None;
         for &(uid, kind, seq) in appended {
             tracing::debug!(
                 target: "herald::delivery",
-                uid = %uid, seq, kind, node = %self.node,
+                uid = %uid, seq, kind = &**kind, node = %self.node,
                 trace_id = cause.as_ref().and_then(|c| c.trace_id.as_deref()),
                 request = cause.as_ref().map(|c| c.request),
                 "durable"
             );
-            self.with(uid, |user| {
-                let grew = push(
-                    &mut user.appended,
-                    Appended {
-                        seq,
-                        kind: kind.into(),
+            let batch = match &batch {
+                Some(b) if Arc::ptr_eq(&b.kind, kind) => b.clone(),
+                _ => batch
+                    .insert(Arc::new(Batch {
+                        kind: kind.clone(),
                         asked_ms,
                         durable_ms,
                         cause: cause.clone(),
-                    },
-                );
+                    }))
+                    .clone(),
+            };
+            self.with(uid, |user| {
+                let grew = push(&mut user.appended, Appended { seq, batch });
                 if grew {
                     self.events.fetch_add(1, Ordering::Relaxed);
                 }
@@ -427,7 +465,7 @@ impl Traces {
         let appended = user.iter().flat_map(|u| u.appended.iter());
         let mut logged = false;
         for event in appended.filter(|a| after < a.seq && a.seq <= last) {
-            let cause = event.cause.as_deref();
+            let cause = event.batch.cause.as_deref();
             tracing::debug!(
                 target: "herald::delivery",
                 uid = %uid, seq = event.seq, transport, connection, node = %self.node,
@@ -498,6 +536,7 @@ impl Traces {
         };
         let mut steps = Vec::new();
         if let Some(append) = user.appended.iter().find(|a| a.seq == seq) {
+            let append = &append.batch;
             let mut asked = Step::new("appended", append.asked_ms, &self.node);
             asked.kind = Some(append.kind.to_string());
             asked.cause = append.cause.clone();
@@ -559,7 +598,7 @@ impl Traces {
         if excess > 0 {
             let mut times: Vec<u64> = Vec::with_capacity(self.max_events + excess);
             for user in self.users.iter() {
-                times.extend(user.appended.iter().map(|a| a.durable_ms));
+                times.extend(user.appended.iter().map(|a| a.batch.durable_ms));
             }
             // The newest of the `excess` oldest, and all before it, go.
             let dropped = excess.min(times.len());
@@ -613,8 +652,9 @@ mod tests {
     fn a_write_or_an_ack_is_found_for_every_seq_it_covers_and_the_logs_stay_bounded() {
         let traces = Traces::new(Duration::from_secs(60), 100_000, "n1".into());
         let uid = Uid::parse("alice").unwrap();
+        let notice: Arc<str> = Arc::from("notice");
         for seq in 1..=(PER_USER as u64 + 10) {
-            traces.appended(&[(&uid, "notice", seq)], now_ms(), false);
+            traces.appended(&[(&uid, &notice, seq)], now_ms(), false);
         }
         traces.written(&uid, "sse", Some(7), 1030, 1034);
         traces.acked(&uid, 1031, 1034);
@@ -646,16 +686,13 @@ mod tests {
             for k in 0..10u64 {
                 let at = start + k * 30 + i as u64;
                 all.push(at);
-                push(
-                    &mut user.appended,
-                    Appended {
-                        seq: k + 1,
-                        kind: "notice".into(),
-                        asked_ms: at,
-                        durable_ms: at,
-                        cause: None,
-                    },
-                );
+                let batch = Arc::new(Batch {
+                    kind: Arc::from("notice"),
+                    asked_ms: at,
+                    durable_ms: at,
+                    cause: None,
+                });
+                push(&mut user.appended, Appended { seq: k + 1, batch });
             }
             traces.events.fetch_add(10, Ordering::Relaxed);
         }
@@ -664,7 +701,12 @@ mod tests {
         let mut kept: Vec<u64> = traces
             .users
             .iter()
-            .flat_map(|u| u.appended.iter().map(|a| a.durable_ms).collect::<Vec<_>>())
+            .flat_map(|u| {
+                u.appended
+                    .iter()
+                    .map(|a| a.batch.durable_ms)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         kept.sort();
         assert_eq!(kept, all[20..], "the newest 10 of 30");

@@ -34,7 +34,7 @@ impl Recorded {
 
     /// Counts the appends to `what`'s users in flight until the guard is
     /// done with (see [`Traces::begin`]), the asking time with it.
-    fn begin<'a>(&'a self, what: &'a [(Uid, String)]) -> InFlight<'a> {
+    fn begin<'a>(&'a self, what: &'a [(Uid, Arc<str>)]) -> InFlight<'a> {
         let users = what.iter().map(|(uid, _)| uid).filter(|uid| !uid.is_feed());
         InFlight {
             counted: self.traces.begin(users),
@@ -49,7 +49,7 @@ impl Recorded {
 /// failed, appended nothing, or its caller went away), no longer counted.
 struct InFlight<'a> {
     traces: &'a Traces,
-    what: &'a [(Uid, String)],
+    what: &'a [(Uid, Arc<str>)],
     asked_ms: u64,
     counted: bool,
 }
@@ -57,12 +57,12 @@ struct InFlight<'a> {
 impl InFlight<'_> {
     /// The appends are durable with these seqs.
     fn landed(mut self, seqs: &[u64]) {
-        let appended: Vec<(&Uid, &str, u64)> = self
+        let appended: Vec<(&Uid, &Arc<str>, u64)> = self
             .what
             .iter()
             .zip(seqs)
             .filter(|((uid, _), _)| !uid.is_feed())
-            .map(|((uid, kind), seq)| (uid, kind.as_str(), *seq))
+            .map(|((uid, kind), seq)| (uid, kind, *seq))
             .collect();
         self.traces
             .appended(&appended, self.asked_ms, std::mem::take(&mut self.counted));
@@ -80,17 +80,25 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn what_of(appends: &[Append]) -> Vec<(Uid, String)> {
+/// Each append's user and type (shared: see [`Traces::kind`]).
+fn what_of(traces: &Traces, appends: &[Append]) -> Vec<(Uid, Arc<str>)> {
+    let mut kind: Option<Arc<str>> = None;
     appends
         .iter()
-        .map(|a| (a.uid.clone(), a.kind.clone()))
+        .map(|a| {
+            let kind = match &kind {
+                Some(k) if **k == *a.kind => k.clone(),
+                _ => kind.insert(traces.kind(&a.kind)).clone(),
+            };
+            (a.uid.clone(), kind)
+        })
         .collect()
 }
 
 #[async_trait]
 impl EventQueue for Recorded {
     async fn append(&self, batch: Vec<Append>) -> Result<Vec<u64>, StoreError> {
-        let what = what_of(&batch);
+        let what = what_of(&self.traces, &batch);
         let in_flight = self.begin(&what);
         let seqs = self.store.append(batch).await?;
         in_flight.landed(&seqs);
@@ -103,7 +111,7 @@ impl EventQueue for Recorded {
         tag: u64,
         appends: Vec<Append>,
     ) -> Result<IdempotentAppend, StoreError> {
-        let what = what_of(&appends);
+        let what = what_of(&self.traces, &appends);
         let in_flight = self.begin(&what);
         let appended = self.store.append_once(key, tag, appends).await?;
         if let IdempotentAppend::Appended { seqs } = &appended {
@@ -113,7 +121,7 @@ impl EventQueue for Recorded {
     }
 
     async fn append_atomic(&self, appends: Vec<Append>) -> Result<Vec<u64>, StoreError> {
-        let what = what_of(&appends);
+        let what = what_of(&self.traces, &appends);
         let in_flight = self.begin(&what);
         let seqs = self.store.append_atomic(appends).await?;
         in_flight.landed(&seqs);
