@@ -356,3 +356,15 @@ async fn json_logs_follow_one_event_by_its_trace_id_from_the_publish_to_the_stre
     }
     assert_eq!(lines[1]["fields"]["transport"], "sse");
 }
+
+#[tokio::test]
+async fn an_invalid_log_filter_or_format_refuses_to_start() {
+    for flags in [["--log", "herald=loudest"], ["--log-format", "yaml"]] {
+        let mut args = vec!["--secret", common::SECRET, "--api-key", API_KEY];
+        args.extend(flags);
+        let Err(output) = Server::try_start_raw(&args).await else {
+            panic!("{flags:?} started");
+        };
+        assert!(output.contains(flags[0]), "{flags:?}: {output}");
+    }
+}
