@@ -104,8 +104,8 @@ pub struct ConnInfo {
     pub client: Option<SocketAddr>,
     /// Unix milliseconds.
     pub opened_at: u64,
-    /// Unix milliseconds of the last write of events, a signal or a
-    /// keepalive (0: none yet).
+    /// Unix milliseconds of the last write of events or a signal (0: none
+    /// yet).
     pub last_write_at: AtomicU64,
     /// The seq of the last event written.
     pub cursor: AtomicU64,
@@ -213,7 +213,8 @@ impl Hub {
         self.open.get(uid).map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// A short poll of `uid` answered the events `after+1 ..= last`.
+    /// A poll or long-poll of `uid` answered with the events
+    /// `after+1 ..= last` (traced without a connection).
     pub fn polled(&self, uid: &Uid, transport: Transport, after: u64, last: u64) {
         self.traces
             .written(uid, transport.name(), None, after, last);
