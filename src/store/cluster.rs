@@ -15,7 +15,9 @@
 //! - `h:{T}:kv:v|i|x` the partition's records (see `cluster/records.rs`);
 //! - `h:{T}:once:KEY` claims of writes across partitions, `h:{T}:claims`
 //!   the open ones, `h:{T}:part:ID` a part's token, `h:{T}:ids` ids;
-//! - `h:lock:NAME`, `h:rate:NAME`: locks and buckets, each in its own slot.
+//! - `h:lock:NAME`, `h:rate:NAME`: locks and buckets, each in its own slot;
+//! - `h:{nodes}:z` and the sharded channel `h:{nodes}:bus`: the nodes' bus
+//!   ([`crate::store::NodeBus`]), in one slot.
 //!
 //! An append to many users is split by partition, one script per part,
 //! all parts in flight at once. With `--redis-replicas N` (default 1 when

@@ -7,7 +7,9 @@
 //! - `h:once:KEY` STRING with a TTL: an idempotency key and its tag;
 //! - `h:{kv}:v` HASH key → value, `h:{kv}:i` ZSET (scores 0) of the keys
 //!   for ordered prefix ranges, `h:{kv}:x` ZSET key → deadline (ms);
-//! - `h:ids`: the counter behind [`EventQueue::next_id`].
+//! - `h:ids`: the counter behind [`EventQueue::next_id`];
+//! - `h:{nodes}:z` ZSET node → end of its lease (ms), and the channel
+//!   `h:{nodes}:bus`: the nodes' bus ([`crate::store::NodeBus`]).
 //!
 //! Every write is one Lua script or one `MULTI`, answered by Redis only
 //! after its AOF is fsynced when Redis runs `appendfsync always` (checked at
