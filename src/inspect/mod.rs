@@ -128,6 +128,32 @@ fn oldest_kept(event: &[u8]) -> u64 {
     }
 }
 
+/// Sorts the steps of one event, gathered from every node, by time. The
+/// node that appended it notes `durable` when its append call returns,
+/// which can be after another node already wrote the event (woken by the
+/// commit): the event was durable by its first write, wherever that was.
+fn in_order(steps: &mut [Value]) {
+    let at = |s: &Value| s["at"].as_u64().unwrap_or(0);
+    let first_write = steps
+        .iter()
+        .filter(|s| s["step"] == "written")
+        .map(at)
+        .min();
+    if let Some(first_write) = first_write {
+        for step in steps.iter_mut().filter(|s| s["step"] == "durable") {
+            if at(step) > first_write {
+                step["at"] = first_write.into();
+            }
+        }
+    }
+    let rank = |s: &Value| {
+        ["appended", "durable", "written", "acked", "read"]
+            .iter()
+            .position(|name| s["step"] == *name)
+    };
+    steps.sort_by_key(|s| (at(s), rank(s)));
+}
+
 /// `GET /api/v1/users/{uid}/events/{seq}`: what happened to that event,
 /// on every node, oldest first.
 pub async fn event(app: &App, uid: &Uid, seq: u64) -> Result<Value, Error> {
@@ -169,7 +195,7 @@ pub async fn event(app: &App, uid: &Uid, seq: u64) -> Result<Value, Error> {
             steps.extend(theirs.iter().cloned());
         }
     }
-    steps.sort_by_key(|s| s["at"].as_u64().unwrap_or(0));
+    in_order(&mut steps);
     let acked = app.store.ack(uid, 0).await?.before >= seq;
     Ok(json!({
         "uid": uid,
@@ -182,4 +208,35 @@ pub async fn event(app: &App, uid: &Uid, seq: u64) -> Result<Value, Error> {
         "node": app.peers.node(),
         "nodes": answered,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_on_another_node_never_comes_before_the_event_was_durable() {
+        let mut steps = vec![
+            json!({"step": "acked", "at": 20}),
+            json!({"step": "written", "at": 12, "node": "b"}),
+            json!({"step": "durable", "at": 15, "node": "c"}),
+            json!({"step": "appended", "at": 10, "node": "c"}),
+            json!({"step": "written", "at": 14, "node": "c"}),
+        ];
+        in_order(&mut steps);
+        let order: Vec<(&str, u64)> = steps
+            .iter()
+            .map(|s| (s["step"].as_str().unwrap(), s["at"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("appended", 10),
+                ("durable", 12),
+                ("written", 12),
+                ("written", 14),
+                ("acked", 20)
+            ]
+        );
+    }
 }
