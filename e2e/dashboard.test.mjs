@@ -119,6 +119,7 @@ test("the dashboard finds a user and draws an event's delivery trace, live", asy
   await page.waitForFunction(() => (document.querySelector("#trace").dataset.steps || "").includes("written:sse"));
   const facts = await page.textContent("#user-facts");
   assert.match(facts, /seen as online/);
+  assert.match(facts, /leases on [0-9a-f]+/, "the node that holds bob's lease");
   assert.match(facts, /head \d+/);
   assert.equal(await page.getAttribute("#recent button.shown", "class"), "shown");
   assert.match(await page.textContent("#trace"), /POST \/api\/v1\/publish/);

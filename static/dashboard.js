@@ -97,6 +97,7 @@ async function showUser() {
   $("user-facts").replaceChildren(
     fact("uid", user.uid),
     fact("seen as", user.presence.visible + (user.presence.chosen ? ` (chose ${user.presence.chosen})` : "")),
+    fact("leases on", user.presence.leases.length ? user.presence.leases.join(", ") : "no node"),
     fact("head", String(q.head)),
     fact("acked", String(q.acked)),
     fact("waiting", String(q.waiting)),

@@ -242,8 +242,15 @@ async fn presence_spans_nodes_and_a_killed_node_takes_its_users_offline() {
     let (_, pulled) = nodes[2].get("/v1/friends/presence", &bob).await;
     assert_eq!(pulled["friends"]["alice"], "online");
     // A second connection on C changes nothing; closing both takes her
-    // offline once.
+    // offline once. (C records its lease just after the stream opens:
+    // closing A's before it lands would be a real flap.)
     let alice_on_c = nodes[2].open("/v1/sse", &alice).await;
+    let leased = eventually(Duration::from_secs(5), || async {
+        let user = nodes[2].get_json("/api/v1/users/alice", API_KEY).await;
+        user["presence"]["leases"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    assert!(leased, "A and C both hold a lease on alice");
     drop(alice_stream);
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(alice_on_c);

@@ -186,6 +186,11 @@ async fn a_message_to_a_user_with_sse_and_a_websocket_open_shows_both_writes_the
     assert_eq!(user["queue"]["oldest"], 1);
     assert_eq!(user["presence"]["visible"], "online");
     assert_eq!(
+        user["presence"]["leases"],
+        json!([user["node"]]),
+        "this node holds bob's lease"
+    );
+    assert_eq!(
         user["send_budget"],
         json!({"left": 40, "per_second": 20, "burst": 40}),
         "bob sent nothing"
@@ -225,6 +230,7 @@ async fn an_offline_user_s_event_is_appended_and_durable_then_written_once_it_lo
     assert_eq!(user["connections"], json!([]));
     assert_eq!(user["queue"]["waiting"], 1);
     assert_eq!(user["presence"]["visible"], "offline");
+    assert_eq!(user["presence"]["leases"], json!([]));
 
     let (status, page) = server.get("/v1/longpoll?cursor=0&timeout=5", &carol).await;
     assert_eq!(status, 200);

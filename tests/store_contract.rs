@@ -197,6 +197,10 @@ async fn presence_leases_show_each_change_once_and_expire_with_their_node(b: &Ba
             .unwrap(),
         (false, "online".into())
     );
+    let mut leases = p.leases(&gus).await.unwrap();
+    leases.sort();
+    assert_eq!(leases, ["node-a", "node-b"]);
+    assert!(p.leases(&uid("nobody")).await.unwrap().is_empty());
     assert_eq!(
         p.set(&gus, "node-b", OnNode::Keep, lease, Some("busy"))
             .await
@@ -209,6 +213,7 @@ async fn presence_leases_show_each_change_once_and_expire_with_their_node(b: &Ba
             .unwrap(),
         (false, "busy".into())
     );
+    assert_eq!(p.leases(&gus).await.unwrap(), ["node-a"]);
     assert_eq!(
         p.states(std::slice::from_ref(&gus)).await.unwrap(),
         [(true, Some("busy".into()))]
@@ -222,6 +227,7 @@ async fn presence_leases_show_each_change_once_and_expire_with_their_node(b: &Ba
     tokio::time::sleep(lease + Duration::from_millis(300)).await;
     assert_eq!(p.sweep().await.unwrap(), [(gus.clone(), "offline".into())]);
     assert!(p.sweep().await.unwrap().is_empty());
+    assert!(p.leases(&gus).await.unwrap().is_empty());
     assert_eq!(
         p.states(std::slice::from_ref(&gus)).await.unwrap(),
         [(false, Some("busy".into()))]

@@ -169,6 +169,12 @@ impl OnlineDirectory {
             .collect())
     }
 
+    /// The nodes holding a live lease on `uid` (where it is connected or
+    /// polled within the grace), as recorded in the presence table.
+    pub async fn leases(&self, uid: &Uid) -> Result<Vec<String>, StoreError> {
+        self.table.leases(uid).await
+    }
+
     /// Every user online now, on any node.
     pub async fn online_users(&self) -> Result<Vec<Uid>, StoreError> {
         self.table.online().await

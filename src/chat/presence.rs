@@ -140,14 +140,16 @@ impl Presence {
         self.directory.online_users().await
     }
 
-    /// What others see of `uid`, and the status it chose.
+    /// What others see of `uid`, the status it chose, and the nodes that
+    /// hold a lease on it in the presence table.
     pub async fn state(
         &self,
         uid: &Uid,
-    ) -> Result<(&'static str, Option<&'static str>), StoreError> {
+    ) -> Result<(&'static str, Option<&'static str>, Vec<String>), StoreError> {
         let states = self.directory.states(std::slice::from_ref(uid)).await?;
         let (online, chosen) = states.into_iter().next().unwrap_or((false, None));
-        Ok((visible(online, chosen), chosen))
+        let leases = self.directory.leases(uid).await?;
+        Ok((visible(online, chosen), chosen, leases))
     }
 
     /// What others see of each of `uids`.

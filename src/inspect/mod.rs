@@ -90,7 +90,7 @@ pub async fn user(app: &App, uid: &Uid) -> Result<Value, Error> {
             connections.extend(theirs.iter().cloned());
         }
     }
-    let (visible, chosen) = app.presence.state(uid).await?;
+    let (visible, chosen, leases) = app.presence.state(uid).await?;
     let mut groups = Vec::new();
     for gid in app.groups.of(uid) {
         let last_read = app.group_reads.last_read(&gid, uid).await?;
@@ -107,7 +107,7 @@ pub async fn user(app: &App, uid: &Uid) -> Result<Value, Error> {
             "waiting": marks.head.saturating_sub(marks.before),
         },
         "connections": connections,
-        "presence": {"visible": visible, "chosen": chosen},
+        "presence": {"visible": visible, "chosen": chosen, "leases": leases},
         "send_budget": app.sends.left(uid).await?,
         "groups": groups,
         "counters": app.counters.all(uid).await?,

@@ -158,6 +158,18 @@ impl PresenceTable for MemoryPresence {
             .collect())
     }
 
+    async fn leases(&self, uid: &Uid) -> Result<Vec<String>, StoreError> {
+        let now = Instant::now();
+        let table = self.table();
+        Ok(table.leases.get(uid).map_or_else(Vec::new, |leases| {
+            leases
+                .iter()
+                .filter(|(_, until)| *until > now)
+                .map(|(node, _)| node.to_string())
+                .collect()
+        }))
+    }
+
     async fn sweep(&self) -> Result<Vec<(Uid, String)>, StoreError> {
         let now = Instant::now();
         let mut table = self.table();

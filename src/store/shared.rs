@@ -50,6 +50,10 @@ pub trait PresenceTable: Send + Sync + 'static {
     /// Every user online on some node now.
     async fn online(&self) -> Result<Vec<Uid>, StoreError>;
 
+    /// The nodes that hold a live lease on `uid` (it is connected there or
+    /// polled there within the grace period), by name.
+    async fn leases(&self, uid: &Uid) -> Result<Vec<String>, StoreError>;
+
     /// The users whose every lease ran out (their nodes died) and whose
     /// visible status thereby changed, each returned to exactly one caller.
     async fn sweep(&self) -> Result<Vec<(Uid, String)>, StoreError>;

@@ -12,7 +12,7 @@ use futures::future::try_join_all;
 use redis::Value;
 
 use super::{partition_of, ClusterStore, PARTITIONS};
-use crate::store::redis::shared::{left, node_alive, nodes_alive, take, tell};
+use crate::store::redis::shared::{left, node_alive, nodes_alive, strings, take, tell};
 use crate::store::redis::{array, bad_reply, bytes, int};
 use crate::store::shared::{NodeBus, OnNode, PresenceTable, TokenBuckets};
 use crate::store::{Backend, Retention, StoreError, Upkeep};
@@ -37,7 +37,7 @@ impl ClusterStore {
         }
         // The `on` keys of the users named (see presence.lua).
         let named = match args.first() {
-            Some(&"set") => args.get(1..2).unwrap_or_default(),
+            Some(&"set" | &"leases") => args.get(1..2).unwrap_or_default(),
             Some(&"refresh") => args.get(3..).unwrap_or_default(),
             Some(&"states") => &args[1..],
             _ => &[],
@@ -170,6 +170,13 @@ impl PresenceTable for ClusterStore {
             .filter_map(bytes)
             .filter_map(|b| Uid::parse(&String::from_utf8_lossy(&b)).ok())
             .collect())
+    }
+
+    async fn leases(&self, uid: &Uid) -> Result<Vec<String>, StoreError> {
+        let p = partition_of(uid.as_str());
+        Ok(strings(
+            self.presence_op(p, &["leases", uid.as_str()]).await?,
+        ))
     }
 
     async fn sweep(&self) -> Result<Vec<(Uid, String)>, StoreError> {

@@ -10,7 +10,8 @@
 -- migration redirects the call instead of failing it half way).
 -- ARGV[1] operation: 'set' (then uid, node, 'on'|'off'|'keep', lease ms,
 -- chosen status or ''), 'refresh' (node, lease ms, uids...), 'states'
--- (uids...), 'sweep' (most users).
+-- (uids...), 'leases' (uid: the nodes with a live lease on it), 'online',
+-- 'sweep' (most users).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local on_before, on_after = string.match(KEYS[4], '^(.*)%*(.*)$')
@@ -96,6 +97,13 @@ elseif op == 'states' then
     end
     out[#out + 1] = online and 1 or 0
     out[#out + 1] = redis.call('HGET', KEYS[2], ARGV[i]) or ''
+  end
+  return out
+elseif op == 'leases' then
+  local out = {}
+  local entries = redis.call('HGETALL', on_key(ARGV[2]))
+  for j = 1, #entries, 2 do
+    if tonumber(entries[j + 1]) > now then out[#out + 1] = entries[j] end
   end
   return out
 elseif op == 'online' then

@@ -13,6 +13,16 @@ use crate::store::shared::{NodeBus, OnNode, PresenceTable, TokenBuckets};
 use crate::store::{now_ms, StoreError};
 use crate::uid::Uid;
 
+/// An array reply's strings.
+pub(crate) fn strings(reply: Value) -> Vec<String> {
+    array(reply)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(bytes)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect()
+}
+
 impl RedisStore {
     async fn presence_op(&self, args: &[&str]) -> Result<Value, StoreError> {
         let mut call = self.scripts.presence.prepare_invoke();
@@ -101,6 +111,10 @@ impl PresenceTable for RedisStore {
             .filter_map(bytes)
             .filter_map(|b| Uid::parse(&String::from_utf8_lossy(&b)).ok())
             .collect())
+    }
+
+    async fn leases(&self, uid: &Uid) -> Result<Vec<String>, StoreError> {
+        Ok(strings(self.presence_op(&["leases", uid.as_str()]).await?))
     }
 
     /// Users whose nodes all stopped renewing them, with their new visible
