@@ -13,7 +13,8 @@ const binary = join(root, "target", "debug", "herald");
 
 /**
  * Starts herald in demo mode on `port` with `dataDir` (and `args`);
- * resolves with the child process once it listens, and the generated API key.
+ * resolves with the child process once it listens, the generated API key,
+ * and the URL it listens on (https:// with TLS).
  */
 export function startDemoServer(port, dataDir, args = []) {
   return new Promise((resolve, reject) => {
@@ -30,7 +31,8 @@ export function startDemoServer(port, dataDir, args = []) {
       out += d;
       const key = out.match(/generated API key (\S+)/);
       if (key) apiKey = key[1];
-      if (out.includes("listening on")) resolve({ child, apiKey });
+      const listening = out.match(/listening on (\S+)/);
+      if (listening) resolve({ child, apiKey, url: listening[1] });
     });
     child.on("exit", (code) => reject(new Error(`herald exited with ${code}: ${out}`)));
   });
@@ -60,10 +62,10 @@ export async function publishTo(base, apiKey, uid, data) {
 export async function startDemo(args = []) {
   const port = await freePort();
   const dataDir = join(mkdtempSync(join(tmpdir(), "herald-e2e-")), "data");
-  const { child, apiKey } = await startDemoServer(port, dataDir, args);
+  const { child, apiKey, url } = await startDemoServer(port, dataDir, args);
   const browser = await launchBrowser();
   return {
-    base: `http://127.0.0.1:${port}`,
+    base: url,
     apiKey,
     browser,
     async stop() {

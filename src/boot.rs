@@ -26,7 +26,8 @@ use crate::{server, store, uid};
 const RESERVED_FDS: u64 = 64;
 
 /// Runs the server until `shutdown` is cancelled, then drains and returns
-/// with everything durable. Prints `listening on http://ADDR` once ready.
+/// with everything durable. Prints `listening on http://ADDR` (`https://`
+/// with TLS) once ready.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     config.check().map_err(StartError::Config)?;
     // The webhook pushes the feed: it needs one kept.
@@ -60,6 +61,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
     let local = listener
         .local_addr()
         .map_err(|e| StartError::Listen(config.listen, e))?;
+    let tls = server::tls::load(&config, local).map_err(StartError::Config)?;
+    if let Some(hash) = tls.as_ref().and_then(|tls| tls.self_signed.as_deref()) {
+        say(format_args!("self-signed certificate sha-256 {hash}"));
+    }
     let max_connections = connection_budget();
     say(format_args!(
         "connection limit: {max_connections} (file descriptor limit minus {RESERVED_FDS})"
@@ -85,8 +90,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
         })
         .collect();
     let store = app.store.clone();
-    say(format_args!("listening on http://{local}"));
-    server::serve(listener, app, max_connections).await;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    say(format_args!("listening on {scheme}://{local}"));
+    server::serve(listener, app, max_connections, tls.map(|tls| tls.acceptor)).await;
     trimmer.abort();
     sweeper.abort();
     peers.abort();

@@ -16,6 +16,21 @@ pub struct Config {
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Serves HTTPS on --listen with this certificate chain (PEM), offering
+    /// HTTP/2 and HTTP/1.1 (ALPN). Needs --tls-key.
+    #[arg(long, env = "HERALD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serves HTTPS with a certificate made at start (ECDSA P-256, for
+    /// localhost, 127.0.0.1 and the listen address, valid 13 days) and
+    /// prints its SHA-256: for development, demos and tests.
+    #[arg(long, env = "HERALD_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
+    pub tls_self_signed: bool,
+
     /// Directory of the embedded store.
     #[arg(long, env = "HERALD_DATA", default_value = "herald-data")]
     pub data: PathBuf,

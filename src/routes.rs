@@ -132,7 +132,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
             transport::iframe::handle(app, req).await
         }
         ["v1", "ws"] => {
-            allow(&method, "GET")?;
+            // CONNECT: a WebSocket over HTTP/2 (RFC 8441).
+            if method != Method::CONNECT {
+                allow(&method, "GET")?;
+            }
             transport::ws::handle(app, req).await
         }
         ["v1", "conversations", uid, "messages"] => {

@@ -1,18 +1,20 @@
 //! The accept loop: one task per socket, HTTP/1.1 by hyper (or, for a
-//! connection that opens with a stream, by [`compact`]), caps on open
-//! connections (in all and per client address), the idle timeout, and
-//! graceful shutdown.
+//! connection that opens with a stream, by [`compact`]) or, with TLS,
+//! HTTP/2 or HTTP/1.1 by hyper as ALPN chose; caps on open connections (in
+//! all and per client address), the idle timeout, and graceful shutdown.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use self::compact::Head;
@@ -24,14 +26,20 @@ use crate::routes;
 use crate::util::SharedMap;
 
 pub(crate) mod compact;
+pub mod tls;
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts connections on `listener` until `app.shutdown` is cancelled,
-/// then waits (bounded) for the open ones and the WebSocket sessions
-/// (`app.tasks`) to end.
-pub async fn serve(listener: TcpListener, app: Arc<App>, max_connections: usize) {
+/// Accepts connections on `listener` (HTTPS with `tls`) until
+/// `app.shutdown` is cancelled, then waits (bounded) for the open ones and
+/// the WebSocket sessions (`app.tasks`) to end.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    max_connections: usize,
+    tls: Option<TlsAcceptor>,
+) {
     let connections = TaskTracker::new();
     // Each connection holds a permit; past the cap new sockets are closed at
     // once rather than left to fail later for want of file descriptors.
@@ -62,9 +70,12 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, max_connections: usize)
         };
         let _ = stream.set_nodelay(true);
         detect_dead_peer(&stream, app.config.dead_peer());
-        let app = app.clone();
+        let (app, tls) = (app.clone(), tls.clone());
         connections.spawn(async move {
-            serve_connection(app, stream, peer).await;
+            match tls {
+                Some(acceptor) => serve_tls(app, stream, peer, acceptor).await,
+                None => serve_connection(app, stream, peer).await,
+            }
             drop(slot);
             drop(permit);
         });
@@ -180,13 +191,53 @@ async fn serve_connection(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr
     Box::pin(serve_hyper(app, io, peer)).await;
 }
 
-async fn serve_hyper(app: Arc<App>, io: Rewind, peer: SocketAddr) {
-    let conn_app = app.clone();
-    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+/// Serves one HTTPS connection: the handshake within the idle timeout,
+/// then hyper, HTTP/2 or HTTP/1.1 as ALPN chose. (The direct path of
+/// [`compact`] reads the socket itself: it serves cleartext only.)
+async fn serve_tls(app: Arc<App>, stream: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor) {
+    // Under TLS too, so that a write the client does not take ends the
+    // connection after the send timeout.
+    let io = Rewind::new(stream, Bytes::new(), app.config.send_timeout());
+    let handshake = tokio::time::timeout(app.config.idle_timeout(), acceptor.accept(io));
+    let tls = tokio::select! {
+        tls = handshake => match tls {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
+            Err(_) => return tracing::debug!("TLS handshake with {peer} timed out"),
+        },
+        _ = app.shutdown.cancelled() => return,
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        Box::pin(serve_h2(app, tls, peer)).await;
+    } else {
+        Box::pin(serve_hyper(app, tls, peer)).await;
+    }
+}
+
+/// Every request of a connection to the routes, with its client's address.
+fn service(
+    app: &Arc<App>,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = crate::http::reply::Response,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = Result<crate::http::reply::Response, std::convert::Infallible>,
+    > + Send,
+> + Clone {
+    let app = app.clone();
+    service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ClientAddr(peer));
-        let app = conn_app.clone();
+        let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(routes::handle(&app, req).await) }
-    });
+    })
+}
+
+async fn serve_hyper<I>(app: Arc<App>, io: I, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // The header-read timeout runs while hyper waits for a request head:
     // on a kept-alive connection between requests too, so an idle or
     // trickling connection is closed after --idle-timeout-ms. A held
@@ -194,7 +245,7 @@ async fn serve_hyper(app: Arc<App>, io: Rewind, peer: SocketAddr) {
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(app.config.idle_timeout())
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(TokioIo::new(io), service(&app, peer))
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
@@ -202,6 +253,27 @@ async fn serve_hyper(app: Arc<App>, io: Rewind, peer: SocketAddr) {
         _ = app.shutdown.cancelled() => {
             // Finish the request in flight (held ones are released by the
             // same token), then close instead of keeping alive.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// HTTP/2: every request a stream of the one connection, WebSocket by
+/// extended CONNECT (RFC 8441).
+async fn serve_h2<I>(app: Arc<App>, io: I, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .serve_connection(TokioIo::new(io), service(&app, peer));
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = app.shutdown.cancelled() => {
+            // GOAWAY: the streams open finish, no new one starts.
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }

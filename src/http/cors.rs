@@ -85,10 +85,12 @@ impl Cors {
         let Some(origin) = req.headers().get(ORIGIN).and_then(|o| o.to_str().ok()) else {
             return Ok(());
         };
+        // HTTP/2 names the server in `:authority` (the URI), not in Host.
         let host = req
             .headers()
             .get(HOST)
             .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .unwrap_or("");
         if same_origin(origin, host) || self.allows(origin) {
             Ok(())
@@ -136,7 +138,24 @@ fn host_and_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
 
 #[cfg(test)]
 mod tests {
-    use super::same_origin;
+    use super::{same_origin, Cors};
+
+    #[test]
+    fn a_websocket_over_http2_is_same_origin_by_its_authority() {
+        let cors = Cors::new(&[]);
+        let request = |origin: &str| {
+            hyper::Request::connect("https://chat.example:8443/v1/ws")
+                .header("origin", origin)
+                .body(())
+                .unwrap()
+        };
+        assert!(cors
+            .check_websocket_origin(&request("https://chat.example:8443"))
+            .is_ok());
+        assert!(cors
+            .check_websocket_origin(&request("https://evil.example"))
+            .is_err());
+    }
 
     #[test]
     fn same_origin_compares_scheme_host_and_port() {

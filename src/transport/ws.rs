@@ -1,7 +1,8 @@
 //! WebSocket: events down (one event JSON per text frame), commands up.
 //!
-//! The upgrade is checked (token, Origin, per-user cap) before the 101, so
-//! a bad request gets an HTTP error, not a socket that closes at once.
+//! The upgrade is checked (token, Origin, per-user cap) before the 101 (or,
+//! over HTTP/2, the 200 of an extended CONNECT, RFC 8441), so a bad request
+//! gets an HTTP error, not a socket that closes at once.
 //! One task per socket drives both directions with `select!`: the queue
 //! subscription, incoming frames, and a protocol ping every 25 s (a peer
 //! silent for two pings is dropped). Buffers are small, not tungstenite's
@@ -19,7 +20,7 @@ use hyper::header::{
     HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
     UPGRADE,
 };
-use hyper::{Request, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -45,20 +46,34 @@ use crate::uid::Uid;
 
 const PING_EVERY: Duration = Duration::from_secs(25);
 
-/// `GET /v1/ws?cursor=N&epoch=E` with an Upgrade: websocket.
+/// `GET /v1/ws?cursor=N&epoch=E` with an Upgrade: websocket, or over
+/// HTTP/2 a `CONNECT` with `:protocol websocket`.
 pub async fn handle(
     app: &Arc<App>,
     mut req: Request<hyper::body::Incoming>,
 ) -> Result<Response, Error> {
     let headers = req.headers();
-    let wants_upgrade = header_has(headers.get(UPGRADE), "websocket")
-        && header_has(headers.get(CONNECTION), "upgrade");
-    let key = headers.get(SEC_WEBSOCKET_KEY).cloned();
-    let (true, Some(key)) = (wants_upgrade, key) else {
-        return Err(Error::bad(
-            "not_websocket",
-            "this route needs a WebSocket upgrade",
-        ));
+    let over_h2 = req.method() == Method::CONNECT;
+    let key = if over_h2 {
+        let protocol = req.extensions().get::<hyper::ext::Protocol>();
+        if protocol.map(hyper::ext::Protocol::as_str) != Some("websocket") {
+            return Err(Error::bad(
+                "not_websocket",
+                "this route needs a CONNECT with :protocol websocket",
+            ));
+        }
+        None
+    } else {
+        let wants_upgrade = header_has(headers.get(UPGRADE), "websocket")
+            && header_has(headers.get(CONNECTION), "upgrade");
+        let key = headers.get(SEC_WEBSOCKET_KEY).cloned();
+        let (true, Some(key)) = (wants_upgrade, key) else {
+            return Err(Error::bad(
+                "not_websocket",
+                "this route needs a WebSocket upgrade",
+            ));
+        };
+        Some(key)
     };
     if headers
         .get(SEC_WEBSOCKET_VERSION)
@@ -135,6 +150,10 @@ pub async fn handle(
         }
     });
 
+    let Some(key) = key else {
+        // HTTP/2: the stream is the socket once answered 200.
+        return Ok(empty(StatusCode::OK));
+    };
     let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
     let headers = response.headers_mut();
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
