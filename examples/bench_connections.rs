@@ -6,7 +6,7 @@
 //! client for each. By hand:
 //!
 //! ```text
-//! bench_connections idle  --pid PID --proto herald-sse|herald-ws|herald-longpoll|nchan-sse|nchan-ws|nchan-longpoll|socketio-ws --addr 127.0.0.1:PORT [--count N] [--secret S] [--hold-s S]
+//! bench_connections idle  --pid PID --proto herald-sse|herald-ws|herald-longpoll|herald-h2-sse|herald-h2-longpoll|nchan-sse|nchan-ws|nchan-longpoll|socketio-ws --addr 127.0.0.1:PORT [--count N] [--secret S] [--hold-s S]
 //! bench_connections fanout --proto herald-ws|nchan-ws|socketio-ws --addr 127.0.0.1:PORT [--secret S --api-key K] [--count N] [--out FILE --label NAME]
 //! bench_connections fsync --dir DIR     (the disk's fdatasync p50/p99, printed beside the fan-out)
 //! ```
@@ -17,6 +17,10 @@
 //!
 //! Client sockets are spread over source addresses 127.0.0.2–127.0.0.9 so
 //! no (source, destination) pair runs out of ephemeral ports.
+//!
+//! `herald-h2-*` talk HTTPS to a herald started with `--tls-self-signed`:
+//! HTTP/2, [`STREAMS_PER_CONNECTION`] streams or held long-polls on each
+//! connection, as the tabs of a browser share one connection per origin.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -106,6 +110,78 @@ async fn connect(i: usize, addr: SocketAddr) -> std::io::Result<TcpStream> {
 enum Idle {
     Tcp(#[allow(dead_code)] TcpStream),
     Ws(#[allow(dead_code)] Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+    /// An HTTP/2 stream being answered (SSE).
+    Stream(#[allow(dead_code)] reqwest::Response),
+    /// An HTTP/2 request held by the server (a long-poll).
+    Held(#[allow(dead_code)] AbortOnDrop),
+}
+
+/// A task that ends with its handle.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// HTTP/2 streams on one connection (`herald-h2-*`).
+const STREAMS_PER_CONNECTION: usize = 100;
+
+/// `args.count` HTTP/2 SSE streams or held long-polls over HTTPS, each
+/// connection (one client) carrying [`STREAMS_PER_CONNECTION`]; with the
+/// number that failed.
+async fn open_h2(args: &Args, transport: &str) -> (Vec<Idle>, usize) {
+    let (mut kept, mut failures) = (Vec::with_capacity(args.count), 0);
+    let indexes: Vec<usize> = (0..args.count).collect();
+    for chunk in indexes.chunks(STREAMS_PER_CONNECTION) {
+        // herald's certificate was made at its start: not checked here.
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        let url = |i: usize| {
+            let token = token(&args.secret, &format!("u{i}"));
+            match transport {
+                "sse" => format!("https://{}/v1/sse?token={token}", args.addr),
+                _ => format!(
+                    "https://{}/v1/longpoll?timeout=100&token={token}",
+                    args.addr
+                ),
+            }
+        };
+        // One request answered first: the others then share its connection.
+        let first = client
+            .get(format!("https://{}/healthz", args.addr))
+            .send()
+            .await;
+        match first {
+            Ok(response) if response.version() == reqwest::Version::HTTP_2 => {}
+            other => {
+                eprintln!("no HTTP/2 connection: {other:?}");
+                failures += chunk.len();
+                continue;
+            }
+        }
+        if transport == "sse" {
+            let opened =
+                futures::future::join_all(chunk.iter().map(|&i| client.get(url(i)).send())).await;
+            for response in opened {
+                match response {
+                    Ok(r) if r.status().is_success() => kept.push(Idle::Stream(r)),
+                    _ => failures += 1,
+                }
+            }
+        } else {
+            for &i in chunk {
+                let request = client.get(url(i)).send();
+                kept.push(Idle::Held(AbortOnDrop(tokio::spawn(async move {
+                    let _ = request.await;
+                }))));
+            }
+        }
+    }
+    (kept, failures)
 }
 
 fn ws_config() -> WebSocketConfig {
@@ -176,6 +252,29 @@ async fn idle(args: Args) {
     let before = rss_kib(args.pid);
     let args = Arc::new(args);
     let started = Instant::now();
+    let (conns, failures) = match args.proto.strip_prefix("herald-h2-") {
+        Some(transport) => open_h2(&args, transport).await,
+        None => open_all(&args).await,
+    };
+    tokio::time::sleep(args.hold).await;
+    let after = rss_kib(args.pid);
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / conns.len().max(1) as f64;
+    println!(
+        "{:<12} {:>6} idle connections in {:>5.1} s: server RSS {:>7} -> {:>7} KiB, {:>6.0} B per connection{}",
+        args.proto,
+        conns.len(),
+        started.elapsed().as_secs_f64(),
+        before,
+        after,
+        per,
+        if failures > 0 { format!(" ({failures} failed)") } else { String::new() }
+    );
+    drop(conns);
+}
+
+/// `args.count` connections of `args.proto`, 500 opening at a time; with
+/// the number that failed.
+async fn open_all(args: &Arc<Args>) -> (Vec<Idle>, usize) {
     let mut conns = Vec::with_capacity(args.count);
     let mut failures = 0;
     for chunk in (0..args.count).collect::<Vec<_>>().chunks(500) {
@@ -196,20 +295,7 @@ async fn idle(args: Args) {
             }
         }
     }
-    tokio::time::sleep(args.hold).await;
-    let after = rss_kib(args.pid);
-    let per = (after.saturating_sub(before)) as f64 * 1024.0 / conns.len().max(1) as f64;
-    println!(
-        "{:<12} {:>6} idle connections in {:>5.1} s: server RSS {:>7} -> {:>7} KiB, {:>6.0} B per connection{}",
-        args.proto,
-        conns.len(),
-        started.elapsed().as_secs_f64(),
-        before,
-        after,
-        per,
-        if failures > 0 { format!(" ({failures} failed)") } else { String::new() }
-    );
-    drop(conns);
+    (conns, failures)
 }
 
 /// Rounds of the fan-out; the median and the worst are reported.

@@ -46,7 +46,7 @@ trap cleanup EXIT
 . scripts/bench-lib.sh
 herald() {
     start 18080 "${HERALD_BIN:-$BIN/herald}" --listen 127.0.0.1:18080 --data "$WORK/data-$RANDOM" \
-        --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 --max-body 1048576 --max-user-connections 4 --max-conns-per-ip 0
+        --secret bench-secret-0123456789abcdefghij --api-key bench-api-key-0123 --max-body 1048576 --max-user-connections 4 --max-conns-per-ip 0 "$@"
 }
 idle() { taskset -c 1 "$CLIENT" idle --pid "$SERVER_PID" --count "$COUNT" "$@" | tee -a "$WORK/results"; }
 
@@ -55,6 +55,10 @@ echo "== idle connections ($COUNT each; server RSS growth / connections)"
 herald; idle --proto herald-sse --addr 127.0.0.1:18080; stop
 herald; idle --proto herald-ws --addr 127.0.0.1:18080; stop
 herald; idle --proto herald-longpoll --addr 127.0.0.1:18080; stop
+# HTTPS with HTTP/2 (a certificate made at start): 100 streams per
+# connection, as a browser's tabs share one connection per origin.
+herald --tls-self-signed; idle --proto herald-h2-sse --addr 127.0.0.1:18080; stop
+herald --tls-self-signed; idle --proto herald-h2-longpoll --addr 127.0.0.1:18080; stop
 if have_nchan; then
     start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
     idle --proto nchan-sse --addr 127.0.0.1:18081; stop
@@ -72,10 +76,13 @@ per() { awk -v p="$1" '$1 == p { for (i = 1; i <= NF; i++) if ($i == "B") print 
 # "herald H vs PEER P = Rx", or that the peer did not run.
 ratio() { awk -v h="$2" -v n="$3" -v peer="$1" -v unit="$4" 'BEGIN {
     if (n == "") printf "%s not run", peer; else printf "herald %.0f %s vs %s %.0f %s = %.2fx", h, unit, peer, n, unit, h / n }'; }
-[ -n "$(per herald-sse)" ] && [ -n "$(per herald-ws)" ] && [ -n "$(per herald-longpoll)" ] || { echo "herald idle figures missing" >&2; exit 1; }
+for p in herald-sse herald-ws herald-longpoll herald-h2-sse herald-h2-longpoll; do
+    [ -n "$(per $p)" ] || { echo "herald idle figure missing: $p" >&2; exit 1; }
+done
 echo "== ratios (herald / peer, lower is better for herald)"
 echo "SSE per connection: $(ratio nchan "$(per herald-sse)" "$(per nchan-sse)" B)"
 echo "held long-poll per request: $(ratio nchan "$(per herald-longpoll)" "$(per nchan-longpoll)" B)"
+echo "over HTTPS/h2 (nchan over cleartext HTTP/1.1): SSE per stream $(ratio nchan "$(per herald-h2-sse)" "$(per nchan-sse)" B), held long-poll per request $(ratio nchan "$(per herald-h2-longpoll)" "$(per nchan-longpoll)" B)"
 echo "WebSocket per connection: $(ratio nchan "$(per herald-ws)" "$(per nchan-ws)" B), $(ratio socket.io "$(per herald-ws)" "$(per socketio-ws)" B)"
 
 echo "== fan-out: one publish to $COUNT WebSocket subscribers (median of 5 rounds)"

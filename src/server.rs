@@ -73,7 +73,9 @@ pub async fn serve(
         let (app, tls) = (app.clone(), tls.clone());
         connections.spawn(async move {
             match tls {
-                Some(acceptor) => serve_tls(app, stream, peer, acceptor).await,
+                // Boxed: a cleartext connection's task keeps no room for
+                // the TLS handshake's state (about 2 KB per idle stream).
+                Some(acceptor) => Box::pin(serve_tls(app, stream, peer, acceptor)).await,
                 None => serve_connection(app, stream, peer).await,
             }
             drop(slot);
@@ -247,16 +249,7 @@ where
         .header_read_timeout(app.config.idle_timeout())
         .serve_connection(TokioIo::new(io), service(&app, peer))
         .with_upgrades();
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = app.shutdown.cancelled() => {
-            // Finish the request in flight (held ones are released by the
-            // same token), then close instead of keeping alive.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
+    until_done(&app, conn, |conn| conn.graceful_shutdown()).await;
 }
 
 /// HTTP/2: every request a stream of the one connection, WebSocket by
@@ -269,12 +262,23 @@ where
         .timer(TokioTimer::new())
         .enable_connect_protocol()
         .serve_connection(TokioIo::new(io), service(&app, peer));
+    // On shutdown a GOAWAY: the streams open finish, no new one starts.
+    until_done(&app, conn, |conn| conn.graceful_shutdown()).await;
+}
+
+/// Serves `conn` until it ends. On shutdown `graceful` has it finish the
+/// requests in flight (held ones are released by the same token) and close
+/// instead of keeping alive, and that is waited for.
+async fn until_done<C: std::future::Future>(
+    app: &App,
+    conn: C,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) {
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
         _ = app.shutdown.cancelled() => {
-            // GOAWAY: the streams open finish, no new one starts.
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             let _ = conn.await;
         }
     }

@@ -187,25 +187,29 @@ where
     }
 }
 
-async fn publish(server: &Server, to: &[&str], n: u64) {
-    for i in 0..n {
-        server.publish(to, json!(format!("event {i}"))).await;
+/// Three events to each of five users, read by the first four on poll,
+/// long-poll, SSE and iframe over `version`; the tokens, the WebSocket
+/// user's last.
+async fn read_on_every_http_transport(server: &Server, version: Version) -> Vec<String> {
+    let users = ["u-poll", "u-longpoll", "u-sse", "u-iframe", "u-ws"];
+    let mut tokens = Vec::new();
+    for user in users {
+        tokens.push(server.token(user).await);
     }
+    for i in 0..3 {
+        server.publish(&users, json!(format!("event {i}"))).await;
+    }
+    for (transport, token) in ["poll", "longpoll", "sse", "iframe"].iter().zip(&tokens) {
+        read_events(server, token, transport, 3, version).await;
+    }
+    tokens
 }
 
 #[tokio::test]
 async fn every_transport_works_over_https_with_http2() {
     let cert = Cert::new();
     let server = cert.server(&[], false).await;
-    let users = ["u-poll", "u-longpoll", "u-sse", "u-iframe", "u-ws"];
-    let mut tokens = Vec::new();
-    for user in users {
-        tokens.push(server.token(user).await);
-    }
-    publish(&server, &users, 3).await;
-    for (transport, token) in ["poll", "longpoll", "sse", "iframe"].iter().zip(&tokens) {
-        read_events(&server, token, transport, 3, Version::HTTP_2).await;
-    }
+    let tokens = read_on_every_http_transport(&server, Version::HTTP_2).await;
 
     // A long-poll held on the shared connection is answered by a publish.
     let held = {
@@ -280,15 +284,7 @@ async fn every_transport_works_over_https_with_http2() {
 async fn every_transport_works_over_https_with_http1() {
     let cert = Cert::new();
     let server = cert.server(&[], true).await;
-    let users = ["u-poll", "u-longpoll", "u-sse", "u-iframe", "u-ws"];
-    let mut tokens = Vec::new();
-    for user in users {
-        tokens.push(server.token(user).await);
-    }
-    publish(&server, &users, 3).await;
-    for (transport, token) in ["poll", "longpoll", "sse", "iframe"].iter().zip(&tokens) {
-        read_events(&server, token, transport, 3, Version::HTTP_11).await;
-    }
+    let tokens = read_on_every_http_transport(&server, Version::HTTP_11).await;
     let tls = cert.connect(&server, b"http/1.1").await;
     let url = format!(
         "{}/v1/ws?cursor=0&token={}",
