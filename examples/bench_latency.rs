@@ -7,7 +7,7 @@
 //! ```text
 //! bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll
 //!     --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE]
-//!     [--fanout]
+//!     [--fanout] [--tls]
 //! bench_latency typing --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S]
 //! bench_latency curve --in FILE --out FILE.svg [--title TEXT]
 //! bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY]
@@ -18,6 +18,11 @@
 //! publish to all their users, each event durable in each queue; the
 //! peers: one channel or room), so `--rate` publishes/s make `--rate` ×
 //! `--subscribers` deliveries/s.
+//!
+//! With `--tls` the subscribers (SSE, long-poll) and the publisher talk
+//! HTTPS with HTTP/2 to a herald started with `--tls-self-signed` (its
+//! certificate is not checked), 100 subscribers on each connection, as a
+//! browser's tabs share one; its results are labelled `TRANSPORT over h2`.
 //!
 //! `typing` measures herald's typing signals (never stored): N pairs of
 //! WebSockets, the sender's on `--pub`, the receiver's on `--sub`; each
@@ -55,17 +60,21 @@ struct Args {
     seconds: u64,
     out: Option<std::path::PathBuf>,
     fanout: bool,
+    tls: bool,
 }
+
+/// Subscribers sharing one HTTP/2 connection with `--tls`.
+const STREAMS_PER_CONNECTION: usize = 100;
 
 const SECRET: &str = "bench-secret-0123456789abcdefghij";
 const API_KEY: &str = "bench-api-key-0123";
-const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE] [--fanout]\n       bench_latency typing --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY] [--series KEY] [--measure KEY,KEY...] [--unit TEXT] [--linear]\n       bench_latency curve --in FILE --out FILE.svg [--title TEXT]";
+const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE] [--fanout] [--tls]\n       bench_latency typing --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY] [--series KEY] [--measure KEY,KEY...] [--unit TEXT] [--linear]\n       bench_latency curve --in FILE --out FILE.svg [--title TEXT]";
 
 /// `--flag value` pairs after the subcommand (`--linear` takes none).
 fn flags(mut args: impl Iterator<Item = String>) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     while let Some(flag) = args.next() {
-        if flag == "--linear" || flag == "--fanout" {
+        if flag == "--linear" || flag == "--fanout" || flag == "--tls" {
             out.push((flag, String::new()));
             continue;
         }
@@ -86,6 +95,7 @@ fn parse_run(pairs: Vec<(String, String)>) -> Result<Args, String> {
         seconds: 20,
         out: None,
         fanout: false,
+        tls: false,
     };
     for (flag, value) in pairs {
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
@@ -99,6 +109,7 @@ fn parse_run(pairs: Vec<(String, String)>) -> Result<Args, String> {
             "--seconds" => parsed.seconds = value.parse().map_err(|e| bad(&e))?,
             "--out" => parsed.out = Some(value.into()),
             "--fanout" => parsed.fanout = true,
+            "--tls" => parsed.tls = true,
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
@@ -106,7 +117,8 @@ fn parse_run(pairs: Vec<(String, String)>) -> Result<Args, String> {
         (parsed.server.as_str(), parsed.transport.as_str()),
         ("herald" | "nchan", "ws" | "sse" | "longpoll") | ("socketio", "ws")
     );
-    if !known || parsed.subscribers == 0 || parsed.rate == 0 {
+    let tls_known = !parsed.tls || (parsed.server == "herald" && parsed.transport != "ws");
+    if !known || !tls_known || parsed.subscribers == 0 || parsed.rate == 0 {
         return Err(format!(
             "cannot run {} over {} with {} subscribers at {}/s\n{USAGE}",
             parsed.server, parsed.transport, parsed.subscribers, parsed.rate
@@ -195,7 +207,7 @@ async fn subscribe(
         }
         "sse" => {
             let response = http
-                .get(format!("http://{sub}{path}"))
+                .get(format!("{}://{sub}{path}", scheme(args)))
                 .header("accept", "text/event-stream")
                 .send()
                 .await
@@ -218,9 +230,9 @@ async fn subscribe(
             });
         }
         _ => {
-            let http = http.clone();
+            let (http, base) = (http.clone(), format!("{}://{sub}", scheme(args)));
             tokio::spawn(
-                async move { long_poll(http, server, sub, path, origin, latencies).await },
+                async move { long_poll(http, server, base, path, origin, latencies).await },
             );
         }
     }
@@ -232,7 +244,7 @@ async fn subscribe(
 async fn long_poll(
     http: reqwest::Client,
     server: String,
-    sub: SocketAddr,
+    base: String,
     path: String,
     origin: Instant,
     latencies: Latencies,
@@ -241,9 +253,9 @@ async fn long_poll(
     let (mut modified, mut etag) = (String::new(), String::new());
     loop {
         let request = if server == "herald" {
-            http.get(format!("http://{sub}{path}&cursor={cursor}&timeout=30"))
+            http.get(format!("{base}{path}&cursor={cursor}&timeout=30"))
         } else {
-            http.get(format!("http://{sub}{path}"))
+            http.get(format!("{base}{path}"))
                 .header("if-modified-since", &modified)
                 .header("if-none-match", &etag)
         };
@@ -281,6 +293,30 @@ async fn long_poll(
     }
 }
 
+/// `https` with `--tls`.
+fn scheme(args: &Args) -> &'static str {
+    if args.tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// A client builder; with `--tls` one that takes herald's certificate made
+/// at start.
+fn client(args: &Args) -> reqwest::ClientBuilder {
+    reqwest::Client::builder().danger_accept_invalid_certs(args.tls)
+}
+
+/// What a run's results are labelled with: its transport, and over what.
+fn label(args: &Args) -> String {
+    if args.tls {
+        format!("{} over h2", args.transport)
+    } else {
+        args.transport.clone()
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -292,16 +328,28 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 async fn run(args: Args) -> Result<(), String> {
     let origin = Instant::now();
     let latencies: Latencies = Arc::default();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(usize::MAX)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| e.to_string())?;
+    // Over HTTP/2 one client per connection, each for its share of the
+    // subscribers; over HTTP/1.1 one client and its pool.
+    let clients = if args.tls {
+        args.subscribers.div_ceil(STREAMS_PER_CONNECTION)
+    } else {
+        1
+    };
+    let http = (0..clients)
+        .map(|_| {
+            client(&args)
+                .pool_max_idle_per_host(usize::MAX)
+                .timeout(Duration::from_secs(60))
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let http_of = |i: usize| &http[(i / STREAMS_PER_CONNECTION).min(clients - 1)];
     for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(200) {
         let opened = futures::future::join_all(
             chunk
                 .iter()
-                .map(|&i| subscribe(&args, &http, i, origin, latencies.clone())),
+                .map(|&i| subscribe(&args, http_of(i), i, origin, latencies.clone())),
         )
         .await;
         opened.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -309,7 +357,7 @@ async fn run(args: Args) -> Result<(), String> {
     // Let the subscriptions settle (held long-polls, nchan's channels).
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let publisher = reqwest::Client::builder()
+    let publisher = client(&args)
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| e.to_string())?;
@@ -343,7 +391,7 @@ async fn run(args: Args) -> Result<(), String> {
         };
         let request = match args.server.as_str() {
             "herald" => publisher
-                .post(format!("http://{publish}/api/v1/publish"))
+                .post(format!("{}://{publish}/api/v1/publish", scheme(&args)))
                 .bearer_auth(API_KEY)
                 .header("content-type", "application/json")
                 .body(format!(r#"{{"to":{to},"data":{{"t":{t}}}}}"#)),
@@ -393,7 +441,7 @@ async fn run(args: Args) -> Result<(), String> {
     println!(
         "{:<8} {:<8} {:>6}/s{} for {:>3} s, {:>5} subscribers: {:>7} delivered ({:.0}/s), {:>5} publish failures, {:>5} lost; publish -> receive p50 {:>7.2} ms, p99 {:>7.2} ms, p99.9 {:>7.2} ms",
         args.server,
-        args.transport,
+        label(&args),
         args.rate,
         if args.fanout { " to all" } else { "" },
         args.seconds,
@@ -411,7 +459,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     if let Some(out) = &args.out {
         let line = serde_json::json!({
-            "server": args.server, "transport": args.transport, "rate": args.rate,
+            "server": args.server, "transport": label(&args), "rate": args.rate,
             "seconds": args.seconds, "subscribers": args.subscribers, "delivered": delivered,
             "fanout": args.fanout, "deliveries_per_s": delivered as f64 / args.seconds as f64,
             "failed": failed, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,

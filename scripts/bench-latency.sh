@@ -73,6 +73,14 @@ for transport in $([ -n "${BENCH_FAN_ONLY:-}" ] || echo ws sse longpoll); do
         run nchan "$transport" 18081; stop
     else echo "nchan: skipped (not installed)"; fi
 done
+if [ -z "${BENCH_FAN_ONLY:-}" ]; then
+    # The same over HTTPS with HTTP/2 (a certificate made at start), 100
+    # subscribers on each connection.
+    for transport in sse longpoll; do
+        herald_start --tls-self-signed
+        run herald "$transport" 18080 "$RATE" "$SECONDS_PER_RUN" latency --tls; stop
+    done
+fi
 if [ -z "${BENCH_FAN_ONLY:-}" ] && have_socketio; then
     start 18082 node bench/peers/socketio-server.js 18082
     run socketio ws 18082; stop
@@ -137,7 +145,7 @@ PY
     --group rate --measure deliveries_per_s --linear --unit "deliveries/s" \
     --title "fan-out to $SUBSCRIBERS WebSockets: deliveries/s by publishes/s (higher is better)"
 # Every herald run must have delivered (no timing is asserted).
-for transport in ws sse longpoll; do
+for transport in ws sse longpoll "sse over h2" "longpoll over h2"; do
     grep '"server":"herald"' "$OUT/latency.jsonl" | grep "\"transport\":\"$transport\"" \
         | grep -q '"delivered":[1-9]' || { echo "herald $transport delivered nothing" >&2; exit 1; }
 done
