@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
+use hyper::Method;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
+use self::activity::Activity;
 use self::compact::Head;
 use crate::app::App;
 use crate::http::request::ClientAddr;
@@ -25,6 +27,7 @@ use crate::metrics::Label;
 use crate::routes;
 use crate::util::SharedMap;
 
+mod activity;
 pub(crate) mod compact;
 pub mod tls;
 
@@ -216,10 +219,12 @@ async fn serve_tls(app: Arc<App>, stream: TcpStream, peer: SocketAddr, acceptor:
     }
 }
 
-/// Every request of a connection to the routes, with its client's address.
+/// Every request of a connection to the routes, with its client's address;
+/// with `activity`, each counted in flight until its answer is written.
 fn service(
     app: &Arc<App>,
     peer: SocketAddr,
+    activity: Option<Activity>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = crate::http::reply::Response,
@@ -228,11 +233,37 @@ fn service(
         Output = Result<crate::http::reply::Response, std::convert::Infallible>,
     > + Send,
 > + Clone {
+    use http_body_util::BodyExt;
     let app = app.clone();
     service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ClientAddr(peer));
+        let in_flight = activity.as_ref().map(Activity::enter);
+        if let Some(in_flight) = in_flight
+            .as_ref()
+            .filter(|_| req.method() == Method::CONNECT)
+        {
+            // A WebSocket (extended CONNECT) keeps its request's
+            // extensions for as long as its session.
+            req.extensions_mut().insert(in_flight.clone());
+        }
         let app = app.clone();
-        async move { Ok::<_, std::convert::Infallible>(routes::handle(&app, req).await) }
+        async move {
+            // Boxed: over HTTP/2 each stream's task would otherwise keep
+            // room for the route's state while its body streams (~0.8 KB
+            // per idle SSE stream).
+            let response = Box::pin(routes::handle(&app, req)).await;
+            let Some(in_flight) = in_flight else {
+                return Ok(response);
+            };
+            // Counted until the body is written or dropped.
+            Ok(response.map(|body| {
+                body.map_frame(move |frame| {
+                    let _counted = &in_flight;
+                    frame
+                })
+                .boxed_unsync()
+            }))
+        }
     })
 }
 
@@ -247,9 +278,10 @@ where
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(app.config.idle_timeout())
-        .serve_connection(TokioIo::new(io), service(&app, peer))
+        .serve_connection(TokioIo::new(io), service(&app, peer, None))
         .with_upgrades();
-    until_done(&app, conn, |conn| conn.graceful_shutdown()).await;
+    let idle = std::future::pending();
+    until_done(&app, conn, |conn| conn.graceful_shutdown(), idle).await;
 }
 
 /// HTTP/2: every request a stream of the one connection, WebSocket by
@@ -258,28 +290,36 @@ async fn serve_h2<I>(app: Arc<App>, io: I, peer: SocketAddr)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Activity::default();
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .enable_connect_protocol()
-        .serve_connection(TokioIo::new(io), service(&app, peer));
-    // On shutdown a GOAWAY: the streams open finish, no new one starts.
-    until_done(&app, conn, |conn| conn.graceful_shutdown()).await;
+        .serve_connection(
+            TokioIo::new(io),
+            service(&app, peer, Some(activity.clone())),
+        );
+    // On shutdown, or after --idle-timeout-ms without a request in
+    // flight, a GOAWAY: the streams open finish, no new one starts.
+    let idle = activity.idle_for(app.config.idle_timeout());
+    until_done(&app, conn, |conn| conn.graceful_shutdown(), idle).await;
 }
 
-/// Serves `conn` until it ends. On shutdown `graceful` has it finish the
-/// requests in flight (held ones are released by the same token) and close
-/// instead of keeping alive, and that is waited for.
+/// Serves `conn` until it ends. On shutdown, or once `idle` resolves,
+/// `graceful` has it finish the requests in flight (held ones are released
+/// by the shutdown token) and close instead of keeping alive, and that is
+/// waited for.
 async fn until_done<C: std::future::Future>(
     app: &App,
     conn: C,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
+    idle: impl std::future::Future<Output = ()>,
 ) {
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = app.shutdown.cancelled() => {
-            graceful(conn.as_mut());
-            let _ = conn.await;
-        }
+        _ = conn.as_mut() => return,
+        _ = app.shutdown.cancelled() => {}
+        () = idle => {}
     }
+    graceful(conn.as_mut());
+    let _ = conn.await;
 }

@@ -296,6 +296,90 @@ async fn every_transport_works_over_https_with_http1() {
 }
 
 #[tokio::test]
+async fn an_http2_connection_with_nothing_in_flight_is_closed_after_the_idle_timeout() {
+    let cert = Cert::new();
+    let server = cert.server(&["--idle-timeout-ms", "1000"], false).await;
+    let token = server.token("idler").await;
+    let open = |alpn: &'static [u8]| {
+        let (cert, server) = (&cert, &server);
+        async move {
+            let tls = cert.connect(server, alpn).await;
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            (sender, tokio::spawn(conn))
+        }
+    };
+    let get = |path: String| {
+        hyper::Request::get(server.url(&path))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+
+    // One request, then nothing: the server closes the connection.
+    let (mut idle, idle_conn) = open(b"h2").await;
+    let answer = idle.send_request(get("/healthz".into())).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    drop(answer);
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), idle_conn)
+        .await
+        .expect("closed within 10 s")
+        .unwrap()
+        .ok();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A long-poll held for three idle timeouts keeps its connection, and
+    // so does an open WebSocket stream.
+    let (mut busy, busy_conn) = open(b"h2").await;
+    let held = busy.send_request(get("/v1/longpoll?cursor=0&timeout=3".into()));
+    let answer = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut connect = hyper::Request::builder()
+        .method(hyper::Method::CONNECT)
+        .uri(server.url(&format!("/v1/ws?cursor=0&token={token}")))
+        .header("sec-websocket-version", "13")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = busy.send_request(connect).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let upgraded = hyper::upgrade::on(&mut response).await.unwrap();
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !busy_conn.is_finished(),
+        "the WebSocket keeps its connection"
+    );
+    server.publish(&["idler"], json!("still here")).await;
+    let event = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an event")
+            .expect("open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            let event: Value = serde_json::from_str(text.as_str()).unwrap();
+            if event.get("seq").is_some() {
+                break event;
+            }
+        }
+    };
+    assert_eq!(event["data"], "still here");
+}
+
+#[tokio::test]
 async fn a_self_signed_certificate_is_made_at_start_and_its_hash_printed() {
     let server = Server::start_with(&["--tls-self-signed"]).await;
     let printed = server.output.lock().unwrap().clone();

@@ -91,9 +91,14 @@ pub async fn handle(
         .await?;
 
     let upgrade = hyper::upgrade::on(&mut req);
+    // Over HTTP/2 what the connection attached to the request (the stream
+    // counted in flight) lives as long as the session.
+    let attached =
+        (req.version() == hyper::Version::HTTP_2).then(|| std::mem::take(req.extensions_mut()));
     let app = app.clone();
     let max_message = app.config.max_body;
     app.tasks.clone().spawn(async move {
+        let _attached = attached;
         match upgrade.await {
             Ok(upgraded) => {
                 let config = WebSocketConfig::default()
