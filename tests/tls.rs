@@ -146,6 +146,23 @@ async fn read_events(server: &Server, token: &str, transport: &str, n: u64, vers
     assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "{transport}");
 }
 
+/// The next text frame of `ws` as JSON (10 s at most).
+async fn next_json<S>(ws: &mut WebSocketStream<S>) -> Value
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the socket open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
 /// The WebSocket's events 1..=n (acking each), then it sends a message.
 async fn chat_over<S>(mut ws: WebSocketStream<S>, n: u64)
 where
@@ -153,15 +170,7 @@ where
 {
     let mut seqs = Vec::new();
     while (seqs.len() as u64) < n {
-        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("an event within 10 s")
-            .expect("the socket open")
-            .unwrap();
-        let Message::Text(text) = message else {
-            continue;
-        };
-        let event: Value = serde_json::from_str(text.as_str()).unwrap();
+        let event = next_json(&mut ws).await;
         if let Some(seq) = event["seq"].as_u64() {
             seqs.push(seq);
             let ack = json!({"op": "ack", "seq": seq}).to_string();
@@ -172,17 +181,10 @@ where
     let send = json!({"op": "send", "id": 1, "to": "alice", "body": "over TLS"}).to_string();
     ws.send(Message::text(send)).await.unwrap();
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a reply within 10 s")
-            .expect("the socket open")
-            .unwrap();
-        if let Message::Text(text) = message {
-            let reply: Value = serde_json::from_str(text.as_str()).unwrap();
-            if reply["id"] == 1 {
-                assert!(reply.get("error").is_none(), "{reply}");
-                return;
-            }
+        let reply = next_json(&mut ws).await;
+        if reply["id"] == 1 {
+            assert!(reply.get("error").is_none(), "{reply}");
+            return;
         }
     }
 }
@@ -364,16 +366,9 @@ async fn an_http2_connection_with_nothing_in_flight_is_closed_after_the_idle_tim
     );
     server.publish(&["idler"], json!("still here")).await;
     let event = loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("an event")
-            .expect("open")
-            .unwrap();
-        if let Message::Text(text) = message {
-            let event: Value = serde_json::from_str(text.as_str()).unwrap();
-            if event.get("seq").is_some() {
-                break event;
-            }
+        let event = next_json(&mut ws).await;
+        if event.get("seq").is_some() {
+            break event;
         }
     };
     assert_eq!(event["data"], "still here");
