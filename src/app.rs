@@ -76,6 +76,8 @@ pub struct App {
     /// Tasks that outlive their request (WebSocket sessions after the
     /// upgrade): shutdown waits for them as for connections.
     pub tasks: TaskTracker,
+    /// Where this node serves WebTransport, once bound.
+    pub webtransport: std::sync::OnceLock<crate::transport::wt::Advert>,
 }
 
 /// Why the server could not start.
@@ -232,6 +234,7 @@ impl App {
             demo: config.demo_mode(),
             shutdown: shutdown.clone(),
             tasks: TaskTracker::new(),
+            webtransport: Default::default(),
             config,
         });
         tokio::spawn(follow_changes(Arc::downgrade(&app)));

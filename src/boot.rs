@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::http::auth::Auth;
 
 use crate::app::StartError;
+use crate::transport::wt::{self, Advert};
 use crate::util::say;
 use crate::{server, store, uid};
 
@@ -65,6 +66,19 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
     if let Some(hash) = tls.as_ref().and_then(|tls| tls.self_signed.as_deref()) {
         say(format_args!("self-signed certificate sha-256 {hash}"));
     }
+    // WebTransport shares the certificate; its socket is bound before the
+    // store opens, as the listener's.
+    let webtransport = match (config.webtransport_listen, &tls) {
+        (Some(addr), Some(tls)) => {
+            let endpoint = wt::bind(addr, tls.http3.clone(), config.dead_peer())
+                .map_err(StartError::Config)?;
+            let bound = endpoint
+                .local_addr()
+                .map_err(|e| StartError::Config(format!("cannot listen on udp {addr}: {e}")))?;
+            Some((endpoint, bound))
+        }
+        _ => None,
+    };
     let max_connections = connection_budget();
     say(format_args!(
         "connection limit: {max_connections} (file descriptor limit minus {RESERVED_FDS})"
@@ -90,9 +104,26 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
         })
         .collect();
     let store = app.store.clone();
+    let webtransport = webtransport.map(|(endpoint, bound)| {
+        let hashes = tls.iter().filter_map(|tls| tls.self_signed.clone());
+        let _ = app.webtransport.set(Advert {
+            port: bound.port(),
+            certificate_hashes: hashes.collect(),
+        });
+        say(format_args!("webtransport on https://{bound}{}", wt::PATH));
+        tokio::spawn(wt::serve(
+            endpoint,
+            app.clone(),
+            max_connections,
+            local.port(),
+        ))
+    });
     let scheme = if tls.is_some() { "https" } else { "http" };
     say(format_args!("listening on {scheme}://{local}"));
     server::serve(listener, app, max_connections, tls.map(|tls| tls.acceptor)).await;
+    if let Some(webtransport) = webtransport {
+        let _ = webtransport.await;
+    }
     trimmer.abort();
     sweeper.abort();
     peers.abort();

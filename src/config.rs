@@ -31,6 +31,13 @@ pub struct Config {
     #[arg(long, env = "HERALD_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
     pub tls_self_signed: bool,
 
+    /// Also serves WebTransport (HTTP/3 over QUIC) on this UDP address, at
+    /// /v1/wt, with the certificate of --tls-cert or --tls-self-signed
+    /// (needs one). The same port as --listen is fine: one is TCP, the
+    /// other UDP; port 0 picks a free one.
+    #[arg(long, env = "HERALD_WEBTRANSPORT_LISTEN")]
+    pub webtransport_listen: Option<SocketAddr>,
+
     /// Directory of the embedded store.
     #[arg(long, env = "HERALD_DATA", default_value = "herald-data")]
     pub data: PathBuf,
@@ -360,6 +367,9 @@ impl Config {
         }
         if !self.demo_mode() && self.api_key.is_none() {
             return Err("--api-key (HERALD_API_KEY) is required outside demo mode".into());
+        }
+        if self.webtransport_listen.is_some() && !self.tls_self_signed && self.tls_cert.is_none() {
+            return Err("--webtransport-listen needs a certificate: --tls-cert and --tls-key, or --tls-self-signed".into());
         }
         if self.feed_presence && !self.feed && self.webhook_url.is_none() {
             return Err("--feed-presence records presence in the backend feed: it needs --feed (or --webhook-url)".into());

@@ -42,15 +42,17 @@ pub enum Transport {
     Iframe,
     Sse,
     Ws,
+    WebTransport,
 }
 
 impl Transport {
-    const ALL: [Transport; 5] = [
+    const ALL: [Transport; 6] = [
         Transport::Poll,
         Transport::LongPoll,
         Transport::Iframe,
         Transport::Sse,
         Transport::Ws,
+        Transport::WebTransport,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +62,7 @@ impl Transport {
             Transport::Iframe => "iframe",
             Transport::Sse => "sse",
             Transport::Ws => "ws",
+            Transport::WebTransport => "webtransport",
         }
     }
 }
@@ -83,7 +86,7 @@ pub struct Hub {
     max_per_user: usize,
     metrics: Arc<Metrics>,
     /// Indexed by `Transport as usize`.
-    by_transport: [TransportMetrics; 5],
+    by_transport: [TransportMetrics; Transport::ALL.len()],
     /// Only users with a long-poll open have an entry.
     longpolls: SharedMap<Uid, LongPolls>,
     /// Every open connection, by user.

@@ -138,6 +138,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response, Error
             }
             transport::ws::handle(app, req).await
         }
+        ["v1", "webtransport"] => {
+            allow(&method, "GET")?;
+            transport::wt::advert(app, &req)
+        }
         ["v1", "conversations", uid, "messages"] => {
             allow(&method, "GET")?;
             let uid = uid.to_string();

@@ -117,7 +117,7 @@ fn detect_dead_peer(stream: &TcpStream, within: Duration) {
     }
 }
 
-fn refused(app: &App, kind: &'static str) {
+pub(crate) fn refused(app: &App, kind: &'static str) {
     app.metrics
         .refused_connections
         .get_or_create(&Label { kind })
@@ -126,13 +126,13 @@ fn refused(app: &App, kind: &'static str) {
 
 /// Open connections per client address (`--max-conns-per-ip`), so that one
 /// address cannot take every connection the process can hold.
-struct PerAddress {
+pub(crate) struct PerAddress {
     open: SharedMap<IpAddr, usize>,
     max: usize,
 }
 
 impl PerAddress {
-    fn new(max: usize) -> PerAddress {
+    pub(crate) fn new(max: usize) -> PerAddress {
         PerAddress {
             open: SharedMap::default(),
             max,
@@ -140,7 +140,7 @@ impl PerAddress {
     }
 
     /// A slot for one more connection from `ip`, or `None` at the cap.
-    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+    pub(crate) fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
         if self.max == 0 {
             return Some(AddressSlot(None));
         }
@@ -154,7 +154,7 @@ impl PerAddress {
 }
 
 /// One connection counted against its address; released on drop.
-struct AddressSlot(Option<(Arc<PerAddress>, IpAddr)>);
+pub(crate) struct AddressSlot(Option<(Arc<PerAddress>, IpAddr)>);
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {

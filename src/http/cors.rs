@@ -100,6 +100,35 @@ impl Cors {
     }
 }
 
+impl Cors {
+    /// A WebTransport session's `Origin` (browsers always send one): the
+    /// session's own `authority`, the same host on herald's HTTP port
+    /// `http_port` (where the page that opens it comes from: another port,
+    /// so another origin), or an allowed origin.
+    pub fn check_webtransport_origin(
+        &self,
+        origin: Option<&str>,
+        authority: &str,
+        http_port: u16,
+    ) -> Result<(), Error> {
+        let Some(origin) = origin else {
+            return Ok(());
+        };
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                host
+            }
+            _ => authority,
+        };
+        let http = format!("{host}:{http_port}");
+        if same_origin(origin, authority) || same_origin(origin, &http) || self.allows(origin) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!("origin {origin} is not allowed")))
+        }
+    }
+}
+
 /// Whether `origin` (`scheme://host[:port]`) names the server at `host`
 /// (the Host header, `host[:port]`): the scheme must be http or https, and
 /// host and port must be equal, a missing port meaning the scheme's own.
@@ -155,6 +184,23 @@ mod tests {
         assert!(cors
             .check_websocket_origin(&request("https://evil.example"))
             .is_err());
+    }
+
+    #[test]
+    fn a_webtransport_session_may_come_from_the_page_on_herald_s_http_port() {
+        let cors = Cors::new(&[]);
+        let check =
+            |origin| cors.check_webtransport_origin(Some(origin), "chat.example:4433", 8443);
+        assert!(check("https://chat.example:4433").is_ok());
+        assert!(check("https://chat.example:8443").is_ok());
+        assert!(check("https://chat.example:9999").is_err());
+        assert!(check("https://evil.example:8443").is_err());
+        assert!(cors
+            .check_webtransport_origin(Some("https://[::1]:8443"), "[::1]:4433", 8443)
+            .is_ok());
+        assert!(cors
+            .check_webtransport_origin(None, "chat.example:4433", 8443)
+            .is_ok());
     }
 
     #[test]

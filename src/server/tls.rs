@@ -1,6 +1,7 @@
 //! HTTPS on the TCP listener: the certificate (`--tls-cert` and
 //! `--tls-key`, or one made at start with `--tls-self-signed`) and rustls,
-//! offering HTTP/2 and HTTP/1.1 by ALPN.
+//! offering HTTP/2 and HTTP/1.1 by ALPN on TCP, and HTTP/3 to
+//! WebTransport on UDP.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,6 +22,8 @@ const SELF_SIGNED_DAYS: i64 = 13;
 /// What the listener needs to speak TLS.
 pub struct Tls {
     pub acceptor: TlsAcceptor,
+    /// The same certificate for WebTransport: TLS 1.3 only, ALPN `h3`.
+    pub http3: rustls::ServerConfig,
     /// The SHA-256 of the certificate made at start (lowercase hex);
     /// `None` for a certificate read from a file.
     pub self_signed: Option<String>,
@@ -38,15 +41,21 @@ pub fn load(config: &Config, local: SocketAddr) -> Result<Option<Tls>, String> {
         return Ok(None);
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("--tls-key does not fit --tls-cert: {e}"))?;
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let server = |versions: &[&'static rustls::SupportedProtocolVersion], alpn: &[&[u8]]| {
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| format!("--tls-key does not fit --tls-cert: {e}"))?;
+        server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok::<_, String>(server)
+    };
+    let tcp = server(rustls::DEFAULT_VERSIONS, &[b"h2", b"http/1.1"])?;
+    let http3 = server(&[&rustls::version::TLS13], &[b"h3"])?;
     Ok(Some(Tls {
-        acceptor: TlsAcceptor::from(Arc::new(server)),
+        acceptor: TlsAcceptor::from(Arc::new(tcp)),
+        http3,
         self_signed,
     }))
 }

@@ -3,13 +3,18 @@
 //! JSON object with an `op`, an optional `id` echoed in the reply, and the
 //! op's fields.
 
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::actions::command::Command;
 use crate::actions::groups;
+use crate::app::App;
 use crate::error::Error;
+use crate::trace::Cause;
+use crate::uid::Uid;
 
 /// A parsed frame: the `id` to answer with (if the frame had one) and the
 /// command, or why it is not one.
@@ -80,6 +85,40 @@ pub fn parse(text: &str) -> Frame {
         None => Err(Error::bad("bad_frame", "op is required (a string)")),
     };
     Frame { id, command }
+}
+
+/// Runs one command frame of `uid`'s, sent over `transport` (named in
+/// the trace); the reply to send back, if any: a frame with an `id` is
+/// always answered, one without only when it failed.
+pub async fn answer(app: &Arc<App>, uid: &Uid, transport: &str, text: &str) -> Option<Value> {
+    let Frame { id, command } = parse(text);
+    let result = match command {
+        Ok(command) => {
+            let cause = app
+                .traces
+                .enabled()
+                .then(|| Cause::new(format!("{transport} {}", command.op()), None));
+            Cause::scope(cause, command.apply(app, uid))
+                .await
+                .map(|outcome| outcome.fields())
+        }
+        Err(e) => Err(e),
+    };
+    match (result, id) {
+        (Ok(mut fields), Some(id)) => {
+            fields["op"] = json!("reply");
+            fields["id"] = id;
+            fields["ok"] = json!(true);
+            Some(fields)
+        }
+        (Ok(_), None) => None,
+        (Err(e), id) => Some(error_reply(id, e.code(), &e.to_string())),
+    }
+}
+
+/// The reply to a command that failed.
+pub fn error_reply(id: Option<Value>, code: &str, message: &str) -> Value {
+    json!({"op": "reply", "id": id, "ok": false, "error": code, "message": message})
 }
 
 /// The op's fields as `T`, or a 400 with `code` saying what is wrong.

@@ -12,6 +12,7 @@ pub mod poll;
 pub mod sse;
 pub mod subscription;
 pub mod ws;
+pub mod wt;
 
 use hyper::{Request, StatusCode};
 

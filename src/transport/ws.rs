@@ -22,7 +22,7 @@ use hyper::header::{
 };
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::command::{self, Frame};
+use super::command;
 use super::subscription::{EndReason, Next, StreamRequest, Subscription};
 use crate::app::App;
 use crate::deadline::sent_in_time;
@@ -41,8 +41,6 @@ use crate::http::request::header_has;
 use crate::http::rewind::Rewind;
 use crate::hub::{Connection, Transport};
 use crate::store::DurableSink;
-use crate::trace::Cause;
-use crate::uid::Uid;
 
 const PING_EVERY: Duration = Duration::from_secs(25);
 
@@ -214,7 +212,7 @@ impl Session {
                         // for the largest command's state (measured: ~700 B
                         // per idle WebSocket, scripts/bench-connections.sh).
                         Some(Ok(Message::Text(text))) => Box::pin(self.command(text.as_str())).await,
-                        Some(Ok(Message::Binary(_))) => Some(error_reply(None, "bad_frame", "frames must be JSON text")),
+                        Some(Ok(Message::Binary(_))) => Some(command::error_reply(None, "bad_frame", "frames must be JSON text")),
                         // tungstenite has queued the Close reply: flushing sends it.
                         Some(Ok(Message::Close(_))) => break Close::Answer,
                         None => break Close::Gone,
@@ -320,38 +318,9 @@ impl Session {
         let _ = tokio::time::timeout(Duration::from_secs(2), last_frame).await;
     }
 
-    /// Runs one client command; the reply to send back, if any.
     async fn command(&self, text: &str) -> Option<Value> {
-        let Frame { id, command } = command::parse(text);
-        let result = match command {
-            Ok(command) => {
-                let traced = self.app.traces.enabled();
-                let cause = traced.then(|| Cause::new(format!("ws {}", command.op()), None));
-                Cause::scope(cause, command.apply(&self.app, self.uid()))
-                    .await
-                    .map(|outcome| outcome.fields())
-            }
-            Err(e) => Err(e),
-        };
-        match (result, id) {
-            (Ok(mut fields), Some(id)) => {
-                fields["op"] = json!("reply");
-                fields["id"] = id;
-                fields["ok"] = json!(true);
-                Some(fields)
-            }
-            (Ok(_), None) => None,
-            (Err(e), id) => Some(error_reply(id, e.code(), &e.to_string())),
-        }
+        command::answer(&self.app, self.conn.uid(), "ws", text).await
     }
-
-    fn uid(&self) -> &Uid {
-        self.conn.uid()
-    }
-}
-
-fn error_reply(id: Option<Value>, code: &str, message: &str) -> Value {
-    json!({"op": "reply", "id": id, "ok": false, "error": code, "message": message})
 }
 
 mod writer;
