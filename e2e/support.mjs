@@ -59,11 +59,11 @@ export async function publishTo(base, apiKey, uid, data) {
  * A demo-mode herald (started with `args`) and a browser for one test
  * file: call in `before`; `stop()` in `after`.
  */
-export async function startDemo(args = []) {
+export async function startDemo(args = [], browserOptions = {}) {
   const port = await freePort();
   const dataDir = join(mkdtempSync(join(tmpdir(), "herald-e2e-")), "data");
   const { child, apiKey, url } = await startDemoServer(port, dataDir, args);
-  const browser = await launchBrowser();
+  const browser = await launchBrowser(browserOptions);
   return {
     base: url,
     apiKey,
@@ -82,16 +82,18 @@ export function freePort() {
   });
 }
 
-/** Debian's chromium, headless (no browser is downloaded). */
-export function launchBrowser() {
+/** Debian's chromium, headless (no browser is downloaded); QUIC only
+ *  with `quic: true` (WebTransport needs it). */
+export function launchBrowser({ quic = false } = {}) {
   return chromium.launch({
     executablePath: "/usr/lib/chromium/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", ...(quic ? [] : ["--disable-quic"]), "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
 }
 
-/** Opens the demo page at `base` logged in as `uid` on `transport`. */
+/** Opens the demo page at `base` logged in as `uid` on `transport`
+ *  (`browser`: a browser, or a context of one). */
 export async function openAs(browser, base, uid, transport, setup) {
   const page = await browser.newPage();
   page.on("dialog", (d) => { page.sawDialog = d.message(); d.dismiss(); });

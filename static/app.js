@@ -292,7 +292,10 @@ $("compare-open").onclick = () => { $("compare").hidden = false; $("compare").sc
 $("compare-run").onclick = async () => {
   const token = await login(state.uid);
   const started = Date.now();
-  const subscribers = ["poll", "longpoll", "iframe", "sse", "ws"].map((transport) => {
+  const transports = ["poll", "longpoll", "iframe", "sse", "ws"];
+  // WebTransport where this browser has it and the server serves it (HTTPS and --webtransport-listen).
+  if (typeof WebTransport === "function" && (await fetch("/v1/webtransport")).ok) transports.push("webtransport");
+  const subscribers = transports.map((transport) => {
     // Each on its own connection (not shared with the page's client): that is what is compared.
     const h = new Herald({ token, transport, share: false, storageKey: `herald:compare:${transport}:${started}`, pollInterval: 1000 });
     h.compare = { latencies: [], delivered: 0, framing: 0 };
@@ -311,7 +314,7 @@ $("compare-run").onclick = async () => {
   $("compare-state").textContent = "running…";
   await new Promise((r) => setTimeout(r, 1500));
   for (const h of subscribers) {
-    // A stream counts its one open connection; polls count every request.
+    // A stream counts its one open connection (WebTransport also its advert); polls count every request.
     h.stats.requests = h.stats.transport === "poll" || h.stats.transport === "longpoll" ? 0 : 1;
     h.stats.usefulRequests = 0;
     h.stats.bytes = 0;
@@ -363,6 +366,7 @@ function framing(transport, event, epoch) {
       return script + chunk(script + json);
     }
     case "ws": return json < 126 ? 2 : 4; // server frames are unmasked
+    case "webtransport": return 1; // the line end (QUIC's own framing is not visible to a page)
     default: return 1; // the comma between events in a page
   }
 }
@@ -446,7 +450,7 @@ function logBars(g, left, top, width, height, title, rows, values) {
       g.fillRect(x + k * bar, y(v), bar - 1, plotBottom - y(v));
     });
     g.fillStyle = "#1d2330";
-    g.fillText(r.transport, x, plotBottom + 12);
+    g.fillText(r.transport === "webtransport" ? "wt (h3)" : r.transport, x, plotBottom + 12);
     const first = shown[0];
     g.fillText(first > 0 ? short(first) : "–", x, plotBottom + 24);
   });

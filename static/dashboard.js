@@ -8,8 +8,8 @@ const $ = (id) => document.getElementById(id);
 const KEY = "herald:dashboard:key";
 const SAMPLES = 120; // two minutes at one a second
 const COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c"];
-const STREAMS = ["sse", "iframe", "ws"];
-const TRANSPORTS = ["poll", "longpoll", "iframe", "sse", "ws"];
+const STREAMS = ["sse", "iframe", "ws", "webtransport"];
+const TRANSPORTS = ["poll", "longpoll", "iframe", "sse", "ws", "webtransport"];
 
 /** name{labels} value lines → Map "name{labels}" → number. */
 function parse(text) {

@@ -1,7 +1,7 @@
 // Types of herald.js, the browser client of herald (docs/API.md has the
 // protocol; README "Integrating a web chat frontend" the usage).
 
-export type TransportName = "ws" | "sse" | "iframe" | "longpoll" | "poll";
+export type TransportName = "webtransport" | "ws" | "sse" | "iframe" | "longpoll" | "poll";
 
 export interface HeraldOptions {
   /** Server origin; default: the page's. */
@@ -10,7 +10,7 @@ export interface HeraldOptions {
   token: string;
   /** Called on a 401 only, at most once per backoff step. */
   getToken?: () => Promise<string>;
-  /** One transport, or "auto": ws → sse → iframe → longpoll. Default "auto". */
+  /** One transport, or "auto": webtransport (where the browser has it and the server serves it) → ws → sse → iframe → longpoll. Default "auto". */
   transport?: TransportName | "auto";
   /** Storage key of the cursor (its epoch under `key + ":epoch"`): in localStorage when shared (default `herald:URL:UID:cursor`), else sessionStorage (default "herald:cursor"). */
   storageKey?: string;

@@ -21,7 +21,7 @@ const TYPING_EVERY_MS = 2000;
 /** SSE and the iframe stream say `ready` at once; not seeing it this soon
  *  means something on the path buffers the stream. */
 const READY_WITHIN_MS = 5000;
-const TRANSPORTS = ["ws", "sse", "iframe", "longpoll", "poll"];
+const TRANSPORTS = ["webtransport", "ws", "sse", "iframe", "longpoll", "poll"];
 let iframeCallbacks = 0;
 
 export class Herald {
@@ -30,7 +30,9 @@ export class Herald {
    * @param {string} [o.url] server origin (default: this page's)
    * @param {string} o.token client token
    * @param {() => Promise<string>} [o.getToken] called again on 401
-   * @param {"ws"|"sse"|"iframe"|"longpoll"|"poll"|"auto"} [o.transport]
+   * @param {"webtransport"|"ws"|"sse"|"iframe"|"longpoll"|"poll"|"auto"} [o.transport]
+   *   "auto" tries WebTransport first where the browser has it and the
+   *   server serves it, then ws, sse, iframe and longpoll
    * @param {string} [o.storageKey] where the cursor is kept (localStorage
    *   when shared, else sessionStorage)
    * @param {boolean} [o.share] one connection for all tabs of this browser
@@ -89,7 +91,9 @@ export class Herald {
 
   start() {
     this.running = true;
-    this.order = this.wanted === "auto" ? TRANSPORTS.slice(0, 4) : [this.wanted];
+    this.order = this.wanted === "auto"
+      ? TRANSPORTS.slice(0, 5).filter((t) => t !== "webtransport" || typeof WebTransport === "function")
+      : [this.wanted];
     this.ackTimer = setInterval(() => this.flushAcks(), 1000);
     if (this.share) this.join();
     else this.lead();
@@ -305,6 +309,15 @@ export class Herald {
 
   connect() {
     if (!this.running) return;
+    if (this.order[0] === "webtransport" && this.wanted === "auto" && !this.advertAsked) {
+      // Tried only where the server serves it: asked once.
+      this.advertAsked = true;
+      this.webtransportAdvert().then((advert) => {
+        if (advert === null) this.order.shift();
+        this.connect();
+      });
+      return;
+    }
     const transport = this.order[0];
     this.stats.transport = transport;
     this.live = true;
@@ -445,6 +458,7 @@ export class Herald {
     clearTimeout(this.pollTimer);
     if (this.abort) this.abort.abort();
     if (this.ws) { this.ws.onclose = this.ws.onerror = null; this.ws.close(); this.ws = null; }
+    if (this.wt) { const wt = this.wt; this.wt = this.wtWriter = null; try { wt.close(); } catch { /* closed already */ } }
     if (this.es) { this.es.close(); this.es = null; }
     if (this.iframe) { this.iframe.remove(); this.iframe = null; }
   }
@@ -587,6 +601,119 @@ export class Herald {
     ws.onclose = (e) => this.streamFailed(new Error("WebSocket closed " + e.code), opened);
   }
 
+  /**
+   * WebTransport (HTTP/3): the server advertises where (`GET
+   * /v1/webtransport`, with the hash of a self-signed certificate); the
+   * events come one JSON per line on a stream the server opens, commands
+   * go one per line on a bidirectional stream, typing signals come as
+   * datagrams. A refused session says why in one line on its stream.
+   */
+  async open_webtransport() {
+    this.stats.requests += 2; // the advert and the session
+    // Asked each time: a restarted server may have a new certificate.
+    const advert = await this.webtransportAdvert();
+    if (!this.live || this.stats.transport !== "webtransport") return;
+    if (!advert || typeof WebTransport !== "function") {
+      // Not served here, or not in this browser: HTTP works, this transport does not.
+      this.recover({ status: advert === undefined ? 0 : 200 }, false);
+      return;
+    }
+    const hashes = advert.certificate_hashes || [];
+    const options = hashes.length ? { serverCertificateHashes: hashes.map((hex) => (
+      { algorithm: "sha-256", value: new Uint8Array(hex.match(/../g).map((b) => parseInt(b, 16))) })) } : {};
+    let wt;
+    try {
+      wt = new WebTransport(`${advert.url}?${this.position()}&token=${encodeURIComponent(this.token)}`, options);
+    } catch (e) {
+      this.streamFailed(e, false);
+      return;
+    }
+    this.wt = wt;
+    this.replies = new Map();
+    let opened = false;
+    const ended = (error) => { if (this.wt === wt) this.streamFailed(error, opened); };
+    wt.closed.then(() => ended(new Error("WebTransport closed")), (e) => ended(e));
+    try {
+      await wt.ready;
+      const streams = wt.incomingUnidirectionalStreams.getReader();
+      const { value: events } = await streams.read();
+      streams.releaseLock();
+      if (!events) throw new Error("no event stream");
+      this.readDatagrams(wt);
+      for await (const line of jsonLines(events)) {
+        if (this.wt !== wt) return;
+        const event = JSON.parse(line);
+        if (event.type === "refused") {
+          // Checked like any request: the same recovery as an HTTP refusal.
+          this.wt = null;
+          wt.close();
+          this.recover({ status: event.status, retryAfter: event.retry_after || 0, body: event }, false);
+          return;
+        }
+        if (!opened) { opened = true; this.opened(); await this.openCommands(wt); }
+        this.deliver(event, line.length + 1);
+      }
+      ended(new Error("WebTransport event stream ended"));
+    } catch (e) {
+      ended(e);
+    }
+  }
+
+  /** Where the server serves WebTransport (`GET /v1/webtransport`):
+   *  null when it does not, undefined when it cannot be reached. */
+  async webtransportAdvert() {
+    try {
+      const response = await fetch(`${this.url}/v1/webtransport`, { cache: "no-store" });
+      return response.ok ? await response.json() : null;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The session's command stream, and its replies. */
+  async openCommands(wt) {
+    const { readable, writable } = await wt.createBidirectionalStream();
+    if (this.wt !== wt) return;
+    this.wtWriter = writable.getWriter();
+    (async () => {
+      try {
+        for await (const line of jsonLines(readable)) {
+          const reply = JSON.parse(line);
+          const pending = this.replies.get(reply.id);
+          if (pending) { this.replies.delete(reply.id); pending(reply); }
+        }
+      } catch { /* the session ended */ }
+    })();
+  }
+
+  /** Typing signals, which may be lost, come as datagrams. */
+  async readDatagrams(wt) {
+    const reader = wt.datagrams.readable.getReader();
+    const text = new TextDecoder();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.wt !== wt) return;
+        this.deliver(JSON.parse(text.decode(value)), value.length);
+      }
+    } catch { /* the session ended */ }
+  }
+
+  /** Sends a command over the open WebSocket or WebTransport session;
+   *  false when neither is open (then HTTP carries it). */
+  sendOp(command) {
+    const transport = this.stats.transport;
+    if (transport === "ws" && this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(command));
+      return true;
+    }
+    if (transport === "webtransport" && this.wtWriter) {
+      this.wtWriter.write(new TextEncoder().encode(JSON.stringify(command) + "\n")).catch(() => {});
+      return true;
+    }
+    return false;
+  }
+
   // ---- acks -------------------------------------------------------------
 
   /** Acks are batched: at most one per second, covering everything seen. */
@@ -602,9 +729,7 @@ export class Herald {
     const transport = this.stats.transport;
     // A poll's or long-poll's next request acks with its cursor.
     const ackHere = seq && transport !== "poll" && transport !== "longpoll";
-    if (ackHere && transport === "ws" && this.ws && this.ws.readyState === WebSocket.OPEN) {
-      this.ws.send(JSON.stringify({ op: "ack", seq }));
-    } else if (ackHere) {
+    if (ackHere && !this.sendOp({ op: "ack", seq })) {
       // Retried with the next flush unless refused (a 4xx changes nothing and would be refused again).
       this.call("POST", "/v1/ack", { seq }).catch((e) => { if (!(e.status < 500)) this.pendingAck ||= seq; });
     }
@@ -658,10 +783,7 @@ export class Herald {
     const now = Date.now();
     if (now - (this.typingSent.get(key) || 0) < TYPING_EVERY_MS) return Promise.resolve(null);
     this.typingSent.set(key, now);
-    if (this.stats.transport === "ws" && this.ws && this.ws.readyState === WebSocket.OPEN) {
-      this.ws.send(JSON.stringify({ op: "typing", ...body }));
-      return Promise.resolve(null);
-    }
+    if (this.sendOp({ op: "typing", ...body })) return Promise.resolve(null);
     return this.call("POST", "/v1/typing", body);
   }
 
@@ -708,6 +830,23 @@ async function refusalOf(response) {
     try { refusal.body = await response.json(); } catch { /* not JSON (a proxy's page) */ }
   }
   return refusal;
+}
+
+/** The lines of a stream of bytes, without their `\n`. */
+async function* jsonLines(readable) {
+  const reader = readable.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    pending += value;
+    let end;
+    while ((end = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, end);
+      pending = pending.slice(end + 1);
+      if (line.trim()) yield line;
+    }
+  }
 }
 
 /** The `sub` of a JWT (the user it was minted for), or "" if it has none. */
