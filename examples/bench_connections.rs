@@ -6,7 +6,7 @@
 //! client for each. By hand:
 //!
 //! ```text
-//! bench_connections idle  --pid PID --proto herald-sse|herald-ws|herald-longpoll|herald-h2-sse|herald-h2-longpoll|nchan-sse|nchan-ws|nchan-longpoll|socketio-ws --addr 127.0.0.1:PORT [--count N] [--secret S] [--hold-s S]
+//! bench_connections idle  --pid PID --proto herald-sse|herald-ws|herald-longpoll|herald-h2-sse|herald-h2-longpoll|herald-webtransport|nchan-sse|nchan-ws|nchan-longpoll|socketio-ws --addr 127.0.0.1:PORT [--count N] [--secret S] [--hold-s S]
 //! bench_connections fanout --proto herald-ws|nchan-ws|socketio-ws --addr 127.0.0.1:PORT [--secret S --api-key K] [--count N] [--out FILE --label NAME]
 //! bench_connections fsync --dir DIR     (the disk's fdatasync p50/p99, printed beside the fan-out)
 //! ```
@@ -21,6 +21,10 @@
 //! `herald-h2-*` talk HTTPS to a herald started with `--tls-self-signed`:
 //! HTTP/2, [`STREAMS_PER_CONNECTION`] streams or held long-polls on each
 //! connection, as the tabs of a browser share one connection per origin.
+//! `herald-webtransport` opens WebTransport sessions (HTTP/3, each its
+//! own QUIC connection, all from one UDP socket) to a herald started with
+//! `--tls-self-signed --webtransport-listen`, and waits for each one's
+//! `hello`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -114,6 +118,11 @@ enum Idle {
     Stream(#[allow(dead_code)] reqwest::Response),
     /// An HTTP/2 request held by the server (a long-poll).
     Held(#[allow(dead_code)] AbortOnDrop),
+    /// A WebTransport session and its event stream.
+    Session(
+        #[allow(dead_code)] wtransport::Connection,
+        #[allow(dead_code)] wtransport::RecvStream,
+    ),
 }
 
 /// A task that ends with its handle.
@@ -178,6 +187,76 @@ async fn open_h2(args: &Args, transport: &str) -> (Vec<Idle>, usize) {
                 kept.push(Idle::Held(AbortOnDrop(tokio::spawn(async move {
                     let _ = request.await;
                 }))));
+            }
+        }
+    }
+    (kept, failures)
+}
+
+/// `args.count` WebTransport sessions (`herald-webtransport`), 25
+/// opening at a time, each held once its `hello` came; with the number
+/// that failed.
+async fn open_webtransport(args: &Args) -> (Vec<Idle>, usize) {
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    let advert: serde_json::Value = match http
+        .get(format!("https://{}/v1/webtransport", args.addr))
+        .send()
+        .await
+    {
+        Ok(response) => response.json().await.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("no WebTransport advert: {e}");
+            return (Vec::new(), args.count);
+        }
+    };
+    let (Some(url), Some(hash)) = (
+        advert["url"].as_str(),
+        advert["certificate_hashes"][0].as_str(),
+    ) else {
+        eprintln!("no WebTransport advert: {advert}");
+        return (Vec::new(), args.count);
+    };
+    let hash: Vec<u8> = (0..hash.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    let Ok(hash) = <[u8; 32]>::try_from(hash) else {
+        eprintln!("not a SHA-256: {advert}");
+        return (Vec::new(), args.count);
+    };
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
+        .build();
+    let endpoint = wtransport::Endpoint::client(config).expect("a client endpoint");
+    let (mut kept, mut failures) = (Vec::with_capacity(args.count), 0);
+    let open = |i: usize| {
+        let url = format!("{url}?token={}", token(&args.secret, &format!("u{i}")));
+        let endpoint = &endpoint;
+        async move {
+            let session = endpoint.connect(url).await.map_err(|e| e.to_string())?;
+            let mut events = session.accept_uni().await.map_err(|e| e.to_string())?;
+            let mut hello = [0u8; 256];
+            match events.read(&mut hello).await {
+                Ok(Some(n)) if hello[..n].starts_with(br#"{"type":"hello""#) => {
+                    Ok(Idle::Session(session, events))
+                }
+                other => Err(format!("no hello: {other:?}")),
+            }
+        }
+    };
+    for chunk in (0..args.count).collect::<Vec<_>>().chunks(25) {
+        for result in futures::future::join_all(chunk.iter().map(|&i| open(i))).await {
+            match result {
+                Ok(session) => kept.push(session),
+                Err(e) => {
+                    if failures < 3 {
+                        eprintln!("session failed: {e}");
+                    }
+                    failures += 1;
+                }
             }
         }
     }
@@ -254,6 +333,7 @@ async fn idle(args: Args) {
     let started = Instant::now();
     let (conns, failures) = match args.proto.strip_prefix("herald-h2-") {
         Some(transport) => open_h2(&args, transport).await,
+        None if args.proto == "herald-webtransport" => open_webtransport(&args).await,
         None => open_all(&args).await,
     };
     tokio::time::sleep(args.hold).await;

@@ -5,7 +5,7 @@
 //! time, so each delivery's latency is measured in this one process.
 //!
 //! ```text
-//! bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll
+//! bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll|webtransport
 //!     --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE]
 //!     [--fanout] [--tls]
 //! bench_latency typing --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S]
@@ -23,6 +23,10 @@
 //! HTTPS with HTTP/2 to a herald started with `--tls-self-signed` (its
 //! certificate is not checked), 100 subscribers on each connection, as a
 //! browser's tabs share one; its results are labelled `TRANSPORT over h2`.
+//! `--transport webtransport` (herald only, with `--tls` and herald's
+//! `--webtransport-listen`) opens one WebTransport session per subscriber
+//! (HTTP/3, each its own QUIC connection, all from one UDP socket) at the
+//! URL and certificate hash of `GET /v1/webtransport`.
 //!
 //! `typing` measures herald's typing signals (never stored): N pairs of
 //! WebSockets, the sender's on `--pub`, the receiver's on `--sub`; each
@@ -68,7 +72,7 @@ const STREAMS_PER_CONNECTION: usize = 100;
 
 const SECRET: &str = "bench-secret-0123456789abcdefghij";
 const API_KEY: &str = "bench-api-key-0123";
-const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE] [--fanout] [--tls]\n       bench_latency typing --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY] [--series KEY] [--measure KEY,KEY...] [--unit TEXT] [--linear]\n       bench_latency curve --in FILE --out FILE.svg [--title TEXT]";
+const USAGE: &str = "usage: bench_latency run --server herald|nchan|socketio --transport ws|sse|longpoll|webtransport --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S] [--out FILE] [--fanout] [--tls]\n       bench_latency typing --pub ADDR --sub ADDR [--subscribers N] [--rate R] [--seconds S]\n       bench_latency chart --in FILE --out FILE.svg [--title TEXT] [--group KEY] [--series KEY] [--measure KEY,KEY...] [--unit TEXT] [--linear]\n       bench_latency curve --in FILE --out FILE.svg [--title TEXT]";
 
 /// `--flag value` pairs after the subcommand (`--linear` takes none).
 fn flags(mut args: impl Iterator<Item = String>) -> Result<Vec<(String, String)>, String> {
@@ -113,10 +117,11 @@ fn parse_run(pairs: Vec<(String, String)>) -> Result<Args, String> {
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
-    let known = matches!(
-        (parsed.server.as_str(), parsed.transport.as_str()),
-        ("herald" | "nchan", "ws" | "sse" | "longpoll") | ("socketio", "ws")
-    );
+    let known =
+        matches!(
+            (parsed.server.as_str(), parsed.transport.as_str()),
+            ("herald" | "nchan", "ws" | "sse" | "longpoll") | ("socketio", "ws")
+        ) || (parsed.server == "herald" && parsed.transport == "webtransport" && parsed.tls);
     let tls_known = !parsed.tls || (parsed.server == "herald" && parsed.transport != "ws");
     if !known || !tls_known || parsed.subscribers == 0 || parsed.rate == 0 {
         return Err(format!(
@@ -229,6 +234,34 @@ async fn subscribe(
                 }
             });
         }
+        "webtransport" => {
+            let (endpoint, url) = webtransport_client(http, sub).await?;
+            let token = token(SECRET, &who);
+            let session = endpoint
+                .connect(format!("{url}?token={token}"))
+                .await
+                .map_err(|e| format!("subscriber {i}: {e}"))?;
+            let mut events = session
+                .accept_uni()
+                .await
+                .map_err(|e| format!("subscriber {i}: {e}"))?;
+            tokio::spawn(async move {
+                let _session = session;
+                let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 16 * 1024]);
+                while let Ok(Some(n)) = events.read(&mut chunk).await {
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=end).collect();
+                        record(
+                            &latencies,
+                            origin,
+                            &server,
+                            &String::from_utf8_lossy(&line[..end]),
+                        );
+                    }
+                }
+            });
+        }
         _ => {
             let (http, base) = (http.clone(), format!("{}://{sub}", scheme(args)));
             tokio::spawn(
@@ -237,6 +270,54 @@ async fn subscribe(
         }
     }
     Ok(())
+}
+
+/// The client endpoint every WebTransport subscriber shares (one UDP
+/// socket), trusting the certificate herald advertises, and the session
+/// URL; asked once.
+async fn webtransport_client(
+    http: &reqwest::Client,
+    sub: SocketAddr,
+) -> Result<
+    (
+        &'static wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
+        String,
+    ),
+    String,
+> {
+    static CLIENT: tokio::sync::OnceCell<(
+        wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
+        String,
+    )> = tokio::sync::OnceCell::const_new();
+    let (endpoint, url) = CLIENT
+        .get_or_try_init(|| async {
+            let advert: serde_json::Value = http
+                .get(format!("https://{sub}/v1/webtransport"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            let (Some(url), Some(hash)) = (
+                advert["url"].as_str(),
+                advert["certificate_hashes"][0].as_str(),
+            ) else {
+                return Err(format!("no WebTransport advertised: {advert}"));
+            };
+            let hash: Vec<u8> = (0..hash.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            let hash = <[u8; 32]>::try_from(hash).map_err(|_| "not a SHA-256".to_owned())?;
+            let config = wtransport::ClientConfig::builder()
+                .with_bind_default()
+                .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
+                .build();
+            let endpoint = wtransport::Endpoint::client(config).map_err(|e| e.to_string())?;
+            Ok::<_, String>((endpoint, url.to_owned()))
+        })
+        .await?;
+    Ok((endpoint, url.clone()))
 }
 
 /// A long-poller: herald's `cursor` protocol, or nchan's (the next message
@@ -310,7 +391,7 @@ fn client(args: &Args) -> reqwest::ClientBuilder {
 
 /// What a run's results are labelled with: its transport, and over what.
 fn label(args: &Args) -> String {
-    if args.tls {
+    if args.tls && args.transport != "webtransport" {
         format!("{} over h2", args.transport)
     } else {
         args.transport.clone()

@@ -59,6 +59,9 @@ herald; idle --proto herald-longpoll --addr 127.0.0.1:18080; stop
 # connection, as a browser's tabs share one connection per origin.
 herald --tls-self-signed; idle --proto herald-h2-sse --addr 127.0.0.1:18080; stop
 herald --tls-self-signed; idle --proto herald-h2-longpoll --addr 127.0.0.1:18080; stop
+# WebTransport (HTTP/3 over QUIC on UDP, the same port): one QUIC
+# connection per session.
+herald --tls-self-signed --webtransport-listen 127.0.0.1:18080; idle --proto herald-webtransport --addr 127.0.0.1:18080; stop
 if have_nchan; then
     start 18081 nginx -p "$PWD/bench/peers" -c "$PWD/bench/peers/nchan.conf"
     idle --proto nchan-sse --addr 127.0.0.1:18081; stop
@@ -76,7 +79,7 @@ per() { awk -v p="$1" '$1 == p { for (i = 1; i <= NF; i++) if ($i == "B") print 
 # "herald H vs PEER P = Rx", or that the peer did not run.
 ratio() { awk -v h="$2" -v n="$3" -v peer="$1" -v unit="$4" 'BEGIN {
     if (n == "") printf "%s not run", peer; else printf "herald %.0f %s vs %s %.0f %s = %.2fx", h, unit, peer, n, unit, h / n }'; }
-for p in herald-sse herald-ws herald-longpoll herald-h2-sse herald-h2-longpoll; do
+for p in herald-sse herald-ws herald-longpoll herald-h2-sse herald-h2-longpoll herald-webtransport; do
     [ -n "$(per $p)" ] || { echo "herald idle figure missing: $p" >&2; exit 1; }
 done
 echo "== ratios (herald / peer, lower is better for herald)"
@@ -84,6 +87,7 @@ echo "SSE per connection: $(ratio nchan "$(per herald-sse)" "$(per nchan-sse)" B
 echo "held long-poll per request: $(ratio nchan "$(per herald-longpoll)" "$(per nchan-longpoll)" B)"
 echo "over HTTPS/h2 (nchan over cleartext HTTP/1.1): SSE per stream $(ratio nchan "$(per herald-h2-sse)" "$(per nchan-sse)" B), held long-poll per request $(ratio nchan "$(per herald-h2-longpoll)" "$(per nchan-longpoll)" B)"
 echo "WebSocket per connection: $(ratio nchan "$(per herald-ws)" "$(per nchan-ws)" B), $(ratio socket.io "$(per herald-ws)" "$(per socketio-ws)" B)"
+echo "WebTransport per session (no peer serves it here): $(per herald-webtransport) B; $(ratio "herald's own WebSocket" "$(per herald-webtransport)" "$(per herald-ws)" B)"
 
 echo "== fan-out: one publish to $COUNT WebSocket subscribers (median of 5 rounds)"
 # herald: one durable event in each of $COUNT per-user queues; the peers: one

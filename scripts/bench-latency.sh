@@ -80,6 +80,10 @@ if [ -z "${BENCH_FAN_ONLY:-}" ]; then
         herald_start --tls-self-signed
         run herald "$transport" 18080 "$RATE" "$SECONDS_PER_RUN" latency --tls; stop
     done
+    # WebTransport (HTTP/3 over QUIC, UDP on the same port), one session
+    # per subscriber.
+    herald_start --tls-self-signed --webtransport-listen 127.0.0.1:18080
+    run herald webtransport 18080 "$RATE" "$SECONDS_PER_RUN" latency --tls; stop
 fi
 if [ -z "${BENCH_FAN_ONLY:-}" ] && have_socketio; then
     start 18082 node bench/peers/socketio-server.js 18082
@@ -145,7 +149,7 @@ PY
     --group rate --measure deliveries_per_s --linear --unit "deliveries/s" \
     --title "fan-out to $SUBSCRIBERS WebSockets: deliveries/s by publishes/s (higher is better)"
 # Every herald run must have delivered (no timing is asserted).
-for transport in ws sse longpoll "sse over h2" "longpoll over h2"; do
+for transport in ws sse longpoll "sse over h2" "longpoll over h2" webtransport; do
     grep '"server":"herald"' "$OUT/latency.jsonl" | grep "\"transport\":\"$transport\"" \
         | grep -q '"delivered":[1-9]' || { echo "herald $transport delivered nothing" >&2; exit 1; }
 done

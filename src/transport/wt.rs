@@ -99,12 +99,25 @@ pub fn bind(
 ) -> Result<Endpoint<Server>, String> {
     let config = ServerConfig::builder()
         .with_bind_address(addr)
-        .with_custom_tls(tls)
+        .with_custom_tls_and_transport(tls, transport())
         .max_idle_timeout(Some(dead_peer))
         .map_err(|_| format!("--dead-peer-ms {dead_peer:?} is too long for QUIC"))?
         .keep_alive_interval(Some(dead_peer / 3))
         .build();
     Endpoint::server(config).map_err(|e| format!("cannot listen on udp {addr}: {e}"))
+}
+
+/// QUIC's settings for sessions. quinn sets up every stream the peer may
+/// open at the start of a connection: its defaults (100 of each kind)
+/// cost about 60 KB per idle session. A session needs HTTP/3's three
+/// control streams each way, its CONNECT stream and herald's command
+/// stream (at most [`MAX_COMMAND_STREAMS`]).
+fn transport() -> wtransport::config::QuicTransportConfig {
+    let mut transport = wtransport::config::QuicTransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(8u32.into())
+        .max_concurrent_uni_streams(8u32.into());
+    transport
 }
 
 /// Accepts sessions until `app.shutdown`, each counted against the
