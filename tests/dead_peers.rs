@@ -1,6 +1,7 @@
 //! A client that vanishes without a FIN (a closed laptop, a mobile network
 //! change, a NAT that forgot the connection) is dropped, and its user
-//! pushed offline, within `--dead-peer-ms`, on every transport.
+//! pushed offline, within `--dead-peer-ms`, on every transport
+//! (WebTransport's QUIC included).
 //!
 //! How the peer vanishes: the test runs in a network namespace of its own
 //! (it runs as root, as CI does; `ip netns`), where herald and every client
@@ -65,12 +66,13 @@ impl Netns {
         assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
     }
 
-    /// Drops every packet to and from local `port`: its peer is gone.
-    fn blackhole(&self, port: u16) {
+    /// Drops every packet to and from local `port` (`tcp` or `udp`): its
+    /// peer is gone.
+    fn blackhole(&self, protocol: &str, port: u16) {
         for dir in ["sport", "dport"] {
             self.exec(&[
                 "nft",
-                &format!("add rule ip herald input tcp {dir} {port} drop"),
+                &format!("add rule ip herald input {protocol} {dir} {port} drop"),
             ]);
         }
     }
@@ -160,7 +162,7 @@ async fn vanish_on_every_transport(ns: &Netns) {
     // Every client falls off the network at once, without a FIN.
     let vanished = Instant::now();
     for client in &clients {
-        ns.blackhole(client.local_addr().unwrap().port());
+        ns.blackhole("tcp", client.local_addr().unwrap().port());
     }
     for uid in users {
         assert!(
@@ -180,6 +182,40 @@ async fn vanish_on_every_transport(ns: &Netns) {
     drop(clients);
 }
 
+/// The same for a WebTransport session: QUIC's idle timeout is the bound.
+async fn vanish_on_webtransport(ns: &Netns) {
+    let server =
+        common::webtransport::start_with(&["--heartbeat-ms", "1000", "--dead-peer-ms", "3000"])
+            .await;
+    let status = server
+        .backend_put("/api/v1/users/pat/friends", json!({ "friends": ["on-wt"] }))
+        .await;
+    assert_eq!(status, 200);
+    let pat = server.token("pat").await;
+    let _pat_online = server.open("/v1/sse", &pat).await;
+    let token = server.token("on-wt").await;
+    let (client, _session, _events) =
+        common::webtransport::open(&server, &format!("token={token}")).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            server.pushed_statuses(&pat, "on-wt").await == ["online"]
+        })
+        .await
+    );
+    let vanished = Instant::now();
+    ns.blackhole("udp", client.local_addr().unwrap().port());
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            server.pushed_statuses(&pat, "on-wt").await == ["online", "offline"]
+        })
+        .await,
+        "still online after {:?}",
+        vanished.elapsed()
+    );
+    let took = vanished.elapsed();
+    assert!(took < Duration::from_secs(9), "{took:?}");
+}
+
 #[test]
 fn a_client_that_vanishes_without_a_fin_is_dropped_and_pushed_offline_within_the_bound() {
     let ns = Netns::create();
@@ -192,7 +228,10 @@ fn a_client_that_vanishes_without_a_fin_is_dropped_and_pushed_offline_within_the
                     .enable_all()
                     .build()
                     .expect("runtime")
-                    .block_on(vanish_on_every_transport(&ns));
+                    .block_on(async {
+                        vanish_on_every_transport(&ns).await;
+                        vanish_on_webtransport(&ns).await;
+                    });
             })
             .join()
             .expect("the test thread");

@@ -7,61 +7,14 @@
 
 mod common;
 
+use common::webtransport::{advert, client, start, trust_any_certificate, WAIT};
+use common::{Server, API_KEY, SECRET};
 use std::time::Duration;
 
-use common::{Server, API_KEY, SECRET};
 use serde_json::{json, Value};
 use wtransport::endpoint::endpoint_side::Client;
 use wtransport::error::ConnectionError;
-use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn start() -> Server {
-    let mut server =
-        Server::start_with(&["--tls-self-signed", "--webtransport-listen", "127.0.0.1:0"]).await;
-    trust_any_certificate(&mut server);
-    server
-}
-
-/// The server's HTTPS client takes the certificate made at start (its
-/// hash is what this test checks, over WebTransport).
-fn trust_any_certificate(server: &mut Server) {
-    server.http = reqwest::Client::builder()
-        .use_rustls_tls()
-        .danger_accept_invalid_certs(true)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-}
-
-/// `GET /v1/webtransport`: the session URL and the certificate's hash.
-async fn advert(server: &Server) -> (String, [u8; 32]) {
-    let response = server
-        .http
-        .get(server.url("/v1/webtransport"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    let url = body["url"].as_str().unwrap().to_owned();
-    let hashes = body["certificate_hashes"].as_array().unwrap();
-    assert_eq!(hashes.len(), 1, "{body}");
-    let hex = hashes[0].as_str().unwrap();
-    let bytes: Vec<u8> = (0..32)
-        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
-    (url, bytes.try_into().unwrap())
-}
-
-fn client(hash: [u8; 32]) -> Endpoint<Client> {
-    let config = ClientConfig::builder()
-        .with_bind_default()
-        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
-        .build();
-    Endpoint::client(config).unwrap()
-}
+use wtransport::{Connection, Endpoint, RecvStream, SendStream};
 
 /// A session: the server's event stream read line by line, and a command
 /// stream once one is opened.
@@ -75,16 +28,7 @@ struct Session {
 
 impl Session {
     async fn open(server: &Server, query: &str) -> Session {
-        let (url, hash) = advert(server).await;
-        let endpoint = client(hash);
-        let conn = tokio::time::timeout(WAIT, endpoint.connect(format!("{url}?{query}")))
-            .await
-            .expect("session in time")
-            .expect("session accepted");
-        let events = tokio::time::timeout(WAIT, conn.accept_uni())
-            .await
-            .expect("event stream in time")
-            .expect("event stream");
+        let (endpoint, conn, events) = common::webtransport::open(server, query).await;
         Session {
             _endpoint: endpoint,
             conn,
@@ -402,4 +346,33 @@ async fn the_advert_names_the_session_url_and_settings_that_cannot_work_refuse_t
         output.contains("--webtransport-listen needs a certificate"),
         "{output}"
     );
+}
+
+#[tokio::test]
+async fn the_per_user_cap_holds_and_a_shutdown_closes_sessions_to_reconnect() {
+    let mut server = common::webtransport::start_with(&["--max-user-connections", "1"]).await;
+    let token = server.token("alice").await;
+    let mut first = Session::open(&server, &format!("token={token}")).await;
+    assert_eq!(first.next().await.unwrap()["type"], "hello");
+    // The cap counts sessions as it counts every stream: no held long-poll
+    // to make room, so 429 with when to retry.
+    let mut second = Session::open(&server, &format!("token={token}")).await;
+    let line = second.next().await.unwrap();
+    assert_eq!(
+        (line["status"].clone(), line["error"].clone()),
+        (json!(429), json!("too_many_requests")),
+        "{line}"
+    );
+    assert!(
+        line["retry_after"].as_u64().is_some_and(|s| s >= 1),
+        "{line}"
+    );
+    drop(second);
+
+    // SIGTERM: the event stream ends and the session closes with 503
+    // (reconnect); the process exits cleanly.
+    server.sigterm();
+    while first.next().await.is_some() {}
+    assert_eq!(closed_with(&mut first).await.0, 503);
+    assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
 }

@@ -5,6 +5,7 @@
 pub mod clients;
 pub mod proxy;
 pub mod redis;
+pub mod webtransport;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
