@@ -77,7 +77,17 @@ pub struct App {
     /// upgrade): shutdown waits for them as for connections.
     pub tasks: TaskTracker,
     /// Where this node serves WebTransport, once bound.
-    pub webtransport: std::sync::OnceLock<crate::transport::wt::Advert>,
+    pub webtransport: std::sync::OnceLock<WebTransportAdvert>,
+}
+
+/// Where this node serves WebTransport, for `GET /v1/webtransport`.
+#[derive(Debug, Clone)]
+pub struct WebTransportAdvert {
+    /// The UDP port sessions go to.
+    pub port: u16,
+    /// SHA-256 of the certificate (lowercase hex), when it is self-signed:
+    /// a browser takes it by `serverCertificateHashes`.
+    pub certificate_hashes: Vec<String>,
 }
 
 /// Why the server could not start.

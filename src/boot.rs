@@ -19,7 +19,9 @@ use crate::config::Config;
 use crate::http::auth::Auth;
 
 use crate::app::StartError;
-use crate::transport::wt::{self, Advert};
+use crate::app::WebTransportAdvert;
+use crate::server::webtransport;
+use crate::transport::wt;
 use crate::util::say;
 use crate::{server, store, uid};
 
@@ -70,7 +72,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
     // store opens, as the listener's.
     let webtransport = match (config.webtransport_listen, &tls) {
         (Some(addr), Some(tls)) => {
-            let endpoint = wt::bind(addr, tls.http3.clone(), config.dead_peer())
+            let endpoint = webtransport::bind(addr, tls.http3.clone(), config.dead_peer())
                 .map_err(StartError::Config)?;
             let bound = endpoint
                 .local_addr()
@@ -106,12 +108,12 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
     let store = app.store.clone();
     let webtransport = webtransport.map(|(endpoint, bound)| {
         let hashes = tls.iter().filter_map(|tls| tls.self_signed.clone());
-        let _ = app.webtransport.set(Advert {
+        let _ = app.webtransport.set(WebTransportAdvert {
             port: bound.port(),
             certificate_hashes: hashes.collect(),
         });
         say(format_args!("webtransport on https://{bound}{}", wt::PATH));
-        tokio::spawn(wt::serve(
+        tokio::spawn(webtransport::serve(
             endpoint,
             app.clone(),
             max_connections,

@@ -1,7 +1,7 @@
 //! herald: a realtime push server for web chat and notification frontends.
 //!
-//! Every web transport (short polling, long polling, iframe streaming, SSE
-//! and WebSocket) reads ONE durable per-user event queue, so a browser
+//! Every web transport (short polling, long polling, iframe streaming, SSE,
+//! WebSocket and WebTransport) reads ONE durable per-user event queue, so a browser
 //! resumes exactly where it left off and loses nothing.
 //!
 //! The layers, each calling only those below it (`scripts/check-layers.py`
@@ -10,9 +10,11 @@
 //!
 //! ```text
 //! boot          the wiring: run starts the store, the services, the server
-//! server        accept loop, connection limits, direct stream framing
+//! server        accept loops (TCP, and QUIC for WebTransport), connection
+//!               limits, TLS, direct stream framing
 //! routes        method + path → handler, CORS
-//! transport     poll, long-poll, iframe, SSE, WebSocket (over a Subscription)
+//! transport     poll, long-poll, iframe, SSE, WebSocket, WebTransport (over
+//!               a Subscription)
 //! actions, api  client actions, backend API
 //! pages, app, inspect  reading a queue into pages; the services of one
 //!               server; the user inspector and the delivery trace

@@ -30,6 +30,7 @@ use crate::util::SharedMap;
 mod activity;
 pub(crate) mod compact;
 pub mod tls;
+pub mod webtransport;
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,5 +1,6 @@
 //! WebTransport (HTTP/3 over QUIC, `--webtransport-listen`): the sixth
-//! transport, over the same queue and subscription as the others.
+//! transport, over the same queue and subscription as the others (the
+//! endpoint and its accept loop: `server::webtransport`).
 //!
 //! A session at `/v1/wt?cursor=N&epoch=E&token=T` follows the user's queue
 //! as a WebSocket does. The server opens one unidirectional stream and
@@ -31,12 +32,9 @@ use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, HOST};
 use hyper::{Request, StatusCode};
 use serde_json::json;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_util::task::TaskTracker;
-use wtransport::endpoint::endpoint_side::Server;
-use wtransport::endpoint::{IncomingSession, SessionRequest};
-use wtransport::{Connection, Endpoint, RecvStream, SendStream, ServerConfig, VarInt};
+use wtransport::endpoint::SessionRequest;
+use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
 use super::command;
 use super::subscription::{EndReason, Next, StreamRequest, Subscription};
@@ -46,24 +44,13 @@ use crate::error::Error;
 use crate::http::reply::{json, Response};
 use crate::http::request::ClientAddr;
 use crate::hub::{Connection as Conn, Transport};
-use crate::server::{refused, PerAddress};
 use crate::uid::Uid;
 
 /// The path of a session.
 pub const PATH: &str = "/v1/wt";
 
 /// Command streams one session may have open at once.
-const MAX_COMMAND_STREAMS: usize = 4;
-
-/// Where this node serves WebTransport, for `GET /v1/webtransport`.
-#[derive(Debug, Clone)]
-pub struct Advert {
-    /// The UDP port sessions go to.
-    pub port: u16,
-    /// SHA-256 of the certificate (lowercase hex), when it is self-signed:
-    /// a browser takes it by `serverCertificateHashes`.
-    pub certificate_hashes: Vec<String>,
-}
+pub const MAX_COMMAND_STREAMS: usize = 4;
 
 /// `GET /v1/webtransport`: `{"url", "certificate_hashes"}` for a page to
 /// open a session with, the host being the one the page asked; 404
@@ -91,88 +78,19 @@ pub fn advert<B>(app: &App, req: &Request<B>) -> Result<Response, Error> {
     ))
 }
 
-/// Binds the UDP endpoint at `addr` with `tls` (TLS 1.3, ALPN `h3`).
-pub fn bind(
-    addr: SocketAddr,
-    tls: rustls::ServerConfig,
-    dead_peer: Duration,
-) -> Result<Endpoint<Server>, String> {
-    let config = ServerConfig::builder()
-        .with_bind_address(addr)
-        .with_custom_tls_and_transport(tls, transport())
-        .max_idle_timeout(Some(dead_peer))
-        .map_err(|_| format!("--dead-peer-ms {dead_peer:?} is too long for QUIC"))?
-        .keep_alive_interval(Some(dead_peer / 3))
-        .build();
-    Endpoint::server(config).map_err(|e| format!("cannot listen on udp {addr}: {e}"))
-}
-
-/// QUIC's settings for sessions. quinn sets up every stream the peer may
-/// open at the start of a connection: its defaults (100 of each kind)
-/// cost about 60 KB per idle session. A session needs HTTP/3's three
-/// control streams each way, its CONNECT stream and herald's command
-/// stream (at most [`MAX_COMMAND_STREAMS`]).
-fn transport() -> wtransport::config::QuicTransportConfig {
-    let mut transport = wtransport::config::QuicTransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(8u32.into())
-        .max_concurrent_uni_streams(8u32.into());
-    transport
-}
-
-/// Accepts sessions until `app.shutdown`, each counted against the
-/// connection caps (in all, per client address); then waits (bounded)
-/// for them to close. `http_port` is herald's TCP port, whose pages may
-/// open sessions.
-pub async fn serve(endpoint: Endpoint<Server>, app: Arc<App>, max_sessions: usize, http_port: u16) {
-    let sessions = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(max_sessions));
-    let per_address = Arc::new(PerAddress::new(app.config.max_conns_per_ip));
-    loop {
-        let incoming = tokio::select! {
-            incoming = endpoint.accept() => incoming,
-            _ = app.shutdown.cancelled() => break,
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            refused(&app, "total");
-            incoming.refuse();
-            continue;
-        };
-        let Some(slot) = per_address.enter(incoming.remote_address().ip().to_canonical()) else {
-            refused(&app, "per_ip");
-            incoming.refuse();
-            continue;
-        };
-        let app = app.clone();
-        sessions.spawn(async move {
-            session(app, incoming, http_port).await;
-            drop((slot, permit));
-        });
-    }
-    sessions.close();
-    // Each session ends on shutdown itself (its subscription says so).
-    let _ = tokio::time::timeout(Duration::from_secs(10), sessions.wait()).await;
-    endpoint.close(VarInt::from_u32(0), b"server stopped");
-    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
-}
-
-/// One QUIC connection: its handshake, its session request, its session.
-async fn session(app: Arc<App>, incoming: IncomingSession, http_port: u16) {
-    let request = match tokio::time::timeout(app.config.idle_timeout(), incoming).await {
-        Ok(Ok(request)) => request,
-        Ok(Err(e)) => return tracing::debug!("webtransport handshake failed: {e}"),
-        Err(_) => return tracing::debug!("webtransport handshake timed out"),
-    };
-    if request.path().split('?').next() != Some(PATH) {
-        return request.not_found().await;
-    }
-    let opened = open(&app, &request, http_port).await;
+/// Serves a session request at [`PATH`]: checked, accepted, and then
+/// served or told why it is refused.
+pub async fn handle(app: &Arc<App>, request: SessionRequest, http_port: u16) {
+    let opened = open(app, &request, http_port).await;
     let wt = match request.accept().await {
         Ok(wt) => wt,
         Err(e) => return tracing::debug!("webtransport session not accepted: {e}"),
     };
     match opened {
-        Ok((sub, conn)) => Session { app, conn, sub }.run(wt).await,
+        Ok((sub, conn)) => {
+            let app = app.clone();
+            Session { app, conn, sub }.run(wt).await
+        }
         Err(e) => refuse(&wt, e).await,
     }
 }
