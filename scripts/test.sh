@@ -78,7 +78,10 @@ echo "== browser tests (headless chromium)"
 [ -x /usr/lib/chromium/chromium ] || apt_install chromium
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
-cargo build --locked --bin herald
+# With the examples, so that the dependencies keep the features the test
+# build gave them (dev-dependencies such as tokio's test-util): herald
+# alone would rebuild them all (a minute) for the same binary.
+cargo build --locked --bin herald --examples
 rc=0
 # The timeout holds for each file as a whole too (demo.test.mjs: ~40 s
 # quiet, over 60 s with both cores loaded).
