@@ -60,6 +60,8 @@ struct Args {
 mod disk;
 #[path = "support/token.rs"]
 mod token;
+#[path = "support/webtransport.rs"]
+mod webtransport;
 use token::token;
 
 fn parse_args() -> Args {
@@ -197,40 +199,13 @@ async fn open_h2(args: &Args, transport: &str) -> (Vec<Idle>, usize) {
 /// opening at a time, each held once its `hello` came; with the number
 /// that failed.
 async fn open_webtransport(args: &Args) -> (Vec<Idle>, usize) {
-    let http = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .expect("client");
-    let advert: serde_json::Value = match http
-        .get(format!("https://{}/v1/webtransport", args.addr))
-        .send()
-        .await
-    {
-        Ok(response) => response.json().await.unwrap_or_default(),
+    let (endpoint, url) = match webtransport::client(args.addr).await {
+        Ok(client) => client,
         Err(e) => {
-            eprintln!("no WebTransport advert: {e}");
+            eprintln!("{e}");
             return (Vec::new(), args.count);
         }
     };
-    let (Some(url), Some(hash)) = (
-        advert["url"].as_str(),
-        advert["certificate_hashes"][0].as_str(),
-    ) else {
-        eprintln!("no WebTransport advert: {advert}");
-        return (Vec::new(), args.count);
-    };
-    let hash: Vec<u8> = (0..hash.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).ok())
-        .collect();
-    let Ok(hash) = <[u8; 32]>::try_from(hash) else {
-        eprintln!("not a SHA-256: {advert}");
-        return (Vec::new(), args.count);
-    };
-    let config = wtransport::ClientConfig::builder()
-        .with_bind_default()
-        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
-        .build();
-    let endpoint = wtransport::Endpoint::client(config).expect("a client endpoint");
     let (mut kept, mut failures) = (Vec::with_capacity(args.count), 0);
     let open = |i: usize| {
         let url = format!("{url}?token={}", token(&args.secret, &format!("u{i}")));

@@ -52,6 +52,8 @@ use tokio_tungstenite::tungstenite::Message;
 mod chart;
 #[path = "support/token.rs"]
 mod token;
+#[path = "support/webtransport.rs"]
+mod webtransport;
 use token::token;
 
 struct Args {
@@ -235,7 +237,7 @@ async fn subscribe(
             });
         }
         "webtransport" => {
-            let (endpoint, url) = webtransport_client(http, sub).await?;
+            let (endpoint, url) = webtransport_client(sub).await?;
             let token = token(SECRET, &who);
             let session = endpoint
                 .connect(format!("{url}?token={token}"))
@@ -273,14 +275,12 @@ async fn subscribe(
 }
 
 /// The client endpoint every WebTransport subscriber shares (one UDP
-/// socket), trusting the certificate herald advertises, and the session
-/// URL; asked once.
+/// socket) and the session URL, asked once.
 async fn webtransport_client(
-    http: &reqwest::Client,
     sub: SocketAddr,
 ) -> Result<
-    (
-        &'static wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
+    &'static (
+        wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
         String,
     ),
     String,
@@ -289,35 +289,7 @@ async fn webtransport_client(
         wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
         String,
     )> = tokio::sync::OnceCell::const_new();
-    let (endpoint, url) = CLIENT
-        .get_or_try_init(|| async {
-            let advert: serde_json::Value = http
-                .get(format!("https://{sub}/v1/webtransport"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            let (Some(url), Some(hash)) = (
-                advert["url"].as_str(),
-                advert["certificate_hashes"][0].as_str(),
-            ) else {
-                return Err(format!("no WebTransport advertised: {advert}"));
-            };
-            let hash: Vec<u8> = (0..hash.len() / 2)
-                .filter_map(|i| u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).ok())
-                .collect();
-            let hash = <[u8; 32]>::try_from(hash).map_err(|_| "not a SHA-256".to_owned())?;
-            let config = wtransport::ClientConfig::builder()
-                .with_bind_default()
-                .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
-                .build();
-            let endpoint = wtransport::Endpoint::client(config).map_err(|e| e.to_string())?;
-            Ok::<_, String>((endpoint, url.to_owned()))
-        })
-        .await?;
-    Ok((endpoint, url.clone()))
+    CLIENT.get_or_try_init(|| webtransport::client(sub)).await
 }
 
 /// A long-poller: herald's `cursor` protocol, or nchan's (the next message

@@ -3,12 +3,13 @@
 
 use hyper::header::{
     HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, HOST,
-    ORIGIN, VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ORIGIN,
+    VARY,
 };
 use hyper::{Request, StatusCode};
 
 use super::reply::{empty, Response};
+use super::request::{authority, host_of};
 use crate::error::Error;
 
 /// The allowed browser origins.
@@ -86,12 +87,7 @@ impl Cors {
             return Ok(());
         };
         // HTTP/2 names the server in `:authority` (the URI), not in Host.
-        let host = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("");
+        let host = authority(req).unwrap_or("");
         if same_origin(origin, host) || self.allows(origin) {
             Ok(())
         } else {
@@ -114,13 +110,7 @@ impl Cors {
         let Some(origin) = origin else {
             return Ok(());
         };
-        let host = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-                host
-            }
-            _ => authority,
-        };
-        let http = format!("{host}:{http_port}");
+        let http = format!("{}:{http_port}", host_of(authority));
         if same_origin(origin, authority) || same_origin(origin, &http) || self.allows(origin) {
             Ok(())
         } else {

@@ -129,6 +129,23 @@ impl<'a> Query<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// The server's name and port as the client named them: `Host`, or over
+/// HTTP/2 the `:authority` (there is no `Host` then).
+pub fn authority<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// The host of an authority (`host[:port]`, `[v6][:port]`), without its port.
+pub fn host_of(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
 /// The address `req` came from, if the server recorded it.
 pub fn client_of<B>(req: &Request<B>) -> Option<std::net::SocketAddr> {
     req.extensions().get::<ClientAddr>().map(|c| c.0)

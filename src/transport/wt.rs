@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::header::{HeaderName, HeaderValue, HOST};
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, StatusCode};
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -42,7 +42,7 @@ use crate::app::App;
 use crate::deadline::sent_in_time;
 use crate::error::Error;
 use crate::http::reply::{json, Response};
-use crate::http::request::ClientAddr;
+use crate::http::request::{authority, host_of, ClientAddr};
 use crate::hub::{Connection as Conn, Transport};
 use crate::uid::Uid;
 
@@ -61,16 +61,7 @@ pub fn advert<B>(app: &App, req: &Request<B>) -> Result<Response, Error> {
             "this server does not serve WebTransport (--webtransport-listen)".into(),
         ));
     };
-    let authority = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("localhost");
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    };
+    let host = host_of(authority(req).unwrap_or("localhost"));
     let url = format!("https://{host}:{}{PATH}", advert.port);
     Ok(json(
         StatusCode::OK,
