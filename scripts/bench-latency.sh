@@ -16,7 +16,8 @@
 #   ./scripts/bench-latency.sh [SECONDS]     (default 20)
 #
 # BENCH_FAN_ONLY=1 runs the fan-out stage only; BENCH_FAN_RATES="100"
-# picks its rates.
+# picks its rates. BENCH_HERALD=PATH runs another herald binary (an older
+# build, side by side with this one).
 #
 # BENCH_SMOKE=1 (what the test suite runs): a debug build, 100 subscribers
 # at 200/s for 2 s, the peers only if already installed; it checks that
@@ -60,7 +61,7 @@ run() { # server transport port [rate seconds out extra...]
 }
 API_KEY=bench-api-key-0123
 herald_start() {
-    start 18080 "$BIN/herald" --listen 127.0.0.1:18080 --data "$WORK/data-$RANDOM" \
+    start 18080 "${BENCH_HERALD:-$BIN/herald}" --listen 127.0.0.1:18080 --data "$WORK/data-$RANDOM" \
         --secret bench-secret-0123456789abcdefghij --api-key "$API_KEY" \
         --send-rate 0 --max-conns-per-ip 0 "$@"
 }

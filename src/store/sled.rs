@@ -12,14 +12,17 @@
 //!   members, message records), JSON;
 //! - tree `expiry`: deadline (ms, u64 BE) ++ tree tag ++ key → (): what to
 //!   remove when (see `expiry.rs`);
-//! - tree `fanout`: record id (u64 BE) → one body and many (user id, seq):
-//!   events that many users get, written once (see `fanout.rs`).
+//! - tree `shared`: record id (u64 BE) → one body and many (user id, seq):
+//!   an event that many users get, written once (see `fanout.rs`); their
+//!   keys in `events` hold references to it;
+//! - tree `fanout`: record id → (): the shared records whose references are
+//!   not written yet.
 //!
 //! Seqs are assigned and inserted (as a key, or in a fan-out record) under
 //! the user's lock, so what holds a user's events enters sled's log in seq
 //! order; readers only read up to the user's durable mark, which the commit
 //! thread raises after the flush that covers them. After a crash the
-//! records left are expanded first, then the next seq is one past the
+//! references of the records left unexpanded are written first, then the next seq is one past the
 //! highest key (or past `trimmed`), so a seq any client saw is never handed
 //! out again.
 
@@ -88,6 +91,7 @@ pub struct SledStore {
     once: sled::Tree,
     kv: sled::Tree,
     expiry: sled::Tree,
+    shared: sled::Tree,
     fanout: sled::Tree,
     once_ttl: Duration,
     queues: SharedMap<Uid, Arc<UserQueue>>,
@@ -99,13 +103,17 @@ pub struct SledStore {
     epoch: Epoch,
     /// The meta key the last retention pass stopped at (`None`: start over).
     trim_from: Mutex<Option<sled::IVec>>,
+    /// The shared record the last pass over them stopped at (`None`: start
+    /// over).
+    shared_from: Mutex<Option<sled::IVec>>,
     /// Makes every append fail, for the tests of what a failed append
     /// leaves behind.
     #[cfg(test)]
     fail_appends: AtomicBool,
-    /// Leaves fan-out records unexpanded, as a crash would.
+    /// Fan-out records left unexpanded, as a crash would leave them (see
+    /// `hold_expansion`).
     #[cfg(test)]
-    hold_expansion: AtomicBool,
+    held_jobs: Mutex<Option<Vec<expander::Job>>>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -171,13 +179,14 @@ impl SledStore {
         db.flush()?;
         let log = OpenOptions::new().read(true).open(dir.join("db"))?;
         log.sync_data()?;
-        let (events, meta, fanout) = (
+        let (events, meta, shared, fanout) = (
             db.open_tree("events")?,
             db.open_tree("meta")?,
+            db.open_tree("shared")?,
             db.open_tree("fanout")?,
         );
         if !fanout.is_empty() {
-            let written = fanout::recover(&fanout, &events, &meta)?;
+            let written = fanout::recover(&fanout, &shared, &events, &meta)?;
             db.flush()?;
             log.sync_data()?;
             // Only once what they stood for is durable.
@@ -210,6 +219,7 @@ impl SledStore {
             once: db.open_tree("once")?,
             kv,
             expiry: db.open_tree("expiry")?,
+            shared,
             fanout,
             once_ttl: options.once_ttl,
             db,
@@ -219,21 +229,24 @@ impl SledStore {
             metrics,
             trim_slice: options.trim_slice.max(1),
             trim_from: Mutex::new(None),
+            shared_from: Mutex::new(None),
             #[cfg(test)]
             fail_appends: AtomicBool::new(false),
             #[cfg(test)]
-            hold_expansion: AtomicBool::new(false),
+            held_jobs: Mutex::new(None),
         })
     }
 
     /// One maintenance pass, run every `--trim-interval-ms` off the async
     /// workers: removes the records whose deadline passed, applies
-    /// `retention` to the next slice of users, and drops the in-memory
-    /// state of queues nobody used since the last pass (it is reloaded when
-    /// needed). Returns how many events retention dropped.
+    /// `retention` to the next slice of users, drops the shared records
+    /// nobody may read any more, and drops the in-memory state of queues
+    /// nobody used since the last pass (it is reloaded when needed).
+    /// Returns how many events retention dropped.
     pub fn maintain(&self, retention: Retention) -> Result<u64, StoreError> {
         self.expire_due()?;
         let trimmed = self.trim_slice_of_users(retention)?;
+        self.drop_passed_records()?;
         self.forget_idle_queues();
         Ok(trimmed)
     }

@@ -1,16 +1,17 @@
-//! The thread that expands fan-out records (see `fanout.rs`) into the
-//! per-user keys of the `events` tree.
+//! The thread that expands fan-out records (see `fanout.rs`) into
+//! references in the per-user keys of the `events` tree.
 //!
 //! It runs at nice 19, so deliveries come first. It lets records gather
 //! until none came for [`QUIET`] (at most [`GATHER`]), so that a fan-out's
-//! deliveries are done before it starts, then writes what each user got in
-//! all of them as ONE key
-//! per run of consecutive seqs (see `values.rs`): a sustained fan-out costs
-//! a few inserts per user and second, not one per event. An event leaves
-//! its queue's `pending` only once its key is in `events`; when every key
-//! of a record is durable, the record is removed. Past [`MAX_PENDING`]
-//! events waiting, a fan-out append waits for the thread to catch up, so
-//! memory stays bounded under a load that never lets up.
+//! deliveries are done before it starts, then writes the references each
+//! user got in all of them as ONE key per run of consecutive seqs (see
+//! `values.rs`): a sustained fan-out costs a few small inserts per user and
+//! second, not one copy of the body per event. An event leaves its queue's
+//! `pending` only once its key is in `events`; when every key of a record
+//! is durable, the record's id leaves the `fanout` tree (the record stays
+//! in `shared` for its readers). Past [`MAX_PENDING`] events waiting, a
+//! fan-out append waits for the thread to catch up, so memory stays
+//! bounded under a load that never lets up.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::{event_key, values};
@@ -30,12 +30,12 @@ use crate::store::user_queue::UserQueue;
 /// past it a fan-out append waits for the thread to catch up.
 const MAX_PENDING: usize = 1_000_000;
 
-/// A record to expand: its key, its ts, and per recipient the queue, the
-/// seq and the event JSON.
+/// A record to expand: its key, its ts, and per recipient the queue and
+/// the seq.
 pub(super) struct Job {
     pub key: u64,
     pub ts: u64,
-    pub entries: Vec<(Arc<UserQueue>, u64, Bytes)>,
+    pub entries: Vec<(Arc<UserQueue>, u64)>,
 }
 
 /// What waits for expansion.
@@ -131,9 +131,10 @@ const GATHER: Duration = Duration::from_secs(1);
 /// Most events one expansion takes.
 const MOST_PER_EXPANSION: usize = 100_000;
 
-/// Runs are cut at this size, far below what sled would move out of its
-/// log into a blob file (which it does not fsync).
-const RUN_BYTES: usize = 32 << 10;
+/// Runs are cut at this many references (16 bytes each: 32 KiB), far
+/// below what sled would move out of its log into a blob file (which it
+/// does not fsync).
+const RUN_EVENTS: usize = 2048;
 
 fn expand_loop(
     jobs: &mpsc::Receiver<Job>,
@@ -186,17 +187,17 @@ fn expand_loop(
     }
 }
 
-/// Writes the events of `batch` into `events`: per user, one key per run
-/// of consecutive seqs (cut at [`RUN_BYTES`]), each taken out of the
+/// Writes the references of `batch` into `events`: per user, one key per
+/// run of consecutive seqs (cut at [`RUN_EVENTS`]), each taken out of the
 /// queue's `pending` once written. Returns whether every key was written;
 /// `None` if the store is closing (the records stay for the next open).
 fn expand(batch: &[Job], events: &sled::Tree, stop: &AtomicBool) -> Option<bool> {
-    type Entry<'a> = (u64, u64, &'a Bytes);
-    let mut by_user: HashMap<u64, (&Arc<UserQueue>, Vec<Entry<'_>>)> = HashMap::new();
+    // Per user: (seq, ts, record) of each reference.
+    let mut by_user: HashMap<u64, (&Arc<UserQueue>, Vec<(u64, u64, u64)>)> = HashMap::new();
     for job in batch {
-        for (q, seq, json) in &job.entries {
+        for (q, seq) in &job.entries {
             let (_, list) = by_user.entry(q.id).or_insert_with(|| (q, Vec::new()));
-            list.push((*seq, job.ts, json));
+            list.push((*seq, job.ts, job.key));
         }
     }
     let mut complete = true;
@@ -208,21 +209,13 @@ fn expand(batch: &[Job], events: &sled::Tree, stop: &AtomicBool) -> Option<bool>
         let mut rest = &list[..];
         while !rest.is_empty() {
             let mut len = 1;
-            let mut bytes = rest[0].2.len();
-            while let Some(next) = rest.get(len) {
-                if next.0 != rest[len - 1].0 + 1 || bytes + next.2.len() > RUN_BYTES {
-                    break;
-                }
-                bytes += next.2.len();
+            while len < RUN_EVENTS && rest.get(len).is_some_and(|e| e.0 == rest[len - 1].0 + 1) {
                 len += 1;
             }
             let (run, after) = rest.split_at(len);
             rest = after;
             let (first, last) = (run[0].0, run[run.len() - 1].0);
-            let value = match run {
-                [(_, ts, json)] => values::single(*ts, json),
-                _ => values::run(run.iter().map(|(_, ts, json)| (*ts, &json[..]))),
-            };
+            let value = values::refs(run.iter().map(|&(_, ts, record)| (ts, record)));
             let mut st = q.state();
             match events.insert(event_key(q.id, first), value) {
                 // Readers find them in sled from now on.
@@ -256,24 +249,16 @@ fn lowest_priority() {
 
 #[cfg(test)]
 impl super::SledStore {
-    /// Expands what `users` have waiting (appended while `hold_expansion`)
-    /// as ONE job with `ts`, as the thread would after gathering records.
-    pub(super) fn expand_held(&self, users: &[crate::uid::Uid], ts: u64) -> Option<bool> {
-        let mut entries = Vec::new();
-        for uid in users {
-            let q = self.queue(uid).ok()?;
-            let pending = q.state().pending.clone();
-            entries.extend(
-                pending
-                    .into_iter()
-                    .map(|(seq, json)| (q.clone(), seq, json)),
-            );
-        }
-        let job = Job {
-            key: 0,
-            ts,
-            entries,
-        };
-        expand(&[job], &self.events, &AtomicBool::new(false))
+    /// From now on fan-out records stay unexpanded, as a crash would leave
+    /// them, until [`Self::expand_held`].
+    pub(super) fn hold_expansion(&self) {
+        *self.held_jobs.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// Expands the records held since [`Self::hold_expansion`] as ONE
+    /// batch, as the thread would after gathering them.
+    pub(super) fn expand_held(&self) -> Option<bool> {
+        let held = self.held_jobs.lock().unwrap().take().unwrap_or_default();
+        expand(&held, &self.events, &AtomicBool::new(false))
     }
 }

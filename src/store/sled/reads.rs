@@ -77,7 +77,13 @@ impl SledStore {
                 && (pending.iter().enumerate()).all(|(i, (seq, _))| *seq == from + 1 + i as u64);
             let stored = match alone {
                 true => None,
-                false => Some(values::stored(&self.events, q.id, from + 1, head)?),
+                false => Some(values::stored(
+                    &self.events,
+                    &self.shared,
+                    q.id,
+                    from + 1,
+                    head,
+                )?),
             };
             let mut pending = pending.into_iter().peekable();
             // Both in seq order: merged, a seq in both once.

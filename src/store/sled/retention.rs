@@ -69,7 +69,7 @@ impl SledStore {
         let acked_cutoff = now.saturating_sub(retention.acked_for.as_millis() as u64);
         let age_cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
         let mut upto = trimmed.max(head.saturating_sub(retention.cap_of(&q.uid)));
-        for item in values::stored(&self.events, q.id, upto + 1, head)? {
+        for item in values::stored(&self.events, &self.shared, q.id, upto + 1, head)? {
             let (seq, ts, _) = item?;
             if ts < age_cutoff || (seq <= acked && ts < acked_cutoff) {
                 upto = seq;
@@ -209,7 +209,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store =
             SledStore::open(dir.path(), SledOptions::default(), Arc::new(Metrics::new())).unwrap();
-        store.hold_expansion.store(true, Ordering::Relaxed);
+        store.hold_expansion();
         let users: Vec<Uid> = (0..16)
             .map(|i| Uid::parse(&format!("u{i}")).unwrap())
             .collect();
@@ -218,7 +218,7 @@ mod tests {
             store.append(batch.collect()).await.unwrap();
         }
         // Expanded as one job: each user's 1..=5 is one run.
-        assert_eq!(store.expand_held(&users, now_ms()), Some(true));
+        assert_eq!(store.expand_held(), Some(true));
         let keep_two = Retention {
             acked_for: Duration::from_secs(3600),
             max_events: 2,
