@@ -192,8 +192,9 @@ fn expand_loop(
 /// queue's `pending` once written. Returns whether every key was written;
 /// `None` if the store is closing (the records stay for the next open).
 fn expand(batch: &[Job], events: &sled::Tree, stop: &AtomicBool) -> Option<bool> {
-    // Per user: (seq, ts, record) of each reference.
-    let mut by_user: HashMap<u64, (&Arc<UserQueue>, Vec<(u64, u64, u64)>)> = HashMap::new();
+    /// (seq, ts, record) of a reference.
+    type Ref = (u64, u64, u64);
+    let mut by_user: HashMap<u64, (&Arc<UserQueue>, Vec<Ref>)> = HashMap::new();
     for job in batch {
         for (q, seq) in &job.entries {
             let (_, list) = by_user.entry(q.id).or_insert_with(|| (q, Vec::new()));
