@@ -1,7 +1,7 @@
 //! One user's queue as kept in memory: the next seq, the acked and trimmed
 //! marks, the durable mark that wakes readers, and the newest few events.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -145,6 +145,42 @@ struct Delivery {
     events: Vec<Bytes>,
 }
 
+/// Most deliveries the thread takes at once when it is behind.
+const MOST_TAKEN: usize = 4096;
+
+/// A reader and the `after`, `head` and events of [`DurableSink::durable`].
+type Handoff = (Arc<dyn DurableSink>, u64, u64, Vec<Bytes>);
+
+/// What `taken` brings each reader, in order: a reader's deliveries that
+/// follow one another become one (its events written in one go). A thread
+/// that fell behind a sustained fan-out writes each socket once for all
+/// the events it has for it, instead of once per commit: the further
+/// behind, the cheaper each event, so it catches up instead of falling
+/// further behind.
+fn merged(taken: Vec<Delivery>) -> Vec<Handoff> {
+    let mut out: Vec<Handoff> = Vec::new();
+    // Per reader (by address), its latest entry in `out`.
+    let mut latest: HashMap<*const (), usize> = HashMap::new();
+    for delivery in taken {
+        for direct in delivery.directs {
+            let key = Arc::as_ptr(&direct) as *const ();
+            if let Some(&i) = latest.get(&key) {
+                let (_, _, head, events) = &mut out[i];
+                let follows = *head == delivery.after;
+                if follows && !events.is_empty() && !delivery.events.is_empty() {
+                    *head = delivery.head;
+                    events.extend_from_slice(&delivery.events);
+                    continue;
+                }
+            }
+            latest.insert(key, out.len());
+            let events = delivery.events.clone();
+            out.push((direct, delivery.after, delivery.head, events));
+        }
+    }
+    out
+}
+
 /// One thread hands new durable events to [`DurableSink`] readers, in the
 /// order the commit thread made them durable, so that the commit thread
 /// goes back to flushing at once instead of writing to thousands of
@@ -155,9 +191,16 @@ static DELIVERY: std::sync::LazyLock<std::sync::mpsc::Sender<Delivery>> =
         let spawned = std::thread::Builder::new()
             .name("herald-deliver".into())
             .spawn(move || {
-                for delivery in deliveries {
-                    for direct in &delivery.directs {
-                        direct.durable(delivery.after, delivery.head, &delivery.events);
+                while let Ok(first) = deliveries.recv() {
+                    let mut taken = vec![first];
+                    while taken.len() < MOST_TAKEN {
+                        let Ok(next) = deliveries.try_recv() else {
+                            break;
+                        };
+                        taken.push(next);
+                    }
+                    for (direct, after, head, events) in merged(taken) {
+                        direct.durable(after, head, &events);
                     }
                 }
             });
@@ -166,3 +209,51 @@ static DELIVERY: std::sync::LazyLock<std::sync::mpsc::Sender<Delivery>> =
         }
         sender
     });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Reader;
+
+    impl DurableSink for Reader {
+        fn durable(&self, _after: u64, _head: u64, _events: &[Bytes]) {}
+    }
+
+    #[test]
+    fn a_readers_deliveries_that_follow_one_another_become_one_in_order() {
+        let (a, b): (Arc<dyn DurableSink>, Arc<dyn DurableSink>) =
+            (Arc::new(Reader), Arc::new(Reader));
+        let event = |seq: u64| Bytes::from(seq.to_string());
+        let delivery =
+            |directs: &[&Arc<dyn DurableSink>], after, head, events: Vec<Bytes>| Delivery {
+                directs: directs.iter().map(|d| Arc::clone(d)).collect(),
+                after,
+                head,
+                events,
+            };
+        let taken = vec![
+            delivery(&[&a, &b], 0, 1, vec![event(1)]),
+            delivery(&[&a], 1, 3, vec![event(2), event(3)]),
+            // Not at hand: b reads it itself, after what it has.
+            delivery(&[&b], 1, 2, Vec::new()),
+            delivery(&[&b], 2, 3, vec![event(3)]),
+            // Does not follow a's 3: a new delivery.
+            delivery(&[&a], 5, 6, vec![event(6)]),
+        ];
+        let got: Vec<(bool, u64, u64, Vec<Bytes>)> = merged(taken)
+            .into_iter()
+            .map(|(d, after, head, events)| (Arc::ptr_eq(&d, &a), after, head, events))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (true, 0, 3, vec![event(1), event(2), event(3)]),
+                (false, 0, 1, vec![event(1)]),
+                (false, 1, 2, vec![]),
+                (false, 2, 3, vec![event(3)]),
+                (true, 5, 6, vec![event(6)]),
+            ]
+        );
+    }
+}
