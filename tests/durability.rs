@@ -127,6 +127,59 @@ async fn kill_9_loses_no_event_of_publishes_to_many_users() {
     publish_kill_and_check(&mut server, &to).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_fan_out_that_retention_trims_loses_nothing_kept() {
+    // 40 recipients, 30 events kept each (16 writers: at most 16 of them
+    // in flight, not acknowledged), retention every 5 ms: the shared
+    // records every recipient was trimmed past are dropped while the
+    // writers go on; what is kept must read whole after kill -9.
+    let users: Vec<String> = (0..40).map(|i| format!("trim{i}")).collect();
+    let to: Vec<&str> = users.iter().map(String::as_str).collect();
+    let args = ["--trim-interval-ms", "5", "--queue-cap", "30"];
+    let mut server = Server::start_with(&args).await;
+    let mut acknowledged = BTreeMap::new();
+    for round in 0..3 {
+        // Past the expanding thread's first batch (it gathers records for
+        // up to a second): retention trims what is in sled below it.
+        let got = publish_until_killed(&mut server, &to, 16, Duration::from_millis(2000)).await;
+        assert!(!got.is_empty(), "round {round}: nothing acknowledged");
+        acknowledged.extend(got);
+        server.restart().await;
+        for uid in &to {
+            let token = server.token(uid).await;
+            let events = server.poll_all(&token).await;
+            // Events after the last gap (retention may trim while this
+            // reads): consecutive seqs, each with its acknowledged data.
+            let (gone, kept) = match events.iter().rposition(|e| e["type"] == "gap") {
+                Some(i) => (events[i]["data"]["to"].as_u64().unwrap(), &events[i + 1..]),
+                None => (0, &events[..]),
+            };
+            let kept_seqs = seqs(kept);
+            let want: Vec<u64> = (gone + 1..=gone + kept.len() as u64).collect();
+            assert_eq!(kept_seqs, want, "round {round}, {uid}: a hole");
+            assert!(gone > 0, "round {round}, {uid}: retention dropped nothing");
+            let by_seq: BTreeMap<u64, &Value> = kept
+                .iter()
+                .map(|e| (e["seq"].as_u64().unwrap(), &e["data"]))
+                .collect();
+            let mut checked = 0;
+            for ((user, seq), data) in acknowledged.range((uid.to_string(), gone + 1)..) {
+                if user != uid {
+                    break;
+                }
+                assert_eq!(by_seq.get(seq), Some(&data), "round {round}: {uid} {seq}");
+                checked += 1;
+            }
+            assert!(
+                checked > 0,
+                "round {round}, {uid}: nothing acknowledged kept"
+            );
+            let next = server.publish(&[uid], json!("after")).await;
+            assert_eq!(next[uid], gone + kept.len() as u64 + 1, "{uid}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn acks_survive_a_restart() {
     let mut server = Server::start().await;

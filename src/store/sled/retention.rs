@@ -58,18 +58,22 @@ impl SledStore {
     /// Drops `q`'s events that fell out of `retention`; returns how many.
     fn trim_queue(&self, q: &UserQueue, retention: Retention, now: u64) -> Result<u64, StoreError> {
         let head = q.head();
-        let (acked, trimmed) = {
+        let (acked, trimmed, stored_to) = {
             let st = q.state();
-            if !st.pending.is_empty() {
-                // Not all in sled yet: the next pass trims it.
-                return Ok(0);
-            }
-            (st.acked, st.trimmed)
+            // An event not in sled yet (see `fanout.rs`) is not trimmed in
+            // this pass, nor anything after it: under a fan-out that never
+            // lets up, what is below it still is.
+            let stored_to = st
+                .pending
+                .first()
+                .map_or(head, |&(seq, _)| head.min(seq - 1));
+            (st.acked, st.trimmed, stored_to)
         };
         let acked_cutoff = now.saturating_sub(retention.acked_for.as_millis() as u64);
         let age_cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
-        let mut upto = trimmed.max(head.saturating_sub(retention.cap_of(&q.uid)));
-        for item in values::stored(&self.events, &self.shared, q.id, upto + 1, head)? {
+        let over_cap = head.saturating_sub(retention.cap_of(&q.uid));
+        let mut upto = trimmed.max(over_cap.min(stored_to));
+        for item in values::stored(&self.events, &self.shared, q.id, upto + 1, stored_to)? {
             let (seq, ts, _) = item?;
             if ts < age_cutoff || (seq <= acked && ts < acked_cutoff) {
                 upto = seq;
@@ -202,6 +206,45 @@ mod tests {
             let page = store.read(user, 0, limit).await.unwrap();
             assert_eq!(page.events.len(), 2, "a gap event and the newest");
         }
+    }
+
+    #[tokio::test]
+    async fn events_below_one_not_expanded_yet_are_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SledStore::open(dir.path(), SledOptions::default(), Arc::new(Metrics::new())).unwrap();
+        store.hold_expansion();
+        let users: Vec<Uid> = (0..16)
+            .map(|i| Uid::parse(&format!("u{i}")).unwrap())
+            .collect();
+        // u0: 1..=5 alone (in sled at once), 6 with everybody (a record
+        // held unexpanded, as under a fan-out that never lets up).
+        for n in 1..=5u64 {
+            let to_one = vec![Append::new(users[0].clone(), "notice", &n)];
+            store.append(to_one).await.unwrap();
+        }
+        let batch = users.iter().map(|u| Append::new(u.clone(), "notice", &6));
+        store.append(batch.collect()).await.unwrap();
+        let keep_two = Retention {
+            acked_for: Duration::from_secs(3600),
+            max_events: 2,
+            feed_max_events: 2,
+            max_age: Duration::from_secs(3600),
+        };
+        assert_eq!(store.maintain(keep_two).unwrap(), 4, "1..=4 of u0");
+        let limit = PageLimit {
+            events: 10,
+            bytes: 1 << 20,
+        };
+        let page = store.read(&users[0], 0, limit).await.unwrap();
+        let events: Vec<serde_json::Value> = (page.events.iter())
+            .map(|e| serde_json::from_slice(e).unwrap())
+            .collect();
+        let seqs: Vec<(&str, u64)> = (events.iter())
+            .map(|e| (e["type"].as_str().unwrap(), e["seq"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(seqs, [("gap", 4), ("notice", 5), ("notice", 6)]);
+        assert_eq!(store.expand_held(), Some(true));
     }
 
     #[tokio::test]
