@@ -103,9 +103,6 @@ pub struct SledStore {
     epoch: Epoch,
     /// The meta key the last retention pass stopped at (`None`: start over).
     trim_from: Mutex<Option<sled::IVec>>,
-    /// The shared record the last pass over them stopped at (`None`: start
-    /// over).
-    shared_from: Mutex<Option<sled::IVec>>,
     /// Makes every append fail, for the tests of what a failed append
     /// leaves behind.
     #[cfg(test)]
@@ -229,7 +226,6 @@ impl SledStore {
             metrics,
             trim_slice: options.trim_slice.max(1),
             trim_from: Mutex::new(None),
-            shared_from: Mutex::new(None),
             #[cfg(test)]
             fail_appends: AtomicBool::new(false),
             #[cfg(test)]

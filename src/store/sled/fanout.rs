@@ -29,7 +29,6 @@
 //! event durable makes the record durable too.
 
 use std::collections::HashMap;
-use std::ops::Bound;
 
 use bytes::{Bytes, BytesMut};
 
@@ -180,44 +179,36 @@ pub(super) fn recover(
     Ok(written)
 }
 
-/// Most recipients' marks one pass over the shared records checks: about
-/// 20 ms of work, whatever the number of records.
-const CHECKS_PER_PASS: usize = 1 << 20;
+/// A pass over the shared records stops after this many in a row that are
+/// still read: records are in the order they were written, so what
+/// follows is mostly read too (a record that could go waits at most until
+/// its recipients' queues are trimmed past what is before it, by age at
+/// the latest), and a pass costs about the same with ten records or a
+/// million.
+const STILL_READ_IN_A_ROW: usize = 64;
 
 impl SledStore {
-    /// Drops the shared records that every recipient's queue was trimmed
-    /// past (nobody reads them again), going on from where the last pass
-    /// stopped; returns how many. A record not expanded yet stays.
-    /// Retention raises a queue's `trimmed` mark (in `meta`) before it
-    /// removes keys, and a record goes after that, so after a crash no
-    /// reference above a mark is left without its record.
+    /// Drops the shared records, oldest first, that every recipient's
+    /// queue was trimmed past (nobody reads them again); returns how many.
+    /// A record not expanded yet stays. Retention raises a queue's
+    /// `trimmed` mark (in `meta`) before it removes keys, and a record goes
+    /// after that, so after a crash no reference above a mark is left
+    /// without its record.
     pub(super) fn drop_passed_records(&self) -> Result<u64, StoreError> {
         let mut marks = TrimmedMarks {
             meta: &self.meta,
             known: HashMap::new(),
         };
-        let mut from = self.shared_from.lock().unwrap_or_else(|e| e.into_inner());
-        let records = match from.take() {
-            Some(key) => self.shared.range((Bound::Excluded(key), Bound::Unbounded)),
-            None => self.shared.iter(),
-        };
-        let (mut checks, mut dropped) = (0, 0);
-        for item in records {
-            let (key, raw) = item?;
-            if checks >= CHECKS_PER_PASS {
+        let (mut in_a_row, mut dropped) = (0, 0);
+        for item in self.shared.iter() {
+            if in_a_row == STILL_READ_IN_A_ROW {
                 break;
             }
-            *from = Some(key.clone());
-            let Some(record) = decode(&raw) else {
-                continue;
-            };
-            if self.fanout.contains_key(&key)? {
-                continue;
-            }
-            let mut passed = true;
-            for &(user, seq) in &record.entries {
-                checks += 1;
-                if seq > marks.of(user)? {
+            let (key, raw) = item?;
+            let record = decode(&raw);
+            let mut passed = record.is_some() && !self.fanout.contains_key(&key)?;
+            for &(user, seq) in record.iter().flat_map(|r| &r.entries) {
+                if !passed || seq > marks.of(user)? {
                     passed = false;
                     break;
                 }
@@ -225,11 +216,10 @@ impl SledStore {
             if passed {
                 self.shared.remove(&key)?;
                 dropped += 1;
+                in_a_row = 0;
+            } else {
+                in_a_row += 1;
             }
-        }
-        if checks < CHECKS_PER_PASS {
-            // The end: the next pass starts over.
-            *from = None;
         }
         Ok(dropped)
     }

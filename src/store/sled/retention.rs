@@ -73,8 +73,8 @@ impl SledStore {
         let age_cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
         let over_cap = head.saturating_sub(retention.cap_of(&q.uid));
         let mut upto = trimmed.max(over_cap.min(stored_to));
-        for item in values::stored(&self.events, &self.shared, q.id, upto + 1, stored_to)? {
-            let (seq, ts, _) = item?;
+        for item in values::stored_ts(&self.events, q.id, upto + 1, stored_to)? {
+            let (seq, ts) = item?;
             if ts < age_cutoff || (seq <= acked && ts < acked_cutoff) {
                 upto = seq;
             } else {

@@ -99,18 +99,20 @@ pub(super) fn decode(first: u64, value: &[u8]) -> Vec<(u64, u64, Body<'_>)> {
     events
 }
 
+/// A stored event's JSON, or the shared record it is made from.
+enum Stored {
+    Json(Bytes),
+    Shared(u64),
+}
+
 /// User `id`'s stored events with seqs in `from..=to`, in seq order:
-/// (seq, ts, JSON) each, a reference made into its event from the `shared`
-/// tree. A reference whose record is gone (retention removed it while
-/// this read) is left out: the reader sees the trimmed mark moved, and
-/// reads again.
-pub(super) fn stored<'a>(
+/// (seq, ts, what holds it) each. Nothing is looked up.
+fn entries(
     events: &sled::Tree,
-    shared: &'a sled::Tree,
     id: u64,
     from: u64,
     to: u64,
-) -> Result<impl Iterator<Item = Result<(u64, u64, Bytes), StoreError>> + 'a, StoreError> {
+) -> Result<impl Iterator<Item = Result<(u64, u64, Stored), StoreError>>, StoreError> {
     let keys = events.range(event_key(id, run_start(events, id, from)?)..=event_key(id, to));
     Ok(keys.flat_map(move |item| -> Vec<Result<_, StoreError>> {
         let (key, value) = match item {
@@ -120,15 +122,50 @@ pub(super) fn stored<'a>(
         decode(be_u64(&key[8..]), &value)
             .into_iter()
             .filter(|(seq, _, _)| (from..=to).contains(seq))
-            .filter_map(|(seq, ts, body)| match body {
-                Body::Json(json) => Some(Ok((seq, ts, Bytes::copy_from_slice(json)))),
-                Body::Shared(record) => match fanout::event_of(shared, record, seq) {
-                    Ok(Some(json)) => Some(Ok((seq, ts, json))),
-                    Ok(None) => None,
-                    Err(e) => Some(Err(e)),
-                },
+            .map(|(seq, ts, body)| {
+                let stored = match body {
+                    Body::Json(json) => Stored::Json(Bytes::copy_from_slice(json)),
+                    Body::Shared(record) => Stored::Shared(record),
+                };
+                Ok((seq, ts, stored))
             })
             .collect()
+    }))
+}
+
+/// User `id`'s stored events with seqs in `from..=to`, in seq order:
+/// (seq, ts) each, without making their JSON.
+pub(super) fn stored_ts(
+    events: &sled::Tree,
+    id: u64,
+    from: u64,
+    to: u64,
+) -> Result<impl Iterator<Item = Result<(u64, u64), StoreError>>, StoreError> {
+    Ok(entries(events, id, from, to)?.map(|item| item.map(|(seq, ts, _)| (seq, ts))))
+}
+
+/// User `id`'s stored events with seqs in `from..=to`, in seq order:
+/// (seq, ts, JSON) each, a reference made into its event from the `shared`
+/// tree as the caller takes it (a page takes what it holds, not a whole
+/// run). A reference whose record is gone (retention removed it while
+/// this read) is left out: the reader sees the trimmed mark moved, and
+/// reads again.
+pub(super) fn stored<'a>(
+    events: &sled::Tree,
+    shared: &'a sled::Tree,
+    id: u64,
+    from: u64,
+    to: u64,
+) -> Result<impl Iterator<Item = Result<(u64, u64, Bytes), StoreError>> + 'a, StoreError> {
+    let entries = entries(events, id, from, to)?;
+    Ok(entries.filter_map(move |item| match item {
+        Ok((seq, ts, Stored::Json(json))) => Some(Ok((seq, ts, json))),
+        Ok((seq, ts, Stored::Shared(record))) => match fanout::event_of(shared, record, seq) {
+            Ok(Some(json)) => Some(Ok((seq, ts, json))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        },
+        Err(e) => Some(Err(e)),
     }))
 }
 
