@@ -10,54 +10,75 @@ use std::time::Duration;
 use common::{seqs, Server, API_KEY};
 use serde_json::{json, Value};
 
-/// Publishes from `writers` tasks to the users `to` (every fourth writer
-/// to the first of them alone, the others to all at once) until the
-/// server dies; returns every acknowledged (uid, seq) → data.
+/// Acknowledged publishes: (uid, seq) → data.
+type Acknowledged = BTreeMap<(String, u64), Value>;
+
+/// Tasks publishing to the users `to` (every fourth to the first of them
+/// alone, the others to all at once) until the server dies.
+struct Writers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    acked: Arc<Mutex<Acknowledged>>,
+}
+
+impl Writers {
+    fn start(server: &Server, to: &[&str], writers: usize) -> Writers {
+        let acked = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let http = common::client();
+            let url = server.url("/api/v1/publish");
+            let acked = acked.clone();
+            let to: Vec<String> = match w % 4 {
+                3 => vec![to[0].to_owned()],
+                _ => to.iter().map(|u| u.to_string()).collect(),
+            };
+            tasks.push(tokio::spawn(async move {
+                for n in 0..100_000u64 {
+                    let data = json!({"w": w, "n": n});
+                    let sent = http
+                        .post(&url)
+                        .bearer_auth(API_KEY)
+                        .json(&json!({"to": to, "data": data}))
+                        .send()
+                        .await;
+                    let Ok(response) = sent else { return };
+                    let Ok(body) = response.json::<Value>().await else {
+                        return;
+                    };
+                    let mut acked = acked.lock().unwrap();
+                    for uid in &to {
+                        let Some(seq) = body["seqs"][uid].as_u64() else {
+                            return;
+                        };
+                        acked.insert((uid.clone(), seq), data.clone());
+                    }
+                }
+            }));
+        }
+        Writers { tasks, acked }
+    }
+
+    /// Once the server was killed: every acknowledged (uid, seq) → data.
+    async fn acknowledged(self) -> Acknowledged {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
+    }
+}
+
+/// Publishes from `writers` tasks to the users `to` until the server is
+/// killed after `kill_after`; returns every acknowledged (uid, seq) → data.
 async fn publish_until_killed(
     server: &mut Server,
     to: &[&str],
     writers: usize,
     kill_after: Duration,
-) -> BTreeMap<(String, u64), Value> {
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let http = common::client();
-        let url = server.url("/api/v1/publish");
-        let acked = acked.clone();
-        let to: Vec<String> = match w % 4 {
-            3 => vec![to[0].to_owned()],
-            _ => to.iter().map(|u| u.to_string()).collect(),
-        };
-        tasks.push(tokio::spawn(async move {
-            for n in 0..100_000u64 {
-                let data = json!({"w": w, "n": n});
-                let sent = http
-                    .post(&url)
-                    .bearer_auth(API_KEY)
-                    .json(&json!({"to": to, "data": data}))
-                    .send()
-                    .await;
-                let Ok(response) = sent else { return };
-                let Ok(body) = response.json::<Value>().await else {
-                    return;
-                };
-                let mut acked = acked.lock().unwrap();
-                for uid in &to {
-                    let Some(seq) = body["seqs"][uid].as_u64() else {
-                        return;
-                    };
-                    acked.insert((uid.clone(), seq), data.clone());
-                }
-            }
-        }));
-    }
+) -> Acknowledged {
+    let writers = Writers::start(server, to, writers);
     tokio::time::sleep(kill_after).await;
     server.kill9();
-    for t in tasks {
-        let _ = t.await;
-    }
-    Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
+    writers.acknowledged().await
 }
 
 /// Three rounds of publishing to `to` from 16 writers, each ended by
@@ -132,22 +153,44 @@ async fn kill_9_during_a_fan_out_that_retention_trims_loses_nothing_kept() {
     // 40 recipients, 30 events kept each (16 writers: at most 16 of them
     // in flight, not acknowledged), retention every 5 ms: the shared
     // records every recipient was trimmed past are dropped while the
-    // writers go on; what is kept must read whole after kill -9.
+    // writers go on; what is kept must read whole after kill -9, and what
+    // retention dropped stays dropped.
     let users: Vec<String> = (0..40).map(|i| format!("trim{i}")).collect();
     let to: Vec<&str> = users.iter().map(String::as_str).collect();
     let args = ["--trim-interval-ms", "5", "--queue-cap", "30"];
     let mut server = Server::start_with(&args).await;
+    let mut tokens = Vec::new();
+    for uid in &to {
+        tokens.push(server.token(uid).await);
+    }
+    // What retention had dropped of each user at the last restart.
+    let mut dropped = vec![0; to.len()];
     let mut acknowledged = BTreeMap::new();
     for round in 0..3 {
-        // Past the expanding thread's first batch (it gathers records for
-        // up to a second): retention trims what is in sled below it.
-        let got = publish_until_killed(&mut server, &to, 16, Duration::from_millis(2000)).await;
+        let writers = Writers::start(&server, &to, 16);
+        // Killed once retention dropped more of every user than at the
+        // last restart (a read from 0 starts with a gap up to there)...
+        let trimmed_further = common::eventually(Duration::from_secs(60), || async {
+            for (token, before) in tokens.iter().zip(&dropped) {
+                let (_, page) = server.get("/v1/poll?cursor=0&limit=1", token).await;
+                let first = &page["events"][0];
+                if first["type"] != "gap" || first["data"]["to"].as_u64() <= Some(*before) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(trimmed_further, "round {round}: retention did not trim");
+        // ... and one more publish made durable after it (so are the marks).
+        server.publish(&to, json!("marks")).await;
+        server.kill9();
+        let got = writers.acknowledged().await;
         assert!(!got.is_empty(), "round {round}: nothing acknowledged");
         acknowledged.extend(got);
         server.restart().await;
-        for uid in &to {
-            let token = server.token(uid).await;
-            let events = server.poll_all(&token).await;
+        for (i, (uid, token)) in to.iter().zip(&tokens).enumerate() {
+            let events = server.poll_all(token).await;
             // Events after the last gap (retention may trim while this
             // reads): consecutive seqs, each with its acknowledged data.
             let (gone, kept) = match events.iter().rposition(|e| e["type"] == "gap") {
@@ -157,7 +200,8 @@ async fn kill_9_during_a_fan_out_that_retention_trims_loses_nothing_kept() {
             let kept_seqs = seqs(kept);
             let want: Vec<u64> = (gone + 1..=gone + kept.len() as u64).collect();
             assert_eq!(kept_seqs, want, "round {round}, {uid}: a hole");
-            assert!(gone > 0, "round {round}, {uid}: retention dropped nothing");
+            assert!(gone > dropped[i], "round {round}, {uid}: a trim was lost");
+            dropped[i] = gone;
             let by_seq: BTreeMap<u64, &Value> = kept
                 .iter()
                 .map(|e| (e["seq"].as_u64().unwrap(), &e["data"]))
