@@ -120,6 +120,37 @@ mod tests {
     use crate::store::sled::SledOptions;
     use crate::store::{Append, EventQueue, PageLimit};
 
+    /// A store whose fan-out records stay unexpanded, and 16 users.
+    fn held(dir: &std::path::Path) -> (SledStore, Vec<Uid>) {
+        let store = SledStore::open(dir, SledOptions::default(), Arc::new(Metrics::new())).unwrap();
+        store.hold_expansion();
+        let users = (0..16)
+            .map(|i| Uid::parse(&format!("u{i}")).unwrap())
+            .collect();
+        (store, users)
+    }
+
+    /// The two newest events of each user, whatever their age.
+    const KEEP_TWO: Retention = Retention {
+        acked_for: Duration::from_secs(3600),
+        max_events: 2,
+        feed_max_events: 2,
+        max_age: Duration::from_secs(3600),
+    };
+
+    /// (type, seq) of each event of `page`.
+    fn kinds_and_seqs(page: crate::store::Page) -> Vec<(String, u64)> {
+        let events = page.events.iter();
+        let events = events.map(|e| serde_json::from_slice::<serde_json::Value>(e).unwrap());
+        let pairs = events.map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["seq"].as_u64().unwrap(),
+            )
+        });
+        pairs.collect()
+    }
+
     #[tokio::test]
     async fn a_followed_queue_stays_in_memory_and_reads_what_is_appended_later() {
         let dir = tempfile::tempdir().unwrap();
@@ -211,12 +242,7 @@ mod tests {
     #[tokio::test]
     async fn events_below_one_not_expanded_yet_are_trimmed() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            SledStore::open(dir.path(), SledOptions::default(), Arc::new(Metrics::new())).unwrap();
-        store.hold_expansion();
-        let users: Vec<Uid> = (0..16)
-            .map(|i| Uid::parse(&format!("u{i}")).unwrap())
-            .collect();
+        let (store, users) = held(dir.path());
         // u0: 1..=5 alone (in sled at once), 6 with everybody (a record
         // held unexpanded, as under a fan-out that never lets up).
         for n in 1..=5u64 {
@@ -225,71 +251,40 @@ mod tests {
         }
         let batch = users.iter().map(|u| Append::new(u.clone(), "notice", &6));
         store.append(batch.collect()).await.unwrap();
-        let keep_two = Retention {
-            acked_for: Duration::from_secs(3600),
-            max_events: 2,
-            feed_max_events: 2,
-            max_age: Duration::from_secs(3600),
-        };
-        assert_eq!(store.maintain(keep_two).unwrap(), 4, "1..=4 of u0");
+        assert_eq!(store.maintain(KEEP_TWO).unwrap(), 4, "1..=4 of u0");
         let limit = PageLimit {
             events: 10,
             bytes: 1 << 20,
         };
         let page = store.read(&users[0], 0, limit).await.unwrap();
-        let events: Vec<serde_json::Value> = (page.events.iter())
-            .map(|e| serde_json::from_slice(e).unwrap())
-            .collect();
-        let seqs: Vec<(&str, u64)> = (events.iter())
-            .map(|e| (e["type"].as_str().unwrap(), e["seq"].as_u64().unwrap()))
-            .collect();
-        assert_eq!(seqs, [("gap", 4), ("notice", 5), ("notice", 6)]);
+        let event = |kind: &str, seq| (kind.to_owned(), seq);
+        assert_eq!(
+            kinds_and_seqs(page),
+            [event("gap", 4), event("notice", 5), event("notice", 6)]
+        );
         assert_eq!(store.expand_held(), Some(true));
     }
 
     #[tokio::test]
     async fn a_run_trimmed_in_part_is_read_from_the_mark_and_removed_once_all_of_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            SledStore::open(dir.path(), SledOptions::default(), Arc::new(Metrics::new())).unwrap();
-        store.hold_expansion();
-        let users: Vec<Uid> = (0..16)
-            .map(|i| Uid::parse(&format!("u{i}")).unwrap())
-            .collect();
+        let (store, users) = held(dir.path());
         for n in 1..=5u64 {
             let batch = users.iter().map(|u| Append::new(u.clone(), "notice", &n));
             store.append(batch.collect()).await.unwrap();
         }
         // Expanded as one job: each user's 1..=5 is one run.
         assert_eq!(store.expand_held(), Some(true));
-        let keep_two = Retention {
-            acked_for: Duration::from_secs(3600),
-            max_events: 2,
-            feed_max_events: 2,
-            max_age: Duration::from_secs(3600),
-        };
-        assert_eq!(store.maintain(keep_two).unwrap(), 16 * 3);
+        assert_eq!(store.maintain(KEEP_TWO).unwrap(), 16 * 3);
         let limit = PageLimit {
             events: 10,
             bytes: 1 << 20,
-        };
-        let seqs = |page: crate::store::Page| -> Vec<(String, u64)> {
-            let events = page.events.iter();
-            let events = events.map(|e| serde_json::from_slice::<serde_json::Value>(e).unwrap());
-            events
-                .map(|e| {
-                    (
-                        e["type"].as_str().unwrap().to_owned(),
-                        e["seq"].as_u64().unwrap(),
-                    )
-                })
-                .collect()
         };
         let event = |kind: &str, seq| (kind.to_owned(), seq);
         // A gap up to 3, then 4 and 5 from the run that still holds 1..=5.
         let page = store.read(&users[0], 0, limit).await.unwrap();
         assert_eq!(
-            seqs(page),
+            kinds_and_seqs(page),
             vec![event("gap", 3), event("notice", 4), event("notice", 5)]
         );
         let id = store.queue(&users[0]).unwrap().id;
@@ -298,10 +293,10 @@ mod tests {
             let to_one = vec![Append::new(users[0].clone(), "notice", &n)];
             store.append(to_one).await.unwrap();
         }
-        assert_eq!(store.maintain(keep_two).unwrap(), 3, "4, 5 and 6");
+        assert_eq!(store.maintain(KEEP_TWO).unwrap(), 3, "4, 5 and 6");
         let page = store.read(&users[0], 3, limit).await.unwrap();
         assert_eq!(
-            seqs(page),
+            kinds_and_seqs(page),
             vec![event("gap", 6), event("notice", 7), event("notice", 8)]
         );
         let keys = store.events.scan_prefix(id.to_be_bytes()).keys();
