@@ -22,9 +22,9 @@
 //! the user's lock, so what holds a user's events enters sled's log in seq
 //! order; readers only read up to the user's durable mark, which the commit
 //! thread raises after the flush that covers them. After a crash the
-//! references of the records left unexpanded are written first, then the next seq is one past the
-//! highest key (or past `trimmed`), so a seq any client saw is never handed
-//! out again.
+//! references of the records left unexpanded are written first, then the
+//! next seq is one past the highest key (or past `trimmed`), so a seq any
+//! client saw is never handed out again.
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
