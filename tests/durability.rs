@@ -81,6 +81,34 @@ async fn publish_until_killed(
     writers.acknowledged().await
 }
 
+/// Asserts that every event acknowledged to `uid` from seq `from` on is in
+/// `events` at its seq with its data; returns how many were checked.
+fn assert_kept(
+    acknowledged: &Acknowledged,
+    uid: &str,
+    from: u64,
+    events: &[Value],
+    round: u64,
+) -> usize {
+    let by_seq: BTreeMap<u64, &Value> = events
+        .iter()
+        .map(|e| (e["seq"].as_u64().unwrap(), &e["data"]))
+        .collect();
+    let mut checked = 0;
+    for ((user, seq), data) in acknowledged.range((uid.to_string(), from)..) {
+        if user != uid {
+            break;
+        }
+        assert_eq!(
+            by_seq.get(seq),
+            Some(&data),
+            "round {round}: acknowledged seq {seq} of {uid} lost or changed"
+        );
+        checked += 1;
+    }
+    checked
+}
+
 /// Three rounds of publishing to `to` from 16 writers, each ended by
 /// kill -9 and a restart: every user's queue then has seqs 1..=N without
 /// a hole, every acknowledged event at its seq, and the next publish gets
@@ -104,20 +132,7 @@ async fn publish_kill_and_check(server: &mut Server, to: &[&str]) {
             // No holes: seqs are 1..=N.
             let holes = stored_seqs.iter().zip(1..).find(|(seq, n)| **seq != *n);
             assert_eq!(holes, None, "round {round}, {uid}: a hole");
-            let by_seq: BTreeMap<u64, &Value> = stored
-                .iter()
-                .map(|e| (e["seq"].as_u64().unwrap(), &e["data"]))
-                .collect();
-            for ((user, seq), data) in acknowledged.range((uid.to_string(), 0)..) {
-                if user != uid {
-                    break;
-                }
-                assert_eq!(
-                    by_seq.get(seq),
-                    Some(&data),
-                    "round {round}: acknowledged seq {seq} of {uid} lost or changed"
-                );
-            }
+            assert_kept(&acknowledged, uid, 1, &stored, round);
             // The next seq continues after everything stored.
             let next = server.publish(&[uid], json!("after")).await;
             let next = next[uid].as_u64().unwrap();
@@ -202,18 +217,7 @@ async fn kill_9_during_a_fan_out_that_retention_trims_loses_nothing_kept() {
             assert_eq!(kept_seqs, want, "round {round}, {uid}: a hole");
             assert!(gone > dropped[i], "round {round}, {uid}: a trim was lost");
             dropped[i] = gone;
-            let by_seq: BTreeMap<u64, &Value> = kept
-                .iter()
-                .map(|e| (e["seq"].as_u64().unwrap(), &e["data"]))
-                .collect();
-            let mut checked = 0;
-            for ((user, seq), data) in acknowledged.range((uid.to_string(), gone + 1)..) {
-                if user != uid {
-                    break;
-                }
-                assert_eq!(by_seq.get(seq), Some(&data), "round {round}: {uid} {seq}");
-                checked += 1;
-            }
+            let checked = assert_kept(&acknowledged, uid, gone + 1, kept, round);
             assert!(
                 checked > 0,
                 "round {round}, {uid}: nothing acknowledged kept"
